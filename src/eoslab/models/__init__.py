@@ -1,0 +1,18 @@
+"""Models: each one is data plus pure functions that build a :class:`~eoslab.Problem`."""
+
+from eoslab.models import quadratic2d, second_order
+from eoslab.models.second_order import SecondOrder
+
+__all__ = ["quadratic2d", "second_order", "SecondOrder", "get"]
+
+REGISTRY = {"quadratic2d": quadratic2d, "second_order": second_order}
+
+
+def get(name: str):
+    """The model module called ``name``; a clear error for an unknown one."""
+    from eoslab.errors import EoslabError
+
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise EoslabError(f"unknown model {name!r}; known models: {', '.join(sorted(REGISTRY))}") from None

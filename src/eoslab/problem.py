@@ -1,0 +1,115 @@
+"""The :class:`Problem`: a model (a pure function) plus its data, targets, loss and initial parameters.
+
+Everything in :mod:`eoslab.spectra` and :mod:`eoslab.dynamics` works from a ``Problem``,
+so a user's own JAX model plugs in exactly like the paper's models.
+
+A ``Problem`` is a pytree: ``data``, ``targets`` and ``params`` are leaves (so a batch of
+problems, e.g. random models for many seeds, can be ``vmap``-ed), while the function and
+the loss kind are static.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from eoslab.errors import EoslabError
+
+Params = Any
+LOSSES = ("mse", "cross_entropy")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """A supervised problem ``L(θ) = loss(fn(θ, data), targets)``.
+
+    Attributes:
+      fn: ``fn(params, data) -> outputs`` with outputs of shape ``(n,)`` or ``(n, c)``
+        (``n`` examples/datapoints, ``c`` outputs each). Static.
+      data: inputs passed to ``fn`` (any pytree; may be ``None``).
+      targets: array with the same shape as the outputs (one-hot for cross-entropy).
+      params: initial parameters θ₀, any pytree.
+      loss: ``"mse"``: ``L = Σ (f − y)² / (2·norm)``; ``"cross_entropy"``: mean softmax
+        cross-entropy over the ``n`` examples. Static.
+      norm: the MSE normaliser; ``None`` means ``n`` (number of examples), so the 2-D
+        model (n = 1) has ``L = ½(f − E)²`` and a second-order model ``1/(2D) Σ z²``.
+        Static.
+    """
+
+    fn: Callable = dataclasses.field(metadata=dict(static=True))
+    data: Any
+    targets: jax.Array
+    params: Params
+    loss: str = dataclasses.field(default="mse", metadata=dict(static=True))
+    norm: float | None = dataclasses.field(default=None, metadata=dict(static=True))
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise EoslabError(f"unknown loss {self.loss!r}; expected one of {LOSSES}")
+
+    # ---- construction -------------------------------------------------------------
+    @classmethod
+    def from_model(cls, apply_fn: Callable, params: Params, inputs: Any, targets,
+                   loss: str = "mse", norm: float | None = None) -> "Problem":
+        """Wrap any JAX ``apply_fn(params, x) -> outputs`` and its data.
+
+        The outputs of ``apply_fn(params, inputs)`` must have the shape of ``targets``.
+        """
+        targets = jnp.asarray(targets)
+        out = jax.eval_shape(apply_fn, params, inputs)
+        if out.shape != targets.shape:
+            raise EoslabError(
+                f"model outputs have shape {out.shape} but targets have shape {targets.shape}")
+        return cls(apply_fn, inputs, targets, params, loss, norm)
+
+    def with_params(self, params: Params) -> "Problem":
+        return dataclasses.replace(self, params=params)
+
+    # ---- the maps -----------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        """Number of examples (leading axis of the targets)."""
+        return self.targets.shape[0]
+
+    @property
+    def normaliser(self) -> float:
+        return float(self.n if self.norm is None else self.norm)
+
+    def predict(self, params: Params) -> jax.Array:
+        """Model outputs, shape of ``targets``."""
+        return self.fn(params, self.data)
+
+    def residuals(self, params: Params) -> jax.Array:
+        """``z = f(θ) − y``, shape of ``targets``."""
+        return self.predict(params) - self.targets
+
+    def loss_from_outputs(self, outputs: jax.Array) -> jax.Array:
+        if self.loss == "mse":
+            return jnp.sum((outputs - self.targets) ** 2) / (2.0 * self.normaliser)
+        logp = jax.nn.log_softmax(outputs, axis=-1)
+        return -jnp.sum(self.targets * logp) / self.n
+
+    def loss_fn(self, params: Params) -> jax.Array:
+        """The scalar training loss ``L(θ)``."""
+        return self.loss_from_outputs(self.predict(params))
+
+    def flat(self):
+        """``(θ₀ as a flat vector (P,), unravel)`` for matrix-level code."""
+        return ravel_pytree(self.params)
+
+    @property
+    def num_params(self) -> int:
+        return self.flat()[0].size
+
+    def output_hessian_weights(self, outputs: jax.Array) -> jax.Array:
+        """∂²L/∂f² as a linear map's diagonal-free form: returns ``M`` with the
+        Gauss-Newton matrix ``G = Jᵀ M J`` (flattened outputs). For MSE ``M = I/norm``."""
+        flat = outputs.reshape(-1)
+        if self.loss == "mse":
+            return jnp.eye(flat.size, dtype=flat.dtype) / self.normaliser
+        return jax.hessian(lambda o: self.loss_from_outputs(o.reshape(outputs.shape)))(flat)

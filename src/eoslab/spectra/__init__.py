@@ -1,0 +1,13 @@
+"""Spectra of the loss Hessian, the NTK and the Gauss-Newton matrix.
+
+Dense routines (``jax.hessian``/``jax.jacobian`` + ``eigh``) for small P; matrix-free
+Lanczos on Hessian-vector and Jacobian-vector products for large P.
+"""
+
+from eoslab.spectra.dense import (gauss_newton_matrix, hessian_matrix, ntk_matrix, top_eigvals)
+from eoslab.spectra.lanczos import LanczosResult, lanczos
+from eoslab.spectra.operators import gnvp, hvp, ntk_vp
+from eoslab.spectra.top import hessian_top, ntk_top
+
+__all__ = ["gauss_newton_matrix", "hessian_matrix", "ntk_matrix", "top_eigvals", "LanczosResult",
+           "lanczos", "hvp", "gnvp", "ntk_vp", "hessian_top", "ntk_top"]

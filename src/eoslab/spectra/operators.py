@@ -1,0 +1,57 @@
+"""Matrix-free products on flat vectors: Hessian-vector, NTK-vector, Gauss-Newton-vector.
+
+Each builder returns ``(matvec, dim)`` with ``matvec: (dim,) -> (dim,)`` closed over the
+current parameters; they are cheap to rebuild inside a jitted step.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from eoslab.problem import Params, Problem
+
+
+def hvp(problem: Problem, params: Params):
+    """``v ↦ ∇²L(θ) v`` by forward-over-reverse (one JVP of the gradient), on (P,) vectors."""
+    flat, unravel = ravel_pytree(params)
+    grad = jax.grad(lambda v: problem.loss_fn(unravel(v)))
+
+    def mv(v):
+        return jax.jvp(grad, (flat,), (v.astype(flat.dtype),))[1]
+
+    return mv, flat.size
+
+
+def ntk_vp(problem: Problem, params: Params):
+    """``u ↦ J (Jᵀ u) / norm`` on (N,) output-space vectors (one VJP and one JVP)."""
+    flat, unravel = ravel_pytree(params)
+    f = lambda v: problem.predict(unravel(v)).reshape(-1)
+    out, vjp = jax.vjp(f, flat)
+
+    def mv(u):
+        (w,) = vjp(u.astype(out.dtype))
+        return jax.jvp(f, (flat,), (w,))[1] / problem.normaliser
+
+    return mv, out.size
+
+
+def gnvp(problem: Problem, params: Params):
+    """``v ↦ Jᵀ (∂²L/∂f²) J v`` on (P,) vectors (Gauss-Newton; MSE or cross-entropy)."""
+    flat, unravel = ravel_pytree(params)
+    f = lambda v: problem.predict(unravel(v))
+    out, vjp = jax.vjp(f, flat)
+    lossh = lambda o: problem.loss_from_outputs(o)
+
+    def mv(v):
+        Jv = jax.jvp(f, (flat,), (v.astype(flat.dtype),))[1]
+        HJv = jax.jvp(jax.grad(lossh), (out,), (Jv,))[1]
+        return vjp(HJv)[0]
+
+    return mv, flat.size
+
+
+def dense_from_matvec(mv, dim: int, dtype=jnp.float64) -> jax.Array:
+    """Materialise a matvec as a (dim, dim) matrix (tests, tiny problems)."""
+    return jax.vmap(mv, out_axes=1)(jnp.eye(dim, dtype=dtype))
