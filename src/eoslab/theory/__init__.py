@@ -1,0 +1,1 @@
+"""Theoretical predictions to compare simulations with (closed forms and numerically exact maps)."""
