@@ -30,9 +30,10 @@ STYLE = {
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.2, **kw):
     """``(fig, axes)`` in eoslab's style; ``width``/``height`` are per panel, inches."""
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
-                                 layout="constrained", **kw)
+    # Artists read rcParams when created, so the style is applied for the figure's lifetime.
+    plt.rcParams.update(STYLE)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows),
+                             layout="constrained", **kw)
     return fig, axes
 
 
@@ -42,10 +43,10 @@ def save(fig, path: str | os.PathLike, formats: tuple[str, ...] = ("png", "svg")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = []
-    with plt.rc_context(STYLE):
-        for fmt in formats:
-            p = path.with_suffix("." + fmt)
-            fig.savefig(p)
-            out.append(p)
+    for fmt in formats:
+        p = path.with_suffix("." + fmt)
+        # Fixed metadata: the same figure gives the same bytes (no creation date).
+        fig.savefig(p, metadata={"Date": None} if fmt == "svg" else None)
+        out.append(p)
     plt.close(fig)
     return out
