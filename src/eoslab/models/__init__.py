@@ -1,11 +1,12 @@
 """Models: each one is data plus pure functions that build a :class:`~eoslab.Problem`."""
 
-from eoslab.models import quadratic2d, second_order
+from eoslab.models import linear_net, quadratic2d, second_order, two_layer
 from eoslab.models.second_order import SecondOrder
 
-__all__ = ["quadratic2d", "second_order", "SecondOrder", "get"]
+__all__ = ["quadratic2d", "second_order", "two_layer", "linear_net", "SecondOrder", "get"]
 
-REGISTRY = {"quadratic2d": quadratic2d, "second_order": second_order}
+REGISTRY = {"quadratic2d": quadratic2d, "second_order": second_order, "two_layer": two_layer,
+            "linear_net": linear_net}
 
 
 def get(name: str):

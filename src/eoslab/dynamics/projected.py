@@ -1,0 +1,72 @@
+"""Projected gradient descent onto a box, θ ← Π_C(θ − η∇L(θ)), C = {lower ≤ θ ≤ upper}.
+
+The Euclidean projection onto a box is a coordinate-wise clip, so Π_C is exact, cheap and
+non-expansive; bounds may be ±inf (an unbounded side). Inside C the iteration is plain GD, so a
+box containing the whole GD trajectory reproduces :func:`eoslab.dynamics.gd` exactly. The
+records and divergence masking are those of :func:`~eoslab.dynamics.gd` (same keys).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from eoslab.dynamics.gd import check_run_args, masked_scan, record
+from eoslab.errors import EoslabError
+from eoslab.problem import Params, Problem
+from eoslab.spectra.dense import hessian_matrix, ntk_matrix, top_eigvals
+
+
+def project_box(theta: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Array:
+    """Π_C(θ) = clip(θ, lower, upper), all (P,)."""
+    return jnp.clip(theta, lower, upper)
+
+
+def projected_gd(problem: Problem, lr, steps: int, lower, upper, *, k: int = 2,
+                 record_params: bool = False, params0: Params | None = None):
+    """Projected GD for ``steps`` steps with dense spectra (small P).
+
+    Args:
+      problem: model, data and θ₀ (``params0`` overrides θ₀). θ₀ is projected first.
+      lr: step size η (traced: ``vmap``-able).
+      lower, upper: bounds (P,) on the flattened parameters (±inf allowed), lower ≤ upper.
+      k: number of top Hessian/NTK eigenvalues recorded.
+      record_params: also record θ_t (steps, P) under ``"params"``.
+
+    Returns ``(trajectory, final_params)`` as :func:`eoslab.dynamics.gd`, plus the key
+    ``"projected"`` (steps,) bool: the projection was active at that update.
+    """
+    check_run_args(lr, steps, k, "dense")
+    params0 = problem.params if params0 is None else params0
+    flat0, _ = ravel_pytree(params0)
+    lower = jnp.broadcast_to(jnp.asarray(lower, flat0.dtype), flat0.shape)
+    upper = jnp.broadcast_to(jnp.asarray(upper, flat0.dtype), flat0.shape)
+    if not isinstance(lower, jax.core.Tracer) and bool(jnp.any(lower > upper)):
+        raise EoslabError(f"projection box is empty: lower {lower} > upper {upper} somewhere")
+    return _projected_gd(problem, jnp.asarray(lr), params0, lower, upper, steps=steps, k=k,
+                         record_params=record_params)
+
+
+@functools.partial(jax.jit, static_argnames=("steps", "k", "record_params"))
+def _projected_gd(problem, lr, params0, lower, upper, *, steps, k, record_params):
+    flat0, unravel = ravel_pytree(params0)
+    loss_flat = lambda v: problem.loss_fn(unravel(v))
+
+    def advance(v):
+        loss, g = jax.value_and_grad(loss_flat)(v)
+        p = unravel(v)
+        he = top_eigvals(hessian_matrix(problem, p), k)
+        ne = top_eigvals(ntk_matrix(problem, p), k)
+        rec = record(loss, problem.residuals(p), jnp.linalg.norm(g), he, ne, lr)
+        if record_params:
+            rec["params"] = v
+        step = v - lr * g
+        new = project_box(step, lower, upper)
+        rec["projected"] = jnp.any(new != step)
+        return new, rec, loss
+
+    v, traj = masked_scan(advance, project_box(flat0, lower, upper), steps)
+    return traj, unravel(v)

@@ -1,0 +1,158 @@
+"""Sharpness of the global minimisers of deep linear networks, and the step-size threshold.
+
+Setting: :mod:`eoslab.models.linear_net`, loss L = Σᵢ‖yᵢ − W xᵢ‖² / (2·norm), W = W_L⋯W_1,
+no bottleneck (every width ≥ rank W*). Derivations (docs/companions.md):
+
+* The global minimisers are M = {θ : W(θ) = W*}, W* = YᵀX(XᵀX)⁻¹ (least squares). On M the
+  residual term of the Hessian vanishes (it is ⟨R X, ∂²W⟩ and the normal equations give RᵀX = 0),
+  so ∇²L = Gauss–Newton: the quadratic form is tr(δW Σ δWᵀ), Σ = XᵀX/norm, δW = Σᵢ A_i δW_i B_i
+  (A_i = W_L⋯W_{i+1}, B_i = W_{i−1}⋯W_1).
+* Scalar chain (all widths 1), any data: Σ = s, W* = p*. At w ∈ M the Hessian is s g gᵀ with
+  g_i = p*/w_i, so λ_max = s p*² Σᵢ w_i⁻². By AM–GM under Πw_i = p*,
+  **inf_M λ_max = s·L·|p*|^{2 − 2/L}**, attained at the balanced |w_i| = |p*|^{1/L}.
+  ½(uv − 1)²: s = 1, L = 2, p* = 1 → inf λ_max = 2, threshold η = 1.
+* Whitened matrix case (Σ = s·I): the balanced minimiser W_i = U_{i+1} Σ*^{1/L} U_iᵀ has
+  λ_max = s·L·σ₁(W*)^{2−2/L} (all L layer perturbations along the top singular pair add up
+  coherently); we use it as the infimum and check it against the numerical minimisation
+  (:func:`inf_sharpness_numerical`) in the tests.
+* Threshold: GD can converge (from a set of positive measure) only to minima with λ_max ≤ 2/η,
+  so for η > η* = 2 / inf_M λ_max the convergent initialisations have measure zero.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eoslab.errors import EoslabError
+from eoslab.models import linear_net
+from eoslab.problem import Problem
+from eoslab.spectra.dense import hessian_matrix
+
+
+def least_squares_target(x, y) -> jax.Array:
+    """W* = Yᵀ X (XᵀX)⁻¹ (d_out, d_in) for x (n, d_in), y (n, d_out)."""
+    return jnp.linalg.solve(x.T @ x, x.T @ y).T
+
+
+def minimum_loss(problem: Problem) -> float:
+    """L at the global minimisers (0 when the data are realisable)."""
+    W = least_squares_target(problem.data, problem.targets)
+    return float(problem.loss_from_outputs(problem.data @ W.T))
+
+
+def input_covariance(problem: Problem) -> jax.Array:
+    """Σ = XᵀX / norm (d_in, d_in): the loss is ½ tr((W − W*) Σ (W − W*)ᵀ) + const."""
+    return problem.data.T @ problem.data / problem.normaliser
+
+
+def _widths(problem: Problem) -> tuple[int, ...]:
+    return (problem.data.shape[1],) + tuple(w.shape[0] for w in problem.params)
+
+
+def inf_sharpness_closed_form(problem: Problem) -> float | None:
+    """inf over the global minimisers of λ_max(∇²L) = s·L·σ₁(W*)^{2−2/L} when Σ = s·I (whitened
+    inputs, always true for d_in = 1) and no layer is narrower than rank W*; else ``None``."""
+    sigma = input_covariance(problem)
+    s = float(sigma[0, 0])
+    if not np.allclose(np.asarray(sigma), s * np.eye(sigma.shape[0]), rtol=1e-10, atol=1e-12 * abs(s)):
+        return None
+    W = least_squares_target(problem.data, problem.targets)
+    sv = np.linalg.svd(np.asarray(W), compute_uv=False)
+    rank = int(np.sum(sv > 1e-12 * max(sv[0], 1e-300)))
+    depth = len(problem.params)
+    if min(_widths(problem)) < rank or rank == 0:
+        return None
+    return s * depth * float(sv[0]) ** (2.0 - 2.0 / depth)
+
+
+def balanced_minimiser(problem: Problem) -> tuple[jax.Array, ...]:
+    """A balanced global minimiser W_i = U_{i+1} S^{1/L} U_iᵀ (U_{L+1} = U, U_1 = V of W* = U S Vᵀ),
+    hidden widths ≥ rank W*; the extra hidden units are zero."""
+    W = np.asarray(least_squares_target(problem.data, problem.targets))
+    U, S, Vt = np.linalg.svd(W, full_matrices=False)
+    r, depth, widths = S.size, len(problem.params), _widths(problem)
+    root = np.diag(S ** (1.0 / depth))
+    frames = [Vt.T] + [np.eye(w, r) for w in widths[1:-1]] + [U]   # (d_i, r) orthonormal columns
+    return tuple(jnp.asarray(frames[i + 1] @ root @ frames[i].T) for i in range(depth))
+
+
+def _chart(problem: Problem, W_star):
+    """θ(free) = (W_1, …, W_{L−1}, W* B⁺), B = W_{L−1}⋯W_1: a point of M whenever B has full
+    column rank (needs every hidden width ≥ d_in)."""
+    shapes = [w.shape for w in problem.params[:-1]]
+    sizes = [int(np.prod(s)) for s in shapes]
+
+    def theta(free):
+        mats, i = [], 0
+        for s, n in zip(shapes, sizes):
+            mats.append(free[i:i + n].reshape(s))
+            i += n
+        B = linear_net.product(mats) if mats else jnp.eye(W_star.shape[1])
+        return tuple(mats) + (W_star @ jnp.linalg.pinv(B),)
+
+    return theta, sum(sizes)
+
+
+def sharpness(problem: Problem, params) -> jax.Array:
+    """λ_max(∇²L(θ)) (dense, small P)."""
+    return jnp.linalg.eigvalsh(hessian_matrix(problem, params))[-1]
+
+
+def inf_sharpness_numerical(problem: Problem, key=None, restarts: int = 6, temperatures=(1e-1, 1e-2, 1e-3, 1e-4)):
+    """Minimise λ_max(∇²L) over the manifold of global minimisers numerically.
+
+    Parametrises M by the chart of :func:`_chart` (free W_1 … W_{L−1}) and minimises the smooth
+    soft-max τ·log Σ exp(λ_i/τ) of the Hessian eigenvalues with L-BFGS (SciPy, at the edge) for
+    decreasing τ (relative to the current λ_max), from ``restarts`` random points. Returns
+    ``(value, params)``: the smallest true λ_max found (an upper bound on the infimum) and where.
+    """
+    from scipy.optimize import minimize
+
+    widths = _widths(problem)
+    if any(w < widths[0] for w in widths[1:-1]):
+        raise EoslabError("the numerical infimum needs every hidden width ≥ d_in (chart of the minimisers)")
+    W_star = least_squares_target(problem.data, problem.targets)
+    if len(problem.params) == 1:
+        return float(sharpness(problem, (W_star,))), (W_star,)
+    theta, n = _chart(problem, W_star)
+    eig = jax.jit(lambda f: jnp.linalg.eigvalsh(hessian_matrix(problem, theta(f))))
+
+    def soft(f, tau):
+        lam = jnp.linalg.eigvalsh(hessian_matrix(problem, theta(f)))
+        return tau * jax.nn.logsumexp(lam / tau)
+
+    vg = jax.jit(jax.value_and_grad(soft))
+    key = jax.random.PRNGKey(0) if key is None else key
+    best, best_f = np.inf, None
+    for k in jax.random.split(key, restarts):
+        f = np.asarray(jax.random.normal(k, (n,), jnp.float64))
+        for t in temperatures:
+            tau = t * float(eig(jnp.asarray(f))[-1])
+            res = minimize(lambda z: tuple(np.asarray(a, np.float64) for a in vg(jnp.asarray(z), tau)),
+                           f, jac=True, method="L-BFGS-B", options={"maxiter": 500})
+            f = res.x
+        val = float(eig(jnp.asarray(f))[-1])
+        if np.isfinite(val) and val < best:
+            best, best_f = val, f
+    return best, theta(jnp.asarray(best_f))
+
+
+def inf_sharpness(problem: Problem, key=None) -> tuple[float, str]:
+    """``(inf_M λ_max, method)``: the closed form when it applies, else the numerical minimum."""
+    closed = inf_sharpness_closed_form(problem)
+    if closed is not None:
+        return closed, "closed_form"
+    return inf_sharpness_numerical(problem, key)[0], "numerical"
+
+
+def threshold(inf_lambda: float) -> float:
+    """η* = 2 / inf_M λ_max: beyond it GD converges from a null set of initialisations only."""
+    return 2.0 / inf_lambda
+
+
+def gd_map_det(problem: Problem, params, lr) -> jax.Array:
+    """det(I − η∇²L(θ)): the Jacobian determinant of the GD map θ ↦ θ − η∇L(θ)."""
+    H = hessian_matrix(problem, params)
+    return jnp.linalg.det(jnp.eye(H.shape[0]) - lr * H)

@@ -1,0 +1,185 @@
+"""Theory for the minimalist two-layer network (:mod:`eoslab.models.two_layer`).
+
+Everything is written for the loss L = ½ rᵀΣr, r = αβ − w*, w* = e₂, with any SPD Σ (2, 2):
+Σ = diag(λ₁, λ₂) for the population loss, XᵀX/n for the empirical one.
+
+* **Minimisers**: β = w*/α, α ≠ 0 (a curve, two branches ±). With Σ = diag(λ₁, λ₂) their Hessian
+  eigenvalues are {0, λ₁α², λ₂(α² + α⁻²)}: the sharp direction is the irrelevant weight β₁.
+* **Conserved quantity of gradient flow** (balancedness): d/dt (α² − ‖β‖²) = −2α βᵀΣr + 2α βᵀΣr = 0.
+  Gradient flow converges (from every θ off the stable manifold of the saddle line
+  {α = 0, βᵀΣw* = 0}) to the minimiser with the same c = α² − ‖β‖², i.e.
+  α∞² = a(c) = (c + √(c² + 4‖w*‖²)) / 2,  β∞ = w*/α∞  (up to the symmetry (α, β) → −(α, β),
+  which changes neither f nor the Hessian spectrum). So the **GFS sharpness** is a closed form:
+  S_GFS(θ) = λ_max(∇²L(√a, w*/√a)), = max(λ₁a, λ₂(a + 1/a)) = max(λ₁a, λ₂√(c² + 4)) for diagonal Σ.
+* Under GD, c_{t+1} = c_t + η²(g_α² − ‖g_β‖²) exactly (the O(η) term cancels by the same identity),
+  so GD moves the GFS point only at second order in η.
+* **Stable set** (Damian et al.): {θ : S(θ) ≤ 2/η, ∇L(θ)·u(θ) = 0}, u the top Hessian eigenvector.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eoslab.models.two_layer import W_STAR, grad, hessian, sharpness
+
+
+def balance(theta: jax.Array) -> jax.Array:
+    """c = α² − ‖β‖² (...,) for θ (..., 3): conserved by gradient flow."""
+    return theta[..., 0] ** 2 - jnp.sum(theta[..., 1:] ** 2, axis=-1)
+
+
+def gfs_point(theta: jax.Array) -> jax.Array:
+    """The limit of gradient flow from θ (3,), in closed form (branch with α∞ of the sign of α).
+
+    Uses only the conserved c = α² − ‖β‖²: α∞² = (c + √(c² + 4‖w*‖²))/2, β∞ = w*/α∞.
+    When c ≤ 0 the flow may cross α = 0, so the branch (sign) is then not fixed by c; the
+    sharpness and the function f are the same on both branches.
+    """
+    c = balance(theta)
+    w2 = W_STAR @ W_STAR
+    a = 0.5 * (c + jnp.sqrt(c * c + 4.0 * w2))
+    alpha = jnp.where(theta[0] < 0, -1.0, 1.0) * jnp.sqrt(a)
+    return jnp.concatenate([alpha[None], W_STAR / alpha])
+
+
+def gfs_sharpness(theta: jax.Array, sigma: jax.Array) -> jax.Array:
+    """S_GFS(θ): sharpness of the gradient-flow solution from θ (exact, no ODE integration)."""
+    return sharpness(gfs_point(theta), sigma)
+
+
+def minimiser_eigs(alpha, lam1: float, lam2: float) -> jax.Array:
+    """Hessian eigenvalues (3,) of the population loss at the minimiser (α, 0, 1/α), descending
+    when λ₁α² ≥ λ₂(α² + α⁻²): {λ₁α², λ₂(α² + α⁻²), 0}."""
+    a = alpha * alpha
+    return jnp.stack([lam1 * a, lam2 * (a + 1.0 / a), jnp.zeros_like(a)])
+
+
+def stable_minimisers(lam1: float, lam2: float, lr: float) -> tuple[float, float] | None:
+    """The interval of α² for which the population minimiser (α, 0, 1/α) is linearly stable,
+    S ≤ 2/η, i.e. λ₁α² ≤ 2/η and λ₂(α² + α⁻²) ≤ 2/η; ``None`` if empty."""
+    edge = 2.0 / lr
+    hi = edge / lam1
+    q = edge / lam2                     # a + 1/a ≤ q  ⇔  a ∈ [(q − √(q²−4))/2, (q + √(q²−4))/2]
+    if q < 2.0:
+        return None
+    lo2, hi2 = 0.5 * (q - np.sqrt(q * q - 4.0)), 0.5 * (q + np.sqrt(q * q - 4.0))
+    lo, hi = lo2, min(hi, hi2)
+    return (float(lo), float(hi)) if lo <= hi else None
+
+
+def gradient_flow(theta0, sigma, t_max: float, rtol: float = 1e-11, atol: float = 1e-13):
+    """Integrate dθ/dt = −∇L(θ) to ``t_max`` with SciPy's adaptive DOP853 (an independent
+    reference for :func:`gfs_point`; NumPy/SciPy at the edge). Returns θ(t_max) (3,)."""
+    from scipy.integrate import solve_ivp
+
+    sig = np.asarray(sigma)
+    g = jax.jit(lambda th: grad(th, jnp.asarray(sig)))
+    sol = solve_ivp(lambda t, th: -np.asarray(g(jnp.asarray(th))), (0.0, t_max),
+                    np.asarray(theta0, dtype=np.float64), method="DOP853", rtol=rtol, atol=atol)
+    return sol.y[:, -1]
+
+
+# ---- stable set --------------------------------------------------------------------------
+def _constraints(theta, sigma, lr):
+    """(h, s): h = ∇L·u (u the top Hessian eigenvector) and s = S − 2/η."""
+    w, v = jnp.linalg.eigh(hessian(theta, sigma))
+    u = v[:, -1]
+    return jnp.stack([grad(theta, sigma) @ u, w[-1] - 2.0 / lr])
+
+
+def distance_to_stable_set(theta: jax.Array, sigma: jax.Array, lr, iters: int = 30) -> jax.Array:
+    """Distance from θ to the stable set {S ≤ 2/η, ∇L·u = 0}, by a minimum-norm Gauss–Newton
+    projection: θ ← θ − J_c⁺ c over the active constraints c = (h, (S − 2/η)₊).
+
+    Each step is the exact nearest point of the linearised set, so the result is the distance to
+    first order in it (exact when the constraints are affine near θ). Returns ‖θ* − θ‖, or NaN if
+    the projection did not reach the set (|h| and (S − 2/η)₊ ≤ 1e-10·(1 + S)).
+    """
+
+    def step(p, _):
+        c = _constraints(p, sigma, lr)
+        J = jax.jacfwd(_constraints)(p, sigma, lr)
+        active = jnp.array([1.0, 0.0]) + jnp.array([0.0, 1.0]) * (c[1] > 0)
+        c, J = c * active, J * active[:, None]
+        return p - jnp.linalg.pinv(J, rtol=1e-12) @ c, None
+
+    p, _ = jax.lax.scan(step, theta, None, length=iters)
+    c = _constraints(p, sigma, lr)
+    ok = (jnp.abs(c[0]) <= 1e-10 * (1 + jnp.abs(c[1]))) & (c[1] <= 1e-10 * (2.0 / lr))
+    return jnp.where(ok, jnp.linalg.norm(p - theta), jnp.nan)
+
+
+# ---- per-step diagnostics and phases -----------------------------------------------------
+@jax.jit
+def diagnostics(params: jax.Array, sigma: jax.Array, lr) -> dict:
+    """Per-step diagnostics of a recorded trajectory ``params`` (T, 3) (NaN rows allowed).
+
+    Returns a dict of (T,) arrays: ``sharpness`` (exact), ``gfs_sharpness``, ``balance`` (c),
+    ``grad_dot_u`` (∇L·u), ``stable_set_distance``.
+    """
+    one = lambda th: {
+        "sharpness": sharpness(th, sigma),
+        "gfs_sharpness": gfs_sharpness(th, sigma),
+        "balance": balance(th),
+        "grad_dot_u": _constraints(th, sigma, lr)[0],
+        "stable_set_distance": distance_to_stable_set(th, sigma, lr),
+    }
+    return jax.vmap(one)(params)
+
+
+def phases(sharpness_t, loss_t, gfs_t, lr: float, gfs_rtol: float = 1e-10) -> dict:
+    """Detect the three phases of a GD run from its per-step sharpness S_t, loss and GFS sharpness.
+
+    Definitions (η = ``lr``, edge 2/η):
+      * progressive sharpening: steps [0, eos_start), eos_start = first t with S_t > 2/η;
+      * EoS with self-stabilisation: [eos_start, convergence_start), convergence_start = 1 + the
+        last t with S_t > 2/η (the sharpness stays ≤ 2/η from there on);
+      * convergence: [convergence_start, T).
+    ``eos_start`` is −1 (and the EoS phase empty) if the edge is never crossed; if S_t is still
+    above the edge at the last step, ``convergence_start`` is −1.
+
+    Measured: ``delta_eos`` = max ηS_t − 2 over the EoS phase; ``delta_after`` = max ηS_t − 2 over
+    the convergence phase (the claim S ≤ (2 + δ)/η after EoS, expected ≤ 0); GFS monotonicity
+    violations: steps t with S_GFS(θ_{t+1}) > S_GFS(θ_t)(1 + ``gfs_rtol``), with phase counts.
+    """
+    S = np.asarray(sharpness_t, dtype=np.float64)
+    L = np.asarray(loss_t, dtype=np.float64)
+    G = np.asarray(gfs_t, dtype=np.float64)
+    T, edge = S.size, 2.0 / lr
+    above = np.flatnonzero(S > edge)
+    eos_start = int(above[0]) if above.size else -1
+    conv_start = (int(above[-1]) + 1 if above[-1] + 1 < T else -1) if above.size else 0
+    ps_end = eos_start if eos_start >= 0 else (conv_start if conv_start >= 0 else T)
+    inc = np.diff(G)
+    viol = np.flatnonzero(inc > gfs_rtol * np.abs(G[:-1]))
+
+    def in_phase(t):
+        if eos_start < 0 or t < eos_start:
+            return "ps"
+        return "eos" if conv_start < 0 or t < conv_start else "convergence"
+
+    phase_of = [in_phase(t) for t in viol]
+    eos_slice = S[eos_start:(conv_start if conv_start >= 0 else T)] if eos_start >= 0 else S[:0]
+    after = S[conv_start:] if conv_start >= 0 else S[:0]
+    finite = np.isfinite(L)
+    return {
+        "edge": edge,
+        "eos_start": eos_start,
+        "convergence_start": conv_start,
+        "sharpness_initial": float(S[0]),
+        "sharpness_at_ps_end": float(S[ps_end - 1]) if ps_end > 0 else float(S[0]),
+        "ps_fraction_increasing": float(np.mean(np.diff(S[:ps_end]) > 0)) if ps_end > 1 else float("nan"),
+        "delta_eos": float(lr * eos_slice.max() - 2.0) if eos_slice.size else float("nan"),
+        "delta_after": float(lr * after.max() - 2.0) if after.size else float("nan"),
+        "final_sharpness": float(S[-1]),
+        "final_eta_sharpness": float(lr * S[-1]),
+        "final_loss": float(L[finite][-1]) if finite.any() else float("nan"),
+        "final_gfs_sharpness": float(G[-1]),
+        "gfs_violations": int(viol.size),
+        "gfs_violations_by_phase": {p: phase_of.count(p) for p in ("ps", "eos", "convergence")},
+        "gfs_violation_steps": [int(t) for t in viol[:20]],
+        "gfs_max_increase": float(inc.max(initial=0.0)),
+        "gfs_max_relative_increase": float(np.max(inc / np.abs(G[:-1]), initial=0.0)),
+    }
