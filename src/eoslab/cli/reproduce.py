@@ -1,0 +1,187 @@
+"""``eoslab reproduce``, ``eoslab report``, ``eoslab list`` and ``eoslab show``: the papers'
+experiments from their configs, the results store and the claims report (docs/experiments.md)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from eoslab.cli import app
+
+RUNS_HELP = "results root (one folder per run)"
+
+
+def _only(values: Optional[List[str]]) -> list[str]:
+    return [v for item in (values or []) for v in item.split(",") if v]
+
+
+def _console():
+    from rich.console import Console
+
+    return Console()
+
+
+def _claims_table(report):
+    from rich.table import Table
+
+    from eoslab.report import claim_cells
+
+    t = Table(title="claims", show_lines=False)
+    for col in ("status", "claim", "predicted", "measured", "tolerance"):
+        t.add_column(col, overflow="fold")
+    for c in report.claims:
+        cell = claim_cells(c)
+        style = "bold green" if c.passed else "bold red"
+        t.add_row(f"[{style}]{c.status}[/]", c.claim.id, cell["predicted"], f"{cell['relation']} {cell['measured']}",
+                  cell["tolerance"])
+    return t
+
+
+def _write_report(exps, mode, store, out, elapsed, console) -> int:
+    from eoslab.experiments.runner import collect
+    from eoslab.report import build
+
+    results = [collect(e, mode, store) for e in exps]
+    report = build(results, out, mode, elapsed_s=elapsed)
+    console.print(_claims_table(report))
+    n, k = len(report.claims), sum(c.passed for c in report.claims)
+    colour = "green" if report.passed else "red"
+    console.print(f"[{colour}]{k}/{n} claims pass[/]; report: {report.md_path}  {report.html_path}  "
+                  f"figures: {report.out / 'figures'}")
+    return 0 if report.passed else 1
+
+
+@app.command("reproduce")
+def reproduce(
+    quick: bool = typer.Option(True, "--quick/--full", help="quick sizes (≤ 5 min for the set on 2 cores) "
+                               "or the papers' sizes"),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="experiment name (repeat, or comma-separate)"),
+    out: Path = typer.Option(Path("eoslab-report"), "--out", help="report folder"),
+    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
+    configs: Optional[Path] = typer.Option(None, "--configs", help="config folder (default ./experiments)"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: compute only shard i of N (0-based) and "
+                                        "write no report; assemble later with `eoslab report`"),
+) -> None:
+    """Run every experiment config's missing runs, then write figures/, report.md and report.html.
+    Exit code 1 when a claim fails."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from eoslab.experiments.runner import Shard, execute, load_experiments
+    from eoslab.experiments.store import Store
+
+    t0 = time.perf_counter()
+    mode = "quick" if quick else "full"
+    part = Shard.parse(shard)
+    exps = load_experiments(configs, _only(only))
+    store = Store(runs)
+    console = _console()
+    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        for e in exps:
+            task = progress.add_task(e.name, total=None)
+
+            def update(done, total, task=task):
+                progress.update(task, completed=done, total=total)
+
+            execute(e, mode, store, part, on_progress=update)
+    if part.count > 1:
+        console.print(f"shard {part.index}/{part.count} done under {store.root}; assemble the report with "
+                      f"`eoslab report --{mode} --runs {store.root}` once every shard has finished")
+        return
+    code = _write_report(exps, mode, store, out, time.perf_counter() - t0, console)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("report")
+def report_cmd(
+    quick: bool = typer.Option(True, "--quick/--full", help="which sizes' runs to report"),
+    only: Optional[List[str]] = typer.Option(None, "--only", help="experiment name (repeat, or comma-separate)"),
+    out: Path = typer.Option(Path("eoslab-report"), "--out", help="report folder"),
+    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
+    configs: Optional[Path] = typer.Option(None, "--configs", help="config folder (default ./experiments)"),
+) -> None:
+    """Write the report from stored runs only (e.g. after sharded runs); lists missing runs.
+    Exit code 1 when a claim fails."""
+    from eoslab.experiments.runner import load_experiments
+    from eoslab.experiments.store import Store
+
+    t0 = time.perf_counter()
+    mode = "quick" if quick else "full"
+    exps = load_experiments(configs, _only(only))
+    code = _write_report(exps, mode, Store(runs), out, time.perf_counter() - t0, _console())
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command("list")
+def list_cmd(
+    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
+    configs: Optional[Path] = typer.Option(None, "--configs", help="config folder (default ./experiments)"),
+) -> None:
+    """The experiments, their kinds and claims, and how many of their runs are stored."""
+    from rich.table import Table
+
+    from eoslab.experiments.runner import load_experiments, plan
+    from eoslab.experiments.store import Store
+
+    store = Store(runs)
+    t = Table(title=f"experiments (results under {store.root})")
+    for col in ("name", "kind", "title", "claims", "quick runs", "full runs"):
+        t.add_column(col, overflow="fold")
+    for e in load_experiments(configs):
+        counts = []
+        for mode in ("quick", "full"):
+            p = plan(e, mode, store)
+            done = sum(r.run is not None for r in p)
+            colour = "green" if done == len(p) else ("yellow" if done else "dim")
+            counts.append(f"[{colour}]{done}/{len(p)}[/]")
+        t.add_row(e.name, e.kind, e.title, str(len(e.claims)), *counts)
+    _console().print(t)
+
+
+@app.command("show")
+def show(
+    run: str = typer.Argument(..., help="run id, unique id prefix, or run folder"),
+    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
+) -> None:
+    """A stored run's parameters, metadata, scalar results and arrays."""
+    import numpy as np
+    from rich.table import Table
+
+    from eoslab.experiments.store import Store
+
+    r = Store(runs).find(run)
+    console = _console()
+    m = r.meta
+    console.print(f"[bold]run {r.id}[/]  {r.path}")
+    console.print(f"experiment {r.config['experiment']} (kind {r.config['kind']}), mode {m.get('mode')}, "
+                  f"seed {m.get('seed')}, wall {m.get('wall_s', float('nan')):.3g} s "
+                  f"(chunk of {m.get('chunk_size')}), written {m.get('written_utc')}")
+    v = m.get("versions", {})
+    console.print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    mach = m.get("machine", {})
+    console.print(f"machine: {mach.get('hostname')} {mach.get('platform')} ({mach.get('cpu_count')} CPUs, "
+                  f"JAX {mach.get('jax_backend')})")
+    t = Table(title="parameters")
+    t.add_column("name")
+    t.add_column("value")
+    for k, val in r.params.items():
+        t.add_row(k, repr(val))
+    console.print(t)
+    t = Table(title="results")
+    for col in ("name", "shape", "dtype", "value / range"):
+        t.add_column(col)
+    for k, a in r.arrays.items():
+        if a.ndim == 0:
+            desc = repr(a.item())
+        else:
+            fin = a[np.isfinite(a)] if a.dtype.kind in "fc" else a
+            desc = f"[{fin.min():.6g}, {fin.max():.6g}]" if fin.size else "all non-finite"
+        t.add_row(k, str(a.shape), str(a.dtype), desc)
+    console.print(t)

@@ -1,0 +1,177 @@
+"""The runner: plan the runs of an experiment, compute the missing ones, collect the results.
+
+Executors. Runs are computed in-process, a chunk of runs per vectorised call of the kind's
+``run``. For a cluster, :class:`Shard` splits the work into N disjoint parts by run id:
+N jobs of a job array each run ``eoslab reproduce --shard i/N --runs SHARED_ROOT`` against one
+shared results root (no coordination is needed: runs are written atomically and identified by
+the hash of their config), then one ``eoslab report --runs SHARED_ROOT`` (or a plain
+``reproduce``, which finds every run done) assembles the figures and the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from eoslab.errors import EoslabError
+from eoslab.experiments.registry import Kind, get_kind
+from eoslab.experiments.schema import Experiment, load_config, matches
+from eoslab.experiments.store import Run, Store, run_config, run_id
+
+
+def default_config_dir() -> Path:
+    """``./experiments`` if it exists, else the ``experiments/`` folder of the eoslab source
+    tree this package was installed from (editable installs and checkouts)."""
+    here = Path("experiments")
+    if here.is_dir():
+        return here
+    import eoslab
+
+    return Path(eoslab.__file__).resolve().parents[2] / "experiments"
+
+
+def load_experiments(config_dir: str | Path | None = None, only: Iterable[str] = ()) -> list[Experiment]:
+    """Every ``*.toml`` config in ``config_dir``, validated, sorted by file name; ``only``
+    keeps the named experiments (unknown names are an error)."""
+    d = Path(config_dir) if config_dir is not None else default_config_dir()
+    if not d.is_dir():
+        raise EoslabError(f"config folder {d} does not exist (give --configs DIR)")
+    exps = [load_config(p) for p in sorted(d.glob("*.toml"))]
+    names = [e.name for e in exps]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise EoslabError(f"experiment names used twice in {d}: {', '.join(sorted(dup))}")
+    only = list(only)
+    if only:
+        unknown = [n for n in only if n not in names]
+        if unknown:
+            raise EoslabError(f"unknown experiment(s) {', '.join(unknown)}; known: {', '.join(names)}")
+        exps = [e for e in exps if e.name in only]
+    return exps
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Part ``index`` (0-based) of ``count``: the runs whose id, as an integer, is ``index``
+    mod ``count``. Stable: a run belongs to the same shard whatever else is done."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Shard":
+        if not text:
+            return cls()
+        try:
+            i, n = (int(x) for x in text.split("/"))
+        except ValueError:
+            raise EoslabError(f"--shard must look like i/N (e.g. 0/8), got {text!r}") from None
+        if not (n >= 1 and 0 <= i < n):
+            raise EoslabError(f"--shard i/N needs N ≥ 1 and 0 ≤ i < N, got {text!r}")
+        return cls(i, n)
+
+    def owns(self, rid: str) -> bool:
+        return int(rid, 16) % self.count == self.index
+
+
+@dataclasses.dataclass
+class PlannedRun:
+    point: dict           # flat parameters + seed
+    config: dict          # the resolved run config (identity)
+    rid: str
+    run: Run | None = None
+
+
+@dataclasses.dataclass
+class ExperimentResults:
+    """The runs of one experiment in one mode, in sweep order; what measures and figures see."""
+
+    experiment: Experiment
+    kind: Kind
+    mode: str
+    runs: list[Run]
+    swept: list[str]
+
+    def select(self, **where) -> list[Run]:
+        """Runs whose parameters equal every ``where`` value (e.g. ``eps=0.02``)."""
+        return [r for r in self.runs if matches(r.params, where)]
+
+    def values(self, name: str) -> list:
+        """The distinct values of parameter ``name`` over the runs, in order of appearance."""
+        out = []
+        for r in self.runs:
+            if r.params[name] not in out:
+                out.append(r.params[name])
+        return out
+
+
+def plan(exp: Experiment, mode: str, store: Store) -> list[PlannedRun]:
+    """The runs of ``exp`` in ``mode`` with the valid stored ones attached (invalid ones are
+    quarantined by the store, so they count as missing)."""
+    store.clean_stale_tmp(exp.name)
+    out = []
+    for p in exp.points(mode):
+        cfg = run_config(exp.name, exp.kind, p)
+        rid = run_id(cfg)
+        out.append(PlannedRun(p, cfg, rid, store.read(store.run_dir(exp.name, rid))))
+    return out
+
+
+def _chunks(kind: Kind, todo: list[PlannedRun]) -> list[list[PlannedRun]]:
+    groups: dict[str, list[PlannedRun]] = {}
+    for pr in todo:
+        key = repr([pr.point[k] for k in kind.static])
+        groups.setdefault(key, []).append(pr)
+    out = []
+    for g in groups.values():
+        out += [g[i:i + kind.chunk] for i in range(0, len(g), kind.chunk)]
+    return out
+
+
+def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
+            on_progress: Callable[[int, int], None] | None = None) -> list[PlannedRun]:
+    """Compute the missing runs of ``exp`` owned by ``shard``, writing each atomically as soon
+    as its chunk is done (an interruption loses at most the chunk in flight).
+    ``on_progress(done, total)`` is called after each chunk. Returns the plan, with every
+    run this process completed attached."""
+    kind = get_kind(exp.kind)
+    planned = plan(exp, mode, store)
+    todo = [pr for pr in planned if pr.run is None and shard.owns(pr.rid)]
+    done = sum(pr.run is not None for pr in planned)
+    total = done + len(todo)
+    if on_progress:
+        on_progress(done, total)
+    for chunk in _chunks(kind, todo):
+        t0, started = time.perf_counter(), _utc()
+        results = kind.run([dict(pr.point) for pr in chunk])
+        if len(results) != len(chunk):
+            raise EoslabError(f"kind {kind.name}: run returned {len(results)} results for {len(chunk)} points")
+        wall = time.perf_counter() - t0
+        for pr, arrays in zip(chunk, results):
+            meta = {"experiment": exp.name, "kind": kind.name, "mode": mode, "seed": pr.point["seed"],
+                    "wall_s": wall / len(chunk), "chunk_wall_s": wall, "chunk_size": len(chunk),
+                    "started_utc": started, "config_file": str(exp.path)}
+            path = store.write(pr.config, arrays, meta)
+            pr.run = store.read(path)
+        done += len(chunk)
+        if on_progress:
+            on_progress(done, total)
+    return planned
+
+
+def _utc() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def collect(exp: Experiment, mode: str, store: Store) -> ExperimentResults:
+    """The results of ``exp`` in ``mode``; an error listing what is missing if incomplete."""
+    planned = plan(exp, mode, store)
+    missing = [pr for pr in planned if pr.run is None]
+    if missing:
+        raise EoslabError(f"experiment {exp.name} ({mode}): {len(missing)} of {len(planned)} runs are missing "
+                          f"under {store.root} (run `eoslab reproduce --{mode} --only {exp.name}`)")
+    return ExperimentResults(exp, get_kind(exp.kind), mode, [pr.run for pr in planned], exp.swept(mode))

@@ -1,0 +1,432 @@
+"""Experiment configs: TOML files parsed with :mod:`tomllib` and validated against a kind's schema.
+
+A config has these top-level tables (see ``docs/experiments.md`` for a worked example):
+
+``[experiment]``
+    ``name``, ``kind``, ``title``, ``source`` (required), ``description``, ``seed`` (optional).
+parameter sections (``[model]``, ``[init]``, ``[dynamics]``, ``[track]``, ...)
+    whatever the kind's :attr:`~eoslab.experiments.registry.Kind.schema` declares; every
+    parameter has a type and a default (or is required). Parameter names are unique across
+    sections, so a run's parameters form one flat dict.
+``[sweep]``
+    axes: ``name = [values...]`` for any parameter or ``seed``; the runs are the Cartesian
+    product (``mode = "zip"`` pairs the axes instead).
+``[quick]`` / ``[full]``
+    overrides of the parameter sections and of ``[sweep]`` for ``--quick`` / ``--full``.
+``[[claims]]``
+    one table per claim (see :data:`CLAIM_FIELDS`).
+
+Every error names the file, the line and the key. :mod:`tomllib` gives no positions, so
+the line is found by scanning the text for the key under its table header
+(:func:`find_line`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+from eoslab.errors import EoslabError
+
+REQUIRED = object()
+MODES = ("quick", "full")
+RESERVED = ("experiment", "sweep", "quick", "full", "claims")
+RELATIONS = ("approx", "le", "ge")
+
+_TYPE_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One parameter of a kind's schema.
+
+    Attributes:
+      type: ``float``, ``int``, ``str``, ``bool``, or ``list`` (a list of numbers, e.g. a
+        2-D initial point; ``length`` fixes its size).
+      default: the value when the config omits it (:data:`REQUIRED`: must be given).
+      doc: one line shown in ``docs``/``eoslab show``; say the unit.
+      choices: allowed values (for strings).
+      check: ``check(value) -> str | None``: an error message, or None if valid.
+      length: for ``list`` fields, the required length (None: any).
+      static: True if runs with different values cannot share one vectorised call
+        (array shapes, step counts): the runner only puts runs with equal static
+        parameters in the same chunk.
+    """
+
+    type: type
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple | None = None
+    check: Callable[[Any], str | None] | None = None
+    length: int | None = None
+    static: bool = False
+
+    def coerce(self, value, where: str) -> Any:
+        """``value`` converted to this field's type, or an :class:`EoslabError` naming ``where``."""
+        v = _coerce(self.type, value, where, self.length)
+        if self.choices is not None and v not in self.choices:
+            raise EoslabError(f"{where}: must be one of {list(self.choices)}, got {v!r}")
+        if self.check is not None:
+            msg = self.check(v)
+            if msg:
+                raise EoslabError(f"{where}: {msg} (got {v!r})")
+        return v
+
+
+def _describe(value) -> str:
+    return f"{type(value).__name__} {value!r}"
+
+
+def _coerce(typ, value, where: str, length: int | None = None):
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EoslabError(f"{where}: expected a number, got {_describe(value)}")
+        return float(value)
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EoslabError(f"{where}: expected an integer, got {_describe(value)}")
+        return int(value)
+    if typ is list:
+        if not isinstance(value, list):
+            raise EoslabError(f"{where}: expected a list of numbers, got {_describe(value)}")
+        out = [_coerce(float, x, where) for x in value]
+        if length is not None and len(out) != length:
+            raise EoslabError(f"{where}: expected a list of {length} numbers, got {len(out)}")
+        return out
+    if not isinstance(value, typ) or (typ is not bool and isinstance(value, bool)):
+        raise EoslabError(f"{where}: expected {_TYPE_NAMES.get(typ, typ.__name__)}, got {_describe(value)}")
+    return value
+
+
+# ---- positions -------------------------------------------------------------------------------
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _key_pattern(key: str) -> re.Pattern:
+    k = re.escape(key)
+    return re.compile(rf"""(^|[\s{{,.])("{k}"|'{k}'|{k})\s*=""")
+
+
+def find_line(text: str, table: str, key: str | None = None, occurrence: int = 0) -> int:
+    """1-based line of ``key`` inside ``[table]`` (dotted path, e.g. ``"quick.dynamics"``;
+    ``""`` for the top level; ``occurrence`` picks the n-th ``[[table]]``), or of the header
+    when ``key`` is None. Falls back to the header, then to the first line naming the key,
+    then to line 1. Also finds ``table.key = ...`` dotted keys and keys in inline tables."""
+    lines = text.splitlines()
+    current, seen, header_line = "", -1, None
+    key_re = _key_pattern(key) if key else None
+    parent, _, last = table.rpartition(".")
+    for i, line in enumerate(lines, 1):
+        stripped = line.split("#", 1)[0] if '"' not in line else line
+        m = _HEADER.match(line)
+        if m:
+            current = m.group(1).replace(" ", "")
+            if current == table:
+                seen += 1
+                if seen == occurrence:
+                    header_line = i
+            continue
+        if key_re is None:
+            continue
+        in_table = current == table and seen == occurrence
+        # `table.key = ...` written as a dotted key in the parent table
+        dotted = current == parent and re.match(rf"\s*{re.escape(last)}\s*\.", stripped) if table else False
+        if (in_table or dotted) and key_re.search(stripped):
+            return i
+        # `[parent]` with `last = { key = ... }` (inline table)
+        if current == parent and re.match(rf"\s*{re.escape(last)}\s*=\s*\{{", stripped) and key_re.search(
+                stripped.split("{", 1)[1]):
+            return i
+    if header_line is not None:
+        return header_line
+    if key:
+        for i, line in enumerate(lines, 1):
+            if key_re.search(line):
+                return i
+    return 1
+
+
+# ---- the config object ----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A predicted value or relation, checked against a measurement of the stored runs.
+
+    ``measure`` and ``predict`` name functions of the kind; ``where`` selects the runs
+    (sweep-axis values) the measure sees. PASS iff, with ``u`` the combined uncertainty
+    ``√(u_meas² + u_pred²)`` and ``tol = tolerance + sigmas·u``:
+    ``approx``: ``|m − p| ≤ tol``; ``le``: ``m ≤ p + tol``; ``ge``: ``m ≥ p − tol``.
+    """
+
+    id: str
+    statement: str
+    source: str
+    measure: str
+    where: dict
+    predicted: float | None
+    predict: str | None
+    relation: str
+    tolerance: float
+    sigmas: float
+    why: str
+    line: int
+
+
+#: Keys of a ``[[claims]]`` table: (type, default, doc).
+CLAIM_FIELDS = {
+    "id": Field(str, doc="unique id, e.g. 'eos-limit-eps0.02'"),
+    "statement": Field(str, doc="the claim in words, with its setting"),
+    "source": Field(str, doc="paper and theorem/figure, or 'science.md reference numbers'"),
+    "measure": Field(str, doc="name of a measure of the kind"),
+    "where": Field(dict, {}, doc="sweep-axis values selecting the runs"),
+    "predicted": Field(float, None, doc="the predicted number (or give `predict`)"),
+    "predict": Field(str, None, doc="name of a prediction of the kind (or give `predicted`)"),
+    "relation": Field(str, "approx", choices=RELATIONS, doc="approx | le | ge"),
+    "tolerance": Field(float, doc="absolute tolerance", check=lambda v: None if v >= 0 else "must be ≥ 0"),
+    "sigmas": Field(float, 0.0, doc="also allow this many combined standard uncertainties",
+                    check=lambda v: None if v >= 0 else "must be ≥ 0"),
+    "why": Field(str, doc="justification of the tolerance (required)"),
+}
+
+EXPERIMENT_FIELDS = {
+    "name": Field(str, doc="unique experiment name (used for --only and the results folder)",
+                  check=lambda v: None if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v)
+                  else "letters, digits, '_', '-', '.' only"),
+    "kind": Field(str, doc="the registered kind that runs it"),
+    "title": Field(str, doc="one line for the report"),
+    "source": Field(str, doc="paper, theorem or figure reproduced"),
+    "description": Field(str, "", doc="a paragraph for the report"),
+    "seed": Field(int, 0, doc="seed of every run unless `seed` is a sweep axis"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A validated config. ``params`` is per section; ``overrides[mode]`` per mode."""
+
+    path: Path
+    name: str
+    kind: str
+    title: str
+    source: str
+    description: str
+    seed: int
+    params: dict        # section -> {name: value}
+    sweep: dict         # axis -> list of values ('seed' allowed); plus mode
+    sweep_mode: str
+    overrides: dict     # mode -> {"params": {section: {...}}, "sweep": {...}, "sweep_mode": ...}
+    claims: tuple
+
+    def resolved(self, mode: str) -> tuple[dict, dict, str]:
+        """``(params by section, sweep axes, sweep mode)`` for ``mode`` ('quick' or 'full')."""
+        if mode not in MODES:
+            raise EoslabError(f"unknown mode {mode!r}; expected one of {MODES}")
+        ov = self.overrides.get(mode, {})
+        params = {s: dict(v) for s, v in self.params.items()}
+        for s, vals in ov.get("params", {}).items():
+            params[s].update(vals)
+        sweep = dict(self.sweep)
+        sweep.update(ov.get("sweep", {}))
+        return params, sweep, ov.get("sweep_mode", self.sweep_mode)
+
+    def points(self, mode: str) -> list[dict]:
+        """The runs of ``mode``: each a flat dict of every parameter plus ``seed``, with the
+        swept values filled in, in sweep order."""
+        params, sweep, how = self.resolved(mode)
+        base = {k: v for sec in params.values() for k, v in sec.items()}
+        base["seed"] = self.seed
+        names = list(sweep)
+        if how == "zip":
+            combos = zip(*(sweep[n] for n in names))
+        else:
+            combos = itertools.product(*(sweep[n] for n in names))
+        return [{**base, **dict(zip(names, c))} for c in combos]
+
+    def swept(self, mode: str) -> list[str]:
+        return list(self.resolved(mode)[1])
+
+
+def _loc(path, text, table, key=None, occurrence=0) -> str:
+    return f"{path}:{find_line(text, table, key, occurrence)}"
+
+
+def load_config(path: str | Path, kinds: dict | None = None) -> Experiment:
+    """Parse and validate one TOML config against its kind (looked up in ``kinds``, default
+    the registry). Raises :class:`EoslabError` naming file, line and key."""
+    from eoslab.experiments.registry import get_kind
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise EoslabError(f"cannot read config {path}: {e.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise EoslabError(f"{path}: invalid TOML: {e}") from None
+
+    def unknown(table: str, got: dict, allowed, what: str, occurrence: int = 0):
+        for k in got:
+            if k not in allowed:
+                raise EoslabError(f"{_loc(path, text, table, k, occurrence)}: unknown key '{k}' in "
+                                  f"[{table or 'top level'}]; {what}: {', '.join(sorted(allowed)) or 'none'}")
+
+    def table(name, value, occurrence=0):
+        if not isinstance(value, dict):
+            raise EoslabError(f"{_loc(path, text, '', name)}: '{name}' must be a table [{name}]")
+        return value
+
+    if "experiment" not in raw:
+        raise EoslabError(f"{path}:1: missing the [experiment] table")
+    exp_raw = table("experiment", raw["experiment"])
+    unknown("experiment", exp_raw, EXPERIMENT_FIELDS, "allowed keys")
+    meta = _fill(EXPERIMENT_FIELDS, exp_raw, path, text, "experiment")
+    kind = get_kind(meta["kind"], kinds, where=_loc(path, text, "experiment", "kind"))
+
+    allowed_top = set(RESERVED) | set(kind.schema)
+    unknown("", raw, allowed_top, f"tables for kind '{kind.name}'")
+
+    names = {}
+    for sec, fields in kind.schema.items():
+        for k in fields:
+            names[k] = sec
+    names_axes = set(names) | {"seed"}
+
+    params = {}
+    for sec, fields in kind.schema.items():
+        got = table(sec, raw.get(sec, {}))
+        unknown(sec, got, fields, f"parameters of kind '{kind.name}'")
+        params[sec] = _fill(fields, got, path, text, sec)
+
+    def read_sweep(tname: str, got: dict) -> tuple[dict, str | None]:
+        got = dict(got)
+        how = got.pop("mode", None)
+        if how is not None and how not in ("product", "zip"):
+            raise EoslabError(f"{_loc(path, text, tname, 'mode')}: sweep mode must be 'product' or 'zip', "
+                              f"got {how!r}")
+        unknown(tname, got, names_axes | {"mode"}, "sweep axes must be parameters")
+        out = {}
+        for axis, vals in got.items():
+            where = f"{_loc(path, text, tname, axis)}: [{tname}] {axis}"
+            if not isinstance(vals, list) or not vals:
+                raise EoslabError(f"{where}: a sweep axis must be a non-empty list of values")
+            field = EXPERIMENT_FIELDS["seed"] if axis == "seed" else kind.schema[names[axis]][axis]
+            out[axis] = [field.coerce(v, f"{where}[{i}]") for i, v in enumerate(vals)]
+        return out, how
+
+    sweep, how = read_sweep("sweep", table("sweep", raw.get("sweep", {})))
+    sweep_mode = how or "product"
+
+    overrides = {}
+    for mode in MODES:
+        ov = table(mode, raw.get(mode, {}))
+        unknown(mode, ov, set(kind.schema) | {"sweep"}, "allowed override tables")
+        o = {"params": {}}
+        for sec, vals in ov.items():
+            if sec == "sweep":
+                o["sweep"], m = read_sweep(f"{mode}.sweep", table(f"{mode}.sweep", vals))
+                if m:
+                    o["sweep_mode"] = m
+                continue
+            vals = table(f"{mode}.{sec}", vals)
+            unknown(f"{mode}.{sec}", vals, kind.schema[sec], f"parameters of kind '{kind.name}'")
+            o["params"][sec] = {k: kind.schema[sec][k].coerce(
+                v, f"{_loc(path, text, f'{mode}.{sec}', k)}: [{mode}.{sec}] {k}") for k, v in vals.items()}
+        overrides[mode] = o
+
+    claims_raw = raw.get("claims", [])
+    if not isinstance(claims_raw, list):
+        raise EoslabError(f"{_loc(path, text, '', 'claims')}: claims must be an array of tables [[claims]]")
+    claims, ids = [], set()
+    for i, c in enumerate(claims_raw):
+        if not isinstance(c, dict):
+            raise EoslabError(f"{_loc(path, text, '', 'claims')}: each claim must be a table [[claims]]")
+        unknown("claims", c, CLAIM_FIELDS, "allowed claim keys", occurrence=i)
+        vals = _fill(CLAIM_FIELDS, c, path, text, "claims", occurrence=i)
+        loc = lambda k: _loc(path, text, "claims", k, i)
+        if vals["id"] in ids:
+            raise EoslabError(f"{loc('id')}: duplicate claim id '{vals['id']}'")
+        ids.add(vals["id"])
+        if (vals["predicted"] is None) == (vals["predict"] is None):
+            raise EoslabError(f"{loc('predicted')}: claim '{vals['id']}' needs exactly one of 'predicted' "
+                              "(a number) or 'predict' (a prediction of the kind)")
+        if vals["measure"] not in kind.measures:
+            raise EoslabError(f"{loc('measure')}: unknown measure '{vals['measure']}' of kind '{kind.name}'; "
+                              f"known: {', '.join(sorted(kind.measures)) or 'none'}")
+        if vals["predict"] is not None and vals["predict"] not in kind.predictions:
+            raise EoslabError(f"{loc('predict')}: unknown prediction '{vals['predict']}' of kind "
+                              f"'{kind.name}'; known: {', '.join(sorted(kind.predictions)) or 'none'}")
+        where = {}
+        for k, v in vals["where"].items():
+            if k not in names_axes:
+                raise EoslabError(f"{loc(k)}: 'where' key '{k}' is not a parameter of kind '{kind.name}'")
+            field = EXPERIMENT_FIELDS["seed"] if k == "seed" else kind.schema[names[k]][k]
+            where[k] = field.coerce(v, f"{loc(k)}: claims.where.{k}")
+        vals["where"] = where
+        claims.append(Claim(line=find_line(text, "claims", "id", i), **vals))
+
+    exp = Experiment(path=path, name=meta["name"], kind=kind.name, title=meta["title"], source=meta["source"],
+                     description=meta["description"], seed=meta["seed"], params=params, sweep=sweep,
+                     sweep_mode=sweep_mode, overrides=overrides, claims=tuple(claims))
+    for mode in MODES:
+        _check_mode(exp, mode, kind, path, text)
+    return exp
+
+
+def _check_mode(exp: Experiment, mode: str, kind, path, text) -> None:
+    params, sweep, how = exp.resolved(mode)
+    for sec, vals in params.items():
+        for k, v in vals.items():
+            if v is REQUIRED and k not in sweep:
+                raise EoslabError(f"{_loc(path, text, sec)}: parameter '{k}' has no value in --{mode} mode")
+    if how == "zip" and len({len(v) for v in sweep.values()}) > 1:
+        raise EoslabError(f"{_loc(path, text, 'sweep')}: zipped sweep axes have different lengths "
+                          f"({ {k: len(v) for k, v in sweep.items()} }) in --{mode} mode")
+    for c in exp.claims:
+        for k, v in c.where.items():
+            if k in sweep:
+                if not any(_same(v, x) for x in sweep[k]):
+                    raise EoslabError(f"{path}:{c.line}: claim '{c.id}': where {k} = {v!r} is not a value "
+                                      f"of the sweep axis {k} in --{mode} mode ({sweep[k]})")
+            else:
+                fixed = exp.seed if k == "seed" else next(p[k] for p in params.values() if k in p)
+                if not _same(v, fixed):
+                    raise EoslabError(f"{path}:{c.line}: claim '{c.id}': where {k} = {v!r} but {k} is fixed "
+                                      f"to {fixed!r} in --{mode} mode")
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, list) or isinstance(b, list):
+        return isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and all(
+            _same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+    return a == b
+
+
+def matches(params: dict, where: dict) -> bool:
+    """True if a run's flat ``params`` agree with every ``where`` value."""
+    return all(_same(params[k], v) for k, v in where.items())
+
+
+def _fill(fields: dict, got: dict, path, text, table: str, occurrence: int = 0) -> dict:
+    out = {}
+    for k, f in fields.items():
+        if k in got:
+            if f.type is dict:
+                if not isinstance(got[k], dict):
+                    raise EoslabError(f"{_loc(path, text, table, k, occurrence)}: [{table}] {k}: expected an "
+                                      f"inline table {{...}}, got {_describe(got[k])}")
+                out[k] = dict(got[k])
+            else:
+                out[k] = f.coerce(got[k], f"{_loc(path, text, table, k, occurrence)}: [{table}] {k}")
+        elif f.default is REQUIRED and table in RESERVED:
+            raise EoslabError(f"{_loc(path, text, table, None, occurrence)}: missing required key '{k}' in "
+                              f"[{table}]" + (f" ({f.doc})" if f.doc else ""))
+        else:
+            out[k] = f.default
+    return out

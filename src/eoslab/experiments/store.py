@@ -1,0 +1,369 @@
+"""The on-disk results store: one directory per run, written atomically.
+
+Layout under the results root (default ``./eoslab-runs``)::
+
+    <root>/<experiment name>/<run id>/
+        config.json   the resolved run: experiment, kind, every parameter, seed, eoslab version
+        arrays.npz    the run's arrays (0-d arrays are its scalars)
+        meta.json     package versions, seed, wall time, machine, start/end times (UTC)
+        COMPLETE      written last: SHA-256 of the three files above
+
+* **Identity.** The run id is the first 16 hex digits of the SHA-256 of the canonical JSON of
+  ``config.json`` (which holds the eoslab version): the same config, seed and sweep point
+  always map to the same directory, and a changed parameter or version to a new one.
+* **Atomic.** A run is written into ``.tmp-<id>.<host>.<pid>.<rand>`` next to its final
+  place, fsynced, then renamed: a reader sees a complete run or none. If two processes (e.g.
+  cluster shards) finish the same run, the second rename fails and its copy is dropped.
+* **Validated on every read.** A run directory is used only if ``COMPLETE`` exists and the
+  checksum of the files matches; otherwise it is moved to ``<experiment>/.corrupt/`` and
+  recomputed, never silently read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eoslab.errors import EoslabError
+
+FILES = ("config.json", "arrays.npz", "meta.json")
+MARKER = "COMPLETE"
+DEFAULT_ROOT = "eoslab-runs"
+
+
+def canonical_json(obj) -> str:
+    """Key-sorted, whitespace-free JSON: equal configs give equal strings."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def run_config(experiment: str, kind: str, params: dict) -> dict:
+    """The resolved config that identifies one run (``params``: flat, including ``seed``)."""
+    import eoslab
+
+    return {"experiment": experiment, "kind": kind, "params": dict(sorted(params.items())),
+            "eoslab_version": eoslab.__version__}
+
+
+def run_id(config: dict) -> str:
+    return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
+
+
+def _versions() -> dict:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("eoslab", "jax", "jaxlib", "numpy", "scipy", "matplotlib"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def machine_info() -> dict:
+    info = {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
+            "processor": platform.processor(), "cpu_count": os.cpu_count()}
+    try:
+        import jax
+
+        info["jax_backend"] = jax.default_backend()
+        info["jax_devices"] = [str(d) for d in jax.devices()]
+    except Exception:  # noqa: BLE001 - metadata must never break a run
+        pass
+    return info
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _checksum(directory: Path) -> str:
+    h = hashlib.sha256()
+    for name in FILES:
+        h.update(name.encode())
+        h.update((directory / name).read_bytes())
+    return h.hexdigest()
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _to_numpy(arrays: dict) -> dict:
+    out = {}
+    for k, v in arrays.items():
+        a = np.asarray(v)
+        if a.dtype == object or a.dtype.kind not in "biufc":
+            raise EoslabError(f"result '{k}' must be a numeric or boolean array, got dtype {a.dtype}")
+        out[k] = a
+    return out
+
+
+@dataclasses.dataclass
+class Run:
+    """A stored, validated run. ``arrays`` is loaded on first access."""
+
+    path: Path
+    config: dict
+    meta: dict
+    _arrays: dict | None = None
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+    @property
+    def params(self) -> dict:
+        """Flat parameters of the run, including ``seed``."""
+        return self.config["params"]
+
+    @property
+    def arrays(self) -> dict:
+        if self._arrays is None:
+            with np.load(self.path / "arrays.npz", allow_pickle=False) as z:
+                self._arrays = {k: z[k] for k in z.files}
+        return self._arrays
+
+    def scalars(self) -> dict:
+        """The run's 0-d results as Python numbers."""
+        return {k: v.item() for k, v in self.arrays.items() if v.ndim == 0}
+
+
+class Store:
+    """A results root. All paths derive from ``root / experiment / run_id``."""
+
+    def __init__(self, root: str | os.PathLike = DEFAULT_ROOT):
+        self.root = Path(root)
+
+    def run_dir(self, experiment: str, rid: str) -> Path:
+        return self.root / experiment / rid
+
+    # ---- writing -----------------------------------------------------------------------
+    def write(self, config: dict, arrays: dict, meta: dict) -> Path:
+        """Write one run atomically and return its directory. ``meta`` is completed with
+        versions, machine and the run id. An existing complete copy wins (returned as is)."""
+        rid = run_id(config)
+        final = self.run_dir(config["experiment"], rid)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{rid}.{socket.gethostname()}.{os.getpid()}.{secrets.token_hex(4)}"
+        tmp.mkdir()
+        try:
+            buf = io.BytesIO()
+            np.savez(buf, **_to_numpy(arrays))
+            meta = {**meta, "run_id": rid, "versions": _versions(), "machine": machine_info(),
+                    "written_utc": _now()}
+            _write(tmp / "config.json", json.dumps(config, indent=1, sort_keys=True, allow_nan=False).encode())
+            _write(tmp / "arrays.npz", buf.getvalue())
+            _write(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
+            _write(tmp / MARKER, json.dumps({"sha256": _checksum(tmp), "files": list(FILES)}).encode())
+            _fsync_dir(tmp)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if self.read(final, repair=False) is None:
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another process stored the same run first
+            _fsync_dir(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    # ---- reading -----------------------------------------------------------------------
+    @staticmethod
+    def problem(path: Path) -> str | None:
+        """Why ``path`` is not a valid run (missing marker, missing file, bad checksum), or None."""
+        marker = path / MARKER
+        if not marker.is_file():
+            return "no COMPLETE marker (interrupted write)"
+        for name in FILES:
+            if not (path / name).is_file():
+                return f"missing {name}"
+        try:
+            expected = json.loads(marker.read_text())["sha256"]
+        except (ValueError, KeyError, TypeError):
+            return "unreadable COMPLETE marker"
+        if _checksum(path) != expected:
+            return "checksum mismatch (files changed or corrupt)"
+        return None
+
+    def read(self, path: Path, repair: bool = True) -> Run | None:
+        """The run at ``path`` if it exists and is valid; otherwise None, after moving an
+        invalid directory to ``.corrupt/`` when ``repair``."""
+        path = Path(path)
+        if not path.is_dir():
+            return None
+        why = self.problem(path)
+        if why is None:
+            try:
+                config = json.loads((path / "config.json").read_text())
+                meta = json.loads((path / "meta.json").read_text())
+                if run_id(config) != path.name:
+                    why = "config does not hash to the directory name"
+                else:
+                    return Run(path, config, meta)
+            except ValueError:
+                why = "unreadable JSON"
+        if repair:
+            self.quarantine(path, why)
+        return None
+
+    def quarantine(self, path: Path, why: str) -> Path:
+        dest = path.parent / ".corrupt" / f"{path.name}.{int(time.time() * 1000)}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(path, dest)
+        (dest / "REASON").write_text(why + "\n")
+        print(f"warning: run {path} is invalid ({why}); moved to {dest} and it will be recomputed",
+              file=sys.stderr)
+        return dest
+
+    def clean_stale_tmp(self, experiment: str) -> int:
+        """Remove this host's temporary directories left by dead processes (a killed run).
+        Those of live processes or other hosts (shards on a shared file system) are kept."""
+        d = self.root / experiment
+        n = 0
+        if not d.is_dir():
+            return 0
+        host = socket.gethostname()
+        for p in d.glob(".tmp-*"):
+            parts = p.name[len(".tmp-"):].split(".")
+            if len(parts) < 4 or ".".join(parts[1:-2]) != host:
+                continue
+            try:
+                pid = int(parts[-2])
+                os.kill(pid, 0)
+                continue  # alive
+            except ProcessLookupError:
+                pass
+            except (ValueError, PermissionError):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+            n += 1
+        return n
+
+    def runs(self, experiment: str) -> list[Run]:
+        """Every valid run of ``experiment`` (any mode), invalid ones quarantined."""
+        d = self.root / experiment
+        if not d.is_dir():
+            return []
+        out = []
+        for p in sorted(d.iterdir()):
+            if p.is_dir() and not p.name.startswith("."):
+                r = self.read(p)
+                if r is not None:
+                    out.append(r)
+        return out
+
+    def find(self, ref: str) -> Run:
+        """A run by path, id or unique id prefix (searched under every experiment)."""
+        p = Path(ref)
+        if p.is_dir() and (p / "config.json").exists():
+            run = self.read(p, repair=False)
+            if run is None:
+                raise EoslabError(f"{p} is not a valid run: {self.problem(p)}")
+            return run
+        hits = [q for q in self.root.glob(f"*/{ref}*") if q.is_dir() and not q.name.startswith(".")]
+        if not hits:
+            raise EoslabError(f"no run '{ref}' under {self.root}")
+        if len(hits) > 1:
+            raise EoslabError(f"run prefix '{ref}' is ambiguous: {', '.join(sorted(h.name for h in hits)[:5])}")
+        run = self.read(hits[0], repair=False)
+        if run is None:
+            raise EoslabError(f"{hits[0]} is not a valid run: {self.problem(hits[0])}")
+        return run
+
+
+# ---- analysis ------------------------------------------------------------------------------
+def _flatten_param(name, value) -> dict:
+    if isinstance(value, list):
+        return {f"{name}[{i}]": v for i, v in enumerate(value)}
+    return {name: value}
+
+
+def load(path: str | os.PathLike):
+    """Load stored results for analysis as a :class:`pandas.DataFrame` (needs pandas:
+    ``pip install 'eoslab[analysis]'``).
+
+    * an experiment folder (``<root>/<experiment>``): one row per valid run: ``run_id``,
+      every parameter (list parameters split into ``name[i]``) and every scalar result;
+    * a run folder: one row per step of its per-step arrays (those whose first axis has the
+      run's most common length; ``(T, k)`` arrays become columns ``name[0] … name[k-1]``),
+      with the run's parameters in ``DataFrame.attrs["params"]``.
+
+    Dependency-free access: :meth:`Store.read` / :attr:`Run.arrays` give NumPy arrays.
+    """
+    try:
+        import pandas as pd
+    except ImportError:
+        raise EoslabError("eoslab.load needs pandas: pip install 'eoslab[analysis]' (or use "
+                          "eoslab.experiments.store.Store(root).runs(name) for NumPy arrays)") from None
+    path = Path(path)
+    store = Store(path.parent)
+    if (path / "config.json").exists():
+        run = store.read(path, repair=False)
+        if run is None:
+            raise EoslabError(f"{path} is not a valid run: {Store.problem(path)}")
+        arrays = {k: v for k, v in run.arrays.items() if v.ndim >= 1}
+        if not arrays:
+            df = pd.DataFrame([run.scalars()])
+        else:
+            lengths = [v.shape[0] for v in arrays.values()]
+            T = max(set(lengths), key=lengths.count)
+            cols = {}
+            for k, v in arrays.items():
+                if v.shape[0] != T:
+                    continue
+                if v.ndim == 1:
+                    cols[k] = v
+                else:
+                    flat = v.reshape(T, -1)
+                    for j in range(flat.shape[1]):
+                        cols[f"{k}[{j}]"] = flat[:, j]
+            df = pd.DataFrame(cols)
+        df.attrs["params"] = run.params
+        df.attrs["run_id"] = run.id
+        df.attrs["scalars"] = run.scalars()
+        return df
+    if not path.is_dir():
+        raise EoslabError(f"{path}: no such results folder")
+    runs = store.runs(path.name)
+    rows = []
+    for r in runs:
+        row = {"run_id": r.id}
+        for k, v in r.params.items():
+            row.update(_flatten_param(k, v))
+        row.update(r.scalars())
+        row["wall_s"] = r.meta.get("wall_s")
+        rows.append(row)
+    if not rows:
+        raise EoslabError(f"{path}: no valid runs (is it an experiment folder under the results root?)")
+    return pd.DataFrame(rows)
