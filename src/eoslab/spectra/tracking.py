@@ -1,0 +1,341 @@
+"""Warm-started tracking of the top-k eigenpairs of a symmetric operator that changes slowly.
+
+Along a GD trajectory the loss Hessian (or the NTK) moves a little at each step, so last
+step's eigenvectors are excellent starting vectors for this step. :func:`track` keeps a
+block of ``b = k + guard`` orthonormal vectors (the top-k Ritz vectors plus guard vectors
+that watch the eigenvalues just below) and, at each call:
+
+1. multiplies the block by the new operator (``b`` products, one batched call),
+2. does Rayleigh-Ritz on the block, estimates each Ritz value's error, and stops if the
+   top-k are accurate enough (usually the case when the spectrum moves slowly),
+3. otherwise grows the subspace one vector at a time (block Davidson without a
+   preconditioner, i.e. a block Krylov space grown where it is needed most: the residual
+   of the least converged tracked Ritz vector), with thick restarts, until the stopping
+   rule holds or ``max_products`` is reached.
+
+Everything is a pure function of arrays (``lax.while_loop``), so ``track`` runs inside
+``jax.jit`` and ``lax.scan``.
+
+Error bars. For a symmetric operator A and unit vector v with Rayleigh quotient θ, the
+residual ``‖Av − θv‖`` bounds the distance from θ to the spectrum of A (rigorously): it is
+stored with every value. The *stopping rule* uses the sharper quadratic estimate
+``‖R_c‖²_F / gap_c`` (R_c: the residuals of the top c Ritz vectors, gap_c: distance from
+the c-th to the (c+1)-th Ritz value, minus the latter's residual) minimised over cuts
+c ≥ i, which is how clusters of nearly equal eigenvalues are handled: the error of a
+value inside a cluster is governed by the gap *below* the cluster, not the tiny gaps
+inside it. The estimate is not a proof (Ritz values underestimate the eigenvalues below a
+cut) and is capped by the rigorous residual bound.
+
+Eigenvalues are the largest *algebraic* ones (a large negative curvature is never reported
+as the sharpness).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from eoslab.errors import EoslabError, check_positive_int
+from eoslab.spectra.operators import gnvp, hvp, ntk_vp
+
+Matvec = Callable[[jax.Array], jax.Array]
+
+#: Cosine threshold: a new eigenvalue "entered" when some direction of the new top-k
+#: subspace has less than this overlap with the previous one (more than 45° away).
+ENTRY_OVERLAP = 0.5 ** 0.5
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrackState:
+    """What :func:`track` carries from one call to the next (a pytree).
+
+    Attributes:
+      vectors: (b, n) orthonormal rows: the top-b Ritz vectors of the last call, descending
+        (rows ``:k`` are the tracked ones, the other ``b − k`` are guard vectors).
+      values: (b,) their Ritz values (NaN before the first call).
+      count: int32, number of calls to :func:`track` so far.
+      k: number of tracked eigenpairs (static).
+    """
+
+    vectors: jax.Array
+    values: jax.Array
+    count: jax.Array
+    k: int = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def block(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+
+class TrackResult(NamedTuple):
+    """The outcome of one :func:`track` call (all arrays; stackable by ``lax.scan``).
+
+    values: (k,) top-k algebraic Ritz values, descending.
+    residuals: (k,) ``‖A v − θ v‖``, a rigorous bound on each value's distance to the spectrum.
+    errors: (k,) the error estimate used by the stopping rule (≤ residuals).
+    vectors: (k, n) unit Ritz vectors.
+    n_products: int32, number of operator-vector products spent in this call.
+    converged: bool, the stopping rule held (False: ``max_products`` was reached).
+    entered: bool, a new eigenvalue entered the tracked top-k set since the previous call
+      (the smallest cosine between the new and the previous top-k subspaces fell below
+      :data:`ENTRY_OVERLAP`); always False on the first call.
+    overlap: the smallest cosine of the principal angles between the new and the previous
+      top-k subspaces (1: unchanged; 0: a direction is entirely new).
+    """
+
+    values: jax.Array
+    residuals: jax.Array
+    errors: jax.Array
+    vectors: jax.Array
+    n_products: jax.Array
+    converged: jax.Array
+    entered: jax.Array
+    overlap: jax.Array
+
+
+def track_init(dim: int, k: int = 1, key=None, dtype=jnp.float64, block: int | None = None) -> TrackState:
+    """A cold tracker state: ``block`` random orthonormal vectors in R^dim.
+
+    Args:
+      dim: dimension n of the operator (P for a Hessian, N outputs for an NTK).
+      k: number of top eigenpairs to track.
+      key: PRNG key (default ``PRNGKey(0)``).
+      dtype: dtype of the vectors; use the parameters' dtype (float32 networks: float32).
+      block: block size b ≥ k; the ``b − k`` extra (guard) vectors watch the eigenvalues
+        just below the tracked ones, which speeds up convergence and lets an eigenvalue that
+        rises from below be seen entering. Default ``k + 1``; capped at ``dim``.
+    """
+    dim = check_positive_int("dim", dim)
+    k = check_positive_int("k", k)
+    if k > dim:
+        raise EoslabError(f"cannot track k={k} eigenvalues of an operator of dimension {dim}")
+    b = min(k + 1 if block is None else check_positive_int("block", block), dim)
+    if b < k:
+        raise EoslabError(f"block size {block} must be at least k={k}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    X = jnp.linalg.qr(jax.random.normal(key, (dim, b), dtype))[0].T
+    return TrackState(X, jnp.full((b,), jnp.nan, dtype), jnp.zeros((), jnp.int32), k)
+
+
+def _orth(w: jax.Array, V: jax.Array) -> jax.Array:
+    """``w`` minus its projection on the rows of V (two passes: 'twice is enough')."""
+    w = w - V.T @ (V @ w)
+    return w - V.T @ (V @ w)
+
+
+def _orthonormal_block(X: jax.Array, salt) -> jax.Array:
+    """Orthonormal rows spanning X; degenerate or non-finite rows are replaced."""
+    fresh = _pseudo_random(X.shape, salt, X.dtype)
+    X = jnp.where(jnp.all(jnp.isfinite(X)), X, fresh)
+    Q, R = jnp.linalg.qr(X.T)
+    d = jnp.abs(jnp.diagonal(R))
+    bad = d <= 100 * jnp.finfo(X.dtype).eps * jnp.maximum(jnp.max(d), jnp.finfo(X.dtype).tiny)
+    Q = jnp.linalg.qr(jnp.where(bad[None, :], fresh.T, Q))[0]
+    return Q.T
+
+
+def _ritz_basis(V, AV, m, count: int):
+    """Rayleigh-Ritz on the first m rows of V (capacity M = V.shape[0]): the top ``count``
+    Ritz values (descending) and their coefficients Y (M, count) in the basis V."""
+    M = V.shape[0]
+    T = V @ AV.T
+    T = 0.5 * (T + T.T)
+    valid = jnp.arange(M) < m
+    T = jnp.where(valid[:, None] & valid[None, :], T, 0.0)
+    # Padding rows get a diagonal strictly below every valid eigenvalue (Gershgorin), so
+    # the valid block's eigenpairs come first and never mix with the padding.
+    d = jnp.diagonal(T)
+    lo = jnp.min(jnp.where(valid, d - (jnp.sum(jnp.abs(T), 1) - jnp.abs(d)), jnp.inf))
+    T = T + jnp.diag(jnp.where(valid, 0.0, lo - jnp.max(jnp.abs(T)) - 1.0))
+    w, S = jnp.linalg.eigh(T)
+    return w[::-1][:count], S[:, ::-1][:, :count]
+
+
+def _ritz(V, AV, m, nr: int):
+    """Top ``nr`` Ritz values, Ritz vectors U (nr, n), residual rows R (nr, n) and their norms."""
+    theta, Y = _ritz_basis(V, AV, m, nr)
+    U, AU = Y.T @ V, Y.T @ AV
+    R = AU - theta[:, None] * U
+    return theta, U, R, jnp.linalg.norm(R, axis=1)
+
+
+def _errors(theta, rnorm, m, k: int):
+    """Quadratic (cluster-aware) error estimates of the top-k Ritz values, capped by the
+    rigorous residual bound; see the module docstring."""
+    nr = theta.shape[0]
+    c = jnp.arange(1, nr)                       # cut: top c values vs the (c+1)-th
+    f2 = jnp.cumsum(rnorm**2)[c - 1]            # ‖R_c‖_F²
+    gap = theta[c - 1] - theta[c] - rnorm[c]
+    est_c = jnp.where((gap > 0) & (c < m), f2 / jnp.where(gap > 0, gap, 1.0), jnp.inf)
+    # err_i = min over cuts c ≥ i+1: a reversed cumulative minimum.
+    best = jax.lax.cummin(est_c, reverse=True)  # best[c-1] = min_{c' ≥ c} est_{c'}
+    err = jnp.minimum(rnorm[:k], best[:k]) if nr > 1 else rnorm[:k]
+    return err
+
+
+def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, atol=0.0,
+          max_products: int | None = None, max_basis: int | None = None):
+    """Top-k largest algebraic eigenpairs of the symmetric operator ``matvec``, warm-started.
+
+    Args:
+      matvec: ``(n,) -> (n,)`` symmetric linear map (e.g. :func:`~eoslab.spectra.hvp`);
+        it is ``vmap``-ped over the block for the first ``b`` products.
+      state: from :func:`track_init` or the previous call.
+      k: number of eigenpairs returned (≤ block size; default ``state.k``).
+      tol: relative accuracy: stop when every top-k value's error estimate is
+        ≤ ``max(tol·|θ_i|, atol)``. May be traced.
+      atol: absolute floor of the accuracy (useful when some top-k values are ≈ 0).
+      max_products: cap on products per call (default ``max(100, 20·b)``). May be traced.
+      max_basis: subspace capacity before a thick restart (static; default ``b + max(8, b)``).
+
+    Returns:
+      ``(new_state, TrackResult)``. Costs at least ``b`` products per call.
+    """
+    k = state.k if k is None else int(k)
+    b, n = state.vectors.shape
+    if not 1 <= k <= b:
+        raise EoslabError(f"k={k} must be between 1 and the block size {b}")
+    M = min(n, b + max(8, b) if max_basis is None else int(max_basis))
+    if M < b:
+        raise EoslabError(f"max_basis={max_basis} is smaller than the block size {b}")
+    max_products = max(100, 20 * b) if max_products is None else max_products
+    nr = min(b + 1, M)                                   # Ritz pairs examined
+    keep = max(b + 1, (M + b) // 2) if M > b + 1 else b  # kept at a thick restart
+    dtype = state.vectors.dtype
+    mv = lambda v: matvec(v.astype(dtype)).astype(dtype)
+
+    X = _orthonormal_block(state.vectors, state.count)
+    V = jnp.zeros((M, n), dtype).at[:b].set(X)
+    AV = jnp.zeros((M, n), dtype).at[:b].set(jax.vmap(mv)(X))
+
+    def expand(V, AV, m, Y, R, ratio):
+        # Thick restart when full: keep the top Ritz vectors (A times them is known).
+        def restart(V, AV):
+            Yk = Y[:, :keep]
+            pad = jnp.zeros((M - keep, n), dtype)
+            return jnp.concatenate([Yk.T @ V, pad]), jnp.concatenate([Yk.T @ AV, pad]), jnp.asarray(keep)
+
+        V, AV, m = jax.lax.cond(m >= M, restart, lambda V, AV: (V, AV, m), V, AV)
+        # Grow the space where the stopping rule is furthest from holding: add the
+        # residual of that Ritz vector (a block-Krylov direction).
+        i = jnp.argmax(ratio)
+        w = _orth(R[i], V)
+        nw = jnp.linalg.norm(w)
+        ok = nw > 1e3 * jnp.finfo(dtype).eps * jnp.linalg.norm(R[i])
+        alt = _orth(_pseudo_random((n,), m + 7 * state.count, dtype), V)
+        w = jnp.where(ok, w / jnp.where(ok, nw, 1.0), alt / jnp.linalg.norm(alt))
+        return V.at[m].set(w), AV.at[m].set(mv(w)), m + 1
+
+    def body(c):
+        V, AV, m, nprod, started, (theta, Y, U, R, rn, err, ratio) = c
+        V, AV, m = jax.lax.cond(started, expand, lambda V, AV, m, *_: (V, AV, m), V, AV, m, Y, R, ratio)
+        nprod = nprod + started.astype(jnp.int32)
+        theta, Y = _ritz_basis(V, AV, m, max(nr, keep))
+        Yr = Y[:, :nr]
+        U, AU = Yr.T @ V, Yr.T @ AV
+        R = AU - theta[:nr, None] * U
+        rn = jnp.linalg.norm(R, axis=1)
+        err = _errors(theta[:nr], rn, m, k)
+        ratio = err / jnp.maximum(tol * jnp.abs(theta[:k]), atol)
+        return V, AV, m, nprod, jnp.asarray(True), (theta, Y, U, R, rn, err, ratio)
+
+    def cond(c):
+        _, _, _, nprod, started, (theta, *_, ratio) = c
+        finite = jnp.all(jnp.isfinite(theta[:k])) & ~jnp.any(jnp.isnan(ratio))
+        return ~started | ((jnp.max(ratio) > 1.0) & (nprod < max_products) & finite)
+
+    nk = max(nr, keep)
+    z = lambda *shape: jnp.zeros(shape, dtype)
+    ritz0 = (z(nk), z(M, nk), z(nr, n), z(nr, n), z(nr), z(k), z(k))
+    c0 = (V, AV, jnp.asarray(b), jnp.asarray(b, jnp.int32), jnp.asarray(False), ritz0)
+    _, _, _, nprod, _, (theta, _, U, _, rn, err, ratio) = jax.lax.while_loop(cond, body, c0)
+
+    # Did a new direction enter the top-k subspace? Smallest principal cosine.
+    O = U[:k] @ state.vectors[:k].T.astype(dtype)
+    overlap = jnp.min(jnp.linalg.svd(O, compute_uv=False))
+    first = state.count == 0
+    result = TrackResult(theta[:k], rn[:k], err, U[:k], nprod, jnp.max(ratio) <= 1.0,
+                         (~first) & (overlap < ENTRY_OVERLAP), jnp.where(first, jnp.nan, overlap))
+    return TrackState(U[:b], theta[:b], state.count + 1, state.k), result
+
+
+def _pseudo_random(shape, salt, dtype) -> jax.Array:
+    """Cheap deterministic pseudo-random entries in [−½, ½) (a sine hash), used only to
+    replace degenerate directions; avoids compiling a PRNG into every tracking step."""
+    i = jnp.arange(int(np.prod(shape)), dtype=jnp.float32).reshape(shape)
+    x = jnp.sin(12.9898 * jnp.mod(i, 7919.0) + 78.233 * jnp.floor(i / 7919.0)
+                + 0.618 * jnp.asarray(salt, jnp.float32)) * 43758.5453
+    return (x - jnp.floor(x) - 0.5).astype(dtype)
+
+
+# ---- the operators of a Problem, side by side ---------------------------------------------
+
+#: Operators :func:`track_spectra` can follow. For MSE the Hessian is the Gauss-Newton term
+#: ``JᵀJ/norm`` plus the residual term ``Σ_α z_α ∇²f_α / norm``; the NTK ``J Jᵀ/norm`` has
+#: the same non-zero eigenvalues as the Gauss-Newton matrix (it acts on outputs, not params).
+OPERATORS = ("hessian", "ntk", "gauss_newton")
+
+
+def operator(problem, params, which: str):
+    """``(matvec, dim)`` of the named operator of ``problem`` at ``params`` (see :data:`OPERATORS`)."""
+    builders = {"hessian": hvp, "ntk": ntk_vp, "gauss_newton": gnvp}
+    if which not in builders:
+        raise EoslabError(f"unknown operator {which!r}; expected one of {OPERATORS}")
+    return builders[which](problem, params)
+
+
+def spectra_init(problem, k: int = 1, key=None, which=OPERATORS, block: int | None = None,
+                 params=None) -> dict:
+    """Cold :class:`TrackState` s for the operators ``which`` of ``problem`` (dict by name).
+
+    The vectors take the parameters' dtype (float32 networks stay float32)."""
+    flat = ravel_pytree(problem.params if params is None else params)[0]
+    key = jax.random.PRNGKey(0) if key is None else key
+    states = {}
+    for i, name in enumerate(which):
+        if name not in OPERATORS:
+            raise EoslabError(f"unknown operator {name!r}; expected one of {OPERATORS}")
+        dim = problem.targets.size if name == "ntk" else flat.size
+        states[name] = track_init(dim, min(k, dim), jax.random.fold_in(key, i), flat.dtype, block)
+    return states
+
+
+def track_spectra(problem, params, states: dict, *, tol=1e-3, atol=0.0, max_products=None):
+    """Advance every tracker in ``states`` (from :func:`spectra_init`) to ``params``.
+
+    Jittable; the operators are the keys of ``states``. Returns ``(new_states, results)``,
+    two dicts keyed like ``states`` (results: :class:`TrackResult`)."""
+    new, results = {}, {}
+    for name, st in states.items():
+        mv, _ = operator(problem, params, name)
+        new[name], results[name] = track(mv, st, tol=tol, atol=atol, max_products=max_products)
+    return new, results
+
+
+def data_subset(problem, indices):
+    """The same problem restricted to the examples ``indices`` (Cohen et al.'s fixed subset).
+
+    Slices the leading axis of every leaf of ``problem.data`` and of the targets. With the
+    default normaliser (``norm=None``) the loss stays a *mean* over the kept examples, and an
+    explicit ``norm`` is scaled by the kept fraction, so the subset's Hessian estimates the
+    full one; build the matvec on it once and track with
+    it at every step (see docs/tracking.md)."""
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or idx.size == 0:
+        raise EoslabError("indices must be a non-empty 1-D array of example indices")
+    if idx.min() < -problem.n or idx.max() >= problem.n:
+        raise EoslabError(f"indices out of range for a problem with {problem.n} examples")
+    take = lambda x: jnp.asarray(x)[idx]
+    norm = None if problem.norm is None else problem.norm * idx.size / problem.n
+    return dataclasses.replace(problem, data=jax.tree_util.tree_map(take, problem.data),
+                               targets=take(problem.targets), norm=norm)
