@@ -24,6 +24,7 @@ def _root() -> None:
 # Command modules: importing one registers its commands on `app`.
 _COMMAND_MODULES = [
     "eoslab.cli.core",
+    "eoslab.cli.companions",
     "eoslab.cli.reproduce",
 ]
 

@@ -130,19 +130,20 @@ def diagnostics(params: jax.Array, sigma: jax.Array, lr) -> dict:
 
 
 def phases(sharpness_t, loss_t, gfs_t, lr: float, gfs_rtol: float = 1e-10) -> dict:
-    """Detect the three phases of a GD run from its per-step sharpness S_t, loss and GFS sharpness.
+    """Detect the three phases of a GD run from its per-step sharpness S_t, loss L_t and GFS sharpness.
 
-    Definitions (η = ``lr``, edge 2/η):
-      * progressive sharpening: steps [0, eos_start), eos_start = first t with S_t > 2/η;
-      * EoS with self-stabilisation: [eos_start, convergence_start), convergence_start = 1 + the
-        last t with S_t > 2/η (the sharpness stays ≤ 2/η from there on);
-      * convergence: [convergence_start, T).
-    ``eos_start`` is −1 (and the EoS phase empty) if the edge is never crossed; if S_t is still
-    above the edge at the last step, ``convergence_start`` is −1.
+    Definitions (η = ``lr``, edge 2/η); the two boundaries use different signals, so the claim
+    about the sharpness after EoS is not true by construction:
+      * progressive sharpening: steps [0, eos_start), eos_start = first t with S_t > 2/η
+        (−1 if the edge is never crossed: no EoS phase);
+      * EoS with self-stabilisation: [eos_start, convergence_start);
+      * convergence: [convergence_start, T), convergence_start = 1 + the last t with L_{t+1} > L_t
+        (from there on the loss decreases monotonically); −1 if the loss still rises at the end.
 
-    Measured: ``delta_eos`` = max ηS_t − 2 over the EoS phase; ``delta_after`` = max ηS_t − 2 over
-    the convergence phase (the claim S ≤ (2 + δ)/η after EoS, expected ≤ 0); GFS monotonicity
-    violations: steps t with S_GFS(θ_{t+1}) > S_GFS(θ_t)(1 + ``gfs_rtol``), with phase counts.
+    Measured: ``delta_eos`` = max ηS_t − 2 over the EoS phase (the overshoot); ``delta_after`` =
+    max ηS_t − 2 over the convergence phase (the claim S ≤ (2 + δ)/η after EoS, δ small);
+    GFS monotonicity violations: steps t with S_GFS(θ_{t+1}) > S_GFS(θ_t)(1 + ``gfs_rtol``),
+    counted per phase (the first 20 steps listed).
     """
     S = np.asarray(sharpness_t, dtype=np.float64)
     L = np.asarray(loss_t, dtype=np.float64)
@@ -150,18 +151,21 @@ def phases(sharpness_t, loss_t, gfs_t, lr: float, gfs_rtol: float = 1e-10) -> di
     T, edge = S.size, 2.0 / lr
     above = np.flatnonzero(S > edge)
     eos_start = int(above[0]) if above.size else -1
-    conv_start = (int(above[-1]) + 1 if above[-1] + 1 < T else -1) if above.size else 0
+    rises = np.flatnonzero(np.diff(L) > 0)
+    conv_start = int(rises[-1]) + 1 if rises.size else 0
+    if conv_start >= T - 1:
+        conv_start = -1
     ps_end = eos_start if eos_start >= 0 else (conv_start if conv_start >= 0 else T)
     inc = np.diff(G)
     viol = np.flatnonzero(inc > gfs_rtol * np.abs(G[:-1]))
 
     def in_phase(t):
-        if eos_start < 0 or t < eos_start:
-            return "ps"
-        return "eos" if conv_start < 0 or t < conv_start else "convergence"
+        if conv_start >= 0 and t >= conv_start:
+            return "convergence"
+        return "eos" if 0 <= eos_start <= t else "ps"
 
     phase_of = [in_phase(t) for t in viol]
-    eos_slice = S[eos_start:(conv_start if conv_start >= 0 else T)] if eos_start >= 0 else S[:0]
+    eos_slice = S[eos_start:max(eos_start, conv_start if conv_start >= 0 else T)] if eos_start >= 0 else S[:0]
     after = S[conv_start:] if conv_start >= 0 else S[:0]
     finite = np.isfinite(L)
     return {
