@@ -12,5 +12,13 @@ jax.config.update("jax_enable_x64", True)
 from eoslab.errors import EoslabError  # noqa: E402
 from eoslab.problem import Problem  # noqa: E402
 
-__all__ = ["EoslabError", "Problem"]
+
+def load(path):
+    """Stored results as a pandas DataFrame (see :func:`eoslab.experiments.store.load`)."""
+    from eoslab.experiments.store import load as _load
+
+    return _load(path)
+
+
+__all__ = ["EoslabError", "Problem", "load"]
 __version__ = "0.1.0"

@@ -40,12 +40,12 @@ def _claims_table(report):
     return t
 
 
-def _write_report(exps, mode, store, out, elapsed, console) -> int:
+def _write_report(exps, mode, store, out, elapsed, console, figures=True) -> int:
     from eoslab.experiments.runner import collect
     from eoslab.report import build
 
     results = [collect(e, mode, store) for e in exps]
-    report = build(results, out, mode, elapsed_s=elapsed)
+    report = build(results, out, mode, elapsed_s=elapsed, figures=figures)
     console.print(_claims_table(report))
     n, k = len(report.claims), sum(c.passed for c in report.claims)
     colour = "green" if report.passed else "red"
@@ -62,6 +62,7 @@ def reproduce(
     out: Path = typer.Option(Path("eoslab-report"), "--out", help="report folder"),
     runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
     configs: Optional[Path] = typer.Option(None, "--configs", help="config folder (default ./experiments)"),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures (skip: claims only)"),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: compute only shard i of N (0-based) and "
                                         "write no report; assemble later with `eoslab report`"),
 ) -> None:
@@ -93,7 +94,7 @@ def reproduce(
         console.print(f"shard {part.index}/{part.count} done under {store.root}; assemble the report with "
                       f"`eoslab report --{mode} --runs {store.root}` once every shard has finished")
         return
-    code = _write_report(exps, mode, store, out, time.perf_counter() - t0, console)
+    code = _write_report(exps, mode, store, out, time.perf_counter() - t0, console, figures)
     if code:
         raise typer.Exit(code)
 
@@ -105,6 +106,7 @@ def report_cmd(
     out: Path = typer.Option(Path("eoslab-report"), "--out", help="report folder"),
     runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
     configs: Optional[Path] = typer.Option(None, "--configs", help="config folder (default ./experiments)"),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures (skip: claims only)"),
 ) -> None:
     """Write the report from stored runs only (e.g. after sharded runs); lists missing runs.
     Exit code 1 when a claim fails."""
@@ -114,7 +116,7 @@ def report_cmd(
     t0 = time.perf_counter()
     mode = "quick" if quick else "full"
     exps = load_experiments(configs, _only(only))
-    code = _write_report(exps, mode, Store(runs), out, time.perf_counter() - t0, _console())
+    code = _write_report(exps, mode, Store(runs), out, time.perf_counter() - t0, _console(), figures)
     if code:
         raise typer.Exit(code)
 

@@ -118,6 +118,11 @@ def find_line(text: str, table: str, key: str | None = None, occurrence: int = 0
     when ``key`` is None. Falls back to the header, then to the first line naming the key,
     then to line 1. Also finds ``table.key = ...`` dotted keys and keys in inline tables."""
     lines = text.splitlines()
+    if not table and key:  # a top-level key may be a table: find its header
+        for i, line in enumerate(lines, 1):
+            m = _HEADER.match(line)
+            if m and m.group(1).replace(" ", "").split(".")[0] == key:
+                return i
     current, seen, header_line = "", -1, None
     key_re = _key_pattern(key) if key else None
     parent, _, last = table.rpartition(".")
@@ -272,8 +277,9 @@ def load_config(path: str | Path, kinds: dict | None = None) -> Experiment:
     def unknown(table: str, got: dict, allowed, what: str, occurrence: int = 0):
         for k in got:
             if k not in allowed:
-                raise EoslabError(f"{_loc(path, text, table, k, occurrence)}: unknown key '{k}' in "
-                                  f"[{table or 'top level'}]; {what}: {', '.join(sorted(allowed)) or 'none'}")
+                what_k = f"table [{k}]" if not table else f"key '{k}' in [{table}]"
+                raise EoslabError(f"{_loc(path, text, table, k, occurrence)}: unknown {what_k}; "
+                                  f"{what}: {', '.join(sorted(allowed)) or 'none'}")
 
     def table(name, value, occurrence=0):
         if not isinstance(value, dict):

@@ -316,8 +316,8 @@ def load(path: str | os.PathLike):
     * an experiment folder (``<root>/<experiment>``): one row per valid run: ``run_id``,
       every parameter (list parameters split into ``name[i]``) and every scalar result;
     * a run folder: one row per step of its per-step arrays (those whose first axis has the
-      run's most common length; ``(T, k)`` arrays become columns ``name[0] … name[k-1]``),
-      with the run's parameters in ``DataFrame.attrs["params"]``.
+      largest length T; ``(T, k)`` arrays become columns ``name[0] … name[k-1]``), with the
+      run's parameters in ``DataFrame.attrs["params"]`` and its scalars in ``attrs["scalars"]``.
 
     Dependency-free access: :meth:`Store.read` / :attr:`Run.arrays` give NumPy arrays.
     """
@@ -336,8 +336,7 @@ def load(path: str | os.PathLike):
         if not arrays:
             df = pd.DataFrame([run.scalars()])
         else:
-            lengths = [v.shape[0] for v in arrays.values()]
-            T = max(set(lengths), key=lengths.count)
+            T = max(v.shape[0] for v in arrays.values())
             cols = {}
             for k, v in arrays.items():
                 if v.shape[0] != T:

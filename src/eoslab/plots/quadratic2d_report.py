@@ -11,6 +11,15 @@ def _label(p: dict) -> str:
     return f"ε={p['eps']:g}, θ₀=({p['theta1']:g}, {p['theta2_scaled']:g}/√ε), η={p['lr']:g}"
 
 
+def _log_subset(t: np.ndarray, every_until: int = 300, n: int = 700) -> np.ndarray:
+    """Indices of ``t`` to draw on a log axis: every step up to ``every_until`` (the period-2
+    oscillation of the transient), then about ``n`` log-spaced steps (keeping both parities)."""
+    late = np.nonzero(t >= every_until)[0]
+    picks = np.unique(np.geomspace(1, max(late.size, 1), n).astype(int) - 1) if late.size else np.array([], int)
+    picks = late[np.unique(np.concatenate([picks, np.minimum(picks + 1, late.size - 1)]))] if late.size else picks
+    return np.concatenate([np.nonzero(t < every_until)[0], picks]).astype(int)
+
+
 def sharpness_to_edge(results, predictions: dict):
     """η·λ_t/2 against t (log axis) for every non-diverged run, the edge (1) and the predicted
     limits; right panel: a zoom on the approach to the limit."""
@@ -19,10 +28,11 @@ def sharpness_to_edge(results, predictions: dict):
     colors = ["C0", "C1", "C4", "C5", "C6", "C7"]
     for c, r in zip(colors * 4, runs):
         a = r.arrays
-        t = a["t"] + 1
+        keep = _log_subset(a["t"])
+        t = a["t"][keep] + 1
         for axis in (ax, zoom):
-            axis.plot(t, a["eta_ntk_half"], color=c, lw=0.9, label=_label(r.params) if axis is ax else None)
-            axis.plot(t, a["eta_hessian_half"], color=c, lw=0.6, alpha=0.35)
+            axis.plot(t, a["eta_ntk_half"][keep], color=c, lw=0.9, label=_label(r.params) if axis is ax else None)
+            axis.plot(t, a["eta_hessian_half"][keep], color=c, lw=0.6, alpha=0.35)
         for name, fn in predictions.items():
             pred = fn([r]) / 2
             for axis in (ax, zoom):
@@ -59,11 +69,12 @@ def landscape(results, max_steps: int = 60):
         span1 = max(1.2 * np.abs(finite[:, 0]).max(), 0.5)
         span2 = 1.15 * np.abs(finite[:, 1]).max()
         span2 = min(span2, 4.0 / np.sqrt(eps))
-        g1, g2 = np.meshgrid(np.linspace(-span1, span1, 300), np.linspace(-span2, span2, 300))
+        g1, g2 = np.meshgrid(np.linspace(-span1, span1, 160), np.linspace(-span2, span2, 160))
         E = runs[0].params["E"]
         f = 0.5 * (g1**2 - eps * g2**2)  # eigenbasis (angle 0); the NTK is rotation invariant
         L = 0.5 * (f - E) ** 2
         cs = ax.contourf(g1, g2, np.log10(L + 1e-12), levels=24, cmap="Greys", alpha=0.55)
+        cs.set_rasterized(True)  # keeps the SVG small
         fig.colorbar(cs, ax=ax, label="log₁₀ L")
         b = np.linspace(-span2, span2, 400)
         lr = runs[0].params["lr"]

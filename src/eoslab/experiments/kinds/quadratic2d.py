@@ -12,6 +12,8 @@ With ``E = 0`` the NTK is λ = θ₁² + ε²θ₂² (loss normaliser 1), so η�
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -206,32 +208,37 @@ PHASE_SCHEMA = {
 
 
 def _phase_inits(p) -> np.ndarray:
+    """θ₀ (N, 2): √ε·θ₂ on the b grid (each repeated inits_per_b times), θ₁ uniform (seeded)."""
     b = np.repeat(np.linspace(p["b_min"], p["b_max"], p["n_b"]), p["inits_per_b"])
-    a = jax.random.uniform(jax.random.PRNGKey(p["seed"]), b.shape, minval=-p["theta1_max"],
-                           maxval=p["theta1_max"])
-    return np.stack([np.asarray(a), b / np.sqrt(p["eps"])], axis=1)
+    a = np.random.default_rng(p["seed"]).uniform(-p["theta1_max"], p["theta1_max"], b.shape)
+    return np.stack([a, b / np.sqrt(p["eps"])], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("steps",))
+def _phase_batch(prob, lr, theta0, steps):
+    """GD from every θ₀ (N, 2) at one step size, in one vmapped scan. Returns per init the
+    period-2-averaged ηλ∞/2 (λ at the last iterate and one step further), the diverged flag, the
+    step it diverged at (−1 if not) and the final loss."""
+    traj, final = sweep(gd, batched={"params0": theta0}, problem=prob, lr=lr, steps=steps, k=1, spectra="none")
+    nxt = final - lr * jax.vmap(jax.grad(prob.loss_fn))(final)
+    ratio = lr * (_ntk(final, prob.data) + _ntk(nxt, prob.data)) / 4
+    div = traj["diverged"][:, -1]
+    div_at = jnp.where(div, jnp.argmax(traj["diverged"], axis=1), -1)
+    return jnp.where(div, jnp.nan, ratio), div, div_at, jnp.where(div, jnp.nan, traj["loss"][:, -1])
 
 
 def run_phase(points: list[dict]) -> list[dict]:
-    """For each point (one step size): one vmapped ``gd`` over all its initialisations. Only the
-    final state is kept; ηλ∞ is the mean of λ at the last iterate and one step further (the
-    two branches of a period-2 oscillation)."""
+    """For each point (one step size): one vmapped ``gd`` over all its initialisations; only
+    the final state is kept."""
     out = []
-    for p in points:  # one vectorised call per run (each run is itself a batch of inits)
+    for p in points:  # chunk = 1: each run is itself a batch of N initialisations
         prob = quadratic2d.problem(p["eps"], [0.0, 0.0], E=p["E"], angle=p["angle"])
-        th0 = jnp.asarray(_phase_inits(p))
-        traj, final = sweep(gd, batched={"params0": th0}, problem=prob, lr=p["lr"], steps=p["steps"], k=1,
-                            spectra="none")
-        nxt = final - p["lr"] * jax.vmap(jax.grad(prob.loss_fn))(final)
-        Q = prob.data
-        ratio = p["lr"] * (_ntk(final, Q) + _ntk(nxt, Q)) / 4
-        div = np.asarray(traj["diverged"][:, -1])
-        ratio = np.where(div, np.nan, np.asarray(ratio))
-        loss = np.where(div, np.nan, np.asarray(traj["loss"][:, -1]))
+        th0 = _phase_inits(p)
+        ratio, div, div_at, loss = (np.asarray(x) for x in _phase_batch(prob, p["lr"], jnp.asarray(th0),
+                                                                          steps=p["steps"]))
         cls = np.where(div, 2, np.where(ratio > EOS_THRESHOLD, 1, 0)).astype(np.int8)
         out.append({
-            "theta0": np.asarray(th0), "ratio": ratio, "final_loss": loss, "diverged": div,
-            "diverged_at": np.asarray(jnp.where(div, jnp.argmax(traj["diverged"], axis=1), -1)),
+            "theta0": th0, "ratio": ratio, "final_loss": loss, "diverged": div, "diverged_at": div_at,
             "phase": cls,
             "frac_eos": np.float64((cls == 1).mean()), "frac_below": np.float64((cls == 0).mean()),
             "frac_diverged": np.float64((cls == 2).mean()), "n_inits": np.int64(cls.size),

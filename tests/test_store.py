@@ -1,0 +1,128 @@
+"""The results store: identity, atomic writes, validation on read, corruption repair, load."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import eoslab
+from eoslab.errors import EoslabError
+from eoslab.experiments.runner import execute, load_experiments, plan
+from eoslab.experiments.store import Store, run_config, run_id
+
+sys.path.insert(0, str(Path(__file__).parent))
+from toy_kind import register_toy, write_config  # noqa: E402
+
+register_toy()
+
+
+def _toy(tmp_path, **kw):
+    return load_experiments(write_config(tmp_path / "cfg", **kw).parent)[0]
+
+
+def test_run_identity():
+    a = run_config("x", "k", {"eps": 0.02, "seed": 0})
+    assert run_id(a) == run_id(run_config("x", "k", {"seed": 0, "eps": 0.02}))  # key order irrelevant
+    assert run_id(a) != run_id(run_config("x", "k", {"eps": 0.02, "seed": 1}))
+    assert run_id(a) != run_id(run_config("x", "k", {"eps": 0.0200001, "seed": 0}))
+    assert run_id(a) != run_id({**a, "eoslab_version": eoslab.__version__ + ".post1"})
+
+
+def test_write_read_roundtrip_and_metadata(tmp_path):
+    store = Store(tmp_path)
+    cfg = run_config("exp", "k", {"seed": 3, "a": [1.0, 2.0]})
+    arrays = {"x": np.arange(5.0), "flag": np.bool_(True), "m": np.float64(0.5)}
+    path = store.write(cfg, arrays, {"seed": 3, "wall_s": 0.1})
+    assert path == tmp_path / "exp" / run_id(cfg)
+    assert sorted(p.name for p in path.iterdir()) == ["COMPLETE", "arrays.npz", "config.json", "meta.json"]
+    assert not list((tmp_path / "exp").glob(".tmp-*"))
+    run = store.read(path)
+    np.testing.assert_array_equal(run.arrays["x"], arrays["x"])
+    assert run.scalars() == {"flag": True, "m": 0.5}
+    assert run.params == {"a": [1.0, 2.0], "seed": 3}
+    assert run.meta["versions"]["numpy"] == np.__version__ and run.meta["machine"]["cpu_count"] == os.cpu_count()
+    # Writing the same run again (e.g. a second shard) keeps the first copy.
+    before = (path / "arrays.npz").stat().st_mtime_ns
+    assert store.write(cfg, {"x": np.zeros(1)}, {}) == path
+    assert (path / "arrays.npz").stat().st_mtime_ns == before and store.read(path).arrays["x"].size == 5
+    with pytest.raises(EoslabError, match="numeric"):
+        store.write(run_config("exp", "k", {"seed": 4}), {"s": np.array(["a"])}, {})
+
+
+@pytest.mark.parametrize("damage", ["flip_byte", "no_marker", "truncate", "config_edit"])
+def test_corrupt_run_is_detected_and_redone(tmp_path, damage):
+    e = _toy(tmp_path, seeds=(0, 1, 2))
+    store = Store(tmp_path / "runs")
+    execute(e, "quick", store)
+    victim = plan(e, "quick", store)[1].run
+    good = victim.arrays["samples"].copy()
+    f = victim.path / "arrays.npz"
+    if damage == "flip_byte":
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        f.write_bytes(bytes(data))
+    elif damage == "no_marker":
+        (victim.path / "COMPLETE").unlink()
+    elif damage == "truncate":
+        f.write_bytes(f.read_bytes()[:100])
+    else:
+        c = json.loads((victim.path / "config.json").read_text())
+        c["params"]["scale"] = 9.0
+        (victim.path / "config.json").write_text(json.dumps(c))
+    assert store.problem(victim.path) is not None
+    assert store.read(victim.path) is None                  # never silently read ...
+    quarantined = list((tmp_path / "runs" / "toy" / ".corrupt").iterdir())
+    assert len(quarantined) == 1 and (quarantined[0] / "REASON").read_text()
+    progress = []
+    execute(e, "quick", store, on_progress=lambda d, t: progress.append((d, t)))
+    assert progress[0] == (2, 3)                             # ... but recomputed
+    redone = store.read(victim.path)
+    np.testing.assert_array_equal(redone.arrays["samples"], good)  # deterministic given the seed
+
+
+def test_stale_tmp_of_dead_process_is_removed_live_one_kept(tmp_path):
+    import socket
+    import subprocess
+
+    store = Store(tmp_path)
+    d = tmp_path / "exp"
+    d.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    host = socket.gethostname()
+    dead = d / f".tmp-0000000000000000.{host}.{p.pid}.ab12"
+    live = d / f".tmp-0000000000000001.{host}.{os.getpid()}.ab12"
+    other = d / f".tmp-0000000000000002.some-other-host.{p.pid}.ab12"
+    for x in (dead, live, other):
+        x.mkdir()
+    assert store.clean_stale_tmp("exp") == 1
+    assert not dead.exists() and live.exists() and other.exists()
+
+
+def test_find_and_show_errors(tmp_path):
+    e = _toy(tmp_path, seeds=(0, 1))
+    store = Store(tmp_path / "runs")
+    execute(e, "quick", store)
+    rid = plan(e, "quick", store)[0].rid
+    assert store.find(rid[:8]).id == rid
+    assert store.find(str(store.run_dir("toy", rid))).id == rid
+    with pytest.raises(EoslabError, match="no run"):
+        store.find("ffffffffffff")
+
+
+def test_load_dataframe(tmp_path):
+    pd = pytest.importorskip("pandas")
+    e = _toy(tmp_path, seeds=(0, 1, 2))
+    store = Store(tmp_path / "runs")
+    execute(e, "quick", store)
+    df = eoslab.load(tmp_path / "runs" / "toy")
+    assert isinstance(df, pd.DataFrame) and len(df) == 3
+    assert {"run_id", "seed", "scale", "n", "shift[0]", "shift[1]", "mean", "wall_s"} <= set(df.columns)
+    for _, row in df.iterrows():
+        x = np.random.default_rng(int(row["seed"])).normal(0, 1, 500)
+        assert row["mean"] == pytest.approx(x.mean(), rel=1e-15)
+    one = eoslab.load(tmp_path / "runs" / "toy" / df["run_id"][0])
+    assert len(one) == 500 and "samples" in one.columns and one.attrs["params"]["n"] == 500
