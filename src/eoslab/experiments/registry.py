@@ -55,6 +55,8 @@ class Kind:
       figures: ``figures(results: ExperimentResults) -> list[(name, fig, caption)]``.
       chunk: the largest number of runs passed to ``run`` at once.
       doc: one paragraph for ``docs``/``eoslab list``.
+      version: part of every run's identity: bump it when ``run`` changes what it computes
+        or stores, so stored runs of the old code are not reused.
     """
 
     name: str
@@ -65,6 +67,7 @@ class Kind:
     figures: Callable | None = None
     chunk: int = 64
     doc: str = ""
+    version: int = 1
 
     def __post_init__(self):
         seen = {}

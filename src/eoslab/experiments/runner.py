@@ -111,9 +111,10 @@ def plan(exp: Experiment, mode: str, store: Store) -> list[PlannedRun]:
     """The runs of ``exp`` in ``mode`` with the valid stored ones attached (invalid ones are
     quarantined by the store, so they count as missing)."""
     store.clean_stale_tmp(exp.name)
+    version = get_kind(exp.kind).version
     out = []
     for p in exp.points(mode):
-        cfg = run_config(exp.name, exp.kind, p)
+        cfg = run_config(exp.name, exp.kind, p, version)
         rid = run_id(cfg)
         out.append(PlannedRun(p, cfg, rid, store.read(store.run_dir(exp.name, rid))))
     return out

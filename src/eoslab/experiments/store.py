@@ -9,8 +9,9 @@ Layout under the results root (default ``./eoslab-runs``)::
         COMPLETE      written last: SHA-256 of the three files above
 
 * **Identity.** The run id is the first 16 hex digits of the SHA-256 of the canonical JSON of
-  ``config.json`` (which holds the eoslab version): the same config, seed and sweep point
-  always map to the same directory, and a changed parameter or version to a new one.
+  ``config.json`` (which holds the eoslab version and the kind's version): the same config,
+  seed and sweep point always map to the same directory, and a changed parameter or version
+  to a new one.
 * **Atomic.** A run is written into ``.tmp-<id>.<host>.<pid>.<rand>`` next to its final
   place, fsynced, then renamed: a reader sees a complete run or none. If two processes (e.g.
   cluster shards) finish the same run, the second rename fails and its copy is dropped.
@@ -49,12 +50,12 @@ def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def run_config(experiment: str, kind: str, params: dict) -> dict:
+def run_config(experiment: str, kind: str, params: dict, kind_version: int = 1) -> dict:
     """The resolved config that identifies one run (``params``: flat, including ``seed``)."""
     import eoslab
 
-    return {"experiment": experiment, "kind": kind, "params": dict(sorted(params.items())),
-            "eoslab_version": eoslab.__version__}
+    return {"experiment": experiment, "kind": kind, "kind_version": kind_version,
+            "params": dict(sorted(params.items())), "eoslab_version": eoslab.__version__}
 
 
 def run_id(config: dict) -> str:

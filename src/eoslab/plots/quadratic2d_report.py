@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib.ticker
 import numpy as np
 
 from eoslab.plots.style import EDGE_COLOR, PREDICTED_COLOR, figure
@@ -21,38 +22,40 @@ def _log_subset(t: np.ndarray, every_until: int = 300, n: int = 700) -> np.ndarr
 
 
 def sharpness_to_edge(results, predictions: dict):
-    """η·λ_t/2 against t (log axis) for every non-diverged run, the edge (1) and the predicted
-    limits; right panel: a zoom on the approach to the limit."""
+    """Left: η·λ_t/2 against t (log axis) for every non-diverged run, with the edge (1).
+    Right: its two-step mean (the period-2 oscillation removed) converging to the measured
+    limit, with the predicted limits."""
     fig, (ax, zoom) = figure(ncols=2, width=4.4)
     runs = [r for r in results.runs if not r.scalars()["diverged"]]
     colors = ["C0", "C1", "C4", "C5", "C6", "C7"]
+    lims = []
     for c, r in zip(colors * 4, runs):
         a = r.arrays
         keep = _log_subset(a["t"])
         t = a["t"][keep] + 1
-        for axis in (ax, zoom):
-            axis.plot(t, a["eta_ntk_half"][keep], color=c, lw=0.9, label=_label(r.params) if axis is ax else None)
-            axis.plot(t, a["eta_hessian_half"][keep], color=c, lw=0.6, alpha=0.35)
-        for name, fn in predictions.items():
+        ax.plot(t, a["eta_hessian_half"][keep], color=c, lw=0.5, alpha=0.3)
+        ax.plot(t, a["eta_ntk_half"][keep], color=c, lw=0.6, alpha=0.8, label=_label(r.params))
+        zoom.plot(t, a["eta_ntk_half_avg2"][keep], color=c, lw=1.0)
+        measured = r.scalars()["eta_ntk_limit"] / 2
+        lims.append(measured)
+        zoom.axhline(measured, color=c, ls=":", lw=1.0, label=f"ε={r.params['eps']:g} measured {measured:.6f}")
+        for (name, fn), ls in zip(predictions.items(), ["--", "-."]):
             pred = fn([r]) / 2
-            for axis in (ax, zoom):
-                axis.axhline(pred, color=PREDICTED_COLOR, ls="--", lw=0.9,
-                             label=f"{name}: {pred:.6f}" if axis is zoom else None)
-        zoom.axhline(r.scalars()["eta_ntk_limit"] / 2, color=c, ls=":", lw=0.9,
-                     label=f"measured: {r.scalars()['eta_ntk_limit'] / 2:.6f}")
+            zoom.axhline(pred, color=PREDICTED_COLOR, ls=ls, lw=0.9, label=f"ε={r.params['eps']:g} {name} {pred:.6f}")
     for axis in (ax, zoom):
         axis.axhline(1.0, color=EDGE_COLOR, lw=1.0, label="edge: λ = 2/η" if axis is ax else None)
         axis.set_xscale("log")
         axis.set_xlabel("step t + 1")
-    ax.set_ylabel("η λ_max(t) / 2")
-    ax.set_title("sharpening to the edge of stability")
-    lims = [r.scalars()["eta_ntk_limit"] / 2 for r in runs]
+    ax.set_ylabel("η λ_max(t) / 2   (NTK; faint: Hessian)")
+    ax.set_title("sharpening past the edge, then back below it")
     if lims:
-        lo = min(lims) - 4 * (1 - min(lims))
-        zoom.set_ylim(lo, 1 + 0.25 * (1 - lo))
-    zoom.set_title("zoom: the limit just below 2/η")
-    ax.legend(fontsize=6, loc="lower right")
-    zoom.legend(fontsize=6, loc="lower right")
+        lo = min(lims) - 2 * (1 - min(lims))
+        zoom.set_ylim(lo, 1 + 0.3 * (1 - lo))
+    zoom.set_xlim(left=30)  # before, the transient jumps across the whole range
+    zoom.set_ylabel("two-step mean of η λ_max / 2")
+    zoom.set_title("the limit, just below 2/η")
+    ax.legend(fontsize=6, loc="upper right")
+    zoom.legend(fontsize=6, loc="lower left")
     return fig
 
 
@@ -65,7 +68,9 @@ def landscape(results, max_steps: int = 60):
     for ax, eps in zip(axes, eps_values):
         runs = results.select(eps=eps)
         thetas = [r.arrays["theta"] for r in runs]
-        finite = np.concatenate([th[np.all(np.isfinite(th), axis=1)] for th in thetas])
+        # The frame: converged runs' first steps and every starting point (not an overflow's path).
+        finite = np.concatenate([th[:max_steps] for th, r in zip(thetas, runs) if not r.scalars()["diverged"]]
+                                + [th[:1] for th in thetas])
         span1 = max(1.2 * np.abs(finite[:, 0]).max(), 0.5)
         span2 = 1.15 * np.abs(finite[:, 1]).max()
         span2 = min(span2, 4.0 / np.sqrt(eps))
@@ -127,6 +132,9 @@ def phase_diagram(results):
     for k, (name, c) in enumerate([("at EoS", "C2"), ("below EoS", "C0"), ("diverged", "C3")]):
         ax2.plot(lrs, fracs[:, k], "-o", color=c, ms=3, label=name)
     ax2.set_xscale("log")
+    ticks = lrs[:: max(1, len(lrs) // 5)]
+    ax2.set_xticks(ticks, [f"{v:.3g}" for v in ticks])
+    ax2.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax2.set_xlabel("step size η")
     ax2.set_ylabel("fraction of initialisations")
     ax2.set_ylim(-0.02, 1.02)

@@ -111,6 +111,8 @@ def run_limit(points: list[dict]) -> list[dict]:
         out.append({
             "t": idx,
             "eta_ntk_half": traj["eta_ntk_half"][i, idx],
+            # mean of two consecutive steps: removes the period-2 oscillation around the limit
+            "eta_ntk_half_avg2": (traj["eta_ntk_half"][i, idx] + traj["eta_ntk_half"][i, np.minimum(idx + 1, idx[-1])]) / 2,
             "eta_hessian_half": traj["eta_lambda_half"][i, idx],
             "loss": traj["loss"][i, idx],
             "theta": traj["params"][i, idx],
@@ -186,7 +188,7 @@ register(Kind(
     measures={"eta_ntk_limit": eta_ntk_limit, "first_edge_step": first_edge_step,
               "diverged_fraction": diverged_fraction},
     predictions={"leading_order": leading_order},
-    figures=limit_figures, chunk=16,
+    figures=limit_figures, chunk=16, version=2,
     doc="GD on the 2-D model from given initialisations; the limit ηλ∞ of the NTK eigenvalue."))
 
 
