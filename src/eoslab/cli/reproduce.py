@@ -144,7 +144,16 @@ def list_cmd(
             colour = "green" if done == len(p) else ("yellow" if done else "dim")
             counts.append(f"[{colour}]{done}/{len(p)}[/]")
         t.add_row(e.name, e.kind, e.title, str(len(e.claims)), *counts)
-    _console().print(t)
+    console = _console()
+    console.print(t)
+    from eoslab.experiments.registry import discover
+
+    k = Table(title="kinds (docs/experiments.md: how to add one)")
+    for col in ("kind", "measures", "predictions", "what it runs"):
+        k.add_column(col, overflow="fold")
+    for name, kind in sorted(discover().items()):
+        k.add_row(name, ", ".join(kind.measures), ", ".join(kind.predictions), kind.doc)
+    console.print(k)
 
 
 @app.command("show")

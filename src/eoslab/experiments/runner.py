@@ -32,23 +32,38 @@ def default_config_dir() -> Path:
     return Path(eoslab.__file__).resolve().parents[2] / "experiments"
 
 
+def _declared_name(path: Path) -> str | None:
+    """The ``[experiment] name`` of a config, without validating the rest (None if unreadable)."""
+    import tomllib
+
+    try:
+        name = tomllib.loads(path.read_text(encoding="utf-8")).get("experiment", {}).get("name")
+    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
 def load_experiments(config_dir: str | Path | None = None, only: Iterable[str] = ()) -> list[Experiment]:
-    """Every ``*.toml`` config in ``config_dir``, validated, sorted by file name; ``only``
-    keeps the named experiments (unknown names are an error)."""
+    """Every ``*.toml`` config in ``config_dir``, validated, sorted by file name. With ``only``,
+    just the named experiments are validated and returned (unknown names are an error), so one
+    broken config does not block the others."""
     d = Path(config_dir) if config_dir is not None else default_config_dir()
     if not d.is_dir():
         raise EoslabError(f"config folder {d} does not exist (give --configs DIR)")
-    exps = [load_config(p) for p in sorted(d.glob("*.toml"))]
+    paths = sorted(d.glob("*.toml"))
+    only = list(only)
+    if only:
+        declared = {p: _declared_name(p) for p in paths}
+        unknown = [n for n in only if n not in declared.values()]
+        if unknown:
+            known = ", ".join(sorted(n for n in declared.values() if n))
+            raise EoslabError(f"unknown experiment(s) {', '.join(unknown)}; known: {known}")
+        paths = [p for p in paths if declared[p] in only]
+    exps = [load_config(p) for p in paths]
     names = [e.name for e in exps]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise EoslabError(f"experiment names used twice in {d}: {', '.join(sorted(dup))}")
-    only = list(only)
-    if only:
-        unknown = [n for n in only if n not in names]
-        if unknown:
-            raise EoslabError(f"unknown experiment(s) {', '.join(unknown)}; known: {', '.join(names)}")
-        exps = [e for e in exps if e.name in only]
     return exps
 
 
