@@ -148,6 +148,11 @@ def _header(report: Report) -> list[tuple[str, str]]:
     return rows
 
 
+def _sentence(s: str) -> str:
+    s = " ".join(s.split())
+    return s if s.endswith((".", "!", "?")) else s + "."
+
+
 def _md_escape(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
 
@@ -177,8 +182,8 @@ def render_md(report: Report) -> str:
         for c in s.claims:
             cell = claim_cells(c)
             L.append(f"- **{c.status}** `{c.claim.id}`: {c.claim.statement}. Predicted {cell['predicted']}, "
-                     f"measured {cell['measured']}, tolerance {cell['tolerance']}. *Tolerance:* {c.claim.why}"
-                     + (f" *Note:* {c.measured.note}." if c.measured is not None and c.measured.note else ""))
+                     f"measured {cell['measured']}, tolerance {cell['tolerance']}. *Tolerance:* {_sentence(c.claim.why)}"
+                     + (f" *Note:* {_sentence(c.measured.note)}" if c.measured is not None and c.measured.note else ""))
         L.append("")
         for err in s.errors:
             L += [f"> **warning**: {err}", ""]
@@ -230,10 +235,10 @@ def render_html(report: Report) -> str:
         H.append(f"<p><small>{len(s.results.runs)} runs, {s.wall_s:.1f} s of computation.</small></p><ul>")
         for c in s.claims:
             cell = claim_cells(c)
-            note = f" <i>Note:</i> {e_(c.measured.note)}." if c.measured is not None and c.measured.note else ""
+            note = f" <i>Note:</i> {e_(_sentence(c.measured.note))}" if c.measured is not None and c.measured.note else ""
             H.append(f"<li><b class='{c.status}'>&nbsp;{c.status}&nbsp;</b> <code>{e_(c.claim.id)}</code>: "
                      f"{e_(c.claim.statement)}. Predicted {e_(cell['predicted'])}, measured {e_(cell['measured'])}, "
-                     f"tolerance {e_(cell['tolerance'])}. <i>Tolerance:</i> {e_(c.claim.why)}{note}</li>")
+                     f"tolerance {e_(cell['tolerance'])}. <i>Tolerance:</i> {e_(_sentence(c.claim.why))}{note}</li>")
         H.append("</ul>")
         for err in s.errors:
             H.append(f"<p class='warn'>warning: {e_(err)}</p>")
