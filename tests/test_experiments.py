@@ -187,12 +187,14 @@ execute(load_experiments({cfg!r})[0], "quick", Store({root!r}))
 
 def test_killed_sweep_resumes_reusing_completed_runs(tmp_path):
     cfg, root = tmp_path / "cfg", tmp_path / "runs"
-    write_config(cfg, delay=0.25, seeds=range(16))
+    write_config(cfg, seeds=range(40))
     script = tmp_path / "driver.py"
     script.write_text(DRIVER.format(tests=str(TESTS), cfg=str(cfg), root=str(root)))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # 0.3 s per run in the subprocess (not part of the runs' identity): ~12 s to finish, killed after 4.
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "EOSLAB_TOY_DELAY": "0.3"})
     exp_dir = root / "toy"
-    deadline = time.time() + 40
+    deadline = time.time() + 180
     try:
         while time.time() < deadline:
             done = [p for p in exp_dir.glob("*/COMPLETE")] if exp_dir.exists() else []
@@ -205,7 +207,7 @@ def test_killed_sweep_resumes_reusing_completed_runs(tmp_path):
         proc.wait()
     before = _snapshot(exp_dir)
     n_before = len({k.split("/")[0] for k in before})
-    assert 4 <= n_before < 16
+    assert 4 <= n_before < 40
     # A killed writer can leave a temporary folder; plant one of a dead process as it would be.
     import socket
     stale = exp_dir / f".tmp-0123456789abcdef.{socket.gethostname()}.{proc.pid}.dead"
@@ -215,9 +217,9 @@ def test_killed_sweep_resumes_reusing_completed_runs(tmp_path):
     e = load_experiments(cfg)[0]
     progress = []
     execute(e, "quick", Store(root), on_progress=lambda d, t: progress.append((d, t)))
-    assert progress[0] == (n_before, 16)          # only the missing runs were computed
+    assert progress[0] == (n_before, 40)          # only the missing runs were computed
     after = _snapshot(exp_dir)
     assert {k: after[k] for k in before} == before  # completed runs reused bit-for-bit, untouched
-    assert len({k.split("/")[0] for k in after}) == 16
+    assert len({k.split("/")[0] for k in after}) == 40
     assert not stale.exists()
     assert all(pr.run is not None for pr in plan(e, "quick", Store(root)))

@@ -2,9 +2,11 @@
 
 ``test.toy``: each run draws ``n`` standard normals from its seed and stores their mean; the
 claim-level measure is the mean over runs, whose exact expectation is 0. ``delay`` (seconds)
-slows each chunk down so a test can kill a sweep half-way.
+slows each chunk down so a test can kill a sweep half-way; the environment variable
+``EOSLAB_TOY_DELAY`` does the same without changing the runs' identity.
 """
 
+import os
 import time
 
 import numpy as np
@@ -22,7 +24,7 @@ SCHEMA = {
 
 
 def run(points):
-    time.sleep(points[0]["delay"])
+    time.sleep(points[0]["delay"] + float(os.environ.get("EOSLAB_TOY_DELAY", "0")))
     out = []
     for p in points:
         x = np.random.default_rng(p["seed"]).normal(0.0, p["scale"], p["n"])

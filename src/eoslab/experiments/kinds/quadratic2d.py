@@ -158,9 +158,19 @@ def diverged_fraction(runs) -> Measurement:
 
 
 def leading_order(runs) -> float:
-    """ηλ∞ ≈ 2 − 2ε/(4 − 3ε + 4ε²) (science.md; error O(ε²)), for E = 0."""
-    eps = _one(runs, "eps")
-    return 2.0 - 2.0 * eps / (4.0 - 3.0 * eps + 4.0 * eps**2)
+    """ηλ∞ ≈ 2 − 2ε/(4 − 3ε + 4ε²) (science.md; E = 0; its ε² coefficient is off)."""
+    from eoslab.theory import eos2d
+
+    return float(eos2d.limit_leading(_one(runs, "eps")))
+
+
+def theory(runs) -> Measurement:
+    """The numerically exact EoS limit ηλ∞ of :func:`eoslab.theory.eos2d.eos_limit` (from the
+    exact map on its slow manifold), with its uncertainty (spread over starting points)."""
+    from eoslab.theory import eos2d
+
+    lim = eos2d.eos_limit(_one(runs, "eps"), lr=_one(runs, "lr"), E=_one(runs, "E"))
+    return Measurement(lim.eta_lambda, lim.uncertainty, note="theory.eos2d, exact")
 
 
 def _one(runs, name):
@@ -174,7 +184,8 @@ def limit_figures(results):
     from eoslab.plots import quadratic2d_report as plots
 
     return [
-        ("quadratic2d_sharpness", plots.sharpness_to_edge(results, predictions={"leading order": leading_order}),
+        ("quadratic2d_sharpness", plots.sharpness_to_edge(
+            results, predictions={"leading order": leading_order, "theory": lambda r: theory(r).value}),
          "η·λ_t/2 of the NTK (solid) and the Hessian (faint) against the step t: it sharpens past the edge "
          "(red line, 2/η) within a few steps, then settles just below it, at the predicted limit (green)."),
         ("quadratic2d_landscape", plots.landscape(results),
@@ -187,7 +198,7 @@ register(Kind(
     name="quadratic2d.eos_limit", schema=LIMIT_SCHEMA, run=run_limit,
     measures={"eta_ntk_limit": eta_ntk_limit, "first_edge_step": first_edge_step,
               "diverged_fraction": diverged_fraction},
-    predictions={"leading_order": leading_order},
+    predictions={"leading_order": leading_order, "theory": theory},
     figures=limit_figures, chunk=16, version=2,
     doc="GD on the 2-D model from given initialisations; the limit ηλ∞ of the NTK eigenvalue."))
 
@@ -270,7 +281,10 @@ def eos_median_ratio(runs) -> Measurement:
     if r.size < 5:
         raise ValueError(f"only {r.size} runs at EoS")
     q25, q75 = np.quantile(r, [0.25, 0.75])
-    return Measurement(np.median(r), 1.2533 * (q75 - q25) / 1.349 / np.sqrt(r.size), note=f"{r.size} EoS runs")
+    med = np.median(r)
+    close = np.mean(np.abs(r - med) < 1e-9)
+    return Measurement(med, 1.2533 * (q75 - q25) / 1.349 / np.sqrt(r.size),
+                       note=f"{r.size} EoS runs, {close:.0%} of them within 1e-9 of the median")
 
 
 def _frac(label):
@@ -287,6 +301,17 @@ def half_leading_order(runs) -> float:
     return leading_order(runs) / 2
 
 
+def half_theory(runs) -> Measurement:
+    """ηλ∞/2 of :func:`eoslab.theory.eos2d.eos_limit` (exact); for E = 0 it does not depend on η."""
+    from eoslab.theory import eos2d
+
+    E = _one(runs, "E")
+    if E != 0.0:
+        raise ValueError("pooled runs over η have different limits when E ≠ 0; select one lr")
+    lim = eos2d.eos_limit(_one(runs, "eps"), lr=1.0, E=0.0)
+    return Measurement(lim.eta_lambda / 2, lim.uncertainty / 2, note="theory.eos2d, exact")
+
+
 def phase_figures(results):
     from eoslab.plots import quadratic2d_report as plots
 
@@ -299,6 +324,6 @@ register(Kind(
     name="quadratic2d.phase", schema=PHASE_SCHEMA, run=run_phase,
     measures={"max_converged_ratio": max_converged_ratio, "eos_median_ratio": eos_median_ratio,
               "frac_eos": _frac(1), "frac_below": _frac(0), "frac_diverged": _frac(2)},
-    predictions={"half_leading_order": half_leading_order},
+    predictions={"half_leading_order": half_leading_order, "half_theory": half_theory},
     figures=phase_figures, chunk=1,
     doc="Phase diagram of the 2-D model over (η, initialisation): at EoS / below / diverged."))
