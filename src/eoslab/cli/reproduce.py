@@ -82,19 +82,27 @@ def reproduce(
     console = _console()
     columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    timings = []
     with Progress(*columns, console=console, transient=False) as progress:
         for e in exps:
             task = progress.add_task(e.name, total=None)
+            counts = []
 
-            def update(done, total, task=task):
+            def update(done, total, task=task, counts=counts):
+                counts.append(done)
                 progress.update(task, completed=done, total=total)
 
+            t1 = time.perf_counter()
             execute(e, mode, store, part, on_progress=update)
+            timings.append((e.name, counts[-1] - counts[0], counts[0], time.perf_counter() - t1))
+    for name, new, reused, secs in timings:
+        console.print(f"  {name}: {new} runs computed, {reused} reused, {secs:.1f} s")
     if part.count > 1:
         console.print(f"shard {part.index}/{part.count} done under {store.root}; assemble the report with "
                       f"`eoslab report --{mode} --runs {store.root}` once every shard has finished")
         return
     code = _write_report(exps, mode, store, out, time.perf_counter() - t0, console, figures)
+    console.print(f"reproduce --{mode}: {time.perf_counter() - t0:.1f} s in all")
     if code:
         raise typer.Exit(code)
 

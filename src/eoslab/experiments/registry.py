@@ -87,6 +87,8 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {}
+#: Kind modules that failed to import: module name -> error (reported when a config needs a kind).
+BROKEN: dict[str, str] = {}
 _discovered = False
 
 
@@ -106,7 +108,11 @@ def discover() -> dict[str, Kind]:
 
         for mod in sorted(pkgutil.iter_modules(kinds.__path__), key=lambda m: m.name):
             if not mod.name.startswith("_"):
-                importlib.import_module(f"{kinds.__name__}.{mod.name}")
+                # One broken module must not take the other experiments down with it.
+                try:
+                    importlib.import_module(f"{kinds.__name__}.{mod.name}")
+                except Exception as e:  # noqa: BLE001
+                    BROKEN[mod.name] = f"{type(e).__name__}: {e}"
         _discovered = True
     return KINDS
 
@@ -117,5 +123,6 @@ def get_kind(name: str, kinds: dict | None = None, where: str = "") -> Kind:
         return kinds[name]
     except KeyError:
         prefix = f"{where}: " if where else ""
-        raise EoslabError(f"{prefix}unknown kind '{name}'; known kinds: {', '.join(sorted(kinds)) or 'none'}") \
-            from None
+        broken = "".join(f"; kind module '{m}' failed to import ({err})" for m, err in BROKEN.items())
+        raise EoslabError(f"{prefix}unknown kind '{name}'; known kinds: {', '.join(sorted(kinds)) or 'none'}"
+                          f"{broken}") from None
