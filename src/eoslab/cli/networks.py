@@ -1,0 +1,150 @@
+"""``eoslab train``: full-batch GD of a network on data, tracking Hessian/NTK eigenvalues.
+
+Example (the paper's network experiment, on the synthetic data)::
+
+    eoslab train --model mlp --depth 2 --width 256 --activation tanh --data synthetic \\
+        --n 1000 --lr 0.02 --steps 2000 --track-every 1 --plot out.png
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from eoslab.cli import app
+
+
+def _parse_classes(text: Optional[str]):
+    if text is None:
+        return None
+    items = [c.strip() for c in text.split(",") if c.strip()]
+    return [int(c) if c.isdigit() else c for c in items]
+
+
+def build_problem(model: str, depth: int, width: int, activation: str, parametrisation: str, data: str,
+                  data_dir, n: int, classes, loss: str, seed: int, dtype: str):
+    """(problem, dataset, network spec) for the CLI's options."""
+    import jax
+    import jax.numpy as jnp
+
+    from eoslab import Problem
+    from eoslab.data import load
+    from eoslab.errors import EoslabError
+    from eoslab.models.mlp import build
+
+    if dtype not in ("float32", "float64"):
+        raise EoslabError(f"dtype must be float32 or float64, got {dtype!r}")
+    if data == "synthetic" and classes is not None:
+        if len(classes) != 1 or not isinstance(classes[0], int):
+            raise EoslabError("for synthetic data --classes is the number of classes (e.g. --classes 10)")
+        ds = load("synthetic", n=n, seed=seed, dtype=dtype, classes=classes[0])
+    else:
+        ds = load(data, n=n, data_dir=data_dir, classes=classes, seed=seed, dtype=dtype)
+    if loss == "cross_entropy" and not ds.is_classification:
+        raise EoslabError("cross-entropy needs classification data (synthetic: pass --classes C)")
+    if model == "cnn" and ds.image_shape is None:
+        raise EoslabError(f"the CNN needs image inputs; {ds.name} has none")
+    net = build(model, depth=depth, width=width, activation=activation, out_dim=ds.out_dim,
+                parametrisation=parametrisation, image_shape=ds.image_shape or (3, 32, 32))
+    params = net.init(jax.random.PRNGKey(seed), ds.in_dim, dtype=jnp.dtype(dtype))
+    problem = Problem.from_model(net, params, jnp.asarray(ds.x), jnp.asarray(ds.y), loss=loss)
+    return problem, ds, net
+
+
+def format_summary(s: dict, prefix: str = "") -> str:
+    lines = [f"{prefix}final loss {s['final_loss']:.5g} (min {s['min_loss']:.5g})"
+             + (f", final accuracy {s['final_accuracy']:.3f}" if "final_accuracy" in s else "")
+             + (" — DIVERGED" if s["diverged"] else "")]
+    if "max_sharpness" in s:
+        lines.append(f"{prefix}sharpness λ₁: {s['initial_sharpness']:.4g} at step 0, max {s['max_sharpness']:.4g}"
+                     f" vs 2/η = {s['edge']:.4g}; crossed 2/η upward {s['crossings']} times"
+                     + (f" (first at step {s['first_crossing_step']}, {s['steps_above_edge']} steps above)"
+                        if s["crossings"] else ""))
+        if "max_second" in s:
+            lines.append(f"{prefix}second eigenvalue λ₂: max {s['max_second']:.4g} — "
+                         + ("stayed below 2/η" if s["second_below_edge"] else "went ABOVE 2/η"))
+        lines.append(f"{prefix}tracking: {s['products_per_track']:.2f} Hessian-vector products per tracked step,"
+                     f" max residual ‖Hv − λv‖ of λ₁ {s['max_residual']:.2g}")
+    lines.append(f"{prefix}wall time {s['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+@app.command("train")
+def train_cmd(
+    model: str = typer.Option("mlp", help="network: mlp or cnn (cnn: --depth conv blocks of --width channels)"),
+    depth: int = typer.Option(2, help="hidden layers (mlp) or conv blocks (cnn)"),
+    width: int = typer.Option(256, help="hidden units (mlp) or channels (cnn)"),
+    activation: str = typer.Option("tanh", help="tanh, relu or elu"),
+    parametrisation: str = typer.Option("standard", help="standard or ntk"),
+    data: str = typer.Option("synthetic", help="synthetic or cifar10"),
+    data_dir: Optional[Path] = typer.Option(None, help="CIFAR-10 folder (data_batch_1..5, test_batch, batches.meta)"),
+    n: int = typer.Option(1000, help="number of training examples (the first n)"),
+    classes: Optional[str] = typer.Option(None, help="CIFAR-10 class subset ('0,1' or 'cat,dog'); "
+                                                     "synthetic: number of classes (default: regression)"),
+    loss: str = typer.Option("mse", help="mse or cross_entropy"),
+    lr: float = typer.Option(0.02, help="step size η"),
+    steps: int = typer.Option(2000, help="number of GD steps"),
+    momentum: float = typer.Option(0.0, help="heavy-ball momentum (0: plain GD)"),
+    k: int = typer.Option(2, help="top eigenvalues tracked"),
+    track_every: int = typer.Option(1, help="compute the spectra every this many steps"),
+    track: str = typer.Option("hessian,ntk", help="operators to track: hessian, ntk, gauss_newton (comma list; 'none')"),
+    tol: float = typer.Option(1e-3, help="relative accuracy of the tracked eigenvalues"),
+    spectra_examples: Optional[int] = typer.Option(None, help="compute spectra on the first m examples only"),
+    seed: int = typer.Option(0, help="seed of the initialisation (and synthetic data)"),
+    dtype: str = typer.Option("float32", help="float32 or float64"),
+    taylor: bool = typer.Option(False, "--taylor", help="also train the second-order Taylor model side by side"),
+    plot: Optional[Path] = typer.Option(None, help="write the figure here (PNG + SVG)"),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="write the summary (and curves) as JSON here"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+) -> None:
+    """Train a network with full-batch GD, tracking top Hessian/NTK eigenvalues matrix-free."""
+    import numpy as np
+
+    from eoslab.dynamics.train import compare_taylor, summary, train
+
+    ops = () if track.strip() == "none" else tuple(o.strip() for o in track.split(",") if o.strip())
+    problem, ds, net = build_problem(model, depth, width, activation, parametrisation, data, data_dir, n,
+                                     _parse_classes(classes), loss, seed, dtype)
+    typer.echo(f"{model} depth {depth} width {width} {activation} ({parametrisation}), {problem.num_params} "
+               f"parameters, {dtype}; {ds.name}; loss {loss}; η = {lr} (2/η = {2 / lr:.4g})")
+    kw = dict(momentum=momentum, k=k, track_every=track_every, track=ops, tol=tol,
+              spectra_examples=spectra_examples, seed=seed)
+    if taylor:
+        cmp = compare_taylor(problem, lr, steps, progress=progress, **kw)
+        traj = cmp["network"]
+    else:
+        traj, _ = train(problem, lr, steps, progress=progress, **kw)
+    op = "hessian" if "hessian" in ops else (ops[0] if ops else "hessian")
+    s = summary(traj, op)
+    typer.echo(format_summary(s))
+    result = {"config": {"model": model, "depth": depth, "width": width, "activation": activation,
+                         "parametrisation": parametrisation, "data": data, "n": ds.n, "loss": loss, "lr": lr,
+                         "steps": steps, "momentum": momentum, "k": k, "track_every": track_every,
+                         "track": list(ops), "tol": tol, "seed": seed, "dtype": dtype,
+                         "num_params": problem.num_params},
+              "summary": s}
+    if taylor:
+        st = summary(cmp["taylor"], op)
+        typer.echo("Taylor model (second order around θ₀):")
+        typer.echo(format_summary(st, prefix="  "))
+        typer.echo(f"network and Taylor model part (>{cmp['rtol']:.0%} apart): loss at step "
+                   f"{cmp['loss_divergence_step']}, sharpness at step {cmp.get('sharpness_divergence_step', -1)}")
+        result["taylor"] = {"summary": st, "loss_divergence_step": cmp["loss_divergence_step"],
+                            "sharpness_divergence_step": cmp.get("sharpness_divergence_step", -1)}
+    if plot is not None:
+        from eoslab.plots.networks import plot_taylor, plot_training
+
+        paths = plot_training(traj, plot, title=f"{model} {depth}×{width} {activation}, {ds.name}")
+        if taylor:
+            paths += plot_taylor(cmp, plot.with_name(plot.stem + "_taylor" + plot.suffix))
+        typer.echo("figures: " + ", ".join(str(p) for p in paths))
+    if json_path is not None:
+        curves = {key: np.where(np.isfinite(v), v, None).tolist() if np.issubdtype(v.dtype, np.floating)
+                  else v.tolist() for key, v in traj.items() if np.ndim(v) >= 1}
+        result["curves"] = curves
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(result, indent=1))
+        typer.echo(f"json: {json_path}")

@@ -1,0 +1,96 @@
+"""Figures of network training: loss, tracked eigenvalues with their error bars and 2/η,
+and the network-vs-Taylor-model comparison."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eoslab.plots.style import EDGE_COLOR, figure, save
+
+_NAMES = {"hessian": "Hessian", "ntk": "NTK", "gauss_newton": "Gauss-Newton"}
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
+
+
+def _eig_panel(ax, traj: dict, op: str, label_prefix: str = "", colors=_COLORS, alpha=1.0):
+    """Top-k eigenvalues of ``op`` at the tracked steps, each with a ± residual band."""
+    t = np.nonzero(traj["tracked"])[0]
+    e, r = traj[f"{op}_eigs"][t], traj[f"{op}_residuals"][t]
+    for i in range(e.shape[1]):
+        c = colors[i % len(colors)]
+        ax.plot(t, e[:, i], color=c, alpha=alpha, lw=0.9, label=f"{label_prefix}λ{i + 1}")
+        ax.fill_between(t, e[:, i] - r[:, i], e[:, i] + r[:, i], color=c, alpha=0.25 * alpha, lw=0)
+
+
+def _edge(ax, lr: float):
+    ax.axhline(2.0 / lr, color=EDGE_COLOR, ls="--", lw=1.0, label="2/η")
+
+
+def plot_training(traj: dict, path, title: str = "") -> list:
+    """Loss (and accuracy) plus one panel per tracked operator (top-k eigenvalues, bands =
+    residual norms, dashed = 2/η). Writes PNG and SVG; returns the paths."""
+    ops = [op for op in _NAMES if f"{op}_eigs" in traj]
+    fig, axes = figure(ncols=1 + len(ops), width=4.0, height=3.0)
+    axes = np.atleast_1d(axes)
+    lr = float(traj["lr"])
+    steps = np.arange(traj["loss"].shape[0])
+    ax = axes[0]
+    ax.semilogy(steps, traj["loss"], color="k", lw=0.9, label="loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    if not np.all(np.isnan(traj["accuracy"])):
+        ax2 = ax.twinx()
+        ax2.plot(steps, traj["accuracy"], color="#7f7f7f", lw=0.8)
+        ax2.set_ylabel("accuracy", color="#7f7f7f")
+        ax2.set_ylim(0, 1)
+    ax.set_title(title or "full-batch GD")
+    for ax, op in zip(axes[1:], ops):
+        _eig_panel(ax, traj, op)
+        _edge(ax, lr)
+        ax.set_xlabel("step")
+        ax.set_ylabel(f"top {_NAMES[op]} eigenvalues")
+        ax.set_title(f"{_NAMES[op]} (band: residual norm)")
+        ax.legend(loc="lower right")
+    return save(fig, path)
+
+
+def plot_taylor(cmp: dict, path, title: str = "") -> list:
+    """Network vs its second-order Taylor model (from
+    :func:`eoslab.dynamics.train.compare_taylor`): loss, top Hessian eigenvalue with 2/η,
+    and the non-linear dynamical contribution ‖½Q(δ, δ)‖ / ‖Jδ‖ of every step."""
+    net, tay = cmp["network"], cmp["taylor"]
+    lr = float(net["lr"])
+    fig, axes = figure(ncols=3, width=4.0, height=3.0)
+    steps = np.arange(net["loss"].shape[0])
+    ax = axes[0]
+    ax.semilogy(steps, net["loss"], color="k", lw=0.9, label="network")
+    ax.semilogy(steps, tay["loss"], color=_COLORS[1], lw=0.9, ls="--", label="Taylor model")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss")
+    ax.set_title(title or "network vs second-order Taylor model")
+    ax.legend()
+    ax = axes[1]
+    if "hessian_eigs" in net:
+        t = np.nonzero(net["tracked"])[0]
+        ax.plot(t, net["hessian_eigs"][t, 0], color="k", lw=0.9, label="network λ₁")
+        ax.plot(t, tay["hessian_eigs"][t, 0], color=_COLORS[1], lw=0.9, ls="--", label="Taylor λ₁")
+        if net["hessian_eigs"].shape[1] > 1:
+            ax.plot(t, net["hessian_eigs"][t, 1], color="k", lw=0.6, alpha=0.5, label="network λ₂")
+            ax.plot(t, tay["hessian_eigs"][t, 1], color=_COLORS[1], lw=0.6, ls="--", alpha=0.5, label="Taylor λ₂")
+        _edge(ax, lr)
+        ax.legend(loc="lower right")
+    ax.set_xlabel("step")
+    ax.set_ylabel("top Hessian eigenvalues")
+    ax = axes[2]
+    for traj, c, ls, name in ((net, "k", "-", "network"), (tay, _COLORS[1], "--", "Taylor model")):
+        ratio = traj["nonlinear_norm"] / traj["linear_norm"]
+        ax.semilogy(steps, ratio, color=c, ls=ls, lw=0.8, label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("‖½Q(δ,δ)‖ / ‖Jδ‖")
+    ax.set_title("non-linear dynamical contribution")
+    for key, ls in (("loss_divergence_step", ":"), ("sharpness_divergence_step", "-.")):
+        s = cmp.get(key, -1)
+        if s is not None and s >= 0:
+            for a in axes:
+                a.axvline(s, color="#7f7f7f", ls=ls, lw=0.8)
+    ax.legend()
+    return save(fig, path)
