@@ -40,12 +40,12 @@ def _claims_table(report):
     return t
 
 
-def _write_report(exps, mode, store, out, elapsed, console, figures=True) -> int:
+def _write_report(exps, mode, store, out, started, console, figures=True) -> int:
     from eoslab.experiments.runner import collect
     from eoslab.report import build
 
     results = [collect(e, mode, store) for e in exps]
-    report = build(results, out, mode, elapsed_s=elapsed, figures=figures)
+    report = build(results, out, mode, started=started, figures=figures)
     console.print(_claims_table(report))
     n, k = len(report.claims), sum(c.passed for c in report.claims)
     colour = "green" if report.passed else "red"
@@ -101,7 +101,7 @@ def reproduce(
         console.print(f"shard {part.index}/{part.count} done under {store.root}; assemble the report with "
                       f"`eoslab report --{mode} --runs {store.root}` once every shard has finished")
         return
-    code = _write_report(exps, mode, store, out, time.perf_counter() - t0, console, figures)
+    code = _write_report(exps, mode, store, out, t0, console, figures)
     console.print(f"reproduce --{mode}: {time.perf_counter() - t0:.1f} s in all")
     if code:
         raise typer.Exit(code)
@@ -121,10 +121,9 @@ def report_cmd(
     from eoslab.experiments.runner import load_experiments
     from eoslab.experiments.store import Store
 
-    t0 = time.perf_counter()
     mode = "quick" if quick else "full"
     exps = load_experiments(configs, _only(only))
-    code = _write_report(exps, mode, Store(runs), out, time.perf_counter() - t0, _console(), figures)
+    code = _write_report(exps, mode, Store(runs), out, None, _console(), figures)
     if code:
         raise typer.Exit(code)
 
@@ -162,6 +161,10 @@ def list_cmd(
     for name, kind in sorted(discover().items()):
         k.add_row(name, ", ".join(kind.measures), ", ".join(kind.predictions), kind.doc)
     console.print(k)
+    from eoslab.experiments.registry import BROKEN
+
+    for mod, err in BROKEN.items():
+        console.print(f"[red]kind module {mod} failed to import: {err}[/]")
 
 
 @app.command("show")

@@ -362,6 +362,7 @@ def load(path: str | os.PathLike):
         for k, v in r.params.items():
             row.update(_flatten_param(k, v))
         row.update(r.scalars())
+        row["mode"] = r.meta.get("mode")  # the mode that computed it (a run can serve both)
         row["wall_s"] = r.meta.get("wall_s")
         rows.append(row)
     if not rows:

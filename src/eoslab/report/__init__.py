@@ -14,6 +14,7 @@ import html
 import math
 import platform
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -103,10 +104,12 @@ def claim_cells(c: ClaimResult) -> dict:
 
 
 # ---- building ----------------------------------------------------------------------------------
-def build(results: list[ExperimentResults], out: str | Path, mode: str, elapsed_s: float | None = None,
+def build(results: list[ExperimentResults], out: str | Path, mode: str, started: float | None = None,
           figures: bool = True) -> Report:
     """Evaluate claims, draw figures into ``out/figures`` and write ``out/report.md`` and
-    ``out/report.html``. Returns the :class:`Report` (``report.passed``)."""
+    ``out/report.html``. ``started``: the ``time.perf_counter()`` at which the reproduction
+    began (the header then gives its wall time, up to the report). Returns the :class:`Report`
+    (``report.passed``)."""
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     sections = []
@@ -122,7 +125,7 @@ def build(results: list[ExperimentResults], out: str | Path, mode: str, elapsed_
                 errors.append(f"figure failed: {msg}")
                 print(f"warning: {res.experiment.name}: figure failed: {msg}", file=sys.stderr)
         sections.append(Section(res, evaluate(res), figs, errors))
-    report = Report(sections, mode, out, elapsed_s)
+    report = Report(sections, mode, out, None if started is None else time.perf_counter() - started)
     report.md_path.write_text(render_md(report), encoding="utf-8")
     report.html_path.write_text(render_html(report), encoding="utf-8")
     return report
@@ -143,9 +146,16 @@ def _header(report: Report) -> list[tuple[str, str]]:
     comp = sum(s.wall_s for s in report.sections)
     rows.append(("runs", f"{runs} runs in {len(report.sections)} experiments, {comp:.1f} s of computation stored"))
     if report.elapsed_s is not None:
-        rows.append(("wall time", f"{report.elapsed_s:.1f} s for this reproduce (computation of missing runs, "
-                                  "figures, report)"))
+        rows.append(("wall time", f"{report.elapsed_s:.1f} s for this reproduce (computing the missing runs, "
+                                  "checking claims, drawing figures)"))
     return rows
+
+
+def _anchor(title: str) -> str:
+    """GitHub-style heading anchor."""
+    import re
+
+    return re.sub(r"[^\w\- ]", "", title.lower()).strip().replace(" ", "-")
 
 
 def _sentence(s: str) -> str:
@@ -160,6 +170,11 @@ def _md_escape(s: str) -> str:
 def render_md(report: Report) -> str:
     L = ["# eoslab reproduction report", ""]
     L += [f"- **{k}**: {v}" for k, v in _header(report)]
+    L += ["", "| experiment | runs | computation (s) | claims |", "| --- | --- | --- | --- |"]
+    for s in report.sections:
+        k = sum(c.passed for c in s.claims)
+        L.append(f"| [{s.results.experiment.name}](#{_anchor(s.results.experiment.title)}) | {len(s.results.runs)} | "
+                 f"{s.wall_s:.1f} | {k}/{len(s.claims)} pass |")
     L += ["", "## Claims", "",
           "| status | claim | source | predicted | measured | tolerance |",
           "| --- | --- | --- | --- | --- | --- |"]
@@ -215,6 +230,11 @@ def render_html(report: Report) -> str:
          "<title>eoslab reproduction report</title>", f"<style>{_CSS}</style></head><body>",
          "<h1>eoslab reproduction report</h1>", "<table>"]
     H += [f"<tr><th>{e_(k)}</th><td>{e_(v)}</td></tr>" for k, v in _header(report)]
+    H += ["</table>", "<table><tr><th>experiment</th><th>runs</th><th>computation (s)</th><th>claims</th></tr>"]
+    for i, s in enumerate(report.sections):
+        k = sum(c.passed for c in s.claims)
+        H.append(f"<tr><td><a href='#exp{i}'>{e_(s.results.experiment.name)}</a></td><td>{len(s.results.runs)}</td>"
+                 f"<td>{s.wall_s:.1f}</td><td>{k}/{len(s.claims)} pass</td></tr>")
     H += ["</table>", "<h2>Claims</h2>", "<table><tr><th>status</th><th>claim</th><th>source</th>"
           "<th>predicted</th><th>measured</th><th>tolerance</th></tr>"]
     for c in report.claims:
@@ -226,9 +246,9 @@ def render_html(report: Report) -> str:
     H.append("</table><p><small>approx: |measured − predicted| ≤ tolerance; le: measured ≤ predicted + tolerance; "
              "ge: measured ≥ predicted − tolerance. Measured values ± one standard uncertainty. Hover a "
              "tolerance for its justification.</small></p>")
-    for s in report.sections:
+    for i, s in enumerate(report.sections):
         e = s.results.experiment
-        H += [f"<h2>{e_(e.title)}</h2>", f"<p><code>{e_(e.name)}</code> (kind <code>{e_(e.kind)}</code>, config "
+        H += [f"<h2 id='exp{i}'>{e_(e.title)}</h2>", f"<p><code>{e_(e.name)}</code> (kind <code>{e_(e.kind)}</code>, config "
               f"<code>{e_(e.path.name)}</code>) — source: {e_(e.source)}</p>"]
         if e.description:
             H.append(f"<p>{e_(' '.join(e.description.split()))}</p>")
