@@ -26,6 +26,7 @@ _COMMAND_MODULES = [
     "eoslab.cli.core",
     "eoslab.cli.companions",
     "eoslab.cli.reproduce",
+    "eoslab.cli.highdim",
     "eoslab.cli.networks",
 ]
 
