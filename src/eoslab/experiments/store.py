@@ -46,8 +46,9 @@ DEFAULT_ROOT = "eoslab-runs"
 
 
 def canonical_json(obj) -> str:
-    """Key-sorted, whitespace-free JSON: equal configs give equal strings."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """Key-sorted, whitespace-free JSON: equal configs give equal strings (TOML allows inf/nan:
+    written as Infinity/NaN)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
 
 
 def run_config(experiment: str, kind: str, params: dict, kind_version: int = 1) -> dict:
@@ -182,7 +183,7 @@ class Store:
             np.savez(buf, **_to_numpy(arrays))
             meta = {**meta, "run_id": rid, "versions": _versions(), "machine": machine_info(),
                     "written_utc": _now()}
-            _write(tmp / "config.json", json.dumps(config, indent=1, sort_keys=True, allow_nan=False).encode())
+            _write(tmp / "config.json", json.dumps(config, indent=1, sort_keys=True).encode())
             _write(tmp / "arrays.npz", buf.getvalue())
             _write(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
             _write(tmp / MARKER, json.dumps({"sha256": _checksum(tmp), "files": list(FILES)}).encode())
