@@ -25,7 +25,7 @@ def project_box(theta: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Arr
     return jnp.clip(theta, lower, upper)
 
 
-def projected_gd(problem: Problem, lr, steps: int, lower, upper, *, k: int = 2,
+def projected_gd(problem: Problem, lr, steps: int, lower, upper, *, k: int = 2, spectra: str = "dense",
                  record_params: bool = False, params0: Params | None = None):
     """Projected GD for ``steps`` steps with dense spectra (small P).
 
@@ -34,12 +34,16 @@ def projected_gd(problem: Problem, lr, steps: int, lower, upper, *, k: int = 2,
       lr: step size η (traced: ``vmap``-able).
       lower, upper: bounds (P,) on the flattened parameters (±inf allowed), lower ≤ upper.
       k: number of top Hessian/NTK eigenvalues recorded.
+      spectra: ``"dense"`` (jax.hessian/jacobian + eigh: small P and few outputs) or ``"none"``
+        (NaN eigenvalues; e.g. for many data points, where the N×N NTK is too large).
       record_params: also record θ_t (steps, P) under ``"params"``.
 
     Returns ``(trajectory, final_params)`` as :func:`eoslab.dynamics.gd`, plus the key
     ``"projected"`` (steps,) bool: the projection was active at that update.
     """
-    check_run_args(lr, steps, k, "dense")
+    check_run_args(lr, steps, k, spectra)
+    if spectra == "lanczos":
+        raise EoslabError("projected_gd supports spectra='dense' or 'none'")
     params0 = problem.params if params0 is None else params0
     flat0, _ = ravel_pytree(params0)
     lower = jnp.broadcast_to(jnp.asarray(lower, flat0.dtype), flat0.shape)
@@ -47,19 +51,21 @@ def projected_gd(problem: Problem, lr, steps: int, lower, upper, *, k: int = 2,
     if not isinstance(lower, jax.core.Tracer) and bool(jnp.any(lower > upper)):
         raise EoslabError(f"projection box is empty: lower {lower} > upper {upper} somewhere")
     return _projected_gd(problem, jnp.asarray(lr), params0, lower, upper, steps=steps, k=k,
-                         record_params=record_params)
+                         spectra=spectra, record_params=record_params)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "k", "record_params"))
-def _projected_gd(problem, lr, params0, lower, upper, *, steps, k, record_params):
+@functools.partial(jax.jit, static_argnames=("steps", "k", "spectra", "record_params"))
+def _projected_gd(problem, lr, params0, lower, upper, *, steps, k, spectra, record_params):
     flat0, unravel = ravel_pytree(params0)
     loss_flat = lambda v: problem.loss_fn(unravel(v))
 
     def advance(v):
         loss, g = jax.value_and_grad(loss_flat)(v)
         p = unravel(v)
-        he = top_eigvals(hessian_matrix(problem, p), k)
-        ne = top_eigvals(ntk_matrix(problem, p), k)
+        if spectra == "dense":
+            he, ne = top_eigvals(hessian_matrix(problem, p), k), top_eigvals(ntk_matrix(problem, p), k)
+        else:
+            he = ne = jnp.full((k,), jnp.nan, v.dtype)
         rec = record(loss, problem.residuals(p), jnp.linalg.norm(g), he, ne, lr)
         if record_params:
             rec["params"] = v

@@ -78,21 +78,25 @@ def balanced_minimiser(problem: Problem) -> tuple[jax.Array, ...]:
     return tuple(jnp.asarray(frames[i + 1] @ root @ frames[i].T) for i in range(depth))
 
 
-def _chart(problem: Problem, W_star):
+def _chart(problem: Problem, W_star, free):
     """θ(free) = (W_1, …, W_{L−1}, W* B⁺), B = W_{L−1}⋯W_1: a point of M whenever B has full
-    column rank (needs every hidden width ≥ d_in)."""
-    shapes = [w.shape for w in problem.params[:-1]]
-    sizes = [int(np.prod(s)) for s in shapes]
+    column rank (needs every hidden width ≥ d_in). ``free`` is the flat (W_1, …, W_{L−1})."""
+    mats, i = [], 0
+    for w in problem.params[:-1]:
+        mats.append(free[i:i + w.size].reshape(w.shape))
+        i += w.size
+    return tuple(mats) + (W_star @ jnp.linalg.pinv(linear_net.product(mats)),)
 
-    def theta(free):
-        mats, i = [], 0
-        for s, n in zip(shapes, sizes):
-            mats.append(free[i:i + n].reshape(s))
-            i += n
-        B = linear_net.product(mats) if mats else jnp.eye(W_star.shape[1])
-        return tuple(mats) + (W_star @ jnp.linalg.pinv(B),)
 
-    return theta, sum(sizes)
+@jax.jit
+def _soft_max_eig(problem: Problem, W_star, free, tau):
+    """(τ·log Σ exp(λ_i/τ), its gradient in ``free``, λ_max) of the Hessian at θ(free)."""
+    def soft(f):
+        lam = jnp.linalg.eigvalsh(hessian_matrix(problem, _chart(problem, W_star, f)))
+        return tau * jax.nn.logsumexp(lam / tau), lam[-1]
+
+    (val, top), g = jax.value_and_grad(soft, has_aux=True)(free)
+    return val, g, top
 
 
 def sharpness(problem: Problem, params) -> jax.Array:
@@ -100,7 +104,7 @@ def sharpness(problem: Problem, params) -> jax.Array:
     return jnp.linalg.eigvalsh(hessian_matrix(problem, params))[-1]
 
 
-def inf_sharpness_numerical(problem: Problem, key=None, restarts: int = 6, temperatures=(1e-1, 1e-2, 1e-3, 1e-4)):
+def inf_sharpness_numerical(problem: Problem, key=None, restarts: int = 4, temperatures=(1e-2, 1e-4)):
     """Minimise λ_max(∇²L) over the manifold of global minimisers numerically.
 
     Parametrises M by the chart of :func:`_chart` (free W_1 … W_{L−1}) and minimises the smooth
@@ -116,27 +120,19 @@ def inf_sharpness_numerical(problem: Problem, key=None, restarts: int = 6, tempe
     W_star = least_squares_target(problem.data, problem.targets)
     if len(problem.params) == 1:
         return float(sharpness(problem, (W_star,))), (W_star,)
-    theta, n = _chart(problem, W_star)
-    eig = jax.jit(lambda f: jnp.linalg.eigvalsh(hessian_matrix(problem, theta(f))))
-
-    def soft(f, tau):
-        lam = jnp.linalg.eigvalsh(hessian_matrix(problem, theta(f)))
-        return tau * jax.nn.logsumexp(lam / tau)
-
-    vg = jax.jit(jax.value_and_grad(soft))
+    n = sum(w.size for w in problem.params[:-1])
     key = jax.random.PRNGKey(0) if key is None else key
     best, best_f = np.inf, None
     for k in jax.random.split(key, restarts):
         f = np.asarray(jax.random.normal(k, (n,), jnp.float64))
         for t in temperatures:
-            tau = t * float(eig(jnp.asarray(f))[-1])
-            res = minimize(lambda z: tuple(np.asarray(a, np.float64) for a in vg(jnp.asarray(z), tau)),
-                           f, jac=True, method="L-BFGS-B", options={"maxiter": 500})
-            f = res.x
-        val = float(eig(jnp.asarray(f))[-1])
+            tau = t * float(_soft_max_eig(problem, W_star, jnp.asarray(f), 1.0)[2])
+            fun = lambda z: tuple(np.asarray(a, np.float64) for a in _soft_max_eig(problem, W_star, jnp.asarray(z), tau)[:2])
+            f = minimize(fun, f, jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
+        val = float(_soft_max_eig(problem, W_star, jnp.asarray(f), 1.0)[2])
         if np.isfinite(val) and val < best:
             best, best_f = val, f
-    return best, theta(jnp.asarray(best_f))
+    return best, _chart(problem, W_star, jnp.asarray(best_f))
 
 
 def inf_sharpness(problem: Problem, key=None) -> tuple[float, str]:

@@ -18,6 +18,8 @@ Everything is written for the loss L = ½ rᵀΣr, r = αβ − w*, w* = e₂, w
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,6 +91,7 @@ def _constraints(theta, sigma, lr):
     return jnp.stack([grad(theta, sigma) @ u, w[-1] - 2.0 / lr])
 
 
+@functools.partial(jax.jit, static_argnames="iters")
 def distance_to_stable_set(theta: jax.Array, sigma: jax.Array, lr, iters: int = 30) -> jax.Array:
     """Distance from θ to the stable set {S ≤ 2/η, ∇L·u = 0}, by a minimum-norm Gauss–Newton
     projection: θ ← θ − J_c⁺ c over the active constraints c = (h, (S − 2/η)₊).

@@ -30,7 +30,8 @@ def simulate_two_layer(lam1: float = 1.0, lam2: float = 0.01, lr: float = 4.0, s
     ``samples = 0``: population loss; ``samples = n > 0``: empirical loss on n samples drawn with
     ``seed``. Returns ``{"trajectory": {key: (steps, ...) array}, "phases": dict, "config": dict}``;
     the trajectory has GD's keys plus ``params`` (steps, 3) and the per-step diagnostics of
-    :func:`eoslab.theory.two_layer.diagnostics`.
+    :func:`eoslab.theory.two_layer.diagnostics` (the exact sharpness among them: P = 3, closed-form
+    Hessian, so GD itself records no spectra; the NTK of an empirical problem would be n×n).
     """
     lr = check_positive("lr", lr)
     steps = check_positive_int("steps", steps)
@@ -44,9 +45,9 @@ def simulate_two_layer(lam1: float = 1.0, lam2: float = 0.01, lr: float = 4.0, s
     if projected:
         lo = -np.inf if lower is None else lower
         hi = np.inf if upper is None else upper
-        traj, _ = projected_gd(problem, lr, steps, lo, hi, k=3, record_params=True)
+        traj, _ = projected_gd(problem, lr, steps, lo, hi, spectra="none", record_params=True)
     else:
-        traj, _ = gd(problem, lr, steps, k=3, record_params=True)
+        traj, _ = gd(problem, lr, steps, spectra="none", record_params=True)
     sigma = two_layer.problem_covariance(problem)
     diag = tl_theory.diagnostics(traj["params"], sigma, lr)
     traj = {**{k: np.asarray(v) for k, v in traj.items()}, **{k: np.asarray(v) for k, v in diag.items()}}
