@@ -18,7 +18,7 @@ orbits at the rate exp(−A²x²/(4ε)) (A ≈ 4) and ends on the line of minima
 
     ηλ∞ = 2 + H(0) = 2 − (1−e)ε/2 − (1−e)(27−11e)ε²/32 + (1−e)²(47e−153)ε³/128 + O(ε⁴)
 
-(e = 0: 2 − ε/2 − 27ε²/32 − 153ε³/128 − 17385ε⁴/8192 − …). :data:`SLOW_MANIFOLD` holds the
+(e = 0: 2 − ε/2 − 27ε²/32 − 153ε³/128 − 17385ε⁴/8192 − 40051ε⁵/8192 − …). :data:`SLOW_MANIFOLD` holds the
 coefficients of H; :func:`eos_limit` evaluates the series at any order, science.md's
 leading-order formula, or (default) the numerically exact value obtained by iterating the
 exact map from points of the slow manifold until z underflows.
@@ -92,10 +92,10 @@ def iterate(z0, lam0, eps: float, lr=1.0, steps: int = 1000, E=0.0, two: bool = 
 
 # --------------------------------------------------------------------------- the limit
 #: Slow manifold ℓ = 2 + H(x), H = Σ c_ij(e) εⁱ xʲ with x = ηz, e = ηE (every term of weight
-#: 2i + j ≤ 9). Entry (i, j) → (denominator, integer coefficients of 1, e, e², … of the
+#: 2i + j ≤ 11). Entry (i, j) → (denominator, integer coefficients of 1, e, e², … of the
 #: numerator). Derived by solving the invariance equation H(x'(x, H)) = ℓ'(x, H) − 2 of the
 #: one-step map order by order in the weight (x ~ √ε, ℓ − 2 ~ √ε); exact rationals. Checked by
-#: tests: the invariance residual of the truncation scales as (√ε)¹⁰, and the series matches
+#: tests: the invariance residual of the truncation scales as (√ε)¹³, and the series matches
 #: exact simulations. The i = 0 row sums to 2x/(1 − x): at ε = 0 the curve ℓ(1 − x) = 2 is
 #: invariant and the map on it, x ↦ −x/(1 − x), is an involution.
 SLOW_MANIFOLD: dict[tuple[int, int], tuple[int, tuple[int, ...]]] = {
@@ -128,11 +128,24 @@ SLOW_MANIFOLD: dict[tuple[int, int], tuple[int, tuple[int, ...]]] = {
     (2, 5): (64, (833, -350, -39)),
     (3, 3): (512, (-1849, 2527, -643, 221)),
     (4, 1): (128, (0, 211, -495, 357, -73)),
+    (0, 10): (1, (2,)),
+    (1, 8): (512, (-7189, 1017)),
+    (2, 6): (1024, (21563, -7190, -701)),
+    (3, 4): (2048, (-16319, 18461, -2573, 783)),
+    (4, 2): (32768, (-107477, 257412, -222286, 90468, -18117)),
+    (5, 0): (16384, (-80102, 313551, -471456, 333506, -106338, 10839)),
+    (0, 11): (1, (2,)),
+    (1, 9): (128, (-2051, 255)),
+    (2, 7): (1024, (31973, -8738, -779)),
+    (3, 5): (1024, (-17081, 15135, -1139, 333)),
+    (4, 3): (32768, (-129429, 356292, -307086, 97316, -17093)),
+    (5, 1): (8192, (0, 26557, -84628, 96014, -44372, 6429)),
 }
 #: Highest power of ε in the series of the limit (the c_k0 above).
 MAX_ORDER = max(i for i, j in SLOW_MANIFOLD if j == 0)
-#: Below this ε(1 − ηE) the exact limit is the series: its first neglected term (~5ε⁵) is
-#: below double-precision rounding, while iterating would take ~80/ε steps.
+#: Below this ε(1 − ηE) the exact limit is the series: its first neglected term (c₆ε⁶, with
+#: |c₆| ≈ 11 if the coefficients keep growing ~2.3× per order) is below double-precision
+#: rounding, while iterating would take ~80/ε steps.
 _SERIES_BELOW = 1e-3
 ORDERS = ("exact", "leading") + tuple(range(1, MAX_ORDER + 1))
 
@@ -143,7 +156,7 @@ def _c(i: int, j: int, e: float) -> float:
 
 
 def slow_manifold(x, eps: float, e: float = 0.0):
-    """ℓ = ηλ on the slow manifold at scaled residual x = ηz (truncated at weight 9)."""
+    """ℓ = ηλ on the slow manifold at scaled residual x = ηz (truncated at weight 11)."""
     return 2.0 + sum(_c(i, j, e) * eps**i * x**j for (i, j) in SLOW_MANIFOLD)
 
 
@@ -261,7 +274,7 @@ def eos_limit(eps: float, lr: float = 1.0, E: float = 0.0, order: str | int = "e
       E: target; the prediction depends on ηE, which must be < 1 (for ηE ≥ 1 the slow flow
         pushes ηλ above 2 and there is no EoS limit).
       order: ``"exact"`` (numerically exact, :func:`limit_numeric`), ``"leading"``
-        (science.md's 2 − 2ε/(4 − 3ε + 4ε²), E = 0 only), or k = 1 … :data:`MAX_ORDER`
+        (science.md's 2 − 2ε/(4 − 3ε + 4ε²), E = 0 only), or k = 1 … :data:`MAX_ORDER` (5)
         (the series through ε^k).
     """
     eps = check_eps(eps)
@@ -273,7 +286,7 @@ def eos_limit(eps: float, lr: float = 1.0, E: float = 0.0, order: str | int = "e
         val, unc = limit_numeric(eps, e)
     elif order == "leading":
         if e != 0.0:
-            raise EoslabError("the leading-order formula of science.md is for E = 0; use order='exact' or 1..4")
+            raise EoslabError("the leading-order formula of science.md is for E = 0; use 'exact' or a series order")
         val, unc = float(limit_leading(eps)), math.nan
     elif isinstance(order, int) and not isinstance(order, bool) and 1 <= order <= MAX_ORDER:
         val, unc = float(limit_series(eps, order, e)), math.nan

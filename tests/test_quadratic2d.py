@@ -1,0 +1,107 @@
+"""Dynamics of the 2-D model: the exact (z, λ) map vs parameter-space GD, output-space vs
+parameter-space GD over 1,000 steps, batched simulation (divergence, determinism, scaling)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eoslab.dynamics import gd, gd_output
+from eoslab.models import quadratic2d, second_order
+from eoslab.theory import eos2d
+
+STEPS = 1000
+
+
+def _rel_close(a, b, rtol=1e-10):
+    """Agreement relative to the trajectory's scale (the loss → 0, so pointwise relative
+    errors of late, tiny residuals are meaningless)."""
+    a, b = np.asarray(a), np.asarray(b)
+    assert np.all(np.isfinite(a)) and np.all(np.isfinite(b))
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * np.max(np.abs(a)))
+
+
+@pytest.mark.parametrize("eps,lr,E,theta0", [
+    (0.05, 1.0, 0.0, (0.1, 2 / math.sqrt(0.05))),   # sharpens through the edge, settles at EoS
+    (0.1, 0.7, 0.2, (0.3, 1.5)),                    # target E ≠ 0
+])
+def test_zl_map_equals_parameter_space_gd(eps, lr, E, theta0):
+    tr, _ = gd(quadratic2d.problem(eps, theta0, E), lr, STEPS, spectra="none", record_params=True)
+    z_ref = quadratic2d.output(tr["params"], eps) - E
+    lam_ref = quadratic2d.ntk(tr["params"], eps)
+    z0, lam0 = eos2d.from_theta(jnp.asarray(theta0), eps, E)
+    z, lam = eos2d.iterate(z0, lam0, eps, lr, STEPS, E)
+    _rel_close(z[:-1], z_ref)
+    _rel_close(lam[:-1], lam_ref)
+    if eps == 0.05:
+        assert float(jnp.max(lr * lam)) > 2  # the run does cross the edge
+    z2, lam2 = eos2d.iterate(z0, lam0, eps, lr, STEPS // 2, E, two=True)
+    _rel_close(z2[:-1], z_ref[::2])
+    _rel_close(lam2[:-1], lam_ref[::2])
+
+
+def _random_model(seed, D=6, P=9):
+    m = second_order.random(jax.random.PRNGKey(seed), D, P)
+    return second_order.SecondOrder(m.y, m.G, m.Q, 0.3 * jax.random.normal(jax.random.PRNGKey(seed + 7), (P,)))
+
+
+@pytest.mark.parametrize("case", ["quadratic2d", "random"])
+def test_output_space_equals_parameter_space_1000_steps(case):
+    if case == "quadratic2d":
+        eps = 0.05
+        c, s = math.cos(0.4), math.sin(0.4)  # Q = R diag(1, −ε) Rᵀ: θ = R φ, φ in the eigenbasis
+        phi = (0.1, 2 / math.sqrt(eps))
+        m = quadratic2d.as_second_order(eps, [c * phi[0] - s * phi[1], s * phi[0] + c * phi[1]], angle=0.4)
+        lr = 1.0
+    else:
+        m = _random_model(3)
+        # A step size that puts the initial top NTK eigenvalue at ηλ/2 = 0.75: strongly non-linear.
+        J0 = second_order.jacobian(m.theta0, m)
+        lr = 1.5 / float(jnp.linalg.eigvalsh(J0 @ J0.T / m.D)[-1])
+    a, _ = gd(second_order.problem(m), lr, STEPS)
+    b, _ = gd_output(m, lr, STEPS)
+    assert not bool(a["diverged"][-1])
+    _rel_close(a["residual_norm"], b["residual_norm"])
+    _rel_close(a["loss"], b["loss"])
+    for key in ("ntk_eigs", "hessian_eigs"):  # J (through J Jᵀ) and the Hessian JᵀJ + Σ z Q
+        k = min(a[key].shape[-1], m.D if key == "ntk_eigs" else m.P)  # the NTK has D eigenvalues
+        _rel_close(a[key][:, :k], b[key][:, :k])
+    if case == "quadratic2d":
+        assert float(jnp.max(a["eta_ntk_half"])) > 1
+
+
+def test_divergent_initialisation_is_a_result():
+    eps = 0.02
+    s = eos2d.simulate(eps, 1.0, [[0.3, 3 / math.sqrt(eps)], [0.1, 2 / math.sqrt(eps)]], 2000, chunk=1000)
+    assert bool(s["diverged"][0]) and 0 < int(s["diverged_at"][0]) <= 10
+    assert math.isnan(float(s["ratio"][0]))
+    assert not bool(s["diverged"][1]) and int(s["diverged_at"][1]) == -1
+    c = eos2d.classify(s)
+    assert (c["n_diverged"], c["n_eos"], c["n_below"]) == (1, 1, 0)
+
+
+def test_batch_is_deterministic_and_seeded():
+    a = eos2d.sample_inits(jax.random.PRNGKey(3), 64, 0.1, 4.0)
+    b = eos2d.sample_inits(jax.random.PRNGKey(3), 64, 0.1, 4.0)
+    c = eos2d.sample_inits(jax.random.PRNGKey(4), 64, 0.1, 4.0)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+    sa, sb = eos2d.simulate(0.1, 4.0, a, 2000, chunk=1000), eos2d.simulate(0.1, 4.0, b, 2000, chunk=1000)
+    for k in eos2d.SUMMARY_KEYS:
+        np.testing.assert_array_equal(sa[k], sb[k])
+
+
+def test_batch_equals_single_runs_and_step_size_scaling():
+    # E = 0: θ ↦ √η θ maps GD at step size η to GD at η = 1, so ηλ∞ is the same.
+    eps, lr = 0.1, 4.0
+    th = eos2d.sample_inits(jax.random.PRNGKey(0), 8, eps, lr)
+    batch = eos2d.simulate(eps, lr, th, 2000, chunk=1000)
+    single = eos2d.simulate(eps, 1.0, th[3:4] * math.sqrt(lr), 2000, chunk=1000)
+    assert float(batch["ratio"][3]) == pytest.approx(float(single["ratio"][0]), rel=1e-12)
+    # The summary is the mean of ηλ/2 over iterates 1901..2000 of parameter-space GD
+    # (gd records iterates 0..1999; the last one is its final parameters).
+    tr, last = gd(quadratic2d.problem(eps, th[3]), lr, 2000, spectra="none", record_params=True)
+    lam = jnp.concatenate([quadratic2d.ntk(tr["params"][-99:], eps), quadratic2d.ntk(last, eps)[None]])
+    assert float(batch["ratio"][3]) == pytest.approx(float(jnp.mean(lr * lam / 2)), rel=1e-10)
