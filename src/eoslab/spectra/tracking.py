@@ -20,8 +20,7 @@ Error bars. For a symmetric operator A and unit vector v with Rayleigh quotient 
 residual ``‖Av − θv‖`` bounds the distance from θ to the spectrum of A (rigorously): it is
 stored with every value. The *stopping rule* uses the sharper quadratic estimate
 ``‖R_c‖²_F / gap_c`` (R_c: the residuals of the top c Ritz vectors, gap_c: distance from
-the c-th to the (c+1)-th Ritz value, minus the latter's residual) minimised over cuts
-c ≥ i, which is how clusters of nearly equal eigenvalues are handled: the error of a
+the c-th to the (c+1)-th Ritz value) minimised over cuts c ≥ i, which is how clusters of nearly equal eigenvalues are handled: the error of a
 value inside a cluster is governed by the gap *below* the cluster, not the tiny gaps
 inside it. The estimate is not a proof (Ritz values underestimate the eigenvalues below a
 cut) and is capped by the rigorous residual bound.
@@ -175,7 +174,7 @@ def _errors(theta, rnorm, m, k: int):
     nr = theta.shape[0]
     c = jnp.arange(1, nr)                       # cut: top c values vs the (c+1)-th
     f2 = jnp.cumsum(rnorm**2)[c - 1]            # ‖R_c‖_F²
-    gap = theta[c - 1] - theta[c] - rnorm[c]
+    gap = theta[c - 1] - theta[c]
     est_c = jnp.where((gap > 0) & (c < m), f2 / jnp.where(gap > 0, gap, 1.0), jnp.inf)
     # err_i = min over cuts c ≥ i+1: a reversed cumulative minimum.
     best = jax.lax.cummin(est_c, reverse=True)  # best[c-1] = min_{c' ≥ c} est_{c'}

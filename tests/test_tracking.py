@@ -1,0 +1,168 @@
+"""Warm-started eigenvalue tracking (spectra.tracking) against dense eigh references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import eoslab
+from eoslab import EoslabError, Problem
+from eoslab.spectra import data_subset, spectra_init, track, track_init, track_spectra
+
+N, K, B = 40, 3, 4   # one shape for all matrix tests: a single compilation
+
+
+@jax.jit
+def _track(A, state, tol):
+    return track(lambda v: A @ v, state, tol=tol)
+
+
+def _cold(seed=0):
+    return track_init(N, K, jax.random.PRNGKey(seed), jnp.float64, block=B)
+
+
+def _rotation(seed):
+    return jnp.linalg.qr(jax.random.normal(jax.random.PRNGKey(seed), (N, N)))[0]
+
+
+def _matrix(eigs, seed):
+    Q = _rotation(seed)
+    return (Q * jnp.asarray(eigs)) @ Q.T
+
+
+def _top(A, k=K):
+    w, V = jnp.linalg.eigh(A)
+    return w[::-1][:k], V[:, ::-1][:, :k].T
+
+
+def _bulk(seed, lo, hi, size):
+    return jax.random.uniform(jax.random.PRNGKey(seed), (size,), minval=lo, maxval=hi)
+
+
+@pytest.mark.parametrize("top", [
+    [10.0, 9.0, 8.5, 7.0],                         # separated, with a huge negative eigenvalue
+    [10.0, 10.0 - 1e-7, 10.0 - 2e-7, 6.0],         # a near-degenerate cluster of three
+])
+def test_top_k_values_residuals_and_bounds_match_eigh(top):
+    eigs = jnp.concatenate([jnp.array(top), jnp.array([-100.0]), _bulk(1, -3.0, 4.0, N - 5)])
+    A = _matrix(eigs, 2)
+    state, r = _track(A, _cold(), 1e-10)
+    ref, _ = _top(A)
+    assert bool(r.converged)
+    # Largest *algebraic*: the −100 eigenvalue (largest in magnitude) is never reported.
+    np.testing.assert_allclose(r.values, ref, rtol=1e-9)
+    # Residuals are the true ‖Av − θv‖ of the returned unit vectors, and bound the error.
+    explicit = jnp.linalg.norm(r.vectors @ A - r.values[:, None] * r.vectors, axis=1)
+    np.testing.assert_allclose(r.residuals, explicit, rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(jnp.linalg.norm(r.vectors, axis=1), 1.0, rtol=1e-12)
+    dist = jnp.min(jnp.abs(r.values[:, None] - eigs[None, :]), axis=1)
+    assert jnp.all(dist <= r.residuals * (1 + 1e-9) + 1e-13)
+    assert jnp.all(r.errors <= r.residuals)
+    # The state carries the block: top-k Ritz vectors first, orthonormal rows.
+    np.testing.assert_allclose(state.vectors @ state.vectors.T, jnp.eye(B), atol=1e-10)
+
+
+def test_warm_tracking_equals_cold_and_is_cheap():
+    S = jax.random.normal(jax.random.PRNGKey(3), (N, N))
+    S = 0.0005 * (S - S.T)
+    Q0 = _rotation(4)
+    base = jnp.concatenate([jnp.array([10.0, 9.5, 9.0, 6.0]), _bulk(5, -20.0, 5.0, N - 4)])
+    tol = 1e-4
+    state, warm_cost, cold_cost = _cold(), [], []
+    for t in range(12):
+        Q = jax.scipy.linalg.expm(t * S) @ Q0
+        eigs = base.at[:3].add(jnp.array([0.05, -0.03, 0.04]) * t)
+        A = (Q * eigs) @ Q.T
+        state, r = _track(A, state, tol)
+        _, c = _track(A, _cold(100 + t), tol)
+        ref, _ = _top(A)
+        assert bool(r.converged) and bool(c.converged)
+        np.testing.assert_allclose(r.values, ref, rtol=10 * tol)
+        np.testing.assert_allclose(r.values, c.values, rtol=10 * tol)
+        assert not bool(r.entered)
+        (warm_cost if t else []).append(int(r.n_products))
+        cold_cost.append(int(c.n_products))
+    assert np.mean(warm_cost) <= 0.5 * np.mean(cold_cost)
+    assert min(warm_cost) >= B  # the whole block is multiplied at every call
+
+
+def test_entered_fires_when_a_new_eigenvalue_overtakes():
+    # A direction whose curvature rises from 3 to 13 through the top-3 set {10, 9, 8}, weakly
+    # coupled to it (avoided crossings). Reference: the top-3 eigenvectors of eigh.
+    Q = _rotation(6)
+    D = jnp.diag(jnp.concatenate([jnp.array([10.0, 9.0, 8.0, 7.0]), _bulk(7, 0.0, 5.0, N - 5), jnp.zeros(1)]))
+    couple = jnp.zeros((N, N)).at[N - 1, :4].set(0.05)
+    couple = couple + couple.T
+    state, prev, tracked, expected = _cold(), None, [], []
+    for t in range(21):
+        A = Q @ (D.at[N - 1, N - 1].set(3.25 + 0.5 * t) + couple) @ Q.T
+        state, r = _track(A, state, 1e-8)
+        ref, vecs = _top(A)
+        np.testing.assert_allclose(r.values, ref, rtol=1e-6)
+        if prev is not None:
+            overlap = jnp.min(jnp.linalg.svd(vecs @ prev.T, compute_uv=False))
+            expected.append(bool(overlap < 2**-0.5))
+            tracked.append(bool(r.entered))
+        else:
+            assert not bool(r.entered)   # nothing to compare with at the first call
+        prev = vecs
+    assert sum(expected) >= 1            # the scenario does make an eigenvalue enter
+    assert tracked == expected
+
+
+def _tiny_net(seed=0, n=10, d=3, width=5, outputs=2):
+    k = jax.random.split(jax.random.PRNGKey(seed), 4)
+    x = jax.random.normal(k[0], (n, d))
+    y = jax.random.normal(k[1], (n, outputs))
+    params = {"w1": jax.random.normal(k[2], (d, width)), "b1": 0.1 * jnp.ones(width),
+              "w2": jax.random.normal(k[3], (width, outputs)) / width**0.5}
+    apply = lambda p, x: jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"]
+    return Problem.from_model(apply, params, x, y)
+
+
+def _dense(problem, params):
+    """Independent references: jax.hessian of the loss, jax.jacobian of the outputs."""
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    H = jax.hessian(lambda v: problem.loss_fn(unravel(v)))(flat)
+    J = jax.jacobian(lambda v: problem.predict(unravel(v)).reshape(-1))(flat)
+    return {"hessian": H, "ntk": J @ J.T / problem.n, "gauss_newton": J.T @ J / problem.n}
+
+
+def test_network_hessian_ntk_gauss_newton_vs_dense_autodiff():
+    problem = _tiny_net()
+    states = spectra_init(problem, k=2, key=jax.random.PRNGKey(1))
+    assert states["ntk"].dim == problem.targets.size
+    assert states["hessian"].dim == states["gauss_newton"].dim == problem.num_params
+    step = jax.jit(lambda p, s: track_spectra(problem, p, s, tol=1e-9))
+    params = problem.params
+    for _ in range(2):  # a cold call, then a warm one after a GD step
+        states, res = step(params, states)
+        for name, M in _dense(problem, params).items():
+            np.testing.assert_allclose(res[name].values, jnp.linalg.eigvalsh(M)[::-1][:2], rtol=1e-7)
+        grad = jax.grad(problem.loss_fn)(params)
+        params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grad)
+
+
+def test_data_subset_is_the_mean_loss_on_those_examples():
+    problem = _tiny_net(n=12)
+    idx = np.array([0, 3, 4, 9, 11])
+    sub = data_subset(problem, idx)
+    flat, unravel = jax.flatten_util.ravel_pytree(problem.params)
+    direct = lambda v: 0.5 * jnp.mean(jnp.sum((problem.predict(unravel(v))[idx] - problem.targets[idx]) ** 2, -1))
+    np.testing.assert_allclose(jax.hessian(lambda v: sub.loss_fn(unravel(v)))(flat), jax.hessian(direct)(flat),
+                               rtol=1e-10, atol=1e-12)
+    with pytest.raises(EoslabError, match="out of range"):
+        data_subset(problem, [0, 12])
+    with pytest.raises(EoslabError, match="non-empty"):
+        data_subset(problem, [])
+
+
+def test_bad_inputs_raise_eoslab_errors():
+    with pytest.raises(EoslabError, match="cannot track"):
+        track_init(3, 4)
+    with pytest.raises(EoslabError, match="block"):
+        track_init(10, 3, block=2)
+    with pytest.raises(EoslabError, match="unknown operator"):
+        spectra_init(_tiny_net(), which=("hessian", "fisher"))
+    with pytest.raises(EoslabError, match="between 1 and the block size"):
+        track(lambda v: v, track_init(10, 2), k=5)
