@@ -109,17 +109,22 @@ def linear_net_cmd(
 ) -> None:
     """Deep linear net W_L⋯W_1: fraction of initialisations converging to a critical point per step
     size, next to the threshold 2 / inf λ_max over the global minimisers."""
-    from eoslab.experiments.kinds.companions import linear_net_convergence, linear_net_problem, parse_grid
+    from eoslab.experiments.kinds.companions import (linear_net_convergence, linear_net_problem, parse_grid,
+                                                     path_lrs, uv_paths)
 
     lrs = parse_grid(lr_grid)
-    r = linear_net_convergence(linear_net_problem(depth, width, loss, target), lrs, inits, steps, init_scale,
-                               seed, grad_tol, track_det=track_det)
+    problem = linear_net_problem(depth, width, loss, target)
+    r = linear_net_convergence(problem, lrs, inits, steps, init_scale, seed, grad_tol, track_det=track_det)
     if plot is not None:
-        from eoslab.plots.companions import convergence_fraction
+        from eoslab.plots.companions import convergence_fraction, uv_trajectories
         from eoslab.plots.style import save
 
         fig = convergence_fraction(r, r["threshold"], title=f"depth {depth}, width {width}, {inits} inits")
         r["figures"] = [str(p) for p in save(fig, Path(plot) / f"linear_net_d{depth}_w{width}")]
+        if problem.num_params == 2:
+            picks = path_lrs(lrs, r["threshold"])
+            fig = uv_trajectories(uv_paths(problem, picks, seed=seed), picks, target, title="½(uv − t)²:")
+            r["figures"] += [str(p) for p in save(fig, Path(plot) / "linear_net_uv")]
     if as_json:
         typer.echo(json.dumps(_clean(r), indent=1))
         return
