@@ -120,3 +120,17 @@ def test_reproduce_quick_only_end_to_end(tmp_path):
     assert _cli("list", "--configs", str(cfg), "--runs", str(runs)) == 0
     rid = next(iter(stored)).parent.name
     assert _cli("show", rid[:10], "--runs", str(runs)) == 0
+
+
+def test_sharded_reproduce_then_report(tmp_path, capsys):
+    cfg, runs, out = tmp_path / "cfg", tmp_path / "runs", tmp_path / "out"
+    write_config(cfg, seeds=range(10), tolerance=0.0)
+    common = ["--configs", str(cfg), "--runs", str(runs), "--out", str(out), "--no-figures"]
+    assert _cli("reproduce", "--shard", "0/2", *common) == 0
+    assert not (out / "report.md").exists()                 # a shard writes no report
+    assert _cli("report", *common) == 2                     # runs of shard 1 are missing
+    assert "runs are missing" in capsys.readouterr().err
+    assert _cli("reproduce", "--shard", "1/2", *common) == 0
+    n = len([p for p in (runs / "toy").iterdir() if not p.name.startswith(".")])
+    assert n == 10
+    assert _cli("report", *common) == 0 and "1/1 claims pass" in (out / "report.md").read_text()
