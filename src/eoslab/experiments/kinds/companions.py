@@ -255,7 +255,9 @@ LINEAR_NET_SCHEMA = {
              "init_scale": Field(float, 0.5, doc="weights i.i.d. N(0, init_scale²)")},
     "dynamics": {"lr_grid": Field(list, doc="step sizes", static=True),
                  "steps": Field(int, 2000, doc="GD steps N", static=True),
-                 "grad_tol": Field(float, 1e-6, doc="converged: ‖∇L(θ_N)‖ ≤ grad_tol")},
+                 "grad_tol": Field(float, 1e-6, doc="converged: ‖∇L(θ_N)‖ ≤ grad_tol"),
+                 "track_det": Field(bool, True, doc="track min |det(I − η∇²L)| at every step (a dense Hessian "
+                                                    "per step)", static=True)},
     "theory": {"numerical_inf": Field(bool, False, doc="also minimise λ_max over the minimisers numerically",
                                       static=True)},
 }
@@ -266,7 +268,7 @@ def _linear_net_run(points):
     for p in points:   # one vmapped sweep (lrs × inits) per point
         prob = linear_net_problem(p["depth"], p["width"], p["loss"], p["target"])
         r = linear_net_convergence(prob, p["lr_grid"], p["inits"], p["steps"], p["init_scale"], p["seed"],
-                                   p["grad_tol"])
+                                   p["grad_tol"], track_det=p["track_det"])
         nan = lambda xs: np.array([np.nan if v is None else v for v in xs], np.float64)
         res = {"lr": np.asarray(r["lr"]), "converged_fraction": np.asarray(r["converged_fraction"]),
                "at_minimum_fraction": np.asarray(r["at_minimum_fraction"]),
