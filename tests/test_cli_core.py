@@ -37,7 +37,7 @@ def test_run_json_contract(capsys):
 
 
 def test_run_table_and_plot(capsys, tmp_path):
-    code, out, _ = _call(RUN + ["--plot", str(tmp_path / "fig.png"), "--plot-runs", "3"], capsys)
+    code, out, _ = _call(RUN + ["--plot", str(tmp_path / "fig.png"), "--plot-runs", "2"], capsys)
     assert code == 0
     assert "edge of stability" in out and "predicted" in out and "diverged" in out
     assert (tmp_path / "fig.png").stat().st_size > 0 and (tmp_path / "fig.svg").exists()
