@@ -124,9 +124,9 @@ def run(
     seed: int = typer.Option(0, help="seed of the initialisations"),
     target: float = typer.Option(0.0, "--target", help="target E of f (the theorem: 0)"),
     theta1: Optional[tuple[float, float]] = typer.Option(
-        None, help="range of θ₁·√η to draw from [default: 0.1 0.3]"),
+        None, help="range of θ₁·√η to draw from (default: 0.1 0.3)"),
     theta2: Optional[tuple[float, float]] = typer.Option(
-        None, help="range of θ₂·√(εη) to draw from [default: 1.8 2.6, the EoS basin at ε = 0.1]"),
+        None, help="range of θ₂·√(εη) to draw from (default: 1.8 2.6, the EoS basin at ε = 0.1)"),
     tail: int = typer.Option(100, help="λ∞ = mean of λ over the last TAIL steps"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
     plot: Optional[Path] = typer.Option(None, help="write a figure (PNG + SVG) of a few runs"),
