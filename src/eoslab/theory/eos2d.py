@@ -214,12 +214,14 @@ def limit_numeric(eps: float, e: float = 0.0) -> tuple[float, float]:
     x₀ = ±√(κε) (see :data:`_KAPPA_MAX`), iterates the exact one-step map until |x| < 1e-18 (λ
     then moves by less than one ulp), and returns the median limit and half the range of the
     limits. The range is the limit's intrinsic non-universality (orbits from different starts
-    end at points exp(−c/ε)-close), ~1e-13 for ε ≤ 0.05, ~1e-6 at ε = 0.1, ~1e-3 at ε = 0.2.
-    Returns (nan, nan) when fewer than half the orbits reach a minimum (ε too large).
+    end at points exp(−c/ε)-close): ~1e-14 for ε ≤ 0.03, 1e-10 at ε = 0.05, 4e-7 at 0.1,
+    4e-5 at 0.15, 1e-3 at 0.2, 2e-2 at 0.3 (by then the "limit" is no prediction at all).
+    Returns (nan, nan) when fewer than half the orbits reach a minimum.
     """
     rate = eps * (1 - e) / 2  # |x| shrinks by (1 − rate) per step at the limit
     if rate < _SERIES_BELOW / 2:
-        return float(limit_series(eps, MAX_ORDER, e)), abs(_c(MAX_ORDER, 0, e)) * eps**MAX_ORDER
+        # uncertainty: the last term × 3ε, a bound on c₆ε⁶ if the coefficient ratios stay ≲ 3
+        return float(limit_series(eps, MAX_ORDER, e)), 3 * abs(_c(MAX_ORDER, 0, e)) * eps ** (MAX_ORDER + 1)
     kappa_max = min(_KAPPA_MAX, _X_MAX**2 / eps)
     x0 = np.sqrt(np.linspace(kappa_max / 2, kappa_max, _N_STARTS) * eps)
     x0 = np.concatenate([x0, -x0])
