@@ -94,7 +94,8 @@ def iterate(z0, lam0, eps: float, lr=1.0, steps: int = 1000, E=0.0, two: bool = 
 #: Slow manifold ℓ = 2 + H(x), H = Σ c_ij(e) εⁱ xʲ with x = ηz, e = ηE (every term of weight
 #: 2i + j ≤ 11). Entry (i, j) → (denominator, integer coefficients of 1, e, e², … of the
 #: numerator). Derived by solving the invariance equation H(x'(x, H)) = ℓ'(x, H) − 2 of the
-#: one-step map order by order in the weight (x ~ √ε, ℓ − 2 ~ √ε); exact rationals. Checked by
+#: one-step map order by order in the weight (x ~ √ε, ℓ − 2 ~ √ε); exact rationals (regenerate
+#: with ``python src/eoslab/theory/eos2d_derive.py --weight 10``, needs sympy). Checked by
 #: tests: the invariance residual of the truncation scales as (√ε)¹³, and the series matches
 #: exact simulations. The i = 0 row sums to 2x/(1 − x): at ε = 0 the curve ℓ(1 − x) = 2 is
 #: invariant and the map on it, x ↦ −x/(1 − x), is an involution.
