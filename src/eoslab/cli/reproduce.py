@@ -18,6 +18,15 @@ def _only(values: Optional[List[str]]) -> list[str]:
     return [v for item in (values or []) for v in item.split(",") if v]
 
 
+def _load() -> str:
+    import os
+
+    try:
+        return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def _console():
     from rich.console import Console
 
@@ -92,17 +101,21 @@ def reproduce(
                 counts.append(done)
                 progress.update(task, completed=done, total=total)
 
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             execute(e, mode, store, part, on_progress=update)
-            timings.append((e.name, counts[-1] - counts[0], counts[0], time.perf_counter() - t1))
-    for name, new, reused, secs in timings:
-        console.print(f"  {name}: {new} runs computed, {reused} reused, {secs:.1f} s")
+            timings.append((e.name, counts[-1] - counts[0], counts[0], time.perf_counter() - t1,
+                            time.process_time() - c1))
+    # CPU time (all threads of this process) next to wall time: on a shared machine the wall
+    # time says as much about the other users as about eoslab.
+    for name, new, reused, secs, cpu in timings:
+        console.print(f"  {name}: {new} runs computed, {reused} reused, {secs:.1f} s wall, {cpu:.1f} s CPU")
     if part.count > 1:
         console.print(f"shard {part.index}/{part.count} done under {store.root}; assemble the report with "
                       f"`eoslab report --{mode} --runs {store.root}` once every shard has finished")
         return
     code = _write_report(exps, mode, store, out, t0, console, figures)
-    console.print(f"reproduce --{mode}: {time.perf_counter() - t0:.1f} s in all")
+    console.print(f"reproduce --{mode}: {time.perf_counter() - t0:.1f} s wall, {time.process_time():.1f} s CPU "
+                  f"in all (load average {_load():s})")
     if code:
         raise typer.Exit(code)
 

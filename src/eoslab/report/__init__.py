@@ -146,8 +146,8 @@ def _header(report: Report) -> list[tuple[str, str]]:
     comp = sum(s.wall_s for s in report.sections)
     rows.append(("runs", f"{runs} runs in {len(report.sections)} experiments, {comp:.1f} s of computation stored"))
     if report.elapsed_s is not None:
-        rows.append(("wall time", f"{report.elapsed_s:.1f} s for this reproduce (computing the missing runs, "
-                                  "checking claims, drawing figures)"))
+        rows.append(("time", f"{report.elapsed_s:.1f} s wall, {time.process_time():.1f} s CPU for this reproduce "
+                             "(computing the missing runs, checking claims, drawing figures)"))
     return rows
 
 
