@@ -74,24 +74,23 @@ def main() -> None:
         rows.append((name, kind, B, per_step * 1e3, per_step * 1e3 / B, gf, gf / peak))
 
     lr = 0.5
-    prob = second_order.problem(m)
-    gd_j = jax.jit(lambda lr: gd(prob, lr, steps, spectra="none")[0]["loss"])
-    add("gd (parameter space)", "dynamics", 1, lambda: gd_j(lr))
-    out_j = jax.jit(lambda lr: gd_output(m, lr, steps, spectra="none")[0]["loss"])
-    add("gd_output", "dynamics", 1, lambda: out_j(lr))
+    # The model is always a jit ARGUMENT (closing over it would make Q a compile-time constant).
+    gd_j = jax.jit(lambda m, lr: gd(second_order.problem(m), lr, steps, spectra="none")[0]["loss"])
+    add("gd (parameter space)", "dynamics", 1, lambda: gd_j(m, lr))
+    out_j = jax.jit(lambda m, lr: gd_output(m, lr, steps, spectra="none")[0]["loss"])
+    add("gd_output", "dynamics", 1, lambda: out_j(m, lr))
     add("batched_gd_output", "dynamics", 1,
         lambda: batched_gd_output(m, jnp.array([lr]), steps, ntk="none")[0]["loss"])
     for B in (16, 64):
         lrs = jnp.linspace(0.2, 1.0, B)
-        vm = jax.jit(jax.vmap(lambda lr: gd_output(m, lr, steps, spectra="none")[0]["loss"]))
-        add("vmap(gd_output)", "dynamics", B, lambda: vm(lrs))
+        vm = jax.jit(jax.vmap(lambda m, lr: gd_output(m, lr, steps, spectra="none")[0]["loss"], in_axes=(None, 0)))
+        add("vmap(gd_output)", "dynamics", B, lambda lrs=lrs: vm(m, lrs))
         add("batched_gd_output", "dynamics", B, lambda lrs=lrs: batched_gd_output(m, lrs, steps, ntk="none")[0]["loss"])
-    if B:
-        lrs = jnp.linspace(0.2, 1.0, 16)
-        add("gd_output spectra=dense", "+spectra", 1,
-            lambda: gd_output(m, lr, steps, spectra="dense")[0]["loss"], useful=False)
-        add("batched_gd_output ntk=lanczos", "+spectra", 16,
-            lambda: batched_gd_output(m, lrs, steps, ntk="lanczos")[0]["loss"], useful=False)
+    lrs = jnp.linspace(0.2, 1.0, 16)
+    add("gd_output spectra=dense", "+spectra", 1,
+        lambda: gd_output(m, lr, steps, spectra="dense")[0]["loss"], useful=False)
+    add("batched_gd_output ntk=lanczos", "+spectra", 16,
+        lambda: batched_gd_output(m, lrs, steps, ntk="lanczos")[0]["loss"], useful=False)
 
     t = Table(title=f"Output-space GD, D = P = {D}, float64, {steps} steps "
                     f"(float64 matmul: {rate_shape:.1f} GFLOP/s at ({D * P}×{P})·({P}×64), "

@@ -33,8 +33,9 @@ def _flow_reference(m, norm):
     return jax.jit(lambda t: (lam(t), jax.grad(lam)(t), jax.grad(jax.grad(lam))(t)))(0.0)
 
 
-@pytest.mark.parametrize("D,P", [(6, 9), (9, 5)])
-def test_perturbation_derivatives_match_autodiff_of_eigh(D, P):
+def test_perturbation_derivatives_match_autodiff_of_eigh():
+    # D > P (K has a null space); the finite-difference test below covers D < P.
+    D, P = 9, 5
     m, z, J, Q = _state(3, D, P)
     got = jax.jit(t2.derivatives, static_argnums=3)(z, J, Q, 2.5)
     np.testing.assert_allclose(got, _flow_reference(m, 2.5), rtol=1e-9)
@@ -67,12 +68,12 @@ def test_perturbation_derivatives_match_finite_differences_of_exact_flow():
     np.testing.assert_allclose(ddot, fd_ddot, rtol=2e-5)
 
 
-@pytest.mark.parametrize("D,P", [(8, 12), (12, 6)])
-def test_q_free_sampler_has_the_exact_conditional_expectation(D, P):
+def test_q_free_sampler_has_the_exact_conditional_expectation():
+    D, P = 12, 6  # D > P; D < P is covered by the Monte Carlo test below
     # For a fixed J, the mean over (z, Q) of the sampled λ̈ must equal E[λ̈ | J] (closed form),
     # within 4 standard errors measured from the same draws. Same for λ̇ (mean 0).
     J = jax.random.normal(jax.random.PRNGKey(5), (D, P))
-    keys = jax.random.split(jax.random.PRNGKey(1), 20000)
+    keys = jax.random.split(jax.random.PRNGKey(1), 8000)
     lam, dot, ddot, cond = jax.jit(jax.vmap(lambda k: t2.sample_given_jacobian(k, J, 0.5, 1.3, 2.0)))(keys)
     se = float(jnp.std(ddot) / np.sqrt(ddot.size))
     assert abs(float(jnp.mean(ddot)) - float(cond[0])) < 4 * se
@@ -85,14 +86,14 @@ def test_q_free_sampler_has_the_exact_conditional_expectation(D, P):
         Q = 1.3 * second_order.symmetric_gaussian(kq, D, P)
         return t2.derivatives(z, J, Q, 2.0)[2]
 
-    x = jax.jit(jax.vmap(full))(keys[:6000])
+    x = jax.jit(jax.vmap(full))(keys[:3000])
     se_full = float(jnp.std(x) / np.sqrt(x.size))
     assert abs(float(jnp.mean(x)) - float(cond[0])) < 4 * se_full
 
 
 def test_theorem2_monte_carlo_matches_exact_finite_size_expectation():
     D, P, sz = 24, 48, 0.8
-    r = t2.check(jax.random.PRNGKey(0), D, P, sigma_z=sz, sigma_j=1.3, samples=1000, chunk=20)
+    r = t2.check(jax.random.PRNGKey(0), D, P, sigma_z=sz, sigma_j=1.3, samples=600, chunk=20)
     # Same draws of J: the residual's error is only the (z, Q) noise; tolerance = 4 measured σ.
     assert abs(r["residual"]) < 4 * r["residual_stderr"]
     assert abs(r["mean_lambda_dot"]) < 4 * r["mean_lambda_dot_stderr"]
@@ -111,7 +112,7 @@ def test_ratio_stderr_is_the_delta_method():
     num = 3.0 * den + 0.5 * jax.random.normal(jax.random.fold_in(key, 1), (4000,))
     r, se = t2.ratio_with_stderr(num, den)
     # Bootstrap reference.
-    idx = jax.random.randint(jax.random.fold_in(key, 2), (400, 4000), 0, 4000)
+    idx = jax.random.randint(jax.random.fold_in(key, 2), (200, 4000), 0, 4000)
     boot = jnp.mean(num[idx], axis=1) / jnp.mean(den[idx], axis=1)
     assert abs(r - 3.0) < 5 * se
     np.testing.assert_allclose(se, float(jnp.std(boot)), rtol=0.15)

@@ -94,7 +94,7 @@ def batched_gd_output(model: SecondOrder, lrs, steps: int, *, k: int = 2, ntk: s
         raise EoslabError("record_nonlinear needs ntk='lanczos' (the top eigenvector)")
     if int(hessian_every) != hessian_every or hessian_every < 0:
         raise EoslabError(f"hessian_every must be a non-negative integer, got {hessian_every!r}")
-    if isinstance(lrs, np.ndarray) or not isinstance(lrs, jax.core.Tracer):
+    if not isinstance(lrs, jax.core.Tracer):  # concrete step sizes can be checked
         if not bool(jnp.all((lrs > 0) & jnp.isfinite(lrs))):
             raise EoslabError(f"step sizes must be finite and positive, got {lrs}")
     theta0 = model.theta0 if theta0 is None else theta0
