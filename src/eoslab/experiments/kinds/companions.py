@@ -198,6 +198,7 @@ def _two_layer_run(points):
         res = {k: np.float64(ph[k]) for k in _SCALARS}
         res["gfs_violations_convergence"] = np.float64(ph["gfs_violations_by_phase"]["convergence"])
         res["gfs_violations_eos"] = np.float64(ph["gfs_violations_by_phase"]["eos"])
+        res["diverged"] = np.float64(ph["diverged"])
         for k in ("loss", "sharpness", "gfs_sharpness", "stable_set_distance", "params"):
             res[k] = r["trajectory"][k]
         out.append(res)
