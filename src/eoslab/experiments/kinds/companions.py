@@ -91,7 +91,7 @@ def parse_grid(spec: str) -> np.ndarray:
             start, stop, num = float(parts[0]), float(parts[1]), parts[2]
             if not num.strip().isdigit() or int(num) < 1 or stop < start:
                 raise ValueError
-            grid = np.linspace(start, stop, int(num))
+            grid = np.round(np.linspace(start, stop, int(num)), 12)   # 0.85, not 0.8500000000000001
         else:
             grid = np.array([float(v) for v in spec.split(",")])
     except ValueError:
