@@ -71,7 +71,7 @@ def as_float64(problem):
 
 
 # ---- the four methods ---------------------------------------------------------------------
-def make_methods(problem, unravel, tol, lobpcg_rho, power_tol, power_max):
+def make_methods(problem, unravel, lobpcg_rho, power_tol, power_max):
     n = ravel_pytree(problem.params)[0].size
     mv_at = lambda flat: hvp(problem, unravel(flat))[0]
     block_mv = lambda flat: jax.vmap(mv_at(flat), in_axes=1, out_axes=1)
@@ -79,7 +79,7 @@ def make_methods(problem, unravel, tol, lobpcg_rho, power_tol, power_max):
     hvp_jit = jax.jit(lambda flat, v: mv_at(flat)(v))
 
     @jax.jit
-    def ours(flat, state):
+    def ours(flat, state, tol):
         state, r = track(mv_at(flat), state, tol=tol)
         return state, r.values, r.n_products, r.entered
 
@@ -163,7 +163,7 @@ def hvp_vs_grad(problem, flat, unravel, repeats=30):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--check-every", type=int, default=15, help="cold methods and reference every s steps")
+    ap.add_argument("--check-every", type=int, default=10, help="cold methods and reference every s steps")
     ap.add_argument("--lr", type=float, default=0.22)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--dim", type=int, default=32)
@@ -173,6 +173,9 @@ def main(argv=None):
     ap.add_argument("--eigsh-tol", type=float, default=1e-2, help="ARPACK tol (its residual rule)")
     ap.add_argument("--lobpcg-rho", type=float, default=1e-2, help="LOBPCG relative residual")
     ap.add_argument("--power-max", type=int, default=100)
+    ap.add_argument("--loose-tol", type=float, default=3e-3,
+                    help="second eoslab row: the tracker's tol at equal achieved accuracy")
+    ap.add_argument("--guard", type=int, default=1, help="eoslab tracker guard vectors (block = k + guard)")
     args = ap.parse_args(argv)
     console = Console(width=150)
 
@@ -183,25 +186,26 @@ def main(argv=None):
     flat64, unravel64 = ravel_pytree(ref_problem.params)
     ref_hvp = jax.jit(lambda f, v: hvp(ref_problem, unravel64(f))[0](v))
     loss_grad = jax.jit(jax.value_and_grad(lambda f: problem.loss_fn(unravel(f))))
-    hvp_jit, ours, lobpcg, power = make_methods(problem, unravel, args.tol, args.lobpcg_rho, args.tol,
-                                                args.power_max)
+    hvp_jit, ours, lobpcg, power = make_methods(problem, unravel, args.lobpcg_rho, args.tol, args.power_max)
     console.print(f"MLP {args.dim}→{args.width}→{args.width}→1 tanh, P = {P:,} parameters (float32), "
                   f"n = {args.n}, lr = {args.lr}, {args.steps} steps; device: {jax.devices()[0].device_kind}")
 
     ratio_med, ratio_min, tg, th = hvp_vs_grad(problem, flat, unravel)
     rng = np.random.default_rng(args.seed)
     key = jax.random.PRNGKey(args.seed + 1)
-    states = {k: track_init(P, k, jax.random.fold_in(key, k), jnp.float32) for k in KS}
+    tracker_tols = {"eoslab track": args.tol, f"eoslab (tol {args.loose_tol:g})": args.loose_tol}
+    states = {(m, k): track_init(P, k, jax.random.fold_in(key, k), jnp.float32, block=k + args.guard)
+              for m in tracker_tols for k in KS}
     lob_X = {k: jax.random.normal(jax.random.fold_in(key, 10 + k), (P, k), jnp.float32) for k in KS}
 
     # Compile everything once, outside the timings.
     for k in KS:
-        jax.block_until_ready(ours(flat, states[k]))
+        jax.block_until_ready(ours(flat, states["eoslab track", k], args.tol))
         jax.block_until_ready(lobpcg(flat, lob_X[k]))
         jax.block_until_ready(power(flat, k, key))
     jax.block_until_ready(ref_hvp(flat64, flat64))
 
-    names = ["eigsh (cold)", "power (cold)", "LOBPCG (warm)", "eoslab track"]
+    names = ["eigsh (cold)", "power (cold)", "LOBPCG (warm)", *tracker_tols]
     prods = {(m, k): [] for m in names for k in KS}
     secs = {(m, k): [] for m in names for k in KS}
     errs = {(m, k): [] for m in names for k in KS}
@@ -209,10 +213,11 @@ def main(argv=None):
     for t in range(args.steps):
         vals = {}
         for k in KS:
-            (states[k], v, npr, ent), dt = timed(ours, flat, states[k])
-            vals["eoslab track", k] = np.asarray(v)
-            prods["eoslab track", k].append(int(npr)), secs["eoslab track", k].append(dt)
-            entered[k] += int(bool(ent)) if t > 0 else 0
+            for m, tol in tracker_tols.items():
+                (states[m, k], v, npr, ent), dt = timed(ours, flat, states[m, k], tol)
+                vals[m, k] = np.asarray(v)
+                prods[m, k].append(int(npr)), secs[m, k].append(dt)
+                entered[k] += int(bool(ent)) if m == "eoslab track" else 0
             (theta, X, it), dt = timed(lobpcg, flat, lob_X[k])
             lob_X[k] = X
             vals["LOBPCG (warm)", k] = np.asarray(theta)
@@ -245,7 +250,7 @@ def main(argv=None):
         base_e = np.mean(prods["eigsh (cold)", k])
         base_t = np.mean(secs["LOBPCG (warm)", k][1:])
         for m in names:
-            warm = m in ("LOBPCG (warm)", "eoslab track")
+            warm = m not in ("eigsh (cold)", "power (cold)")
             p = np.array(prods[m, k][1:] if warm else prods[m, k])
             s = np.array(secs[m, k][1:] if warm else secs[m, k])
             table.add_row(m, str(k), f"{p.mean():.2f}", str(p.max()), f"{s.mean():.3f}",

@@ -20,10 +20,11 @@ Error bars. For a symmetric operator A and unit vector v with Rayleigh quotient 
 residual ``‖Av − θv‖`` bounds the distance from θ to the spectrum of A (rigorously): it is
 stored with every value. The *stopping rule* uses the sharper quadratic estimate
 ``‖R_c‖²_F / gap_c`` (R_c: the residuals of the top c Ritz vectors, gap_c: distance from
-the c-th to the (c+1)-th Ritz value) minimised over cuts c ≥ i, which is how clusters of nearly equal eigenvalues are handled: the error of a
-value inside a cluster is governed by the gap *below* the cluster, not the tiny gaps
-inside it. The estimate is not a proof (Ritz values underestimate the eigenvalues below a
-cut) and is capped by the rigorous residual bound.
+the c-th to the (c+1)-th Ritz value, the latter a carried tracked or guard value)
+minimised over cuts c ≥ i, which is how clusters of nearly equal eigenvalues are handled:
+the error of a value inside a cluster is governed by the gap *below* the cluster, not the
+tiny gaps inside it. The estimate is not a proof (a Ritz value underestimates the
+eigenvalue below a cut) and is capped by the rigorous residual bound.
 
 Eigenvalues are the largest *algebraic* ones (a large negative curvature is never reported
 as the sharpness).
@@ -168,18 +169,38 @@ def _ritz(V, AV, m, nr: int):
     return theta, U, R, jnp.linalg.norm(R, axis=1)
 
 
-def _errors(theta, rnorm, m, k: int):
+def _errors(theta, rnorm, m, k: int, b: int):
     """Quadratic (cluster-aware) error estimates of the top-k Ritz values, capped by the
-    rigorous residual bound; see the module docstring."""
+    rigorous residual bound (see the module docstring), and for each of them the Ritz
+    vector whose residual to add next.
+
+    Cut c separates the top c Ritz values from the (c+1)-th; its estimate is
+    ``‖R_c‖²_F / (θ_{c-1} − θ_c)``, and err_i is the minimum over cuts c ≥ i + 1 (capped by
+    ‖r_i‖). Only cuts whose lower value is a carried (tracked or guard) Ritz value count:
+    the Ritz values of fresh Krylov directions beyond the block are crude lower bounds of
+    the eigenvalues below, and would make the gap, hence the estimate, far too optimistic.
+    The vector to expand for value i is the one with the largest residual among those its
+    best cut depends on (the top c and the one below, all in the block), so an unconverged
+    guard gets refined when it limits the estimate.
+
+    Returns ``(err (k,), expand (k,) int)``.
+    """
     nr = theta.shape[0]
+    i = jnp.arange(k)
+    if nr == 1:
+        return rnorm[:k], i.astype(jnp.int32)
     c = jnp.arange(1, nr)                       # cut: top c values vs the (c+1)-th
     f2 = jnp.cumsum(rnorm**2)[c - 1]            # ‖R_c‖_F²
     gap = theta[c - 1] - theta[c]
-    est_c = jnp.where((gap > 0) & (c < m), f2 / jnp.where(gap > 0, gap, 1.0), jnp.inf)
-    # err_i = min over cuts c ≥ i+1: a reversed cumulative minimum.
-    best = jax.lax.cummin(est_c, reverse=True)  # best[c-1] = min_{c' ≥ c} est_{c'}
-    err = jnp.minimum(rnorm[:k], best[:k]) if nr > 1 else rnorm[:k]
-    return err
+    usable = (c < m) & (c < b) & (gap > 0)
+    est = jnp.where(usable, f2 / jnp.where(usable, gap, 1.0), jnp.inf)
+    per = jnp.where(c[None, :] >= i[:, None] + 1, est[None, :], jnp.inf)   # (k, cuts)
+    err = jnp.minimum(rnorm[:k], jnp.min(per, axis=1))
+    cut = jnp.argmin(per, axis=1) + 1
+    idx = jnp.arange(nr)
+    expand = jnp.argmax(jnp.where(idx[None, :] <= cut[:, None], rnorm[None, :], -1.0), axis=1)
+    expand = jnp.where(jnp.isfinite(jnp.min(per, axis=1)), expand, i)
+    return err, expand.astype(jnp.int32)
 
 
 def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, atol=0.0,
@@ -217,7 +238,7 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
     V = jnp.zeros((M, n), dtype).at[:b].set(X)
     AV = jnp.zeros((M, n), dtype).at[:b].set(jax.vmap(mv)(X))
 
-    def expand(V, AV, m, Y, R, ratio):
+    def expand(V, AV, m, Y, R, i):
         # Thick restart when full: keep the top Ritz vectors (A times them is known).
         def restart(V, AV):
             Yk = Y[:, :keep]
@@ -226,8 +247,7 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
 
         V, AV, m = jax.lax.cond(m >= M, restart, lambda V, AV: (V, AV, m), V, AV)
         # Grow the space where the stopping rule is furthest from holding: add the
-        # residual of that Ritz vector (a block-Krylov direction).
-        i = jnp.argmax(ratio)
+        # residual of Ritz vector i (a block-Krylov direction), chosen by _errors.
         w = _orth(R[i], V)
         nw = jnp.linalg.norm(w)
         ok = nw > 1e3 * jnp.finfo(dtype).eps * jnp.linalg.norm(R[i])
@@ -236,28 +256,29 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
         return V.at[m].set(w), AV.at[m].set(mv(w)), m + 1
 
     def body(c):
-        V, AV, m, nprod, started, (theta, Y, U, R, rn, err, ratio) = c
-        V, AV, m = jax.lax.cond(started, expand, lambda V, AV, m, *_: (V, AV, m), V, AV, m, Y, R, ratio)
+        V, AV, m, nprod, started, (theta, Y, U, R, rn, err, ratio, choice) = c
+        V, AV, m = jax.lax.cond(started, expand, lambda V, AV, m, *_: (V, AV, m), V, AV, m, Y, R,
+                                choice[jnp.argmax(ratio)])
         nprod = nprod + started.astype(jnp.int32)
         theta, Y = _ritz_basis(V, AV, m, max(nr, keep))
         Yr = Y[:, :nr]
         U, AU = Yr.T @ V, Yr.T @ AV
         R = AU - theta[:nr, None] * U
         rn = jnp.linalg.norm(R, axis=1)
-        err = _errors(theta[:nr], rn, m, k)
+        err, choice = _errors(theta[:nr], rn, m, k, b)
         ratio = err / jnp.maximum(tol * jnp.abs(theta[:k]), atol)
-        return V, AV, m, nprod, jnp.asarray(True), (theta, Y, U, R, rn, err, ratio)
+        return V, AV, m, nprod, jnp.asarray(True), (theta, Y, U, R, rn, err, ratio, choice)
 
     def cond(c):
-        _, _, _, nprod, started, (theta, *_, ratio) = c
+        _, _, _, nprod, started, (theta, *_, ratio, _) = c
         finite = jnp.all(jnp.isfinite(theta[:k])) & ~jnp.any(jnp.isnan(ratio))
         return ~started | ((jnp.max(ratio) > 1.0) & (nprod < max_products) & finite)
 
     nk = max(nr, keep)
     z = lambda *shape: jnp.zeros(shape, dtype)
-    ritz0 = (z(nk), z(M, nk), z(nr, n), z(nr, n), z(nr), z(k), z(k))
+    ritz0 = (z(nk), z(M, nk), z(nr, n), z(nr, n), z(nr), z(k), z(k), jnp.zeros((k,), jnp.int32))
     c0 = (V, AV, jnp.asarray(b), jnp.asarray(b, jnp.int32), jnp.asarray(False), ritz0)
-    _, _, _, nprod, _, (theta, _, U, _, rn, err, ratio) = jax.lax.while_loop(cond, body, c0)
+    _, _, _, nprod, _, (theta, _, U, _, rn, err, ratio, _) = jax.lax.while_loop(cond, body, c0)
 
     # Did a new direction enter the top-k subspace? Smallest principal cosine.
     O = U[:k] @ state.vectors[:k].T.astype(dtype)
