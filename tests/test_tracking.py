@@ -121,11 +121,12 @@ def _tiny_net(seed=0, n=10, d=3, width=5, outputs=2):
 
 
 def _dense(problem, params):
-    """Independent references: jax.hessian of the loss, jax.jacobian of the outputs."""
+    """Independent references: jax.hessian of the loss, jax.jacobian of the outputs, eigh."""
     flat, unravel = jax.flatten_util.ravel_pytree(params)
     H = jax.hessian(lambda v: problem.loss_fn(unravel(v)))(flat)
     J = jax.jacobian(lambda v: problem.predict(unravel(v)).reshape(-1))(flat)
-    return {"hessian": H, "ntk": J @ J.T / problem.n, "gauss_newton": J.T @ J / problem.n}
+    mats = {"hessian": H, "ntk": J @ J.T / problem.n, "gauss_newton": J.T @ J / problem.n}
+    return {name: jnp.linalg.eigvalsh(M)[::-1][:2] for name, M in mats.items()}
 
 
 def test_network_hessian_ntk_gauss_newton_vs_dense_autodiff():
@@ -134,11 +135,12 @@ def test_network_hessian_ntk_gauss_newton_vs_dense_autodiff():
     assert states["ntk"].dim == problem.targets.size
     assert states["hessian"].dim == states["gauss_newton"].dim == problem.num_params
     step = jax.jit(lambda p, s: track_spectra(problem, p, s, tol=1e-9))
+    dense = jax.jit(lambda p: _dense(problem, p))
     params = problem.params
     for _ in range(2):  # a cold call, then a warm one after a GD step
         states, res = step(params, states)
-        for name, M in _dense(problem, params).items():
-            np.testing.assert_allclose(res[name].values, jnp.linalg.eigvalsh(M)[::-1][:2], rtol=1e-7)
+        for name, ref in dense(params).items():
+            np.testing.assert_allclose(res[name].values, ref, rtol=1e-7)
         grad = jax.grad(problem.loss_fn)(params)
         params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grad)
 
@@ -147,10 +149,15 @@ def test_data_subset_is_the_mean_loss_on_those_examples():
     problem = _tiny_net(n=12)
     idx = np.array([0, 3, 4, 9, 11])
     sub = data_subset(problem, idx)
-    flat, unravel = jax.flatten_util.ravel_pytree(problem.params)
-    direct = lambda v: 0.5 * jnp.mean(jnp.sum((problem.predict(unravel(v))[idx] - problem.targets[idx]) ** 2, -1))
-    np.testing.assert_allclose(jax.hessian(lambda v: sub.loss_fn(unravel(v)))(flat), jax.hessian(direct)(flat),
-                               rtol=1e-10, atol=1e-12)
+    direct = lambda p: 0.5 * jnp.mean(jnp.sum((problem.predict(p)[idx] - problem.targets[idx]) ** 2, -1))
+    # Same function of the parameters (so the same Hessian): equal values and gradients at two points.
+    for scale in (1.0, 0.5):
+        p = jax.tree_util.tree_map(lambda a: scale * a, problem.params)
+        np.testing.assert_allclose(sub.loss_fn(p), direct(p), rtol=1e-12)
+        for a, b in zip(jax.tree_util.tree_leaves(jax.grad(sub.loss_fn)(p)),
+                        jax.tree_util.tree_leaves(jax.grad(direct)(p))):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
+    assert sub.n == idx.size
     with pytest.raises(EoslabError, match="out of range"):
         data_subset(problem, [0, 12])
     with pytest.raises(EoslabError, match="non-empty"):
