@@ -13,8 +13,8 @@ N, K, B = 40, 3, 4   # one shape for all matrix tests: a single compilation
 
 
 @jax.jit
-def _track(A, state, tol):
-    return track(lambda v: A @ v, state, tol=tol)
+def _track(A, state, tol, max_products=1000):
+    return track(lambda v: A @ v, state, tol=tol, max_products=max_products)
 
 
 def _cold(seed=0):
@@ -60,6 +60,13 @@ def test_top_k_values_residuals_and_bounds_match_eigh(top):
     assert jnp.all(r.errors <= r.residuals)
     # The state carries the block: top-k Ritz vectors first, orthonormal rows.
     np.testing.assert_allclose(state.vectors @ state.vectors.T, jnp.eye(B), atol=1e-10)
+
+
+def test_max_products_caps_the_work_and_clears_converged():
+    A = _matrix(jnp.concatenate([jnp.array([10.0, 9.0, 8.5, 7.0]), _bulk(8, -3.0, 4.0, N - 4)]), 9)
+    _, r = _track(A, _cold(), 1e-10, B + 2)
+    assert int(r.n_products) == B + 2 and not bool(r.converged)
+    assert jnp.any(r.errors > 1e-10 * jnp.abs(r.values))
 
 
 def test_warm_tracking_equals_cold_and_is_cheap():
