@@ -102,8 +102,8 @@ def main() -> None:
     for name, kind, B, ms, msr, gf, frac in rows:
         t.add_row(name, kind, str(B), f"{ms:.3f}", f"{msr:.3f} ({ref / msr:.1f}× vs gd)",
                   "-" if gf != gf else f"{gf:.2f}", "-" if frac != frac else f"{100 * frac:.0f}%")
-    Console().print(t)
-    Console().print("GFLOP/s counts the useful work of the pure dynamics, B·(2DP² + 8DP) per step; "
+    Console(width=170).print(t)
+    Console(width=170).print("GFLOP/s counts the useful work of the pure dynamics, B·(2DP² + 8DP) per step; "
                     "'+spectra' rows add per-step eigenvalue work, so no rate is given for them.")
 
 
