@@ -26,8 +26,8 @@ the error of a value inside a cluster is governed by the gap *below* the cluster
 tiny gaps inside it. The estimate is not a proof (a Ritz value underestimates the
 eigenvalue below a cut) and is capped by the rigorous residual bound. At the block-only
 check the estimate may also be ``SCALE_SAFETY·‖r‖²/g``, g the residual's effective gap
-(``‖r‖²`` over the Ritz value's rise plus its final error estimate) measured by an earlier call that expanded (carried in
-``TrackState.scales``): a warm residual lies mostly far below a tight top cluster, so most
+(``‖r‖²`` over the Ritz value's rise plus its final error estimate) measured by an earlier
+call that expanded (carried in ``TrackState.scales``): a warm residual lies mostly far below a tight top cluster, so most
 calls can stop after the block's products.
 
 Eigenvalues are the largest *algebraic* ones (a large negative curvature is never reported
@@ -72,7 +72,7 @@ class TrackState:
       count: int32, number of calls to :func:`track` so far.
       k: number of tracked eigenpairs (static).
       scales: (k,) the effective gap of each tracked value's residual measured by the last
-        call that expanded the subspace (``‖r‖² / Ritz-value increase``; 0: not measured yet),
+        call that expanded the subspace (``‖r‖² / (Ritz-value rise + final error)``; 0: not yet),
         shrunk each time it is reused; see :func:`track`.
     """
 
