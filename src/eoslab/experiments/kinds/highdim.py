@@ -24,13 +24,19 @@ def _at_least(n):
     return lambda v: None if v >= n else f"must be ≥ {n}"
 
 
+# The random-model fields shared by both kinds' [model] section.
+_RANDOM_MODEL = {
+    "name": Field(str, "second_order", choices=("second_order",), doc="random second-order model"),
+    "D": Field(int, doc="datapoints", check=_at_least(2), static=True),
+    "P": Field(int, doc="parameters", check=_at_least(1), static=True),
+    "sigma_z": Field(float, 1.0, doc="std of the initial residuals", check=_positive),
+}
+
+
 # ---- second_order.theorem2 -------------------------------------------------------------------
 T2_SCHEMA = {
     "model": {
-        "name": Field(str, "second_order", choices=("second_order",), doc="random second-order model"),
-        "D": Field(int, doc="datapoints", check=_at_least(2), static=True),
-        "P": Field(int, doc="parameters", check=_at_least(1), static=True),
-        "sigma_z": Field(float, 1.0, doc="std of the initial residuals", check=_positive),
+        **_RANDOM_MODEL,
         "sigma_j": Field(float, 1.0, doc="std of the Jacobian entries", check=_positive),
     },
     "montecarlo": {"samples": Field(int, 400, doc="random initialisations", check=_at_least(10), static=True)},
@@ -107,10 +113,7 @@ register(Kind(
 # ---- second_order.highdim_eos ----------------------------------------------------------------
 EOS_SCHEMA = {
     "model": {
-        "name": Field(str, "second_order", choices=("second_order",), doc="random second-order model"),
-        "D": Field(int, doc="datapoints", check=_at_least(2), static=True),
-        "P": Field(int, doc="parameters", check=_at_least(1), static=True),
-        "sigma_z": Field(float, 1.0, doc="std of the initial residuals", check=_positive),
+        **_RANDOM_MODEL,
         "sharpening": Field(float, 0.15, doc="σ_q = sharpening·√(D/P); σ_J = √D/(√D+√P)", check=_positive),
     },
     "dynamics": {
