@@ -145,3 +145,34 @@ def test_synthetic_data():
     np.testing.assert_array_equal(c.y.argmax(1), c.labels)
     with pytest.raises(EoslabError):
         synthetic(10, classes=1)
+
+
+def test_cli_train_on_cifar10_files(cifar_dir, tmp_path):
+    """`eoslab train --data cifar10 --data-dir PATH` end to end on the generated files: a small CNN
+    and its Taylor model on a two-class subset with cross-entropy; the recorded loss at θ₀ is the
+    one of the problem built directly from the reader's data."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from eoslab.cli import _load_commands, app
+    from eoslab.cli.networks import build_problem
+
+    root, raw = cifar_dir
+    _load_commands()
+    out = tmp_path / "cifar.json"
+    args = ["train", "--model", "cnn", "--depth", "1", "--width", "3", "--data", "cifar10", "--data-dir",
+            str(root), "--n", "12", "--classes", "cat,dog", "--loss", "cross_entropy", "--lr", "0.1",
+            "--steps", "3", "--k", "1", "--track", "hessian", "--taylor", "--dtype", "float64",
+            "--no-progress", "--json", str(out)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    data, labels = _train_raw(raw)
+    assert res["config"]["n"] == min(12, int(np.isin(labels, [3, 5]).sum()))
+    p, ds, _ = build_problem("cnn", 1, 3, "tanh", "standard", "cifar10", root, 12, ["cat", "dog"],
+                             "cross_entropy", 0, "float64")
+    assert ds.n == res["config"]["n"] and p.targets.shape == (ds.n, 2)     # one-hot over 2 classes
+    np.testing.assert_allclose(res["curves"]["loss"][0], float(p.loss_fn(p.params)), rtol=1e-12)
+    assert res["summary"]["steps"] == 3 and np.isfinite(res["summary"]["final_loss"])
+    assert res["taylor"]["summary"]["steps"] == 3 and np.isfinite(res["taylor"]["summary"]["final_loss"])
