@@ -93,6 +93,29 @@ def test_warm_tracking_equals_cold_and_is_cheap():
     assert min(warm_cost) >= B  # the whole block is multiplied at every call
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_guards_are_skipped_at_most_every_other_call_and_values_stay_accurate(k):
+    # A slowly rotating operator whose warm residuals lie on a far bulk: at tol 1e-3 the
+    # tracker may stop after the k tracked products, never twice in a row.
+    S = jax.random.normal(jax.random.PRNGKey(3), (N, N))
+    S = 0.0005 * (S - S.T)
+    Q0 = _rotation(4)
+    base = jnp.concatenate([jnp.array([10.0, 9.5, 9.0, 6.0]), _bulk(5, -20.0, 5.0, N - 4)])
+    tol, state, lazy = 1e-3, track_init(N, k, jax.random.PRNGKey(0), jnp.float64, block=k + 1), []
+    step = jax.jit(lambda A, st: track(lambda v: A @ v, st, tol=tol))
+    for t in range(30):
+        Q = jax.scipy.linalg.expm(t * S) @ Q0
+        A = (Q * base.at[:3].add(jnp.array([0.05, -0.03, 0.04]) * t)) @ Q.T
+        state, r = step(A, state)
+        np.testing.assert_allclose(r.values, _top(A, k)[0], rtol=tol)
+        assert bool(r.converged) and jnp.all(r.errors <= r.residuals)
+        lazy.append(bool(state.lazy))
+        assert int(r.n_products) == k if lazy[-1] else int(r.n_products) >= k + 1
+        np.testing.assert_allclose(state.vectors @ state.vectors.T, jnp.eye(k + 1), atol=1e-10)
+    assert not lazy[0] and sum(lazy) >= 2
+    assert not any(a and b for a, b in zip(lazy, lazy[1:]))
+
+
 def test_entered_fires_when_a_new_eigenvalue_overtakes():
     # A direction whose curvature rises from 3 to 13 through the top-3 set {10, 9, 8}, weakly
     # coupled to it (avoided crossings). Reference: the top-3 eigenvectors of eigh.

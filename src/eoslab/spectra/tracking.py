@@ -5,13 +5,15 @@ step's eigenvectors are excellent starting vectors for this step. :func:`track` 
 block of ``b = k + guard`` orthonormal vectors (the top-k Ritz vectors plus guard vectors
 that watch the eigenvalues just below) and, at each call:
 
-1. multiplies the block by the new operator (``b`` products, one batched call),
-2. does Rayleigh-Ritz on the block, estimates each Ritz value's error, and stops if the
-   top-k are accurate enough (usually the case when the spectrum moves slowly),
+1. multiplies the k tracked vectors by the new operator (``k`` products, one batched call)
+   and stops there if their values already pass the effective-gap check below and the
+   previous call multiplied its guards (so a guard is never more than one call old),
+2. otherwise multiplies the ``b − k`` guard vectors too, does Rayleigh-Ritz on the block,
+   estimates each Ritz value's error, and stops if the top-k are accurate enough,
 3. otherwise grows the subspace one vector at a time (block Davidson without a
    preconditioner, i.e. a block Krylov space grown where it is needed most: the residual
-   of the least converged tracked Ritz vector), with thick restarts, until the stopping
-   rule holds or ``max_products`` is reached.
+   of the Ritz vector that limits the stopping rule), with thick restarts, until the
+   stopping rule holds or ``max_products`` is reached.
 
 Everything is a pure function of arrays (``lax.while_loop``), so ``track`` runs inside
 ``jax.jit`` and ``lax.scan``.
@@ -27,8 +29,10 @@ tiny gaps inside it. The estimate is not a proof (a Ritz value underestimates th
 eigenvalue below a cut) and is capped by the rigorous residual bound. At the block-only
 check the estimate may also be ``SCALE_SAFETY·‖r‖²/g``, g the residual's effective gap
 (``‖r‖²`` over the Ritz value's rise plus its final error estimate) measured by an earlier
-call that expanded (carried in ``TrackState.scales``): a warm residual lies mostly far below a tight top cluster, so most
-calls can stop after the block's products.
+call that expanded (carried in ``TrackState.scales``): a warm residual lies mostly far below a
+tight top cluster, so most calls can stop after the block's products, and every other call after
+the tracked vectors' own products (step 1: the part of a residual on the unmultiplied guards is
+then judged with the small gap to the guard's last value instead).
 
 Eigenvalues are the largest *algebraic* ones (a large negative curvature is never reported
 as the sharpness).
@@ -74,6 +78,8 @@ class TrackState:
       scales: (k,) the effective gap of each tracked value's residual measured by the last
         call that expanded the subspace (``‖r‖² / (Ritz-value rise + final error)``; 0: not yet),
         shrunk each time it is reused; see :func:`track`.
+      lazy: bool, the last call stopped after the k tracked products without multiplying the
+        guard rows (their vectors and values are then one call old); see :func:`track`.
     """
 
     vectors: jax.Array
@@ -81,6 +87,7 @@ class TrackState:
     count: jax.Array
     k: int = dataclasses.field(metadata=dict(static=True))
     scales: jax.Array | None = None
+    lazy: jax.Array | None = None
 
     @property
     def block(self) -> int:
@@ -98,7 +105,8 @@ class TrackResult(NamedTuple):
     residuals: (k,) ``‖A v − θ v‖``, a rigorous bound on each value's distance to the spectrum.
     errors: (k,) the error estimate used by the stopping rule (≤ residuals).
     vectors: (k, n) unit Ritz vectors.
-    n_products: int32, number of operator-vector products spent in this call.
+    n_products: int32, number of operator-vector products spent in this call (k when the
+      guards were skipped, see :func:`track`; otherwise at least the block size).
     converged: bool, the stopping rule held (False: ``max_products`` was reached).
     entered: bool, a new eigenvalue entered the tracked top-k set since the previous call
       (the smallest cosine between the new and the previous top-k subspaces fell below
@@ -139,7 +147,7 @@ def track_init(dim: int, k: int = 1, key=None, dtype=jnp.float64, block: int | N
     key = jax.random.PRNGKey(0) if key is None else key
     X = jnp.linalg.qr(jax.random.normal(key, (dim, b), dtype))[0].T
     return TrackState(X, jnp.full((b,), jnp.nan, dtype), jnp.zeros((), jnp.int32), k,
-                      jnp.zeros((k,), dtype))
+                      jnp.zeros((k,), dtype), jnp.asarray(False))
 
 
 def _orth(w: jax.Array, V: jax.Array) -> jax.Array:
@@ -234,7 +242,8 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
       max_basis: subspace capacity before a thick restart (static; default ``b + max(8, b)``).
 
     Returns:
-      ``(new_state, TrackResult)``. Costs at least ``b`` products per call.
+      ``(new_state, TrackResult)``. Costs at least ``k`` products per call, and at least
+      ``b`` at every call that follows one that skipped its guards (``state.lazy``).
     """
     k = state.k if k is None else int(k)
     b, n = state.vectors.shape
@@ -252,78 +261,131 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
     mv = lambda v: matvec(v.astype(dtype)).astype(dtype)
 
     X = _orthonormal_block(state.vectors, state.count)
-    V = jnp.zeros((M, n), dtype).at[:b].set(X)
-    AV = jnp.zeros((M, n), dtype).at[:b].set(jax.vmap(mv)(X))
+    AXk = jax.vmap(mv)(X[:k])             # the tracked vectors' products: always needed
 
-    def expand(V, AV, m, Y, R, i):
-        # Thick restart when full: keep the top Ritz vectors (A times them is known).
-        def restart(V, AV):
-            Yk = Y[:, :keep]
-            pad = jnp.zeros((M - keep, n), dtype)
-            return jnp.concatenate([Yk.T @ V, pad]), jnp.concatenate([Yk.T @ AV, pad]), jnp.asarray(keep)
+    def solve():
+        V = jnp.zeros((M, n), dtype).at[:b].set(X)
+        AV = jnp.zeros((M, n), dtype).at[:b].set(jnp.concatenate([AXk, jax.vmap(mv)(X[k:])]))
 
-        V, AV, m = jax.lax.cond(m >= M, restart, lambda V, AV: (V, AV, m), V, AV)
-        # Grow the space where the stopping rule is furthest from holding: add the
-        # residual of Ritz vector i (a block-Krylov direction), chosen by _errors.
-        w = _orth(R[i], V)
-        nw = jnp.linalg.norm(w)
-        ok = nw > 1e3 * jnp.finfo(dtype).eps * jnp.linalg.norm(R[i])
-        alt = _orth(_pseudo_random((n,), m + 7 * state.count, dtype), V)
-        w = jnp.where(ok, w / jnp.where(ok, nw, 1.0), alt / jnp.linalg.norm(alt))
-        return V.at[m].set(w), AV.at[m].set(mv(w)), m + 1
+        def expand(V, AV, m, Y, R, i):
+            # Thick restart when full: keep the top Ritz vectors (A times them is known).
+            def restart(V, AV):
+                Yk = Y[:, :keep]
+                pad = jnp.zeros((M - keep, n), dtype)
+                return jnp.concatenate([Yk.T @ V, pad]), jnp.concatenate([Yk.T @ AV, pad]), jnp.asarray(keep)
 
-    def body(c):
-        V, AV, m, nprod, started, (theta, Y, U, R, rn, err, ratio, choice) = c
-        V, AV, m = jax.lax.cond(started, expand, lambda V, AV, m, *_: (V, AV, m), V, AV, m, Y, R,
-                                choice[jnp.argmax(ratio)])
-        nprod = nprod + started.astype(jnp.int32)
-        theta, Y = _ritz_basis(V, AV, m, max(nr, keep))
-        Yr = Y[:, :nr]
-        U, AU = Yr.T @ V, Yr.T @ AV
-        R = AU - theta[:nr, None] * U
-        rn = jnp.linalg.norm(R, axis=1)
-        err, choice = _errors(theta[:nr], rn, m, k, b)
-        # At the block-only check, also trust the residual's effective gap measured by an
-        # earlier call (SCALE_SAFETY × ‖r‖² / g): the spectrum seen by the residual moves
-        # slowly, and most of a residual lies far below a tight top cluster.
-        est = jnp.where(scales > 0, SCALE_SAFETY * rn[:k] ** 2 / jnp.where(scales > 0, scales, 1.0),
-                        jnp.inf)
-        err = jnp.where(started, err, jnp.minimum(err, est))
-        ratio = err / jnp.maximum(tol * jnp.abs(theta[:k]), atol)
-        return V, AV, m, nprod, jnp.asarray(True), (theta, Y, U, R, rn, err, ratio, choice)
+            V, AV, m = jax.lax.cond(m >= M, restart, lambda V, AV: (V, AV, m), V, AV)
+            # Grow the space where the stopping rule is furthest from holding: add the
+            # residual of Ritz vector i (a block-Krylov direction), chosen by _errors.
+            w = _orth(R[i], V)
+            nw = jnp.linalg.norm(w)
+            ok = nw > 1e3 * jnp.finfo(dtype).eps * jnp.linalg.norm(R[i])
+            alt = _orth(_pseudo_random((n,), m + 7 * state.count, dtype), V)
+            w = jnp.where(ok, w / jnp.where(ok, nw, 1.0), alt / jnp.linalg.norm(alt))
+            return V.at[m].set(w), AV.at[m].set(mv(w)), m + 1
 
-    def cond(c):
-        _, _, _, nprod, started, (theta, *_, ratio, _) = c
-        finite = jnp.all(jnp.isfinite(theta[:k])) & ~jnp.any(jnp.isnan(ratio))
-        return ~started | ((jnp.max(ratio) > 1.0) & (nprod < max_products) & finite)
+        def body(c):
+            V, AV, m, nprod, started, (theta, Y, U, R, rn, err, ratio, choice) = c
+            V, AV, m = jax.lax.cond(started, expand, lambda V, AV, m, *_: (V, AV, m), V, AV, m, Y, R,
+                                    choice[jnp.argmax(ratio)])
+            nprod = nprod + started.astype(jnp.int32)
+            theta, Y = _ritz_basis(V, AV, m, max(nr, keep))
+            Yr = Y[:, :nr]
+            U, AU = Yr.T @ V, Yr.T @ AV
+            R = AU - theta[:nr, None] * U
+            rn = jnp.linalg.norm(R, axis=1)
+            err, choice = _errors(theta[:nr], rn, m, k, b)
+            # At the block-only check, also trust the residual's effective gap measured by an
+            # earlier call (SCALE_SAFETY × ‖r‖² / g): the spectrum seen by the residual moves
+            # slowly, and most of a residual lies far below a tight top cluster.
+            est = _effective_gap_estimate(rn[:k] ** 2, scales)
+            # Where that estimate is the smaller one, the error sits in the tracked vector's
+            # own residual rather than in the gap to a guard: grow the space along it.
+            choice = jnp.where(est < err, jnp.arange(k, dtype=jnp.int32), choice)
+            err = jnp.where(started, err, jnp.minimum(err, est))
+            ratio = err / jnp.maximum(tol * jnp.abs(theta[:k]), atol)
+            return V, AV, m, nprod, jnp.asarray(True), (theta, Y, U, R, rn, err, ratio, choice)
 
-    nk = max(nr, keep)
-    z = lambda *shape: jnp.zeros(shape, dtype)
-    ritz0 = (z(nk), z(M, nk), z(nr, n), z(nr, n), z(nr), z(k), z(k), jnp.zeros((k,), jnp.int32))
-    c0 = (V, AV, jnp.asarray(b), jnp.asarray(b, jnp.int32), jnp.asarray(False), ritz0)
-    # The block-only Rayleigh-Ritz (its residuals and values feed the effective gaps).
-    c1 = body(c0)
-    theta0, rn0 = c1[5][0][:k], c1[5][4][:k]
-    _, _, _, nprod, _, (theta, _, U, _, rn, err, ratio, _) = jax.lax.while_loop(cond, body, c1)
-    # Effective gap of each tracked value's residual: ‖r‖² at the block over the increase of
-    # the Ritz value the expansions bought (the Ritz value only rises with the subspace). If
-    # this call did not expand, reuse the old one, shrunk so that it is re-measured regularly.
-    # The block value's error is about the rise plus the final value's (estimated) error.
-    rise = theta[:k] - theta0 + err
-    measured = (nprod > b) & (rise > 0) & jnp.isfinite(rise)
-    fresh = rn0 ** 2 / jnp.where(measured, rise, 1.0)
-    scales = jnp.where(measured, fresh, SCALE_DECAY * scales)
-    scales = jnp.where(jnp.isfinite(scales), scales, 0.0).astype(dtype)
-    if k != state.k:                    # a different k: leave the carried gaps alone
-        scales = state.scales
+        def cond(c):
+            _, _, _, nprod, started, (theta, *_, ratio, _) = c
+            finite = jnp.all(jnp.isfinite(theta[:k])) & ~jnp.any(jnp.isnan(ratio))
+            return ~started | ((jnp.max(ratio) > 1.0) & (nprod < max_products) & finite)
 
-    # Did a new direction enter the top-k subspace? Smallest principal cosine.
-    O = U[:k] @ state.vectors[:k].T.astype(dtype)
-    overlap = jnp.min(jnp.linalg.svd(O, compute_uv=False))
-    first = state.count == 0
-    result = TrackResult(theta[:k], rn[:k], err, U[:k], nprod, jnp.max(ratio) <= 1.0,
-                         (~first) & (overlap < ENTRY_OVERLAP), jnp.where(first, jnp.nan, overlap))
-    return TrackState(U[:b], theta[:b], state.count + 1, state.k, scales), result
+        nk = max(nr, keep)
+        z = lambda *shape: jnp.zeros(shape, dtype)
+        ritz0 = (z(nk), z(M, nk), z(nr, n), z(nr, n), z(nr), z(k), z(k), jnp.zeros((k,), jnp.int32))
+        c0 = (V, AV, jnp.asarray(b), jnp.asarray(b, jnp.int32), jnp.asarray(False), ritz0)
+        # The block-only Rayleigh-Ritz (its residuals and values feed the effective gaps).
+        c1 = body(c0)
+        theta0, rn0 = c1[5][0][:k], c1[5][4][:k]
+        _, _, _, nprod, _, (theta, _, U, _, rn, err, ratio, _) = jax.lax.while_loop(cond, body, c1)
+        # Effective gap of each tracked value's residual: ‖r‖² at the block over the increase of
+        # the Ritz value the expansions bought (the Ritz value only rises with the subspace). If
+        # this call did not expand, reuse the old one, shrunk so that it is re-measured regularly.
+        # The block value's error is about the rise plus the final value's (estimated) error.
+        rise = theta[:k] - theta0 + err
+        measured = (nprod > b) & (rise > 0) & jnp.isfinite(rise)
+        fresh = rn0 ** 2 / jnp.where(measured, rise, 1.0)
+        gaps = jnp.where(measured, fresh, SCALE_DECAY * scales)
+        gaps = jnp.where(jnp.isfinite(gaps), gaps, 0.0).astype(dtype)
+        if k != state.k:                    # a different k: leave the carried gaps alone
+            gaps = state.scales
+
+        # Did a new direction enter the top-k subspace? Smallest principal cosine.
+        O = U[:k] @ state.vectors[:k].T.astype(dtype)
+        overlap = jnp.min(jnp.linalg.svd(O, compute_uv=False))
+        first = state.count == 0
+        result = TrackResult(theta[:k], rn[:k], err, U[:k], nprod, jnp.max(ratio) <= 1.0,
+                             (~first) & (overlap < ENTRY_OVERLAP), jnp.where(first, jnp.nan, overlap))
+        return TrackState(U[:b], theta[:b], state.count + 1, state.k, gaps, jnp.asarray(False)), result
+
+    if k == b or k != state.k:
+        return solve()
+    skip, skipped = _skip_guards(state, X, AXk, scales, tol, atol)
+    return jax.lax.cond(skip, lambda: skipped, solve)
+
+
+def _effective_gap_estimate(r2, scales):
+    """``SCALE_SAFETY · r2 / g`` for each carried effective gap g > 0 (inf where none)."""
+    return jnp.where(scales > 0, SCALE_SAFETY * r2 / jnp.where(scales > 0, scales, 1.0), jnp.inf)
+
+
+def _skip_guards(state: TrackState, X, AXk, scales, tol, atol):
+    """Can this call stop after the k tracked products, without multiplying the guards?
+
+    Rayleigh-Ritz on the tracked rows ``X[:k]`` alone (their products ``AXk`` are known).
+    Each residual r_i is split into its part on the (unmultiplied) guard rows G = X[k:] and
+    the rest: the rest is judged with the carried effective gap like the block-only check,
+    and the part on the guards with the gap from θ_i to the top guard's value at the last
+    call, ``‖Gr_i‖² / (θ_i − θ_{k+1})`` (mixing with a guard direction costs little in value
+    when they are close, but is only ignored in proportion to that gap). Allowed only if the
+    previous call multiplied its guards, so a guard is never more than one call old and a
+    value that rises from below is seen (and ``entered`` reported) at most one call late.
+
+    Returns ``(ok, (new_state, result))``; the result is only meaningful where ``ok``.
+    """
+    k, dtype = AXk.shape[0], AXk.dtype
+    T = X[:k] @ AXk.T
+    w, S = jnp.linalg.eigh(0.5 * (T + T.T))
+    w, S = w[::-1], S[:, ::-1]
+    U, AU = S.T @ X[:k], S.T @ AXk
+    R = AU - w[:, None] * U
+    rn = jnp.linalg.norm(R, axis=1)
+    on_guards = jnp.sum((R @ X[k:].T) ** 2, axis=1)
+    rest = jnp.maximum(rn ** 2 - on_guards, 0.0)
+    old = state.values.astype(dtype)
+    gap = old[:k] - old[k]
+    near = jnp.where(gap > 0, on_guards / jnp.where(gap > 0, gap, 1.0), jnp.inf)
+    err = jnp.minimum(rn, _effective_gap_estimate(rest, scales) + SCALE_SAFETY * near)
+    fresh = ~(state.lazy if state.lazy is not None else jnp.asarray(False))
+    ok = (fresh & (state.count > 0) & jnp.all(jnp.isfinite(w)) & jnp.all(jnp.isfinite(err))
+          & jnp.all(err <= jnp.maximum(tol * jnp.abs(w), atol)))
+    overlap = jnp.min(jnp.linalg.svd(U @ state.vectors[:k].T.astype(dtype), compute_uv=False))
+    result = TrackResult(w, rn, err, U, jnp.asarray(k, jnp.int32), jnp.asarray(True),
+                         overlap < ENTRY_OVERLAP, overlap)
+    new = TrackState(jnp.concatenate([U, X[k:]]), jnp.concatenate([w, old[k:]]), state.count + 1,
+                     state.k, (SCALE_DECAY * scales).astype(dtype), jnp.asarray(True))
+    return ok, (new, result)
 
 
 def _pseudo_random(shape, salt, dtype) -> jax.Array:
