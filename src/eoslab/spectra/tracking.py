@@ -365,12 +365,7 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol):
     Returns ``(ok, (new_state, result))``; the result is only meaningful where ``ok``.
     """
     k, dtype = AXk.shape[0], AXk.dtype
-    T = X[:k] @ AXk.T
-    w, S = jnp.linalg.eigh(0.5 * (T + T.T))
-    w, S = w[::-1], S[:, ::-1]
-    U, AU = S.T @ X[:k], S.T @ AXk
-    R = AU - w[:, None] * U
-    rn = jnp.linalg.norm(R, axis=1)
+    w, U, R, rn = _ritz(X[:k], AXk, k, k)
     on_guards = jnp.sum((R @ X[k:].T) ** 2, axis=1)
     rest = jnp.maximum(rn ** 2 - on_guards, 0.0)
     old = state.values.astype(dtype)
