@@ -74,11 +74,12 @@ def test_corrupt_run_is_detected_and_redone(tmp_path, damage):
         (victim.path / "config.json").write_text(json.dumps(c))
     assert store.problem(victim.path) is not None
     assert store.read(victim.path) is None                  # never silently read ...
-    quarantined = list((tmp_path / "runs" / "toy" / ".corrupt").iterdir())
-    assert len(quarantined) == 1 and (quarantined[0] / "REASON").read_text()
+    assert victim.path.is_dir() and not (tmp_path / "runs" / "toy" / ".corrupt").exists()  # a read moves nothing
     progress = []
     execute(e, "quick", store, on_progress=lambda d, t: progress.append((d, t)))
-    assert progress[0] == (2, 3)                             # ... but recomputed
+    assert progress[0] == (2, 3)                             # ... but recomputed by the runner,
+    quarantined = list((tmp_path / "runs" / "toy" / ".corrupt").iterdir())  # which quarantines the bad copy
+    assert len(quarantined) == 1 and (quarantined[0] / "REASON").read_text()
     redone = store.read(victim.path)
     np.testing.assert_array_equal(redone.arrays["samples"], good)  # deterministic given the seed
 
@@ -126,3 +127,54 @@ def test_load_dataframe(tmp_path):
         assert row["mean"] == pytest.approx(x.mean(), rel=1e-15)
     one = eoslab.load(tmp_path / "runs" / "toy" / df["run_id"][0])
     assert len(one) == 500 and "samples" in one.columns and one.attrs["params"]["n"] == 500
+
+
+def _tree(root):
+    """Every path under ``root`` with its bytes (files) or None (folders)."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def test_load_is_read_only_on_every_kind_of_folder(tmp_path):
+    """eoslab.load on a results root, an experiment folder, a run folder and a store with a
+    corrupt run and a dead process's temporary folder: right answers, and the tree afterwards is
+    byte-identical (nothing created, moved, renamed or deleted)."""
+    pytest.importorskip("pandas")
+    import socket
+    import warnings
+
+    e = _toy(tmp_path, seeds=(0, 1, 2))
+    root = tmp_path / "runs"
+    store = Store(root)
+    execute(e, "quick", store)
+    e2 = _toy(tmp_path / "b", seeds=(5,))
+    execute(dataclasses_replace(e2, name="toy2"), "quick", store)
+    runs = plan(e, "quick", store)
+    before = _tree(root)
+    everything = eoslab.load(root)
+    assert sorted(everything["experiment"]) == ["toy", "toy", "toy", "toy2"]
+    assert len(eoslab.load(root / "toy")) == 3
+    assert len(eoslab.load(runs[0].run.path)) == 500
+    assert _tree(root) == before
+    # Damage one run, leave a temporary folder of a dead process: load still reads the rest.
+    (runs[1].run.path / "COMPLETE").unlink()
+    (root / "toy" / f".tmp-0000000000000000.{socket.gethostname()}.999999999.ab12").mkdir()
+    before = _tree(root)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        df = eoslab.load(root / "toy")
+        assert len(eoslab.load(root)) == 3
+    assert len(df) == 2 and runs[1].rid not in set(df["run_id"])
+    assert any(runs[1].rid in str(x.message) and "COMPLETE" in str(x.message) for x in w)
+    with pytest.raises(EoslabError, match="not a valid run"):
+        eoslab.load(runs[1].run.path)
+    with pytest.raises(EoslabError, match="no runs here"):
+        eoslab.load(tmp_path / "cfg")
+    # The other read paths (eoslab list/show/report use these) are read-only too.
+    assert plan(e, "quick", store)[1].run is None and store.runs("toy") and store.find(runs[0].rid)
+    assert _tree(root) == before
+
+
+def dataclasses_replace(exp, **kw):
+    import dataclasses
+
+    return dataclasses.replace(exp, **kw)

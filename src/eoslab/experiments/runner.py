@@ -122,16 +122,18 @@ class ExperimentResults:
         return out
 
 
-def plan(exp: Experiment, mode: str, store: Store) -> list[PlannedRun]:
-    """The runs of ``exp`` in ``mode`` with the valid stored ones attached (invalid ones are
-    quarantined by the store, so they count as missing)."""
-    store.clean_stale_tmp(exp.name)
+def plan(exp: Experiment, mode: str, store: Store, repair: bool = False) -> list[PlannedRun]:
+    """The runs of ``exp`` in ``mode`` with the valid stored ones attached (invalid ones count
+    as missing). Read-only unless ``repair`` (the executor, which recomputes what is missing):
+    then invalid runs are quarantined and dead processes' temporary folders removed."""
+    if repair:
+        store.clean_stale_tmp(exp.name)
     version = get_kind(exp.kind).version
     out = []
     for p in exp.points(mode):
         cfg = run_config(exp.name, exp.kind, p, version)
         rid = run_id(cfg)
-        out.append(PlannedRun(p, cfg, rid, store.read(store.run_dir(exp.name, rid))))
+        out.append(PlannedRun(p, cfg, rid, store.read(store.run_dir(exp.name, rid), repair=repair)))
     return out
 
 
@@ -153,7 +155,7 @@ def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
     ``on_progress(done, total)`` is called after each chunk. Returns the plan, with every
     run this process completed attached."""
     kind = get_kind(exp.kind)
-    planned = plan(exp, mode, store)
+    planned = plan(exp, mode, store, repair=True)
     todo = [pr for pr in planned if pr.run is None and shard.owns(pr.rid)]
     done = sum(pr.run is not None for pr in planned)
     total = done + len(todo)

@@ -16,8 +16,9 @@ Layout under the results root (default ``./eoslab-runs``)::
   place, fsynced, then renamed: a reader sees a complete run or none. If two processes (e.g.
   cluster shards) finish the same run, the second rename fails and its copy is dropped.
 * **Validated on every read.** A run directory is used only if ``COMPLETE`` exists and the
-  checksum of the files matches; otherwise it is moved to ``<experiment>/.corrupt/`` and
-  recomputed, never silently read.
+  checksum of the files matches; otherwise it is never silently read. Reading is read-only
+  (``eoslab.load``, ``list``, ``show``, ``report`` skip an invalid run and say why); only
+  ``reproduce``, which recomputes it, moves it to ``<experiment>/.corrupt/`` (``repair=True``).
 """
 
 from __future__ import annotations
@@ -218,9 +219,10 @@ class Store:
             return "checksum mismatch (files changed or corrupt)"
         return None
 
-    def read(self, path: Path, repair: bool = True) -> Run | None:
-        """The run at ``path`` if it exists and is valid; otherwise None, after moving an
-        invalid directory to ``.corrupt/`` when ``repair``."""
+    def read(self, path: Path, repair: bool = False) -> Run | None:
+        """The run at ``path`` if it exists and is valid; otherwise None. Nothing on disk is
+        touched unless ``repair`` (only the runner, which then recomputes the run): an invalid
+        directory is then moved to ``.corrupt/``."""
         path = Path(path)
         if not path.is_dir():
             return None
@@ -272,17 +274,20 @@ class Store:
             n += 1
         return n
 
-    def runs(self, experiment: str) -> list[Run]:
-        """Every valid run of ``experiment`` (any mode), invalid ones quarantined."""
+    def runs(self, experiment: str, repair: bool = False, skipped: list | None = None) -> list[Run]:
+        """Every valid run of ``experiment`` (any mode). Invalid ones are left where they are
+        (appended to ``skipped`` as ``(path, why)`` when given), or quarantined if ``repair``."""
         d = self.root / experiment
         if not d.is_dir():
             return []
         out = []
         for p in sorted(d.iterdir()):
             if p.is_dir() and not p.name.startswith("."):
-                r = self.read(p)
+                r = self.read(p, repair=repair)
                 if r is not None:
                     out.append(r)
+                elif skipped is not None:
+                    skipped.append((p, self.problem(p) or "config does not match the directory"))
         return out
 
     def find(self, ref: str) -> Run:
@@ -311,12 +316,81 @@ def _flatten_param(name, value) -> dict:
     return {name: value}
 
 
+def _is_run_dir(p: Path) -> bool:
+    return p.is_dir() and any((p / n).exists() for n in (*FILES, MARKER))
+
+
+def folder_kind(path: str | os.PathLike) -> str:
+    """What ``path`` is: ``"run"`` (a run folder, valid or not), ``"experiment"`` (holds run
+    folders), ``"root"`` (a results root: holds experiment folders) or ``"empty"`` (a folder with
+    none of those). An error if it is not a folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise EoslabError(f"{path}: no such results folder")
+    if _is_run_dir(path):
+        return "run"
+    children = [c for c in sorted(path.iterdir()) if c.is_dir() and not c.name.startswith(".")]
+    if any(_is_run_dir(c) for c in children):
+        return "experiment"
+    if any(_is_run_dir(g) for c in children for g in c.iterdir() if not g.name.startswith(".")):
+        return "root"
+    return "empty"
+
+
+def _warn_skipped(skipped) -> None:
+    import warnings
+
+    for p, why in skipped:
+        warnings.warn(f"skipped invalid run {p} ({why}); left in place (`eoslab reproduce` recomputes it)",
+                      stacklevel=3)
+
+
+def _run_frame(pd, run: Run):
+    arrays = {k: v for k, v in run.arrays.items() if v.ndim >= 1}
+    if not arrays:
+        df = pd.DataFrame([run.scalars()])
+    else:
+        T = max(v.shape[0] for v in arrays.values())
+        cols = {}
+        for k, v in arrays.items():
+            if v.shape[0] != T:
+                continue
+            if v.ndim == 1:
+                cols[k] = v
+            else:
+                flat = v.reshape(T, -1)
+                for j in range(flat.shape[1]):
+                    cols[f"{k}[{j}]"] = flat[:, j]
+        df = pd.DataFrame(cols)
+    df.attrs["params"] = run.params
+    df.attrs["run_id"] = run.id
+    df.attrs["scalars"] = run.scalars()
+    return df
+
+
+def _experiment_rows(store: Store, name: str, skipped: list) -> list[dict]:
+    rows = []
+    for r in store.runs(name, skipped=skipped):
+        row = {"experiment": r.config.get("experiment", name), "run_id": r.id}
+        for k, v in r.params.items():
+            row.update(_flatten_param(k, v))
+        row.update(r.scalars())
+        row["mode"] = r.meta.get("mode")  # the mode that computed it (a run can serve both)
+        row["wall_s"] = r.meta.get("wall_s")
+        rows.append(row)
+    return rows
+
+
 def load(path: str | os.PathLike):
     """Load stored results for analysis as a :class:`pandas.DataFrame` (needs pandas:
-    ``pip install 'eoslab[analysis]'``).
+    ``pip install 'eoslab[analysis]'``). Read-only: nothing under ``path`` is created, moved or
+    deleted; an invalid run is skipped with a warning naming it and why.
 
-    * an experiment folder (``<root>/<experiment>``): one row per valid run: ``run_id``,
-      every parameter (list parameters split into ``name[i]``) and every scalar result;
+    * a results root (the ``--runs`` folder, default ``./eoslab-runs``): one row per valid run of
+      every experiment, as below, the column ``experiment`` telling them apart;
+    * an experiment folder (``<root>/<experiment>``): one row per valid run: ``experiment``,
+      ``run_id``, every parameter (list parameters split into ``name[i]``), every scalar result,
+      ``mode`` and ``wall_s``;
     * a run folder: one row per step of its per-step arrays (those whose first axis has the
       largest length T; ``(T, k)`` arrays become columns ``name[0] … name[k-1]``), with the
       run's parameters in ``DataFrame.attrs["params"]`` and its scalars in ``attrs["scalars"]``.
@@ -329,43 +403,25 @@ def load(path: str | os.PathLike):
         raise EoslabError("eoslab.load needs pandas: pip install 'eoslab[analysis]' (or use "
                           "eoslab.experiments.store.Store(root).runs(name) for NumPy arrays)") from None
     path = Path(path)
-    store = Store(path.parent)
-    if (path / "config.json").exists():
-        run = store.read(path, repair=False)
+    what = folder_kind(path)
+    if what == "run":
+        run = Store(path.parent).read(path)
         if run is None:
-            raise EoslabError(f"{path} is not a valid run: {Store.problem(path)}")
-        arrays = {k: v for k, v in run.arrays.items() if v.ndim >= 1}
-        if not arrays:
-            df = pd.DataFrame([run.scalars()])
-        else:
-            T = max(v.shape[0] for v in arrays.values())
-            cols = {}
-            for k, v in arrays.items():
-                if v.shape[0] != T:
-                    continue
-                if v.ndim == 1:
-                    cols[k] = v
-                else:
-                    flat = v.reshape(T, -1)
-                    for j in range(flat.shape[1]):
-                        cols[f"{k}[{j}]"] = flat[:, j]
-            df = pd.DataFrame(cols)
-        df.attrs["params"] = run.params
-        df.attrs["run_id"] = run.id
-        df.attrs["scalars"] = run.scalars()
-        return df
-    if not path.is_dir():
-        raise EoslabError(f"{path}: no such results folder")
-    runs = store.runs(path.name)
-    rows = []
-    for r in runs:
-        row = {"run_id": r.id}
-        for k, v in r.params.items():
-            row.update(_flatten_param(k, v))
-        row.update(r.scalars())
-        row["mode"] = r.meta.get("mode")  # the mode that computed it (a run can serve both)
-        row["wall_s"] = r.meta.get("wall_s")
-        rows.append(row)
+            raise EoslabError(f"{path} is not a valid run: {Store.problem(path) or 'config does not hash to its name'}")
+        return _run_frame(pd, run)
+    skipped: list = []
+    if what == "experiment":
+        rows = _experiment_rows(Store(path.parent), path.name, skipped)
+    elif what == "root":
+        store = Store(path)
+        rows = []
+        for c in sorted(path.iterdir()):
+            if c.is_dir() and not c.name.startswith("."):
+                rows += _experiment_rows(store, c.name, skipped)
+    else:
+        raise EoslabError(f"{path}: no runs here (give a results root such as ./eoslab-runs, an experiment "
+                          "folder under it, or a run folder)")
+    _warn_skipped(skipped)
     if not rows:
-        raise EoslabError(f"{path}: no valid runs (is it an experiment folder under the results root?)")
+        raise EoslabError(f"{path}: no valid runs ({len(skipped)} invalid, left in place)")
     return pd.DataFrame(rows)
