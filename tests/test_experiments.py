@@ -146,7 +146,7 @@ def test_sweep_modes_and_overrides(tmp_path):
 
 
 def test_shipped_configs_validate():
-    exps = load_experiments(TESTS.parent / "experiments")
+    exps = load_experiments()  # the shipped configs (package data)
     assert {"quadratic2d-eos-limit", "quadratic2d-phase"} <= {e.name for e in exps}
     for e in exps:
         assert e.claims, f"{e.name} has no claim"

@@ -12,7 +12,7 @@ import pytest
 import eoslab  # noqa: F401
 from eoslab.cli import main
 from eoslab.experiments.claims import decide, evaluate
-from eoslab.experiments.runner import collect, execute, load_experiments
+from eoslab.experiments.runner import BUILTIN_CONFIGS, collect, execute, load_experiments
 from eoslab.experiments.store import Store
 
 TESTS = Path(__file__).parent
@@ -64,7 +64,7 @@ def test_planted_failing_claim_exit_code_and_report(tmp_path):
         'predict = "zero"', "predicted = 5.0").replace("sigmas = 4.0", "sigmas = 0.0")
     (cfg / "toy.toml").write_text(text)
     out = tmp_path / "report"
-    code = _cli("reproduce", "--quick", "--configs", str(cfg), "--runs", str(tmp_path / "runs"), "--out", str(out),
+    code = _cli("reproduce", "--quick", "--only", "toy", "--configs", str(cfg), "--runs", str(tmp_path / "runs"), "--out", str(out),
                 "--no-figures")
     assert code == 1
     md = (out / "report.md").read_text()
@@ -74,7 +74,7 @@ def test_planted_failing_claim_exit_code_and_report(tmp_path):
     html = (out / "report.html").read_text()
     assert "class='FAIL'" in html and "class='PASS'" in html
     # `eoslab report` from the store alone gives the same verdict.
-    assert _cli("report", "--configs", str(cfg), "--runs", str(tmp_path / "runs"), "--out", str(out)) == 1
+    assert _cli("report", "--only", "toy", "--configs", str(cfg), "--runs", str(tmp_path / "runs"), "--out", str(out)) == 1
 
 
 def test_bad_config_exit_code_2(tmp_path, capsys):
@@ -92,7 +92,7 @@ def test_reproduce_quick_only_end_to_end(tmp_path):
     config with a planted wrong prediction reuses the stored runs and fails."""
     cfg, runs, out = tmp_path / "cfg", tmp_path / "runs", tmp_path / "out"
     cfg.mkdir()
-    src = TESTS.parent / "experiments" / "quadratic2d_eos_limit.toml"
+    src = BUILTIN_CONFIGS / "quadratic2d_eos_limit.toml"
     shutil.copy(src, cfg / src.name)
     name = "quadratic2d-eos-limit"
     assert _cli("reproduce", "--quick", "--only", name, "--configs", str(cfg), "--runs", str(runs),
@@ -125,7 +125,7 @@ def test_reproduce_quick_only_end_to_end(tmp_path):
 def test_sharded_reproduce_then_report(tmp_path, capsys):
     cfg, runs, out = tmp_path / "cfg", tmp_path / "runs", tmp_path / "out"
     write_config(cfg, seeds=range(10), tolerance=0.0)
-    common = ["--configs", str(cfg), "--runs", str(runs), "--out", str(out), "--no-figures"]
+    common = ["--only", "toy", "--configs", str(cfg), "--runs", str(runs), "--out", str(out), "--no-figures"]
     assert _cli("reproduce", "--shard", "0/2", *common) == 0
     assert not (out / "report.md").exists()                 # a shard writes no report
     assert _cli("report", *common) == 2                     # runs of shard 1 are missing

@@ -12,6 +12,8 @@ import typer
 from eoslab.cli import app
 
 RUNS_HELP = "results root (one folder per run)"
+CONFIGS_HELP = ("folder of your own experiment configs, added to the shipped ones (same name: yours "
+                "wins); default ./experiments if it exists")
 
 
 def _only(values: Optional[List[str]]) -> list[str]:
@@ -70,7 +72,7 @@ def reproduce(
     only: Optional[List[str]] = typer.Option(None, "--only", help="experiment name (repeat, or comma-separate)"),
     out: Path = typer.Option(Path("eoslab-report"), "--out", help="report folder"),
     runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
-    configs: Optional[Path] = typer.Option(None, "--configs", help="config folder (default ./experiments)"),
+    configs: Optional[Path] = typer.Option(None, "--configs", help=CONFIGS_HELP),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures (skip: claims only)"),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: compute only shard i of N (0-based) and "
                                         "write no report; assemble later with `eoslab report`"),
@@ -86,7 +88,7 @@ def reproduce(
     t0 = time.perf_counter()
     mode = "quick" if quick else "full"
     part = Shard.parse(shard)
-    exps = load_experiments(configs, _only(only))
+    exps = load_experiments(configs, _only(only), builtin=True)
     store = Store(runs)
     console = _console()
     columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
@@ -126,7 +128,7 @@ def report_cmd(
     only: Optional[List[str]] = typer.Option(None, "--only", help="experiment name (repeat, or comma-separate)"),
     out: Path = typer.Option(Path("eoslab-report"), "--out", help="report folder"),
     runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
-    configs: Optional[Path] = typer.Option(None, "--configs", help="config folder (default ./experiments)"),
+    configs: Optional[Path] = typer.Option(None, "--configs", help=CONFIGS_HELP),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures (skip: claims only)"),
 ) -> None:
     """Write the report from stored runs only (e.g. after sharded runs); lists missing runs.
@@ -135,7 +137,7 @@ def report_cmd(
     from eoslab.experiments.store import Store
 
     mode = "quick" if quick else "full"
-    exps = load_experiments(configs, _only(only))
+    exps = load_experiments(configs, _only(only), builtin=True)
     code = _write_report(exps, mode, Store(runs), out, None, _console(), figures)
     if code:
         raise typer.Exit(code)
@@ -144,7 +146,7 @@ def report_cmd(
 @app.command("list")
 def list_cmd(
     runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
-    configs: Optional[Path] = typer.Option(None, "--configs", help="config folder (default ./experiments)"),
+    configs: Optional[Path] = typer.Option(None, "--configs", help=CONFIGS_HELP),
 ) -> None:
     """The experiments, their kinds and claims, and how many of their runs are stored."""
     from rich.table import Table
@@ -156,7 +158,7 @@ def list_cmd(
     t = Table(title=f"experiments (results under {store.root})")
     for col in ("name", "kind", "title", "claims", "quick runs", "full runs"):
         t.add_column(col, overflow="fold")
-    for e in load_experiments(configs):
+    for e in load_experiments(configs, builtin=True):
         counts = []
         for mode in ("quick", "full"):
             p = plan(e, mode, store)

@@ -1,7 +1,7 @@
 """Reproduction experiments: TOML configs, kinds (the code behind a config), the results
 store, the runner and claim evaluation. See ``docs/experiments.md``.
 
-To add an experiment: a config in ``experiments/`` and, if no existing kind fits, a module in
+To add an experiment: a config in ``configs/`` (shipped) or a user's ``./experiments/`` and, if no existing kind fits, a module in
 ``eoslab/experiments/kinds/`` that calls :func:`register` with a :class:`Kind`.
 """
 

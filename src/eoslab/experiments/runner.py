@@ -21,15 +21,23 @@ from eoslab.experiments.schema import Experiment, load_config, matches
 from eoslab.experiments.store import Run, Store, run_config, run_id
 
 
-def default_config_dir() -> Path:
-    """``./experiments`` if it exists, else the ``experiments/`` folder of the eoslab source
-    tree this package was installed from (editable installs and checkouts)."""
-    here = Path("experiments")
-    if here.is_dir():
-        return here
-    import eoslab
+BUILTIN_CONFIGS = Path(__file__).resolve().parent / "configs"
+"""The papers' experiment configs, shipped inside the package (package data)."""
 
-    return Path(eoslab.__file__).resolve().parents[2] / "experiments"
+
+def config_dirs(config_dir: str | Path | None = None, builtin: bool = True) -> list[Path]:
+    """The config folders read, lowest precedence first: the shipped configs (``builtin``), then
+    the user's folder: ``config_dir`` if given, else ``./experiments`` if it exists. A user's
+    config adds an experiment or, under the same ``[experiment] name``, replaces the shipped one."""
+    out = [BUILTIN_CONFIGS] if builtin else []
+    if config_dir is not None:
+        d = Path(config_dir)
+        if not d.is_dir():
+            raise EoslabError(f"--configs: config folder {d} does not exist")
+        out.append(d)
+    elif Path("experiments").is_dir():
+        out.append(Path("experiments"))
+    return [d for i, d in enumerate(out) if d.resolve() not in {e.resolve() for e in out[:i]}]
 
 
 def _declared_name(path: Path) -> str | None:
@@ -43,27 +51,36 @@ def _declared_name(path: Path) -> str | None:
     return name if isinstance(name, str) else None
 
 
-def load_experiments(config_dir: str | Path | None = None, only: Iterable[str] = ()) -> list[Experiment]:
-    """Every ``*.toml`` config in ``config_dir``, validated, sorted by file name. With ``only``,
-    just the named experiments are validated and returned (unknown names are an error), so one
-    broken config does not block the others."""
-    d = Path(config_dir) if config_dir is not None else default_config_dir()
-    if not d.is_dir():
-        raise EoslabError(f"config folder {d} does not exist (give --configs DIR)")
-    paths = sorted(d.glob("*.toml"))
+def load_experiments(config_dir: str | Path | None = None, only: Iterable[str] = (),
+                     builtin: bool | None = None) -> list[Experiment]:
+    """Every ``*.toml`` config of :func:`config_dirs`, validated, sorted by file name; a user's
+    config replaces a shipped one of the same experiment name. ``builtin`` (default: only when
+    no ``config_dir`` is given) includes the shipped configs; the CLI always includes them.
+    With ``only``, just the named experiments are validated and returned (unknown names are an
+    error), so one broken config does not block the others."""
+    if builtin is None:
+        builtin = config_dir is None
+    dirs = config_dirs(config_dir, builtin)
+    chosen: dict[str, Path] = {}      # experiment name (or file stem if unreadable) -> config
+    for d in dirs:
+        paths = sorted(d.glob("*.toml"))
+        declared = [_declared_name(p) or f"<{p.name}>" for p in paths]
+        dup = sorted({n for n in declared if declared.count(n) > 1})
+        if dup:
+            raise EoslabError(f"experiment names used twice in {d}: {', '.join(dup)}")
+        chosen.update(zip(declared, paths))
     only = list(only)
     if only:
-        declared = {p: _declared_name(p) for p in paths}
-        unknown = [n for n in only if n not in declared.values()]
+        unknown = [n for n in only if n not in chosen]
         if unknown:
-            known = ", ".join(sorted(n for n in declared.values() if n))
+            known = ", ".join(sorted(n for n in chosen if not n.startswith("<")))
             raise EoslabError(f"unknown experiment(s) {', '.join(unknown)}; known: {known}")
-        paths = [p for p in paths if declared[p] in only]
-    exps = [load_config(p) for p in paths]
+        chosen = {n: p for n, p in chosen.items() if n in only}
+    exps = [load_config(p) for p in sorted(chosen.values(), key=lambda p: (p.name, str(p)))]
     names = [e.name for e in exps]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
-        raise EoslabError(f"experiment names used twice in {d}: {', '.join(sorted(dup))}")
+        raise EoslabError(f"experiment names used twice: {', '.join(sorted(dup))}")
     return exps
 
 
