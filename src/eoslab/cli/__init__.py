@@ -38,16 +38,90 @@ def _load_commands() -> None:
         importlib.import_module(name)
 
 
+def _unsafe(frame) -> bool:
+    """True when the main thread is inside code where an exception raised by a signal is
+    swallowed or tears down foreign state: a garbage-collection callback (JAX's
+    ``_xla_gc_callback``) or a Python callback called back from a running XLA computation."""
+    f = frame
+    while f is not None:
+        name, file = f.f_code.co_name, f.f_code.co_filename.replace("\\", "/")
+        if "gc_callback" in name or "/jax/_src/callback" in file or "/jax/_src/debugging" in file:
+            return True
+        f = f.f_back
+    return False
+
+
+def _install_sigint() -> None:
+    """Ctrl-C raises KeyboardInterrupt only where Python can unwind cleanly; inside a callback
+    it is re-delivered 50 ms later instead of being lost."""
+    import _thread
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        if _unsafe(frame):
+            threading.Timer(0.05, _thread.interrupt_main).start()
+            return
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (an embedding program): keep its handler
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point. ``argv`` None: this process is the ``eoslab`` program (the
+    interrupt handler is installed and an interrupted run ends with ``os._exit(130)``, which
+    skips the interpreter teardown that XLA's threads may crash in)."""
+    import os
+
+    try:  # typer ≥ 0.24 vendors click
+        from typer._click import exceptions as cx
+    except ImportError:  # pragma: no cover
+        from click import exceptions as cx
+
+    from typer.exceptions import Abort
+
+    from eoslab import progress
+    from eoslab.cli import _parse
     from eoslab.errors import EoslabError
 
-    _load_commands()
+    program = argv is None
+    if program:
+        _install_sigint()
+    _parse.KEPT.clear()
     try:
-        app(args=argv, prog_name="eoslab")
+        _load_commands()
+        with progress.reporting(_parse.progress_reporter()):
+            # standalone_mode=False: usage errors come here and are printed as one line (typer's
+            # own format is a multi-line box), and an interrupt is not silently turned into 130.
+            rv = app(args=argv, prog_name="eoslab", standalone_mode=False)
+        if rv == 130:  # typer converted a KeyboardInterrupt into Exit(130)
+            raise KeyboardInterrupt
+        code = rv if isinstance(rv, int) else 0
+    except cx.NoArgsIsHelpError as e:
+        typer.echo(e.format_message(), err=True)
+        sys.exit(2)
+    except cx.ClickException as e:
+        where = getattr(getattr(e, "ctx", None), "command_path", "eoslab")
+        msg = " ".join(e.format_message().split())
+        typer.echo(f"error: {where}: {msg} (see {where} --help)", err=True)
+        sys.exit(e.exit_code)
+    except Abort:
+        raise KeyboardInterrupt from None
+    except BrokenPipeError:  # `eoslab ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        os._exit(0) if program else sys.exit(0)
     except EoslabError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {' '.join(str(e).split())}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
+        kept = "; ".join(_parse.KEPT) or "nothing was written"
+        typer.echo(f"interrupted: {kept}", err=True)
+        if program:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         sys.exit(130)
+    sys.exit(code)
