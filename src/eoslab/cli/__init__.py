@@ -28,6 +28,7 @@ _COMMAND_MODULES = [
     "eoslab.cli.reproduce",
     "eoslab.cli.highdim",
     "eoslab.cli.networks",
+    "eoslab.cli.sweep",
 ]
 
 

@@ -9,8 +9,11 @@ parameter sections (``[model]``, ``[init]``, ``[dynamics]``, ``[track]``, ...)
     parameter has a type and a default (or is required). Parameter names are unique across
     sections, so a run's parameters form one flat dict.
 ``[sweep]``
-    axes: ``name = [values...]`` for any parameter or ``seed``; the runs are the Cartesian
-    product (``mode = "zip"`` pairs the axes instead).
+    axes: ``name = [values...]`` for any parameter or ``seed`` (a float axis may also be a range
+    string ``"START:STOP:NUM"``, NUM evenly spaced values, or ``"log:START:STOP:NUM"``, evenly
+    spaced in log); the runs are the Cartesian product (``mode = "zip"`` pairs all the axes
+    instead; ``zip = [["lr", "steps"]]`` pairs just those axes, the groups then combined by
+    product).
 ``[quick]`` / ``[full]``
     overrides of the parameter sections and of ``[sweep]`` for ``--quick`` / ``--full``.
 ``[[claims]]``
@@ -223,8 +226,9 @@ class Experiment:
     params: dict        # section -> {name: value}
     sweep: dict         # axis -> list of values ('seed' allowed); plus mode
     sweep_mode: str
-    overrides: dict     # mode -> {"params": {section: {...}}, "sweep": {...}, "sweep_mode": ...}
+    overrides: dict     # mode -> {"params": {section: {...}}, "sweep": {...}, "sweep_mode": ..., "zips": ...}
     claims: tuple
+    zips: tuple = ()    # groups of zipped axes (tuples of names); the other axes are a product
 
     def resolved(self, mode: str) -> tuple[dict, dict, str]:
         """``(params by section, sweep axes, sweep mode)`` for ``mode`` ('quick' or 'full')."""
@@ -238,18 +242,37 @@ class Experiment:
         sweep.update(ov.get("sweep", {}))
         return params, sweep, ov.get("sweep_mode", self.sweep_mode)
 
-    def points(self, mode: str) -> list[dict]:
-        """The runs of ``mode``: each a flat dict of every parameter plus ``seed``, with the
-        swept values filled in, in sweep order."""
-        params, sweep, how = self.resolved(mode)
-        base = {k: v for sec in params.values() for k, v in sec.items()}
-        base["seed"] = self.seed
+    def groups(self, mode: str) -> list[tuple[str, ...]]:
+        """The sweep's dimensions in ``mode``: each a tuple of axes whose values are paired
+        (zipped); the runs are the product over the groups. A plain product sweep has one
+        axis per group, ``mode = "zip"`` one group holding every axis."""
+        _, sweep, how = self.resolved(mode)
         names = list(sweep)
         if how == "zip":
-            combos = zip(*(sweep[n] for n in names))
-        else:
-            combos = itertools.product(*(sweep[n] for n in names))
-        return [{**base, **dict(zip(names, c))} for c in combos]
+            return [tuple(names)] if names else []
+        zips = self.overrides.get(mode, {}).get("zips", self.zips)
+        zips = [tuple(a for a in g if a in sweep) for g in zips]
+        zips = [g for g in zips if g]
+        first = {g[0]: g for g in zips}
+        zipped = {a for g in zips for a in g}
+        return [first[n] if n in first else (n,) for n in names if n in first or n not in zipped]
+
+    def points(self, mode: str) -> list[dict]:
+        """The runs of ``mode``: each a flat dict of every parameter plus ``seed``, with the
+        swept values filled in, in sweep order (the product over :meth:`groups`, the last
+        group varying fastest)."""
+        params, sweep, _ = self.resolved(mode)
+        base = {k: v for sec in params.values() for k, v in sec.items()}
+        base["seed"] = self.seed
+        groups = self.groups(mode)
+        per_group = [list(zip(*(sweep[a] for a in g))) for g in groups]
+        out = []
+        for combo in itertools.product(*per_group):
+            point = dict(base)
+            for g, values in zip(groups, combo):
+                point.update(zip(g, values))
+            out.append(point)
+        return out
 
     def swept(self, mode: str) -> list[str]:
         return list(self.resolved(mode)[1])
@@ -259,20 +282,36 @@ def _loc(path, text, table, key=None, occurrence=0) -> str:
     return f"{path}:{find_line(text, table, key, occurrence)}"
 
 
-def load_config(path: str | Path, kinds: dict | None = None) -> Experiment:
+#: ``[experiment]`` keys of a user sweep file: only ``name`` and ``kind`` are required.
+SWEEP_EXPERIMENT_FIELDS = {**EXPERIMENT_FIELDS, "title": Field(str, "", doc="one line for the summary"),
+                           "source": Field(str, "", doc="where the setting comes from (optional)")}
+
+
+def load_config(path: str | Path, kinds: dict | None = None, *, raw: dict | None = None,
+                user_sweep: bool = False) -> Experiment:
     """Parse and validate one TOML config against its kind (looked up in ``kinds``, default
-    the registry). Raises :class:`EoslabError` naming file, line and key."""
+    the registry). Raises :class:`EoslabError` naming file, line and key.
+
+    ``raw``: the already-parsed tables (e.g. a dict written in Python); ``path`` then only
+    names it in messages. ``user_sweep``: a user's sweep file, where ``title`` and
+    ``source`` are optional (``docs/sweeps.md``)."""
     from eoslab.experiments.registry import get_kind
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise EoslabError(f"cannot read config {path}: {e.strerror}") from None
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise EoslabError(f"{path}: invalid TOML: {e}") from None
+    if raw is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise EoslabError(f"cannot read config {path}: {e.strerror}") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise EoslabError(f"{path}: invalid TOML: {e}") from None
+    else:
+        if not isinstance(raw, dict):
+            raise EoslabError(f"{path}: a sweep given in Python must be a dict of tables, got {type(raw).__name__}")
+        text = ""
+    exp_fields = SWEEP_EXPERIMENT_FIELDS if user_sweep else EXPERIMENT_FIELDS
 
     def unknown(table: str, got: dict, allowed, what: str, occurrence: int = 0):
         for k in got:
@@ -289,8 +328,8 @@ def load_config(path: str | Path, kinds: dict | None = None) -> Experiment:
     if "experiment" not in raw:
         raise EoslabError(f"{path}:1: missing the [experiment] table")
     exp_raw = table("experiment", raw["experiment"])
-    unknown("experiment", exp_raw, EXPERIMENT_FIELDS, "allowed keys")
-    meta = _fill(EXPERIMENT_FIELDS, exp_raw, path, text, "experiment")
+    unknown("experiment", exp_raw, exp_fields, "allowed keys")
+    meta = _fill(exp_fields, exp_raw, path, text, "experiment")
     kind = get_kind(meta["kind"], kinds, where=_loc(path, text, "experiment", "kind"))
 
     allowed_top = set(RESERVED) | set(kind.schema)
@@ -308,23 +347,43 @@ def load_config(path: str | Path, kinds: dict | None = None) -> Experiment:
         unknown(sec, got, fields, f"parameters of kind '{kind.name}'")
         params[sec] = _fill(fields, got, path, text, sec)
 
-    def read_sweep(tname: str, got: dict) -> tuple[dict, str | None]:
+    def read_sweep(tname: str, got: dict) -> tuple[dict, str | None, tuple | None]:
         got = dict(got)
         how = got.pop("mode", None)
+        zips = got.pop("zip", None)
         if how is not None and how not in ("product", "zip"):
             raise EoslabError(f"{_loc(path, text, tname, 'mode')}: sweep mode must be 'product' or 'zip', "
                               f"got {how!r}")
-        unknown(tname, got, names_axes | {"mode"}, "sweep axes must be parameters")
+        unknown(tname, got, names_axes | {"mode", "zip"}, "sweep axes must be parameters")
         out = {}
         for axis, vals in got.items():
             where = f"{_loc(path, text, tname, axis)}: [{tname}] {axis}"
-            if not isinstance(vals, list) or not vals:
-                raise EoslabError(f"{where}: a sweep axis must be a non-empty list of values")
             field = EXPERIMENT_FIELDS["seed"] if axis == "seed" else kind.schema[names[axis]][axis]
+            if isinstance(vals, str) and field.type is float:
+                vals = parse_range(vals, where)
+            if not isinstance(vals, list) or not vals:
+                raise EoslabError(f"{where}: a sweep axis must be a non-empty list of values"
+                                  + (" or a range \"START:STOP:NUM\"" if field.type is float else ""))
             out[axis] = [field.coerce(v, f"{where}[{i}]") for i, v in enumerate(vals)]
-        return out, how
+        if zips is not None:
+            where = f"{_loc(path, text, tname, 'zip')}: [{tname}] zip"
+            if how == "zip":
+                raise EoslabError(f"{where}: give either mode = \"zip\" (every axis paired) or zip groups, not both")
+            if not (isinstance(zips, list) and zips and all(isinstance(g, list) and len(g) >= 2 and all(
+                    isinstance(a, str) for a in g) for g in zips)):
+                raise EoslabError(f"{where}: expected a list of groups of axis names, e.g. zip = [[\"lr\", \"steps\"]]")
+            seen = set()
+            for g in zips:
+                for a in g:
+                    if a not in out:
+                        raise EoslabError(f"{where}: '{a}' is not an axis of [{tname}]")
+                    if a in seen:
+                        raise EoslabError(f"{where}: axis '{a}' is in two zip groups")
+                    seen.add(a)
+            zips = tuple(tuple(g) for g in zips)
+        return out, how, zips
 
-    sweep, how = read_sweep("sweep", table("sweep", raw.get("sweep", {})))
+    sweep, how, zips = read_sweep("sweep", table("sweep", raw.get("sweep", {})))
     sweep_mode = how or "product"
 
     overrides = {}
@@ -334,9 +393,11 @@ def load_config(path: str | Path, kinds: dict | None = None) -> Experiment:
         o = {"params": {}}
         for sec, vals in ov.items():
             if sec == "sweep":
-                o["sweep"], m = read_sweep(f"{mode}.sweep", table(f"{mode}.sweep", vals))
+                o["sweep"], m, z = read_sweep(f"{mode}.sweep", table(f"{mode}.sweep", vals))
                 if m:
                     o["sweep_mode"] = m
+                if z is not None:
+                    o["zips"] = z
                 continue
             vals = table(f"{mode}.{sec}", vals)
             unknown(f"{mode}.{sec}", vals, kind.schema[sec], f"parameters of kind '{kind.name}'")
@@ -377,7 +438,7 @@ def load_config(path: str | Path, kinds: dict | None = None) -> Experiment:
 
     exp = Experiment(path=path, name=meta["name"], kind=kind.name, title=meta["title"], source=meta["source"],
                      description=meta["description"], seed=meta["seed"], params=params, sweep=sweep,
-                     sweep_mode=sweep_mode, overrides=overrides, claims=tuple(claims))
+                     sweep_mode=sweep_mode, overrides=overrides, claims=tuple(claims), zips=zips or ())
     for mode in MODES:
         _check_mode(exp, mode, kind, path, text)
     return exp
@@ -392,6 +453,10 @@ def _check_mode(exp: Experiment, mode: str, kind, path, text) -> None:
     if how == "zip" and len({len(v) for v in sweep.values()}) > 1:
         raise EoslabError(f"{_loc(path, text, 'sweep')}: zipped sweep axes have different lengths "
                           f"({ {k: len(v) for k, v in sweep.items()} }) in --{mode} mode")
+    for g in exp.groups(mode):
+        if len({len(sweep[a]) for a in g}) > 1:
+            raise EoslabError(f"{_loc(path, text, 'sweep', 'zip')}: zipped sweep axes have different lengths "
+                              f"({ {a: len(sweep[a]) for a in g} }) in --{mode} mode")
     for c in exp.claims:
         for k, v in c.where.items():
             if k in sweep:
@@ -403,6 +468,32 @@ def _check_mode(exp: Experiment, mode: str, kind, path, text) -> None:
                 if not _same(v, fixed):
                     raise EoslabError(f"{path}:{c.line}: claim '{c.id}': where {k} = {v!r} but {k} is fixed "
                                       f"to {fixed!r} in --{mode} mode")
+
+
+def parse_range(text: str, where: str) -> list[float]:
+    """``"START:STOP:NUM"`` → NUM evenly spaced values from START to STOP (both included);
+    ``"log:START:STOP:NUM"`` → evenly spaced in log (START, STOP > 0)."""
+    parts = text.strip().split(":")
+    log = parts[0] == "log"
+    if log:
+        parts = parts[1:]
+    try:
+        if len(parts) != 3:
+            raise ValueError
+        a, b, n = float(parts[0]), float(parts[1]), int(parts[2])
+    except ValueError:
+        raise EoslabError(f"{where}: a range must look like \"START:STOP:NUM\" or \"log:START:STOP:NUM\", "
+                          f"got {text!r}") from None
+    if n < 1 or not (math.isfinite(a) and math.isfinite(b)):
+        raise EoslabError(f"{where}: a range needs finite ends and NUM ≥ 1, got {text!r}")
+    if log and not (a > 0 and b > 0):
+        raise EoslabError(f"{where}: a log range needs START, STOP > 0, got {text!r}")
+    if n == 1:
+        return [a]
+    if log:
+        la, lb = math.log(a), math.log(b)
+        return [math.exp(la + (lb - la) * i / (n - 1)) for i in range(n)]
+    return [a + (b - a) * i / (n - 1) for i in range(n)]
 
 
 def _same(a, b) -> bool:

@@ -391,12 +391,19 @@ def load(path: str | os.PathLike):
     * an experiment folder (``<root>/<experiment>``): one row per valid run: ``experiment``,
       ``run_id``, every parameter (list parameters split into ``name[i]``), every scalar result,
       ``mode`` and ``wall_s``;
+    * a sweep folder (``eoslab sweep``; holds ``sweep.json``): the whole sweep as one
+      :class:`xarray.Dataset` with the sweep's axes as dimensions
+      (:func:`eoslab.experiments.sweeps.sweep_dataset`);
     * a run folder: one row per step of its per-step arrays (those whose first axis has the
       largest length T; ``(T, k)`` arrays become columns ``name[0] … name[k-1]``), with the
       run's parameters in ``DataFrame.attrs["params"]`` and its scalars in ``attrs["scalars"]``.
 
     Dependency-free access: :meth:`Store.read` / :attr:`Run.arrays` give NumPy arrays.
     """
+    from eoslab.experiments.sweeps import is_sweep_folder, sweep_dataset
+
+    if is_sweep_folder(path):
+        return sweep_dataset(path)
     try:
         import pandas as pd
     except ImportError:

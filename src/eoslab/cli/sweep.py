@@ -1,0 +1,112 @@
+"""``eoslab sweep FILE.toml``: a user's grid over any kind's parameters (docs/sweeps.md).
+
+Every grid point is a run in the results store (resumable, content-addressed); then a
+summary table, ``summary.json`` and the figures (edge ratio and final loss against η) under
+``--out``. The library side is :func:`eoslab.experiments.sweeps.run_sweep`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from eoslab.cli import app
+
+DASK_HELP = ("run each grid point as a Dask task: alone, on a new LocalCluster (--workers processes, default "
+             "one per core); with an address (tcp://HOST:PORT), on that scheduler's cluster")
+
+
+def progress_columns():
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+
+
+def _json(v):
+    """JSON-safe: NaN/inf → None (strict JSON has no NaN)."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.5g}"
+    return str(v)
+
+
+@app.command("sweep")
+def sweep_cmd(
+    file: Path = typer.Argument(..., help="sweep file (TOML, docs/sweeps.md)"),
+    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help="results root (one folder per run)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for summary.json and the figures "
+                                       "(default ./eoslab-sweeps/<name>)"),
+    quick: bool = typer.Option(False, "--quick/--full", help="apply the file's [quick.*] overrides (default: "
+                               "the file's own values)"),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: compute only shard i of N (0-based) of the "
+                                        "grid; no summary"),
+    dask: Optional[str] = typer.Option(None, "--dask", is_flag=False, flag_value="local", help=DASK_HELP),
+    workers: Optional[int] = typer.Option(None, "--workers", help="worker processes of the LocalCluster "
+                                          "started by --dask (default: one per core)"),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures"),
+    json_out: bool = typer.Option(False, "--json", help="print the summary rows as JSON to stdout"),
+) -> None:
+    """Run every missing point of a sweep file, then print its summary and write its figures."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from eoslab.errors import EoslabError
+    from eoslab.experiments.runner import Shard
+    from eoslab.experiments.sweeps import dimensions, load_sweep, run_sweep, sweep_rows
+
+    mode = "quick" if quick else "full"
+    part = Shard.parse(shard)
+    if workers is not None and dask is None:
+        raise EoslabError("--workers needs --dask (it sizes the LocalCluster)")
+    if workers is not None and dask != "local":
+        raise EoslabError("--workers sizes a new LocalCluster; with --dask ADDRESS the cluster is already sized")
+    if workers is not None and workers < 1:
+        raise EoslabError(f"--workers must be ≥ 1, got {workers}")
+    if dask is not None and dask != "local" and "://" not in dask:
+        raise EoslabError(f"--dask takes no value or a scheduler address like tcp://HOST:PORT, got {dask!r}")
+    exp = load_sweep(file, mode=mode)
+    console = Console(stderr=json_out)
+    with Progress(*progress_columns(), console=console, transient=False) as progress:
+        task = progress.add_task(exp.name, total=None)
+        result = run_sweep(exp, runs, mode=mode, executor="local" if dask is None else "dask",
+                           dask=None if dask in (None, "local") else dask, workers=workers, shard=part,
+                           on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+    if part.count > 1:
+        console.print(f"shard {part.index}/{part.count} of sweep {exp.name} done under {result.store.root}")
+        return
+    rows = [{k: _json(v) for k, v in r.items()} for r in sweep_rows(result.folder)]
+    cols = [c for c in dict.fromkeys(k for r in rows for k in r) if c != "run_id"] + ["run_id"]
+    t = Table(title=f"sweep {exp.name} ({len(rows)} runs, {result.folder})")
+    for c in cols:
+        t.add_column(c, overflow="fold")
+    for r in rows:
+        t.add_row(*(_cell(r.get(c, "")) if c != "run_id" else r[c][:8] for c in cols))
+    console.print(t)
+    out = out if out is not None else Path("eoslab-sweeps") / exp.name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(rows, indent=1))
+    written = [out / "summary.json"]
+    if figures:
+        from eoslab.plots.style import save
+        from eoslab.plots.sweeps import sweep_figures
+
+        for name, fig, _caption in sweep_figures(result.dataset()):
+            written += save(fig, out / f"{name}.png")
+    console.print("wrote " + ", ".join(str(p) for p in written))
+    dims = ", ".join(d["name"] for d in dimensions(exp, mode)) or "none"
+    console.print(f"load it: eoslab.load({str(result.folder)!r}): an xarray Dataset (sweep dimensions: {dims})")
+    if json_out:
+        typer.echo(json.dumps(rows))

@@ -1,0 +1,132 @@
+"""Kind ``networks.train``: one full-batch training run of a network (the ``eoslab train``
+setting) per point, with the top Hessian eigenvalues tracked, as the unit of a user sweep
+(``docs/sweeps.md``): any of its parameters (``lr``, ``seed``, ``width``, ``depth``,
+``momentum``, ``n``, ...) can be a sweep axis.
+
+Stored per run: the per-step arrays of :func:`eoslab.dynamics.train.train` (``loss``,
+``grad_norm``, ``hessian_eigs`` (steps, k), ``hessian_residuals``, ``tracked``, ``diverged``)
+and the scalars of :func:`eoslab.dynamics.train.summary`, plus the edge ratios ηλ₁/2
+(``max_edge_ratio``, ``late_edge_ratio``: mean over the last quarter of the tracked steps,
+``final_edge_ratio``), so a sweep's summary and figures need no recomputation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eoslab import Problem
+from eoslab.data import load as load_data
+from eoslab.dynamics.train import summary, train
+from eoslab.experiments import Field, Kind, Measurement, register
+from eoslab.models.mlp import ACTIVATIONS, PARAMETRISATIONS, build
+
+_pos = lambda v: None if v > 0 else "must be > 0"
+_nonneg = lambda v: None if v >= 0 else "must be ≥ 0"
+
+SCHEMA = {
+    "model": {
+        "model": Field(str, "mlp", choices=("mlp", "cnn"), doc="network: mlp or cnn", static=True),
+        "depth": Field(int, 2, doc="hidden layers (mlp) or conv blocks (cnn)", static=True, check=_pos),
+        "width": Field(int, 32, doc="hidden units (mlp) or channels (cnn)", static=True, check=_pos),
+        "activation": Field(str, "tanh", choices=tuple(ACTIVATIONS), static=True),
+        "parametrisation": Field(str, "standard", choices=PARAMETRISATIONS, static=True),
+        "dtype": Field(str, "float32", choices=("float32", "float64"), doc="parameter and data dtype",
+                       static=True),
+    },
+    "data": {
+        "data": Field(str, "synthetic", choices=("synthetic", "cifar10"), static=True),
+        "data_dir": Field(str, "", doc="CIFAR-10 folder (data_batch_1..5, ...); unused for synthetic", static=True),
+        "n": Field(int, 256, doc="training examples (the first n)", static=True, check=_pos),
+        "d": Field(int, 16, doc="synthetic input dimension", static=True, check=_pos),
+        "classes": Field(int, 0, doc="synthetic classes (0: scalar regression)", static=True,
+                         check=lambda v: None if v == 0 or v >= 2 else "must be 0 (regression) or ≥ 2"),
+        "target_scale": Field(float, 4.0, doc="std of the synthetic regression targets", check=_pos,
+                              static=True),
+        "loss": Field(str, "mse", choices=("mse", "cross_entropy"), static=True),
+    },
+    "dynamics": {
+        "optimizer": Field(str, "gd", choices=("gd", "momentum"),
+                           doc="gd, or momentum (heavy ball, coefficient `momentum`)"),
+        "lr": Field(float, 0.05, doc="step size η", check=_pos),
+        "momentum": Field(float, 0.0, doc="heavy-ball coefficient β ∈ [0, 1) (optimizer = momentum)",
+                          check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
+        "steps": Field(int, 200, doc="training steps", static=True, check=_pos),
+        "k": Field(int, 2, doc="tracked top Hessian eigenvalues", static=True, check=_pos),
+        "track_every": Field(int, 1, doc="spectra every this many steps", static=True, check=_pos),
+        "tol": Field(float, 1e-3, doc="relative accuracy of the tracked eigenvalues", check=_pos, static=True),
+    },
+}
+
+PER_STEP = ("loss", "grad_norm", "accuracy", "hessian_eigs", "hessian_residuals", "hessian_products", "tracked",
+            "diverged")
+
+
+def problem(point: dict) -> Problem:
+    """The network, data and θ₀ of one point (data and initialisation drawn from ``seed``)."""
+    classes = point["classes"] or None
+    kw = {"d": point["d"], "target_scale": point["target_scale"]} if point["data"] == "synthetic" else {}
+    ds = load_data(point["data"], n=point["n"], data_dir=point["data_dir"] or None, classes=classes,
+                   seed=point["seed"], dtype=point["dtype"], **kw)
+    net = build(point["model"], depth=point["depth"], width=point["width"], activation=point["activation"],
+                out_dim=ds.out_dim, parametrisation=point["parametrisation"],
+                image_shape=ds.image_shape or (3, 32, 32))
+    params = net.init(jax.random.PRNGKey(point["seed"]), ds.in_dim, dtype=jnp.dtype(point["dtype"]))
+    return Problem.from_model(net, params, jnp.asarray(ds.x), jnp.asarray(ds.y), loss=point["loss"])
+
+
+def edge_ratios(traj: dict, lr: float) -> dict:
+    """ηλ₁/2 at the tracked steps: its max, its mean over the last quarter, its last value
+    (NaN when nothing finite was tracked, e.g. a run that diverged at once)."""
+    e = np.asarray(traj["hessian_eigs"], np.float64)[:, 0]
+    r = lr * e[np.isfinite(e)] / 2.0
+    if r.size == 0:
+        return {"max_edge_ratio": np.nan, "late_edge_ratio": np.nan, "final_edge_ratio": np.nan}
+    return {"max_edge_ratio": float(r.max()), "late_edge_ratio": float(r[-max(r.size // 4, 1):].mean()),
+            "final_edge_ratio": float(r[-1])}
+
+
+def results(traj: dict, lr: float) -> dict:
+    """What a run stores: the per-step arrays and the scalars (NumPy)."""
+    out = {k: np.asarray(traj[k]) for k in PER_STEP if k in traj}
+    s = summary(traj, "hessian")
+    for key in ("final_loss", "min_loss", "max_sharpness", "initial_sharpness", "crossings", "steps_above_edge",
+                "diverged", "seconds", "final_accuracy"):
+        if key in s:
+            out[key] = np.asarray(s[key])
+    for key, v in edge_ratios(traj, lr).items():
+        out[key] = np.asarray(v, np.float64)
+    return out
+
+
+def simulate(point: dict) -> dict:
+    """One training run of ``point``."""
+    mom = point["momentum"] if point["optimizer"] == "momentum" else 0.0
+    traj, _ = train(problem(point), point["lr"], point["steps"], momentum=mom, k=point["k"],
+                    track_every=point["track_every"], track=("hessian",), tol=point["tol"], seed=point["seed"])
+    return results(traj, point["lr"])
+
+
+def run(points: list[dict]) -> list[dict]:
+    return [simulate(p) for p in points]
+
+
+def max_edge_ratio(runs) -> Measurement:
+    """max_t ηλ₁(t)/2 of one run (tracker accuracy: ``tol`` relative)."""
+    v = float(runs[0].scalars()["max_edge_ratio"])
+    return Measurement(v, runs[0].params["tol"] * v)
+
+
+def late_edge_ratio(runs) -> Measurement:
+    """Mean of ηλ₁/2 over the last quarter of the tracked steps (1 at the edge of stability)."""
+    v = float(runs[0].scalars()["late_edge_ratio"])
+    return Measurement(v, runs[0].params["tol"] * v)
+
+
+register(Kind(
+    name="networks.train", schema=SCHEMA, run=run,
+    measures={"max_edge_ratio": max_edge_ratio, "late_edge_ratio": late_edge_ratio},
+    chunk=1, version=1,
+    doc="One full-batch training run of an MLP/CNN with the top Hessian eigenvalues tracked at every step "
+        "(the unit of a user sweep: lr, seed, width, depth, momentum, n, ... as axes)."))
