@@ -122,12 +122,16 @@ def test_theorem2_cli_json_contract():
     from eoslab.cli import _load_commands, app
 
     _load_commands()
-    res = CliRunner().invoke(app, ["theorem2", "--D", "10", "--P", "20", "--sigma-z", "0.5", "--sigma-j", "1",
+    res = CliRunner().invoke(app, ["theorem2", "--d", "10", "--p", "20", "--sigma-z", "0.5", "--sigma-j", "1",
                                    "--samples", "40", "--seed", "0", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)
-    assert list(out) == ["mean_lambda", "mean_lambda_dot", "mean_lambda_ddot", "ratio", "ratio_stderr",
-                         "predicted_ratio"]
+    assert {"mean_lambda", "mean_lambda_dot", "mean_lambda_ddot", "ratio", "ratio_stderr",
+            "predicted_ratio"} <= set(out)
+    # every number of the table is in the JSON, the exact finite-size ratio included
+    assert {"finite_size_ratio", "finite_size_ratio_stderr", "residual", "residual_stderr"} <= set(out)
+    ref = t2.check(jax.random.PRNGKey(0), 10, 20, 0.5, 1.0, 1.0, 40)
+    assert out["finite_size_ratio"] == pytest.approx(float(ref["finite_size_ratio"]), rel=1e-12)
     assert out["predicted_ratio"] == pytest.approx(0.25)
 
 

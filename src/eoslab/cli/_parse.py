@@ -149,7 +149,20 @@ def option(name: str, value, *rules: Rule):
 
 # ---- outputs ---------------------------------------------------------------------------------
 def _writable_dir(d: Path) -> bool:
-    return os.access(d, os.W_OK | os.X_OK)
+    """Permission bits say yes and a probe file can really be created (root ignores the bits;
+    /proc, read-only mounts and full disks do not)."""
+    if not os.access(d, os.W_OK | os.X_OK):
+        return False
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".eoslab-probe-", dir=d)
+    except OSError:
+        return False
+    os.close(fd)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
+    return True
 
 
 def _first_existing(p: Path) -> Path:
@@ -232,6 +245,19 @@ def write_text(path: Path, text: str, option: str = "") -> Path:
             typer.echo(text)
             return p
         return alt
+
+
+def write_figure(draw: Callable[[Path], list], path: Path, option: str = "--plot") -> list[Path]:
+    """``draw(path)`` (a plotting function that saves and returns its files); if saving fails
+    after the work was done, draw into the temporary folder instead and say where."""
+    try:
+        return [Path(p) for p in draw(Path(path))]
+    except OSError as e:
+        alt = rescue_path(path)
+        out = [Path(p) for p in draw(alt)]
+        typer.echo(f"warning: could not write {option} {path} ({e.strerror or e}); the figure is kept in "
+                   f"{', '.join(map(str, out))}", err=True)
+        return out
 
 
 def clean_json(x):

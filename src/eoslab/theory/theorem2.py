@@ -45,7 +45,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from eoslab.errors import EoslabError, check_positive, check_positive_int
+from eoslab import progress
+from eoslab.errors import EoslabError, check_memory, check_positive, check_positive_int
 
 
 class Moments(NamedTuple):
@@ -160,11 +161,22 @@ def sample_given_jacobian(key, J: jax.Array, sigma_z: float, sigma_q: float, nor
     return lam, lam_dot, lam_ddot, conditional_expectation(evals, P, sigma_z, sigma_q, norm)
 
 
+def memory_bytes(D: int, P: int, chunk: int = 1) -> float:
+    """Estimated peak memory (bytes) of :func:`sample_moments`: per draw in a chunk, J (D, P),
+    two GOE matrices (P, P), the Gram matrix and its eigenvectors (min(D, P)²), float64, with
+    a factor 3 for XLA's temporaries."""
+    r = min(D, P)
+    return 3.0 * 8 * chunk * (D * P + 2.0 * P * P + 2.0 * r * r + 4.0 * (D + P))
+
+
 def _check(D, P, samples, chunk):
     for name, val in (("D", D), ("P", P), ("samples", samples), ("chunk", chunk)):
         check_positive_int(name, val)
     if D < 2:
         raise EoslabError(f"D must be at least 2 (λ̈ involves the gap to the second eigenvalue), got {D}")
+    if samples < 2:
+        raise EoslabError(f"samples must be at least 2 (a standard error needs two draws), got {samples}")
+    check_memory(f"D = {D:,}, P = {P:,}", memory_bytes(D, P, min(chunk, samples)))
 
 
 def sample_moments(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigma_q: float = 1.0,
@@ -184,8 +196,17 @@ def sample_moments(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1
     chunk = min(chunk, samples)
     nchunks = -(-samples // chunk)
     keys = jax.random.split(key, nchunks * chunk).reshape(nchunks, chunk, -1)
-    out = _run(keys, D=D, P=P, sigma_z=float(sigma_z), sigma_j=float(sigma_j), sigma_q=float(sigma_q),
-               norm=float(n), dtype=dtype)
+    kw = dict(D=D, P=P, sigma_z=float(sigma_z), sigma_j=float(sigma_j), sigma_q=float(sigma_q), norm=float(n),
+              dtype=dtype)
+    # With a progress listener, the same draws are computed in ~20 blocks (each draw depends
+    # only on its key, so the numbers do not change) and reported after each block.
+    block = nchunks if not progress.active() else max(1, -(-nchunks // 20))
+    parts = []
+    with progress.task(f"Theorem 2 samples (D={D}, P={P})", samples, "samples") as bar:
+        for i in range(0, nchunks, block):
+            parts.append(_run(keys[i:i + block], **kw))
+            bar.update(min(samples, (i + block) * chunk))
+    out = [jnp.concatenate([p[j] for p in parts]) if len(parts) > 1 else parts[0][j] for j in range(4)]
     return Moments(*(x.reshape(-1)[:samples] for x in out))
 
 
@@ -244,6 +265,17 @@ def scaling_table(key, sizes, ratios, sigma_zs, samples: int = 400, chunk: int =
     """E[λ̈]/E[λ] over a grid: for each D/P in ``ratios``, each D in ``sizes`` (P = D/ratio)
     and each σ_z in ``sigma_zs``; one row per point with D, P, sigma_z and :func:`summarise`."""
     rows = []
+    for r in ratios:
+        check_positive("D/P ratio", r)
+    for D in sizes:
+        check_positive_int("size D", D)
+    for sz in sigma_zs:
+        check_positive("sigma_z", sz)
+    if not (len(ratios) and len(sizes) and len(sigma_zs)):
+        raise EoslabError("scaling_table needs at least one size, one ratio and one sigma_z")
+    for r in ratios:
+        for D in sizes:
+            _check(int(D), max(int(round(D / r)), 1), samples, chunk)
     for i, r in enumerate(ratios):
         for j, D in enumerate(sizes):
             P = max(int(round(D / r)), 1)
