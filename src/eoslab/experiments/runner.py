@@ -46,7 +46,7 @@ def _declared_name(path: Path) -> str | None:
 
     try:
         name = tomllib.loads(path.read_text(encoding="utf-8")).get("experiment", {}).get("name")
-    except (OSError, tomllib.TOMLDecodeError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # ValueError: TOML or UTF-8 decoding
         return None
     return name if isinstance(name, str) else None
 

@@ -34,7 +34,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable
 
-from eoslab.errors import EoslabError
+from eoslab.errors import MAX_INT, MAX_SEED, EoslabError, between, nonnegative, seed_rule
 
 REQUIRED = object()
 MODES = ("quick", "full")
@@ -68,10 +68,14 @@ class Field:
     check: Callable[[Any], str | None] | None = None
     length: int | None = None
     static: bool = False
+    finite: bool = True
+    max_int: int = MAX_INT
 
     def coerce(self, value, where: str) -> Any:
-        """``value`` converted to this field's type, or an :class:`EoslabError` naming ``where``."""
-        v = _coerce(self.type, value, where, self.length)
+        """``value`` converted to this field's type, or an :class:`EoslabError` naming ``where``.
+        Numbers must be finite (unless ``finite=False``) and integers within ±(2³¹ − 1), so that
+        NaN, inf and overflowing counts are refused when the config is read, not when it runs."""
+        v = _coerce(self.type, value, where, self.length, self.finite, self.max_int)
         if self.choices is not None and v not in self.choices:
             raise EoslabError(f"{where}: must be one of {list(self.choices)}, got {v!r}")
         if self.check is not None:
@@ -85,19 +89,28 @@ def _describe(value) -> str:
     return f"{type(value).__name__} {value!r}"
 
 
-def _coerce(typ, value, where: str, length: int | None = None):
+def _coerce(typ, value, where: str, length: int | None = None, finite: bool = True, max_int: int = MAX_INT):
     if typ is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise EoslabError(f"{where}: expected a number, got {_describe(value)}")
-        return float(value)
+        try:
+            v = float(value)
+        except OverflowError:
+            raise EoslabError(f"{where}: the number is too large ({_describe(value)[:40]})") from None
+        if finite and not math.isfinite(v):
+            raise EoslabError(f"{where}: must be a finite number, got {v!r}")
+        return v
     if typ is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise EoslabError(f"{where}: expected an integer, got {_describe(value)}")
+        if abs(value) > max_int:
+            raise EoslabError(f"{where}: must be an integer of at most {max_int:,} in size (too large), "
+                              f"got {value:.3e}")
         return int(value)
     if typ is list:
         if not isinstance(value, list):
             raise EoslabError(f"{where}: expected a list of numbers, got {_describe(value)}")
-        out = [_coerce(float, x, where) for x in value]
+        out = [_coerce(float, x, f"{where}[{i}]", None, finite) for i, x in enumerate(value)]
         if length is not None and len(out) != length:
             raise EoslabError(f"{where}: expected a list of {length} numbers, got {len(out)}")
         return out
@@ -194,9 +207,9 @@ CLAIM_FIELDS = {
     "predicted": Field(float, None, doc="the predicted number (or give `predict`)"),
     "predict": Field(str, None, doc="name of a prediction of the kind (or give `predicted`)"),
     "relation": Field(str, "approx", choices=RELATIONS, doc="approx | le | ge"),
-    "tolerance": Field(float, doc="absolute tolerance", check=lambda v: None if v >= 0 else "must be ≥ 0"),
+    "tolerance": Field(float, doc="absolute tolerance (≥ 0, below 10·max(1, |predicted|))", check=nonnegative),
     "sigmas": Field(float, 0.0, doc="also allow this many combined standard uncertainties",
-                    check=lambda v: None if v >= 0 else "must be ≥ 0"),
+                    check=between(0, 100)),
     "why": Field(str, doc="justification of the tolerance (required)"),
 }
 
@@ -208,7 +221,8 @@ EXPERIMENT_FIELDS = {
     "title": Field(str, doc="one line for the report"),
     "source": Field(str, doc="paper, theorem or figure reproduced"),
     "description": Field(str, "", doc="a paragraph for the report"),
-    "seed": Field(int, 0, doc="seed of every run unless `seed` is a sweep axis"),
+    "seed": Field(int, 0, doc="seed of every run unless `seed` is a sweep axis (0 … 2³²−1)", check=seed_rule,
+                  max_int=MAX_SEED),
 }
 
 
@@ -278,6 +292,21 @@ class Experiment:
         return list(self.resolved(mode)[1])
 
 
+def read_text(path: Path) -> str:
+    """The UTF-8 text of a config, or an :class:`EoslabError` naming the file (and the line of a
+    byte that is not UTF-8)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise EoslabError(f"cannot read config {path}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise EoslabError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as "
+                          "UTF-8") from None
+
+
 def _loc(path, text, table, key=None, occurrence=0) -> str:
     return f"{path}:{find_line(text, table, key, occurrence)}"
 
@@ -299,10 +328,7 @@ def load_config(path: str | Path, kinds: dict | None = None, *, raw: dict | None
 
     path = Path(path)
     if raw is None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise EoslabError(f"cannot read config {path}: {e.strerror}") from None
+        text = read_text(path)
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
@@ -421,6 +447,11 @@ def load_config(path: str | Path, kinds: dict | None = None, *, raw: dict | None
         if (vals["predicted"] is None) == (vals["predict"] is None):
             raise EoslabError(f"{loc('predicted')}: claim '{vals['id']}' needs exactly one of 'predicted' "
                               "(a number) or 'predict' (a prediction of the kind)")
+        cap = 10.0 * max(1.0, abs(vals["predicted"])) if vals["predicted"] is not None else 1e6
+        if vals["tolerance"] >= cap:
+            raise EoslabError(f"{loc('tolerance')}: [claims] tolerance: {vals['tolerance']:g} is too large to ever "
+                              f"fail claim '{vals['id']}' (must be below {cap:g}; use relation = 'le' or 'ge' "
+                              "for a bound)")
         if vals["measure"] not in kind.measures:
             raise EoslabError(f"{loc('measure')}: unknown measure '{vals['measure']}' of kind '{kind.name}'; "
                               f"known: {', '.join(sorted(kind.measures)) or 'none'}")

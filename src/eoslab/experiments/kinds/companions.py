@@ -14,7 +14,8 @@ import numpy as np
 from eoslab.dynamics import gd, sweep
 from eoslab.dynamics.convergence import convergence_sweep
 from eoslab.dynamics.projected import projected_gd
-from eoslab.errors import EoslabError, check_positive, check_positive_int
+from eoslab.errors import (EoslabError, check_positive, check_positive_int, each, nonempty, nonnegative_int,
+                           positive, positive_int)
 from eoslab.experiments import Field, Kind, Measurement, register
 from eoslab.models import linear_net, two_layer
 from eoslab.theory import linear_net as ln_theory
@@ -174,15 +175,21 @@ def path_lrs(lrs, threshold):
 
 
 # ---- reproduction kinds ------------------------------------------------------------------------
+def positive_list(v):
+    """Config rule: a non-empty list of finite positive numbers."""
+    return nonempty(v) or each(positive)(v)
+
+
 TWO_LAYER_SCHEMA = {
     "model": {"name": Field(str, "two_layer", choices=("two_layer",)),
-              "lam1": Field(float, 1.0, doc="variance λ₁ of the irrelevant input x₁"),
-              "lam2": Field(float, 0.01, doc="variance λ₂ of the relevant input x₂ (y = x₂)"),
-              "samples": Field(int, 0, doc="0: population loss; n > 0: empirical loss on n samples")},
+              "lam1": Field(float, 1.0, doc="variance λ₁ of the irrelevant input x₁", check=positive),
+              "lam2": Field(float, 0.01, doc="variance λ₂ of the relevant input x₂ (y = x₂)", check=positive),
+              "samples": Field(int, 0, doc="0: population loss; n > 0: empirical loss on n samples",
+                                check=nonnegative_int)},
     "init": {"alpha0": Field(float, two_layer.THETA0[0]), "beta10": Field(float, two_layer.THETA0[1]),
              "beta20": Field(float, two_layer.THETA0[2])},
-    "dynamics": {"lr": Field(float, 4.0, doc="step size η"),
-                 "steps": Field(int, 1500, doc="GD steps", static=True)},
+    "dynamics": {"lr": Field(float, 4.0, doc="step size η", check=positive),
+                 "steps": Field(int, 1500, doc="GD steps", static=True, check=positive_int)},
 }
 
 _SCALARS = ("eos_start", "convergence_start", "delta_eos", "delta_after", "final_loss", "final_eta_sharpness",
@@ -248,15 +255,15 @@ register(Kind(
 
 LINEAR_NET_SCHEMA = {
     "model": {"name": Field(str, "linear_net", choices=("linear_net",)),
-              "depth": Field(int, 2, doc="number of layers L", static=True),
-              "width": Field(int, 1, doc="every width (input, hidden, output)", static=True),
+              "depth": Field(int, 2, doc="number of layers L", static=True, check=positive_int),
+              "width": Field(int, 1, doc="every width (input, hidden, output)", static=True, check=positive_int),
               "loss": Field(str, "half_mean", choices=linear_net.LOSSES, static=True),
               "target": Field(float, 1.0, doc="Y = target·I")},
-    "init": {"inits": Field(int, 1000, doc="initialisations per step size", static=True),
-             "init_scale": Field(float, 0.5, doc="weights i.i.d. N(0, init_scale²)")},
-    "dynamics": {"lr_grid": Field(list, doc="step sizes", static=True),
-                 "steps": Field(int, 2000, doc="GD steps N", static=True),
-                 "grad_tol": Field(float, 1e-6, doc="converged: ‖∇L(θ_N)‖ ≤ grad_tol"),
+    "init": {"inits": Field(int, 1000, doc="initialisations per step size", static=True, check=positive_int),
+             "init_scale": Field(float, 0.5, doc="weights i.i.d. N(0, init_scale²)", check=positive)},
+    "dynamics": {"lr_grid": Field(list, doc="step sizes (each > 0)", static=True, check=positive_list),
+                 "steps": Field(int, 2000, doc="GD steps N", static=True, check=positive_int),
+                 "grad_tol": Field(float, 1e-6, doc="converged: ‖∇L(θ_N)‖ ≤ grad_tol", check=positive),
                  "track_det": Field(bool, True, doc="track min |det(I − η∇²L)| at every step (a dense Hessian "
                                                     "per step)", static=True)},
     "theory": {"numerical_inf": Field(bool, False, doc="also minimise λ_max over the minimisers numerically",

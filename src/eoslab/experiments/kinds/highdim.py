@@ -117,7 +117,8 @@ EOS_SCHEMA = {
         "sharpening": Field(float, 0.15, doc="σ_q = sharpening·√(D/P); σ_J = √D/(√D+√P)", check=_positive),
     },
     "dynamics": {
-        "lrs": Field(list, doc="step sizes η, run as one batch on the same model", static=True),
+        "lrs": Field(list, doc="step sizes η, run as one batch on the same model", static=True,
+                     check=lambda v: None if v and all(x > 0 for x in v) else "must be a non-empty list of numbers > 0"),
         "steps": Field(int, doc="GD steps", check=_at_least(10), static=True),
     },
 }

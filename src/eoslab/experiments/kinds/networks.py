@@ -22,20 +22,20 @@ _pos = lambda v: None if v > 0 else "must be > 0"
 
 SCHEMA = {
     "model": {
-        "depth": Field(int, 2, doc="hidden layers", static=True),
-        "width": Field(int, 256, doc="hidden units", static=True),
+        "depth": Field(int, 2, doc="hidden layers", static=True, check=_pos),
+        "width": Field(int, 256, doc="hidden units", static=True, check=_pos),
         "activation": Field(str, "tanh", choices=("tanh", "relu", "elu"), static=True),
     },
     "data": {
-        "n": Field(int, 1000, doc="synthetic examples", static=True),
-        "d": Field(int, 64, doc="input dimension", static=True),
+        "n": Field(int, 1000, doc="synthetic examples", static=True, check=_pos),
+        "d": Field(int, 64, doc="input dimension", static=True, check=_pos),
         "target_scale": Field(float, 4.0, doc="std of the regression targets", check=_pos),
     },
     "dynamics": {
         "lr": Field(float, 0.02, doc="step size η", check=_pos),
-        "steps": Field(int, 2000, doc="GD steps", static=True),
-        "k": Field(int, 2, doc="tracked top eigenvalues", static=True),
-        "track_every": Field(int, 1, doc="spectra every this many steps", static=True),
+        "steps": Field(int, 2000, doc="GD steps", static=True, check=_pos),
+        "k": Field(int, 2, doc="tracked top eigenvalues", static=True, check=_pos),
+        "track_every": Field(int, 1, doc="spectra every this many steps", static=True, check=_pos),
         "taylor": Field(bool, True, doc="also train the second-order Taylor model", static=True),
     },
 }

@@ -20,17 +20,17 @@ _pos = lambda v: None if v > 0 else "must be > 0"
 
 SCHEMA = {
     "model": {
-        "width": Field(int, 12, doc="hidden units of the 2-hidden-layer tanh MLP", static=True),
+        "width": Field(int, 12, doc="hidden units of the 2-hidden-layer tanh MLP", static=True, check=_pos),
     },
     "data": {
-        "n": Field(int, 40, doc="Gaussian examples", static=True),
-        "d": Field(int, 4, doc="input dimension", static=True),
+        "n": Field(int, 40, doc="Gaussian examples", static=True, check=_pos),
+        "d": Field(int, 4, doc="input dimension", static=True, check=_pos),
         "target_scale": Field(float, 2.0, doc="std of the Gaussian random targets", check=_pos),
     },
     "dynamics": {
         "lr": Field(float, 0.5, doc="step size η", check=_pos),
-        "steps": Field(int, 60, doc="GD steps", static=True),
-        "k": Field(int, 2, doc="tracked top eigenvalues", static=True),
+        "steps": Field(int, 60, doc="GD steps", static=True, check=_pos),
+        "k": Field(int, 2, doc="tracked top eigenvalues", static=True, check=_pos),
         "tol": Field(float, 1e-3, doc="tracker's relative accuracy", check=_pos),
     },
 }
