@@ -1,6 +1,6 @@
 """Benchmark: batched GD on the 2-D model (Theorem 1), trajectory-steps per second.
 
-eoslab path: :func:`eoslab.theory.eos2d.simulate` (what ``eoslab run quadratic2d`` runs): the
+eoslab path: :func:`eoslab.dynamics.quadratic2d.simulate` (what ``eoslab run quadratic2d`` runs): the
 exact (z, λ) map, one ``vmap`` (``dynamics.sweep``) of a jitted ``lax.scan``, with divergence
 masking and the per-run summaries (tail mean of ηλ/2, max, first crossing of the edge).
 Reference: the same update and summaries as a vectorised NumPy loop over steps, same run.
@@ -19,11 +19,12 @@ from rich.console import Console
 from rich.table import Table
 
 import eoslab  # noqa: F401  (float64)
-from eoslab.theory import eos2d
+from eoslab.dynamics import quadratic2d as q2d
+from eoslab.models.quadratic2d import sample_inits
 
 
 def numpy_simulate(eps, lr, theta0, steps, tail=100):
-    """The update and summaries of :func:`eos2d.simulate` in vectorised NumPy (float64)."""
+    """The update and summaries of :func:`q2d.simulate` in vectorised NumPy (float64)."""
     th = np.asarray(theta0, np.float64)
     x = lr * 0.5 * (th[:, 0] ** 2 - eps * th[:, 1] ** 2)
     l = lr * (th[:, 0] ** 2 + eps**2 * th[:, 1] ** 2)
@@ -55,11 +56,11 @@ def main():
     ap.add_argument("--lr", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
-    theta0 = eos2d.sample_inits(jax.random.PRNGKey(0), a.inits, a.eps, a.lr)
+    theta0 = sample_inits(jax.random.PRNGKey(0), a.inits, a.eps, a.lr)
     work = a.inits * a.steps
 
     def run_eoslab():
-        s = eos2d.simulate(a.eps, a.lr, theta0, a.steps, chunk=a.steps)
+        s = q2d.simulate(a.eps, a.lr, theta0, a.steps, chunk=a.steps)
         return jax.block_until_ready(s)
 
     t0 = time.perf_counter()
@@ -88,7 +89,7 @@ def main():
                       f"(ε = {a.eps}, η = {a.lr}; best of {a.repeats})")
     for col in ("implementation", "seconds", "trajectory-steps / s", "speed-up vs NumPy"):
         tab.add_column(col, justify="right")
-    tab.add_row("eoslab (eos2d.simulate: vmap + lax.scan)", f"{t_jax:.3f}", f"{work / t_jax:.3g}", f"{t_np / t_jax:.1f}×")
+    tab.add_row("eoslab (q2d.simulate: vmap + lax.scan)", f"{t_jax:.3f}", f"{work / t_jax:.3g}", f"{t_np / t_jax:.1f}×")
     tab.add_row("eoslab, first call (incl. compile)", f"{first:.3f}", f"{work / first:.3g}", f"{t_np / first:.1f}×")
     tab.add_row("NumPy vectorised loop", f"{t_np:.3f}", f"{work / t_np:.3g}", "1.0×")
     con = Console()

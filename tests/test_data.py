@@ -156,7 +156,7 @@ def test_cli_train_on_cifar10_files(cifar_dir, tmp_path):
     from typer.testing import CliRunner
 
     from eoslab.cli import _load_commands, app
-    from eoslab.cli.networks import build_problem
+    from eoslab.models.mlp import network_problem
 
     root, raw = cifar_dir
     _load_commands()
@@ -170,7 +170,7 @@ def test_cli_train_on_cifar10_files(cifar_dir, tmp_path):
     res = json.loads(out.read_text())
     data, labels = _train_raw(raw)
     assert res["config"]["n"] == min(12, int(np.isin(labels, [3, 5]).sum()))
-    p, ds, _ = build_problem("cnn", 1, 3, "tanh", "standard", "cifar10", root, 12, ["cat", "dog"],
+    p, ds, _ = network_problem("cnn", 1, 3, "tanh", "standard", "cifar10", root, 12, ["cat", "dog"],
                              "cross_entropy", 0, "float64")
     assert ds.n == res["config"]["n"] and p.targets.shape == (ds.n, 2)     # one-hot over 2 classes
     np.testing.assert_allclose(res["curves"]["loss"][0], float(p.loss_fn(p.params)), rtol=1e-12)

@@ -11,7 +11,7 @@ import eoslab  # noqa: F401  (float64)
 from eoslab.cli import main
 from eoslab.dynamics.convergence import convergence_sweep
 from eoslab.errors import EoslabError
-from eoslab.experiments.kinds.companions import parse_grid
+from eoslab.cli.companions import parse_grid
 from eoslab.models import linear_net as ln
 from eoslab.spectra import hessian_matrix
 from eoslab.theory import linear_net as th

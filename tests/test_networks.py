@@ -162,7 +162,7 @@ def test_cli_train_track_every_subset_summary(tmp_path):
     from typer.testing import CliRunner
 
     from eoslab.cli import _load_commands, app
-    from eoslab.cli.networks import build_problem
+    from eoslab.models.mlp import network_problem
 
     _load_commands()
     out = tmp_path / "run.json"
@@ -181,7 +181,7 @@ def test_cli_train_track_every_subset_summary(tmp_path):
     assert s["final_loss"] == pytest.approx(curves["loss"][-1]) and s["edge"] == pytest.approx(10.0)
     assert s["max_sharpness"] == pytest.approx(np.nanmax(eigs[:, 0]))
     assert s["second_below_edge"] == bool(s["max_second"] < 10.0)
-    p, _, _ = build_problem("mlp", 2, 6, "tanh", "standard", "synthetic", None, 10, None, "mse", 0, "float64")
+    p, _, _ = network_problem("mlp", 2, 6, "tanh", "standard", "synthetic", None, 10, None, "mse", 0, "float64")
     sub = Problem.from_model(p.fn, p.params, p.data[:4], p.targets[:4])  # the loss stays a mean
     ref, _ = _dense_reference(sub, 0.0, 1)
     np.testing.assert_allclose(eigs[0], ref[0, :2], rtol=1e-6)

@@ -10,7 +10,7 @@ import pytest
 
 from eoslab.dynamics import gd, gd_output
 from eoslab.models import quadratic2d, second_order
-from eoslab.theory import eos2d
+from eoslab.dynamics import quadratic2d as q2d
 
 STEPS = 1000
 
@@ -31,13 +31,13 @@ def test_zl_map_equals_parameter_space_gd(eps, lr, E, theta0):
     tr, _ = gd(quadratic2d.problem(eps, theta0, E), lr, STEPS, spectra="none", record_params=True)
     z_ref = quadratic2d.output(tr["params"], eps) - E
     lam_ref = quadratic2d.ntk(tr["params"], eps)
-    z0, lam0 = eos2d.from_theta(jnp.asarray(theta0), eps, E)
-    z, lam = eos2d.iterate(z0, lam0, eps, lr, STEPS, E)
+    z0, lam0 = q2d.from_theta(jnp.asarray(theta0), eps, E)
+    z, lam = q2d.iterate(z0, lam0, eps, lr, STEPS, E)
     _rel_close(z[:-1], z_ref)
     _rel_close(lam[:-1], lam_ref)
     if eps == 0.05:
         assert float(jnp.max(lr * lam)) > 2  # the run does cross the edge
-    z2, lam2 = eos2d.iterate(z0, lam0, eps, lr, STEPS // 2, E, two=True)
+    z2, lam2 = q2d.iterate(z0, lam0, eps, lr, STEPS // 2, E, two=True)
     _rel_close(z2[:-1], z_ref[::2])
     _rel_close(lam2[:-1], lam_ref[::2])
 
@@ -74,31 +74,31 @@ def test_output_space_equals_parameter_space_1000_steps(case):
 
 def test_divergent_initialisation_is_a_result():
     eps = 0.02
-    s = eos2d.simulate(eps, 1.0, [[0.3, 3 / math.sqrt(eps)], [0.1, 2 / math.sqrt(eps)]], 2000, chunk=1000)
+    s = q2d.simulate(eps, 1.0, [[0.3, 3 / math.sqrt(eps)], [0.1, 2 / math.sqrt(eps)]], 2000, chunk=1000)
     assert bool(s["diverged"][0]) and 0 < int(s["diverged_at"][0]) <= 10
     assert math.isnan(float(s["ratio"][0]))
     assert not bool(s["diverged"][1]) and int(s["diverged_at"][1]) == -1
-    c = eos2d.classify(s)
+    c = q2d.count_outcomes(s)
     assert (c["n_diverged"], c["n_eos"], c["n_below"]) == (1, 1, 0)
 
 
 def test_batch_is_deterministic_and_seeded():
-    a = eos2d.sample_inits(jax.random.PRNGKey(3), 8, 0.1, 4.0)
-    b = eos2d.sample_inits(jax.random.PRNGKey(3), 8, 0.1, 4.0)
-    c = eos2d.sample_inits(jax.random.PRNGKey(4), 8, 0.1, 4.0)
+    a = quadratic2d.sample_inits(jax.random.PRNGKey(3), 8, 0.1, 4.0)
+    b = quadratic2d.sample_inits(jax.random.PRNGKey(3), 8, 0.1, 4.0)
+    c = quadratic2d.sample_inits(jax.random.PRNGKey(4), 8, 0.1, 4.0)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    sa, sb = eos2d.simulate(0.1, 4.0, a, STEPS, chunk=STEPS), eos2d.simulate(0.1, 4.0, b, STEPS, chunk=STEPS)
-    for k in eos2d.SUMMARY_KEYS:
+    sa, sb = q2d.simulate(0.1, 4.0, a, STEPS, chunk=STEPS), q2d.simulate(0.1, 4.0, b, STEPS, chunk=STEPS)
+    for k in q2d.SUMMARY_KEYS:
         np.testing.assert_array_equal(sa[k], sb[k])
 
 
 def test_batch_equals_single_runs_and_step_size_scaling():
     eps, lr = 0.1, 4.0
-    th = eos2d.sample_inits(jax.random.PRNGKey(0), 8, eps, lr)
-    batch = eos2d.simulate(eps, lr, th, STEPS, chunk=STEPS)
+    th = quadratic2d.sample_inits(jax.random.PRNGKey(0), 8, eps, lr)
+    batch = q2d.simulate(eps, lr, th, STEPS, chunk=STEPS)
     # E = 0: θ ↦ √η θ maps GD at step size η to GD at η = 1, so ηλ∞ is the same.
-    scaled = eos2d.simulate(eps, 1.0, th * math.sqrt(lr), STEPS, chunk=STEPS)
+    scaled = q2d.simulate(eps, 1.0, th * math.sqrt(lr), STEPS, chunk=STEPS)
     np.testing.assert_allclose(batch["ratio"], scaled["ratio"], rtol=1e-12)
     # The summary is the mean of ηλ/2 over iterates 901..1000 of parameter-space GD
     # (gd records iterates 0..999; the last one is its final parameters).

@@ -9,6 +9,7 @@ import pytest
 
 import eoslab
 from eoslab.dynamics import gd
+from eoslab.dynamics import quadratic2d as q2d
 from eoslab.models import quadratic2d
 from eoslab.theory import eos2d, eos_limit
 
@@ -17,7 +18,7 @@ REFERENCE = {0.02: 1.989653, 0.01: 1.994914}
 
 
 def _reference_run(eps, steps=300_000):
-    return eos2d.simulate(eps, 1.0, [[0.1, 2 / math.sqrt(eps)]], steps)
+    return q2d.simulate(eps, 1.0, [[0.1, 2 / math.sqrt(eps)]], steps)
 
 
 # ---------------------------------------------------------------- the slow manifold (exact rationals)
@@ -108,7 +109,7 @@ def test_limit_with_target_and_step_size():
     # E ≠ 0 enters through e = ηE only: simulate at η = 2, E = −0.25 (e = −0.5) from a basin point.
     eps, lr, E = 0.02, 2.0, -0.25
     th = np.array([[0.1, 2.2 / math.sqrt(eps)]]) / math.sqrt(lr)
-    s = eos2d.simulate(eps, lr, th, 60_000, E=E)
+    s = q2d.simulate(eps, lr, th, 60_000, E=E)
     assert int(s["first_cross"][0]) >= 0
     pred = eos_limit(eps, lr=lr, E=E)
     assert abs(2 * float(s["ratio"][0]) - pred.eta_lambda) < 1e-10

@@ -9,7 +9,7 @@ import eoslab  # noqa: F401  (float64)
 from eoslab.dynamics import gd
 from eoslab.dynamics.projected import projected_gd
 from eoslab.errors import EoslabError
-from eoslab.experiments.kinds.companions import simulate_two_layer
+from eoslab.theory.two_layer import simulate_two_layer
 from eoslab.models import two_layer as tl
 from eoslab.spectra import hessian_matrix
 from eoslab.theory import two_layer as th

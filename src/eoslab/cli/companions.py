@@ -10,6 +10,8 @@ from typing import Optional
 import typer
 
 from eoslab.cli import app
+import numpy as np
+
 from eoslab.errors import EoslabError
 
 
@@ -21,6 +23,27 @@ def _floats(spec: str, n: int, name: str) -> list[float]:
     if len(vals) != n or not all(math.isfinite(v) for v in vals):
         raise EoslabError(f"{name} must be {n} comma-separated finite numbers, got {spec!r}")
     return vals
+
+
+def parse_grid(spec: str) -> np.ndarray:
+    """Step sizes from ``"start:stop:num"`` (inclusive ``linspace``) or ``"a,b,c"``; all > 0."""
+    try:
+        if ":" in spec:
+            parts = spec.split(":")
+            if len(parts) != 3:
+                raise ValueError
+            start, stop, num = float(parts[0]), float(parts[1]), parts[2]
+            if not num.strip().isdigit() or int(num) < 1 or stop < start:
+                raise ValueError
+            grid = np.round(np.linspace(start, stop, int(num)), 12)   # 0.85, not 0.8500000000000001
+        else:
+            grid = np.array([float(v) for v in spec.split(",")])
+    except ValueError:
+        raise EoslabError(f"malformed step-size grid {spec!r}: expected START:STOP:NUM with START ≤ STOP "
+                          f"and NUM a positive integer, or a comma-separated list") from None
+    if grid.size == 0 or not np.all(np.isfinite(grid) & (grid > 0)):
+        raise EoslabError(f"step sizes must be finite and positive, got {spec!r}")
+    return grid
 
 
 def _box(spec: str):
@@ -61,7 +84,7 @@ def two_layer_cmd(
 ) -> None:
     """GD (or projected GD) on the minimalist two-layer net f(x) = α(β₁x₁ + β₂x₂): phases,
     sharpness vs 2/η, GFS sharpness, distance to the stable set."""
-    from eoslab.experiments.kinds.companions import simulate_two_layer
+    from eoslab.theory.two_layer import simulate_two_layer
 
     if not (lr > 0 and math.isfinite(lr)):
         raise EoslabError(f"--lr must be a finite positive number, got {lr!r}")
@@ -109,12 +132,15 @@ def linear_net_cmd(
 ) -> None:
     """Deep linear net W_L⋯W_1: fraction of initialisations converging to a critical point per step
     size, next to the threshold 2 / inf λ_max over the global minimisers."""
-    from eoslab.experiments.kinds.companions import (linear_net_convergence, linear_net_problem, parse_grid,
-                                                     path_lrs, uv_paths)
+    import jax
+
+    from eoslab.dynamics.convergence import path_lrs, uv_paths
+    from eoslab.models.linear_net import identity_problem
+    from eoslab.theory.linear_net import threshold_comparison
 
     lrs = parse_grid(lr_grid)
-    problem = linear_net_problem(depth, width, loss, target)
-    r = linear_net_convergence(problem, lrs, inits, steps, init_scale, seed, grad_tol, track_det=track_det)
+    problem = identity_problem(jax.random.PRNGKey(0), depth, width, loss, target)
+    r = threshold_comparison(problem, lrs, inits, steps, init_scale, seed, grad_tol, track_det=track_det)
     if plot is not None:
         from eoslab.plots.companions import convergence_fraction, uv_trajectories
         from eoslab.plots.style import save

@@ -35,51 +35,28 @@ def _stderr_console():
     return Console(stderr=True)
 
 
-def _simulate_with_progress(eps, lr, theta0, steps, E, tail, show: bool):
-    from eoslab.theory import eos2d
-
-    if not show:
-        return eos2d.simulate(eps, lr, theta0, steps, E=E, tail=tail)
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    chunk = max(1, min(20_000, steps // 50 or 1))
-    with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed:,}/{task.total:,} steps"), TimeElapsedColumn(),
-                  TextColumn("ETA"), TimeRemainingColumn(), console=_stderr_console(), transient=True) as bar:
-        task = bar.add_task(f"GD, {theta0.shape[0]:,} runs", total=steps)
-        return eos2d.simulate(eps, lr, theta0, steps, E=E, tail=tail, chunk=chunk,
-                              progress=lambda done: bar.update(task, completed=done))
-
-
 def run_quadratic2d(eps: float, lr: float, inits: int, steps: int, seed: int, E: float = 0.0,
                     theta1=None, theta2=None, tail: int = 100, progress: bool = False) -> tuple[dict, object]:
-    """The computation behind ``eoslab run quadratic2d``: returns (result dict, θ₀ (B, 2))."""
+    """``eoslab run quadratic2d``: :func:`eoslab.theory.eos2d.batch_comparison` from ``seed``, with a
+    progress bar on stderr when ``progress``. Returns (result dict, θ₀ (B, 2))."""
     import jax
 
-    from eoslab.errors import check_positive, check_positive_int
-    from eoslab.models.quadratic2d import check_eps
     from eoslab.theory import eos2d
 
-    eps = check_eps(eps)
-    lr = check_positive("step size", lr)
-    inits = check_positive_int("number of initialisations (--inits)", inits)
-    steps = check_positive_int("steps", steps)
-    theta1 = tuple(theta1 or eos2d.DEFAULT_THETA1)
-    theta2 = tuple(theta2 or eos2d.DEFAULT_THETA2)
-    theta0 = eos2d.sample_inits(jax.random.PRNGKey(seed), inits, eps, lr, theta1, theta2)
-    summary = eos2d.simulate(eps, lr, theta0, steps, E=E, tail=tail) if not progress else \
-        _simulate_with_progress(eps, lr, theta0, steps, E, tail, True)
-    out = {"model": "quadratic2d", "eps": eps, "lr": lr, "E": E, "inits": inits, "steps": steps, "seed": seed,
-           "theta1_scaled_range": list(theta1), "theta2_scaled_range": list(theta2)}
-    out.update(eos2d.classify(summary))
-    if lr * E < 1.0:
-        pred = eos2d.eos_limit(eps, lr, E)
-        out["predicted_ratio"], out["predicted_uncertainty"] = pred.ratio, pred.uncertainty / 2
-        out["predicted_lambda"] = pred.lam
-    else:  # ηE ≥ 1: there is no EoS limit to predict; the simulation is still a result
-        out["predicted_ratio"] = out["predicted_uncertainty"] = out["predicted_lambda"] = math.nan
-    out["median_minus_predicted"] = out["median_ratio"] - out["predicted_ratio"]
-    return out, theta0
+    key = jax.random.PRNGKey(seed)
+    if not progress:
+        res, theta0 = eos2d.batch_comparison(eps, lr, inits, steps, key, E, theta1, theta2, tail)
+    else:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        chunk = max(1, min(20_000, steps // 50 or 1))
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                      TextColumn("{task.completed:,}/{task.total:,} steps"), TimeElapsedColumn(),
+                      TextColumn("ETA"), TimeRemainingColumn(), console=_stderr_console(), transient=True) as bar:
+            task = bar.add_task(f"GD, {inits:,} runs", total=steps)
+            res, theta0 = eos2d.batch_comparison(eps, lr, inits, steps, key, E, theta1, theta2, tail, chunk=chunk,
+                                                 progress=lambda done: bar.update(task, completed=done))
+    return {**res, "seed": seed}, theta0
 
 
 def _print_run_table(res: dict) -> None:
@@ -142,11 +119,11 @@ def run(
     show = (not as_json) and inits * steps >= _PROGRESS_WORK and _stderr_console().is_terminal
     res, theta0 = run_quadratic2d(eps, lr, inits, steps, seed, target, theta1, theta2, tail, progress=show)
     if plot is not None:
+        from eoslab.dynamics.quadratic2d import trajectories
         from eoslab.plots.quadratic2d import plot_runs as draw
-        from eoslab.theory import eos2d
 
         k = max(1, min(plot_runs, inits))
-        traj = eos2d.trajectories(res["eps"], res["lr"], theta0[:k], steps, E=target)
+        traj = trajectories(res["eps"], res["lr"], theta0[:k], steps, E=target)
         res["plot"] = [str(p) for p in draw(traj, res["predicted_ratio"], plot)]
     if as_json:
         typer.echo(json.dumps(res, allow_nan=True))

@@ -24,36 +24,6 @@ def _parse_classes(text: Optional[str]):
     return [int(c) if c.isdigit() else c for c in items]
 
 
-def build_problem(model: str, depth: int, width: int, activation: str, parametrisation: str, data: str,
-                  data_dir, n: int, classes, loss: str, seed: int, dtype: str):
-    """(problem, dataset, network spec) for the CLI's options."""
-    import jax
-    import jax.numpy as jnp
-
-    from eoslab import Problem
-    from eoslab.data import load
-    from eoslab.errors import EoslabError
-    from eoslab.models.mlp import build
-
-    if dtype not in ("float32", "float64"):
-        raise EoslabError(f"dtype must be float32 or float64, got {dtype!r}")
-    if data == "synthetic" and classes is not None:
-        if len(classes) != 1 or not isinstance(classes[0], int):
-            raise EoslabError("for synthetic data --classes is the number of classes (e.g. --classes 10)")
-        ds = load("synthetic", n=n, seed=seed, dtype=dtype, classes=classes[0])
-    else:
-        ds = load(data, n=n, data_dir=data_dir, classes=classes, seed=seed, dtype=dtype)
-    if loss == "cross_entropy" and not ds.is_classification:
-        raise EoslabError("cross-entropy needs classification data (synthetic: pass --classes C)")
-    if model == "cnn" and ds.image_shape is None:
-        raise EoslabError(f"the CNN needs image inputs; {ds.name} has none")
-    net = build(model, depth=depth, width=width, activation=activation, out_dim=ds.out_dim,
-                parametrisation=parametrisation, image_shape=ds.image_shape or (3, 32, 32))
-    params = net.init(jax.random.PRNGKey(seed), ds.in_dim, dtype=jnp.dtype(dtype))
-    problem = Problem.from_model(net, params, jnp.asarray(ds.x), jnp.asarray(ds.y), loss=loss)
-    return problem, ds, net
-
-
 def format_summary(s: dict, prefix: str = "") -> str:
     lines = [f"{prefix}final loss {s['final_loss']:.5g} (min {s['min_loss']:.5g})"
              + (f", final accuracy {s['final_accuracy']:.3f}" if "final_accuracy" in s else "")
@@ -104,10 +74,11 @@ def train_cmd(
     import numpy as np
 
     from eoslab.dynamics.train import compare_taylor, summary, train
+    from eoslab.models.mlp import network_problem
 
     ops = () if track.strip() == "none" else tuple(o.strip() for o in track.split(",") if o.strip())
-    problem, ds, net = build_problem(model, depth, width, activation, parametrisation, data, data_dir, n,
-                                     _parse_classes(classes), loss, seed, dtype)
+    problem, ds, net = network_problem(model, depth, width, activation, parametrisation, data, data_dir, n,
+                                       _parse_classes(classes), loss, seed, dtype)
     typer.echo(f"{model} depth {depth} width {width} {activation} ({parametrisation}), {problem.num_params} "
                f"parameters, {dtype}; {ds.name}; loss {loss}; η = {lr} (2/η = {2 / lr:.4g})")
     kw = dict(momentum=momentum, k=k, track_every=track_every, track=ops, tol=tol,

@@ -17,10 +17,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from eoslab.dynamics.gd import masked_scan
+from eoslab.dynamics.gd import gd, masked_scan
 from eoslab.errors import EoslabError, check_positive, check_positive_int
+from eoslab.models import linear_net
 from eoslab.problem import Problem
 
 
@@ -94,3 +96,23 @@ def _sweep(problem, lrs, inits, *, n_chunks, chunk, track_det):
         }
 
     return jax.vmap(lambda lr: jax.vmap(lambda p: one(lr, p))(inits))(lrs)
+
+
+def uv_paths(problem, lrs, n_paths: int = 8, steps: int = 200, init_scale: float = 1.0, seed: int = 0):
+    """GD paths θ_t = (u, v) of a depth-2 scalar chain, (len(lrs), n_paths, steps, 2), from
+    N(0, init_scale²) initialisations (one vmap over lrs × paths)."""
+    if problem.num_params != 2:
+        raise EoslabError("(u, v) paths need the depth-2 scalar chain (2 parameters)")
+    inits = jax.vmap(lambda k: linear_net.init(k, (1, 1, 1), init_scale))(
+        jax.random.split(jax.random.PRNGKey(seed), n_paths))
+    run = lambda lr, p0: gd(problem, lr, steps, spectra="none", record_params=True, params0=p0)[0]["params"]
+    return np.asarray(jax.vmap(lambda lr: jax.vmap(lambda p0: run(lr, p0))(inits))(jnp.asarray(lrs, jnp.float64)))
+
+
+def path_lrs(lrs, threshold):
+    """Three step sizes of a grid for the (u, v) figure: the smallest, the largest below the
+    threshold and the smallest above it (when they exist)."""
+    lrs = np.asarray(lrs)
+    below, above = lrs[lrs < threshold], lrs[lrs > threshold]
+    picks = [lrs.min()] + ([below.max()] if below.size else []) + ([above.min()] if above.size else [])
+    return np.unique(np.asarray(picks))

@@ -94,3 +94,11 @@ def scalar_problem(depth: int = 2, params0=None, target: float = 1.0) -> Problem
         params0 = tuple(jnp.full((1, 1), 0.5) for _ in range(depth))
     x, y = identity_data(1, target)
     return problem(x, y, params0, "half_mean")
+
+
+def identity_problem(key, depth: int, width: int, loss: str = "half_mean", target: float = 1.0) -> Problem:
+    """Widths (width, …, width), whitened data X = I (n = width examples), targets Y = target·I,
+    θ₀ = :func:`init` from ``key``. depth 2, width 1: L = ½(uv − target)²."""
+    x, y = identity_data(width, target)
+    widths = widths_for(depth, width)
+    return problem(x, y, init(key, widths), loss)

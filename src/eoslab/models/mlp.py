@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from eoslab.errors import EoslabError, check_positive_int
+from eoslab.problem import Problem
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "elu": jax.nn.elu}
 PARAMETRISATIONS = ("standard", "ntk")
@@ -162,3 +163,30 @@ def build(name: str, *, depth: int = 2, width: int = 256, activation: str = "tan
     if name == "cnn":
         return CNN(tuple([width] * max(depth, 1)), activation, out_dim, tuple(image_shape), parametrisation)
     raise EoslabError(f"unknown network {name!r}; expected 'mlp' or 'cnn'")
+
+
+def network_problem(model: str, depth: int, width: int, activation: str, parametrisation: str, data: str,
+                    data_dir, n: int, classes, loss: str, seed: int, dtype: str):
+    """(problem, dataset, network) of ``eoslab train``: the dataset ``data`` (:func:`eoslab.data.load`;
+    for synthetic data ``classes`` = [C] asks for C classes), the network :func:`build` with
+    ``out_dim`` and ``image_shape`` of the data, θ₀ from ``PRNGKey(seed)`` in ``dtype``, and the
+    :class:`~eoslab.Problem` with ``loss``."""
+    from eoslab.data import load
+
+    if dtype not in ("float32", "float64"):
+        raise EoslabError(f"dtype must be float32 or float64, got {dtype!r}")
+    if data == "synthetic" and classes is not None:
+        if len(classes) != 1 or not isinstance(classes[0], int):
+            raise EoslabError("for synthetic data --classes is the number of classes (e.g. --classes 10)")
+        ds = load("synthetic", n=n, seed=seed, dtype=dtype, classes=classes[0])
+    else:
+        ds = load(data, n=n, data_dir=data_dir, classes=classes, seed=seed, dtype=dtype)
+    if loss == "cross_entropy" and not ds.is_classification:
+        raise EoslabError("cross-entropy needs classification data (synthetic: pass --classes C)")
+    if model == "cnn" and ds.image_shape is None:
+        raise EoslabError(f"the CNN needs image inputs; {ds.name} has none")
+    net = build(model, depth=depth, width=width, activation=activation, out_dim=ds.out_dim,
+                parametrisation=parametrisation, image_shape=ds.image_shape or (3, 32, 32))
+    params = net.init(jax.random.PRNGKey(seed), ds.in_dim, dtype=jnp.dtype(dtype))
+    problem = Problem.from_model(net, params, jnp.asarray(ds.x), jnp.asarray(ds.y), loss=loss)
+    return problem, ds, net

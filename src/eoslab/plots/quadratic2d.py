@@ -8,7 +8,7 @@ from eoslab.plots.style import EDGE_COLOR, PREDICTED_COLOR, figure, save
 
 
 def plot_runs(traj: dict, predicted_ratio: float, path):
-    """Two panels from :func:`eoslab.theory.eos2d.trajectories`: ηλ_t/2 against t (log t)
+    """Two panels from :func:`eoslab.dynamics.quadratic2d.trajectories`: ηλ_t/2 against t (log t)
     with the edge (1) and the predicted limit, and the runs in the (θ₁, θ₂) plane over the
     contours of f = ½(θ₁² − εθ₂²) with the minimisers f = E. Saves PNG + SVG; returns paths."""
     eps, E = traj["eps"], traj["E"]

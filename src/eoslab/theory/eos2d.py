@@ -1,5 +1,4 @@
-"""Theorem 1's 2-D model in output space: the exact (z, λ) map, its two-step map, batched
-simulation, and the limit of the NTK eigenvalue at the edge of stability (EoS).
+"""Theorem 1's 2-D model: the limit of the NTK eigenvalue at the edge of stability (EoS).
 
 Model (Q's eigenbasis): f = ½(θ₁² − εθ₂²), residual z = f − E, NTK λ = θ₁² + ε²θ₂², loss ½z².
 With a = θ₁², b = εθ₂² one GD step is a' = a(1 − ηz)², b' = b(1 + εηz)², and (z, λ) ↔ (a, b)
@@ -8,8 +7,9 @@ is invertible, so GD closes *exactly* in (z, λ)::
     z' = z − ηλz + ½η²z²[(1−ε)λ + 2ε(z+E)],
     λ' = λ − 2ηz[(1−ε)λ + 2ε(z+E)] + η²z²[(1−ε+ε²)λ + 2ε(1−ε)(z+E)].
 
-In the scaled variables x = ηz, ℓ = ηλ, e = ηE the map contains no η (every function here
-works in these internally): a run at step size η and target E is the run at η = 1 and target
+GD closes exactly in (z, λ) (the map and the batched simulation are
+:mod:`eoslab.dynamics.quadratic2d`). In the scaled variables x = ηz, ℓ = ηλ, e = ηE the map contains
+no η (every function here works in these internally): a run at step size η and target E is the run at η = 1 and target
 ηE. So the EoS limit ηλ∞ is a function of (ε, ηE) only, and of ε alone for E = 0.
 
 The limit (derivation and numbers in ``docs/theory-eos2d.md``): near (x, ℓ) = (0, 2) GD has a
@@ -19,15 +19,14 @@ orbits at the rate exp(−A²x²/(4ε)) (A ≈ 4) and ends on the line of minima
     ηλ∞ = 2 + H(0) = 2 − (1−e)ε/2 − (1−e)(27−11e)ε²/32 + (1−e)²(47e−153)ε³/128 + O(ε⁴)
 
 (e = 0: 2 − ε/2 − 27ε²/32 − 153ε³/128 − 17385ε⁴/8192 − 40051ε⁵/8192 − …). :data:`SLOW_MANIFOLD` holds the
-coefficients of H; :func:`eos_limit` evaluates the series at any order, science.md's
-leading-order formula, or (default) the numerically exact value obtained by iterating the
+coefficients of H; :func:`eos_limit` evaluates the series at any order, the paper's
+leading-order formula (Agarwala et al. 2023, Theorem 1), or (default) the numerically exact value obtained by iterating the
 exact map from points of the slow manifold until z underflows.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from typing import Callable
 
@@ -35,61 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eoslab.dynamics import sweep
+from eoslab.dynamics.quadratic2d import count_outcomes, scaled_step, simulate
 from eoslab.errors import EoslabError, check_positive, check_positive_int
-from eoslab.models.quadratic2d import check_eps
-
-# --------------------------------------------------------------------------- exact map
-
-
-def from_theta(theta, eps: float, E: float = 0.0):
-    """``(z, λ)`` of θ (..., 2) given in Q's eigenbasis: z = ½(θ₁² − εθ₂²) − E, λ = θ₁² + ε²θ₂²."""
-    theta = jnp.asarray(theta)
-    t1, t2 = theta[..., 0], theta[..., 1]
-    return 0.5 * (t1**2 - eps * t2**2) - E, t1**2 + eps**2 * t2**2
-
-
-def _scaled_step(x, l, eps, e):
-    """One GD step in x = ηz, ℓ = ηλ (e = ηE): the η-free form of :func:`step`."""
-    f = x + e
-    c1 = (1 - eps) * l + 2 * eps * f
-    c2 = (1 - eps + eps**2) * l + 2 * eps * (1 - eps) * f
-    return x - l * x + 0.5 * x * x * c1, l - 2 * x * c1 + x * x * c2
-
-
-def step(z, lam, eps: float, lr=1.0, E=0.0):
-    """One GD step of the 2-D model, exactly, in (z, λ). Arrays broadcast; returns ``(z', λ')``."""
-    x, l = _scaled_step(lr * z, lr * lam, eps, lr * E)
-    return x / lr, l / lr
-
-
-def two_step(z, lam, eps: float, lr=1.0, E=0.0):
-    """The exact two-step map (:func:`step` composed with itself): removes the period-2
-    oscillation of the EoS regime, so its orbits converge monotonically near the edge."""
-    return step(*step(z, lam, eps, lr, E), eps, lr, E)
-
-
-@functools.partial(jax.jit, static_argnames=("steps", "two"))
-def _iterate(z0, lam0, eps, lr, E, steps, two):
-    f = two_step if two else step
-
-    def body(c, _):
-        n = f(*c, eps, lr, E)
-        return n, n
-
-    _, (z, lam) = jax.lax.scan(body, (z0, lam0), None, length=steps)
-    return jnp.concatenate([z0[None], z]), jnp.concatenate([lam0[None], lam])
-
-
-def iterate(z0, lam0, eps: float, lr=1.0, steps: int = 1000, E=0.0, two: bool = False):
-    """Iterate :func:`step` (or :func:`two_step` with ``two=True``) ``steps`` times from scalars
-    ``(z0, λ0)``. Returns ``(z, λ)``, each (steps + 1,) including the start. No divergence
-    masking: an overflow shows as inf/NaN (see :func:`simulate` for masked batches)."""
-    steps = check_positive_int("steps", steps)
-    f64 = lambda v: jnp.asarray(v, jnp.float64)
-    return _iterate(f64(z0), f64(lam0), f64(eps), f64(lr), f64(E), steps=steps, two=two)
-
-
+from eoslab.models.quadratic2d import DEFAULT_THETA1, DEFAULT_THETA2, check_eps, sample_inits
 # --------------------------------------------------------------------------- the limit
 #: Slow manifold ℓ = 2 + H(x), H = Σ c_ij(e) εⁱ xʲ with x = ηz, e = ηE (every term of weight
 #: 2i + j ≤ 11). Entry (i, j) → (denominator, integer coefficients of 1, e, e², … of the
@@ -201,7 +148,7 @@ def _run_to_minimum(x, l, eps, e, tol, max_steps):
 
     def body(c):
         x, l, n = c
-        x2, l2 = _scaled_step(x, l, eps, e)
+        x2, l2 = scaled_step(x, l, eps, e)
         a = active(x, l)
         return jnp.where(a, x2, x), jnp.where(a, l2, l), n + 1
 
@@ -298,155 +245,6 @@ def eos_limit(eps: float, lr: float = 1.0, E: float = 0.0, order: str | int = "e
     return EosLimit(eps=eps, lr=lr, E=float(E), order=str(order), eta_lambda=val, uncertainty=unc)
 
 
-# --------------------------------------------------------------------------- batched simulation
-#: Per-run summary keys of :func:`simulate` (each a (B,) array).
-SUMMARY_KEYS = {
-    "ratio": "mean of ηλ_t/2 over the last `tail` steps (NaN if diverged): the measured λ∞η/2",
-    "final_ratio": "ηλ_T/2 after the last step",
-    "max_ratio": "max_t ηλ_t/2 (> 1: the run crossed the edge of stability)",
-    "first_cross": "first t with ηλ_t > 2, −1 if never",
-    "final_z": "residual z_T after the last step",
-    "diverged": "True if the state became non-finite",
-    "diverged_at": "first step with a non-finite state, −1 if none",
-}
-
-
-def _init_state(x, l):
-    B = x.shape[0]
-    f = jnp.float64
-    return {"x": x, "l": l, "div": jnp.zeros(B, bool), "div_at": jnp.full(B, -1), "tail": jnp.zeros(B, f),
-            "max_l": l, "first_cross": jnp.where(l > 2, 0, -1)}
-
-
-def _advance(state, eps, e, t0, n, tail_from):
-    """``n`` steps of one run (a dict of scalars) from global step t0, accumulating summaries."""
-
-    def body(s, t):
-        x2, l2 = _scaled_step(s["x"], s["l"], eps, e)
-        bad = ~(jnp.isfinite(x2) & jnp.isfinite(l2)) & ~s["div"]
-        div = s["div"] | bad
-        x2, l2 = jnp.where(div, s["x"], x2), jnp.where(div, s["l"], l2)
-        t1 = t + 1  # index of the new iterate
-        return {
-            "x": x2, "l": l2, "div": div,
-            "div_at": jnp.where(bad, t1, s["div_at"]),
-            "tail": s["tail"] + jnp.where(t1 >= tail_from, l2, 0.0),
-            "max_l": jnp.maximum(s["max_l"], l2),
-            "first_cross": jnp.where((s["first_cross"] < 0) & (l2 > 2), t1, s["first_cross"]),
-        }, None
-
-    state, _ = jax.lax.scan(body, state, t0 + jnp.arange(n), unroll=4)
-    return state
-
-
-@functools.partial(jax.jit, static_argnames=("n", "block"))
-def _advance_batch(state, eps, e, t0, n, tail_from, block):
-    """``n`` steps of a batch (B = k·block runs): ``lax.map`` over blocks of ``block`` runs,
-    each a ``vmap`` of the scan over steps, so a block's state stays in cache for all n steps
-    (a vmap over the whole batch per step is memory-bound once B·state ≳ the cache)."""
-    B = state["x"].shape[0]
-    blocks = jax.tree_util.tree_map(lambda a: a.reshape(B // block, block), state)
-    run = lambda s: sweep(_advance, batched={"state": s}, eps=eps, e=e, t0=t0, n=n, tail_from=tail_from)
-    out = jax.lax.map(run, blocks)
-    return jax.tree_util.tree_map(lambda a: a.reshape(B), out)
-
-
-#: Runs per cache block in :func:`simulate` (7 float64/int64 states of 2,048 runs ≈ 115 kB).
-BLOCK = 2048
-
-
-def simulate(eps: float, lr: float, theta0, steps: int, *, E: float = 0.0, tail: int = 100,
-             chunk: int = 20_000, progress: Callable[[int], None] | None = None) -> dict:
-    """GD from a batch of initialisations, summarised per run without storing trajectories.
-
-    Iterates the exact (z, λ) map (identical to parameter-space GD, see the tests) for
-    ``steps`` steps as one ``vmap`` (:func:`eoslab.dynamics.sweep`) of a ``lax.scan``, in
-    chunks of ``chunk`` steps so that ``progress(steps_done)`` can be called between them.
-
-    Args:
-      theta0: (B, 2) initialisations in Q's eigenbasis.
-      tail: the limit is the mean of ηλ_t/2 over the iterates t = steps−tail+1 … steps
-        (an even ``tail`` averages out the period-2 oscillation before λ has converged; at
-        EoS z → 0 geometrically, so λ converges and the mean equals the last value).
-    Returns: a dict of (B,) arrays with keys :data:`SUMMARY_KEYS`.
-    """
-    eps = check_eps(eps)
-    lr = check_positive("step size", lr)
-    steps = check_positive_int("steps", steps)
-    tail = min(check_positive_int("tail", tail), steps)
-    theta0 = jnp.asarray(theta0, jnp.float64)
-    if theta0.ndim != 2 or theta0.shape[1] != 2 or theta0.shape[0] == 0:
-        raise EoslabError(f"theta0 must have shape (B, 2) with B >= 1, got {theta0.shape}")
-    B = theta0.shape[0]
-    block = min(BLOCK, B)
-    pad = -B % block  # padded runs repeat the first one and are dropped at the end
-    theta0 = jnp.concatenate([theta0, jnp.broadcast_to(theta0[:1], (pad, 2))])
-    z0, lam0 = from_theta(theta0, eps, E)
-    state = _init_state(lr * z0, lr * lam0)
-    args = (jnp.float64(eps), jnp.float64(lr * E))
-    done = 0
-    while done < steps:
-        n = min(chunk, steps - done)
-        state = _advance_batch(state, *args, jnp.asarray(done), n, jnp.asarray(steps - tail + 1), block)
-        done += n
-        if progress is not None:
-            progress(done)
-    state = jax.tree_util.tree_map(lambda a: a[:B], state)
-    div = state["div"]
-    nan = jnp.nan
-    return {
-        "ratio": jnp.where(div, nan, state["tail"] / (2 * tail)),
-        "final_ratio": jnp.where(div, nan, state["l"] / 2),
-        "max_ratio": state["max_l"] / 2,
-        "first_cross": state["first_cross"],
-        "final_z": jnp.where(div, nan, state["x"] / lr),
-        "diverged": div,
-        "diverged_at": state["div_at"],
-    }
-
-
-#: Default box of initialisations of ``eoslab run quadratic2d``, in the scaled coordinates
-#: (θ₁√η, θ₂√(εη)). At ε = 0.1 about 93 % of its runs end at the EoS (≈ 90 % cross ηλ = 2),
-#: none diverge; the basin narrows as ε decreases (at ε = 0.02 use θ₂√(εη) ∈ [1.6, 2.2]).
-DEFAULT_THETA1 = (0.1, 0.3)
-DEFAULT_THETA2 = (1.8, 2.6)
-
-
-def sample_inits(key, n: int, eps: float, lr: float, theta1=DEFAULT_THETA1, theta2=DEFAULT_THETA2):
-    """(n, 2) initialisations uniform in θ₁√η ∈ ``theta1``, θ₂√(εη) ∈ ``theta2``.
-
-    With E = 0, θ ↦ √η θ maps GD at step size η to GD at η = 1, so these scaled ranges give
-    the same dynamics at every η (and θ₂ ~ c/√ε puts f ≈ −c²/2 at O(1) for every ε)."""
-    n = check_positive_int("number of initialisations", n)
-    for name, (lo, hi) in (("theta1", theta1), ("theta2", theta2)):
-        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-            raise EoslabError(f"{name} range must be finite with lo <= hi, got {(lo, hi)}")
-    k1, k2 = jax.random.split(key)
-    u1 = jax.random.uniform(k1, (n,), jnp.float64, theta1[0], theta1[1])
-    u2 = jax.random.uniform(k2, (n,), jnp.float64, theta2[0], theta2[1])
-    return jnp.stack([u1 / math.sqrt(lr), u2 / math.sqrt(eps * lr)], axis=1)
-
-
-def classify(summary: dict, threshold: float = 0.9) -> dict:
-    """Counts and quantiles of a :func:`simulate` summary: a run ended at the EoS if its
-    λ∞η/2 > ``threshold``, below it otherwise, unless it diverged."""
-    r = np.asarray(summary["ratio"])
-    div = np.asarray(summary["diverged"])
-    eos = ~div & (r > threshold)
-    below = ~div & ~eos
-    q = np.quantile(r[eos], [0.05, 0.25, 0.5, 0.75, 0.95]) if eos.any() else np.full(5, np.nan)
-    return {
-        "n_runs": int(r.size),
-        "n_eos": int(eos.sum()),
-        "n_below": int(below.sum()),
-        "n_diverged": int(div.sum()),
-        "n_crossed_edge": int((np.asarray(summary["first_cross"]) >= 0).sum()),
-        "median_ratio": float(q[2]),
-        "quantiles_ratio": {"q05": float(q[0]), "q25": float(q[1]), "q75": float(q[3]), "q95": float(q[4])},
-        "unconverged_eos": int((eos & ~(np.abs(np.asarray(summary["final_z"])) < 1e-8)).sum()),
-    }
-
-
 def limit_comparison(eps_values, *, n_inits: int = 256, seed: int = 0, steps: int | None = None) -> list[dict]:
     """Predicted vs simulated ηλ∞ for each ε (E = 0, η = 1): one row per ε with the
     reference run from θ₀ = (0.1, 2/√ε) (``sim_ref``, NaN unless it ends at the EoS having
@@ -475,21 +273,34 @@ def limit_comparison(eps_values, *, n_inits: int = 256, seed: int = 0, steps: in
     return rows
 
 
-def trajectories(eps: float, lr: float, theta0, steps: int, *, E: float = 0.0, max_points: int = 4000) -> dict:
-    """Full trajectories of a few runs, by parameter-space GD (:func:`eoslab.dynamics.gd`, one
-    ``sweep``), decimated to at most ``max_points`` log-spaced steps for plotting.
+def batch_comparison(eps: float, lr: float, inits: int, steps: int, key, E: float = 0.0, theta1=None,
+                     theta2=None, tail: int = 100, chunk: int = 20_000,
+                     progress: Callable[[int], None] | None = None) -> tuple[dict, jax.Array]:
+    """Simulated vs predicted EoS limit of ``inits`` random starts (``eoslab run quadratic2d``).
 
-    Args: theta0 (K, 2) in Q's eigenbasis. Returns ``{"t": (M,), "theta": (K, M, 2),
-    "ratio": (K, M) = ηλ_t/2, "eps", "lr", "E"}`` (NaN after a divergence)."""
-    from eoslab.dynamics import gd
-    from eoslab.models import quadratic2d
-
-    theta0 = jnp.asarray(theta0, jnp.float64)
+    Draws θ₀ with :func:`eoslab.models.quadratic2d.sample_inits` from ``key`` in the scaled box
+    (``theta1``, ``theta2``; defaults :data:`~eoslab.models.quadratic2d.DEFAULT_THETA1`/``2``),
+    runs :func:`eoslab.dynamics.quadratic2d.simulate` (``progress(steps_done)`` between chunks of
+    ``chunk`` steps), counts outcomes (:func:`~eoslab.dynamics.quadratic2d.count_outcomes`) and adds
+    the exact prediction :func:`eos_limit` (NaN for ηE ≥ 1: no EoS limit exists, the simulation is
+    still a result). Returns (JSON-ready dict, θ₀ (inits, 2)).
+    """
+    eps = check_eps(eps)
+    lr = check_positive("step size", lr)
+    inits = check_positive_int("number of initialisations (--inits)", inits)
     steps = check_positive_int("steps", steps)
-    prob = quadratic2d.problem(eps, theta0[0], E)
-    traj, _ = sweep(gd, batched={"params0": theta0}, problem=prob, lr=lr, steps=steps, k=1,
-                    spectra="none", record_params=True)
-    t = np.unique(np.geomspace(1, steps, max_points).astype(int) - 1)
-    th = np.asarray(traj["params"])[:, t]
-    return {"t": t, "theta": th, "ratio": lr * np.asarray(quadratic2d.ntk(th, eps)) / 2,
-            "eps": eps, "lr": lr, "E": E}
+    theta1 = tuple(theta1 or DEFAULT_THETA1)
+    theta2 = tuple(theta2 or DEFAULT_THETA2)
+    theta0 = sample_inits(key, inits, eps, lr, theta1, theta2)
+    summary = simulate(eps, lr, theta0, steps, E=E, tail=tail, chunk=chunk, progress=progress)
+    out = {"model": "quadratic2d", "eps": eps, "lr": lr, "E": E, "inits": inits, "steps": steps,
+           "theta1_scaled_range": list(theta1), "theta2_scaled_range": list(theta2)}
+    out.update(count_outcomes(summary))
+    if lr * E < 1.0:
+        pred = eos_limit(eps, lr, E)
+        out["predicted_ratio"], out["predicted_uncertainty"] = pred.ratio, pred.uncertainty / 2
+        out["predicted_lambda"] = pred.lam
+    else:
+        out["predicted_ratio"] = out["predicted_uncertainty"] = out["predicted_lambda"] = math.nan
+    out["median_minus_predicted"] = out["median_ratio"] - out["predicted_ratio"]
+    return out, theta0

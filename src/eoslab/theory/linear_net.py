@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eoslab.errors import EoslabError
+from eoslab.dynamics.convergence import convergence_sweep
+from eoslab.errors import EoslabError, check_positive_int
 from eoslab.models import linear_net
 from eoslab.problem import Problem
 from eoslab.spectra.dense import hessian_matrix
@@ -152,3 +153,46 @@ def gd_map_det(problem: Problem, params, lr) -> jax.Array:
     """det(I − η∇²L(θ)): the Jacobian determinant of the GD map θ ↦ θ − η∇L(θ)."""
     H = hessian_matrix(problem, params)
     return jnp.linalg.det(jnp.eye(H.shape[0]) - lr * H)
+
+
+def threshold_comparison(problem, lrs, inits: int = 1000, steps: int = 2000, init_scale: float = 0.5,
+                           seed: int = 0, grad_tol: float = 1e-6, sharpness_rtol: float = 1e-3,
+                           track_det: bool = True) -> dict:
+    """The convergence fraction over a grid of step sizes, next to the threshold 2 / inf_M λ_max.
+
+    ``inits`` initialisations with i.i.d. N(0, init_scale²) weights (one ``vmap`` over lrs × inits).
+    Returns a JSON-ready dict (see docs/companions.md for the keys).
+    """
+    lrs = np.asarray(lrs, np.float64)
+    inits = check_positive_int("inits", inits)
+    widths = (problem.data.shape[1],) + tuple(w.shape[0] for w in problem.params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), inits)
+    batch = jax.vmap(lambda k: linear_net.init(k, widths, init_scale))(keys)
+    inf_lam, method = inf_sharpness(problem)
+    thr = threshold(inf_lam)
+    out = convergence_sweep(problem, lrs, batch, steps, grad_tol=grad_tol,
+                            loss_min=minimum_loss(problem), track_det=track_det)
+    conv = np.asarray(out["converged"])
+    ratio = np.where(conv, lrs[:, None] * np.asarray(out["final_sharpness"]) / 2, np.nan)
+    with np.errstate(all="ignore"):
+        max_ratio = [float(np.nanmax(r)) if np.isfinite(r).any() else None for r in ratio]
+    frac = conv.mean(axis=1)
+    beyond = lrs > thr
+    det = np.asarray(out["min_abs_det"])
+    return {
+        "model": "linear_net", "widths": list(widths), "depth": len(widths) - 1,
+        "loss": "sum" if problem.normaliser == 0.5 else "half_mean",
+        "inits": inits, "steps": int(out["steps"]), "init_scale": init_scale, "seed": seed,
+        "grad_tol": grad_tol,
+        "inf_sharpness": inf_lam, "threshold": thr, "threshold_method": method,
+        "lr": lrs.tolist(),
+        "converged_fraction": frac.tolist(),
+        "at_minimum_fraction": np.asarray(out["at_minimum"]).mean(axis=1).tolist(),
+        "diverged_fraction": np.asarray(out["diverged"]).mean(axis=1).tolist(),
+        "max_final_sharpness_ratio": max_ratio,
+        "min_abs_det": [float(np.nanmin(d)) if np.isfinite(d).any() else None for d in det],
+        "min_abs_det_overall": float(np.nanmin(det)) if np.isfinite(det).any() else None,
+        "max_fraction_beyond_threshold": float(frac[beyond].max()) if beyond.any() else None,
+        "sharpness_bound_holds": bool(all(r is None or r <= 1 + sharpness_rtol for r in max_ratio)),
+        "sharpness_rtol": sharpness_rtol,
+    }

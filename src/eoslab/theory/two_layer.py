@@ -24,6 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eoslab.dynamics.gd import gd
+from eoslab.dynamics.projected import projected_gd
+from eoslab.errors import EoslabError, check_positive, check_positive_int
+from eoslab.models import two_layer as model
 from eoslab.models.two_layer import W_STAR, grad, hessian, sharpness
 
 
@@ -190,3 +194,62 @@ def phases(sharpness_t, loss_t, gfs_t, lr: float, gfs_rtol: float = 1e-10) -> di
         "gfs_max_increase": float(inc.max(initial=0.0)),
         "gfs_max_relative_increase": float(np.max(inc / np.abs(G[:-1]), initial=0.0)),
     }
+
+
+# ---- GD with the diagnostics above ----------------------------------------------------------
+def simulate_two_layer(lam1: float = 1.0, lam2: float = 0.01, lr: float = 4.0, steps: int = 1500,
+                       theta0=model.THETA0, samples: int = 0, seed: int = 0,
+                       lower=None, upper=None) -> dict:
+    """GD (or projected GD onto the box [lower, upper] when either is given) on the two-layer model.
+
+    ``samples = 0``: population loss; ``samples = n > 0``: empirical loss on n samples drawn with
+    ``seed``. Returns ``{"trajectory": {key: (steps, ...) array}, "phases": dict, "config": dict}``;
+    the trajectory has GD's keys plus ``params`` (steps, 3) and the per-step diagnostics of
+    :func:`diagnostics` (the exact sharpness among them: P = 3, closed-form
+    Hessian, so GD itself records no spectra; the NTK of an empirical problem would be n×n).
+    """
+    lr = check_positive("lr", lr)
+    steps = check_positive_int("steps", steps)
+    if samples < 0 or int(samples) != samples:
+        raise EoslabError(f"samples must be 0 (population) or a positive integer, got {samples!r}")
+    if samples:
+        problem = model.empirical_problem(jax.random.PRNGKey(seed), lam1, lam2, int(samples), theta0)
+    else:
+        problem = model.population_problem(lam1, lam2, theta0)
+    projected = lower is not None or upper is not None
+    if projected:
+        lo = -np.inf if lower is None else lower
+        hi = np.inf if upper is None else upper
+        traj, _ = projected_gd(problem, lr, steps, lo, hi, spectra="none", record_params=True)
+    else:
+        traj, _ = gd(problem, lr, steps, spectra="none", record_params=True)
+    sigma = model.problem_covariance(problem)
+    diag = diagnostics(traj["params"], sigma, lr)
+    traj = {**{k: np.asarray(v) for k, v in traj.items()}, **{k: np.asarray(v) for k, v in diag.items()}}
+    ph = phases(traj["sharpness"], traj["loss"], traj["gfs_sharpness"], lr)
+    ph["diverged"] = bool(traj["diverged"][-1])
+    ph["max_stable_set_distance_after_eos"] = _nanmax(traj["stable_set_distance"][max(ph["convergence_start"], 0):]) \
+        if ph["convergence_start"] >= 0 else float("nan")
+    ph["final_stable_set_distance"] = float(traj["stable_set_distance"][-1])
+    ph["balance_identity_error"] = balance_identity_error(traj["params"], sigma, lr)
+    config = dict(lam1=lam1, lam2=lam2, lr=lr, steps=steps, theta0=[float(t) for t in np.asarray(theta0)],
+                  samples=int(samples), seed=seed, projected=projected,
+                  lower=None if lower is None else np.broadcast_to(lower, (3,)).tolist(),
+                  upper=None if upper is None else np.broadcast_to(upper, (3,)).tolist())
+    return {"trajectory": traj, "phases": ph, "config": config, "sigma": np.asarray(sigma)}
+
+
+def _nanmax(x) -> float:
+    x = np.asarray(x, np.float64)
+    return float(np.nanmax(x)) if np.isfinite(x).any() else float("nan")
+
+
+def balance_identity_error(params, sigma, lr) -> float:
+    """max_t |c_{t+1} − c_t − η²(g_α² − ‖g_β‖²)| / (1 + |c_t|): GD moves the conserved quantity of
+    gradient flow only at O(η²), by exactly this amount (plain GD only; NaN rows skipped)."""
+    p = jnp.asarray(params)
+    c = balance(p)
+    g = jax.vmap(lambda th: grad(th, jnp.asarray(sigma)))(p)
+    pred = lr**2 * (g[:, 0] ** 2 - jnp.sum(g[:, 1:] ** 2, axis=1))
+    err = jnp.abs(c[1:] - c[:-1] - pred[:-1]) / (1 + jnp.abs(c[:-1]))
+    return _nanmax(err)

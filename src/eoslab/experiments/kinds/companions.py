@@ -1,177 +1,22 @@
 """The companion papers: the minimalist two-layer network (Liu et al. 2025) and deep linear
 networks at large step sizes (Crăciun & Ghoshdastidar 2024).
 
-Two runners shared by the CLI (``eoslab two-layer``, ``eoslab linear-net``) and the reproduction
-kinds ``two_layer.phases`` and ``linear_net.threshold`` registered here.
+The reproduction kinds ``two_layer.phases`` and ``linear_net.threshold``: configs → the library's
+:func:`eoslab.theory.two_layer.simulate_two_layer` and :func:`eoslab.theory.linear_net.threshold_comparison`
+(the same runners as ``eoslab two-layer`` and ``eoslab linear-net``) → stored arrays, measures, figures.
 """
 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from eoslab.dynamics import gd, sweep
-from eoslab.dynamics.convergence import convergence_sweep
-from eoslab.dynamics.projected import projected_gd
-from eoslab.errors import (EoslabError, check_positive, check_positive_int, each, nonempty, nonnegative_int,
-                           positive, positive_int)
+from eoslab.dynamics import convergence
+from eoslab.errors import EoslabError, each, nonempty, nonnegative_int, positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
 from eoslab.models import linear_net, two_layer
 from eoslab.theory import linear_net as ln_theory
 from eoslab.theory import two_layer as tl_theory
-
-
-# ---- two-layer network ------------------------------------------------------------------------
-def simulate_two_layer(lam1: float = 1.0, lam2: float = 0.01, lr: float = 4.0, steps: int = 1500,
-                       theta0=two_layer.THETA0, samples: int = 0, seed: int = 0,
-                       lower=None, upper=None) -> dict:
-    """GD (or projected GD onto the box [lower, upper] when either is given) on the two-layer model.
-
-    ``samples = 0``: population loss; ``samples = n > 0``: empirical loss on n samples drawn with
-    ``seed``. Returns ``{"trajectory": {key: (steps, ...) array}, "phases": dict, "config": dict}``;
-    the trajectory has GD's keys plus ``params`` (steps, 3) and the per-step diagnostics of
-    :func:`eoslab.theory.two_layer.diagnostics` (the exact sharpness among them: P = 3, closed-form
-    Hessian, so GD itself records no spectra; the NTK of an empirical problem would be n×n).
-    """
-    lr = check_positive("lr", lr)
-    steps = check_positive_int("steps", steps)
-    if samples < 0 or int(samples) != samples:
-        raise EoslabError(f"samples must be 0 (population) or a positive integer, got {samples!r}")
-    if samples:
-        problem = two_layer.empirical_problem(jax.random.PRNGKey(seed), lam1, lam2, int(samples), theta0)
-    else:
-        problem = two_layer.population_problem(lam1, lam2, theta0)
-    projected = lower is not None or upper is not None
-    if projected:
-        lo = -np.inf if lower is None else lower
-        hi = np.inf if upper is None else upper
-        traj, _ = projected_gd(problem, lr, steps, lo, hi, spectra="none", record_params=True)
-    else:
-        traj, _ = gd(problem, lr, steps, spectra="none", record_params=True)
-    sigma = two_layer.problem_covariance(problem)
-    diag = tl_theory.diagnostics(traj["params"], sigma, lr)
-    traj = {**{k: np.asarray(v) for k, v in traj.items()}, **{k: np.asarray(v) for k, v in diag.items()}}
-    ph = tl_theory.phases(traj["sharpness"], traj["loss"], traj["gfs_sharpness"], lr)
-    ph["diverged"] = bool(traj["diverged"][-1])
-    ph["max_stable_set_distance_after_eos"] = _nanmax(traj["stable_set_distance"][max(ph["convergence_start"], 0):]) \
-        if ph["convergence_start"] >= 0 else float("nan")
-    ph["final_stable_set_distance"] = float(traj["stable_set_distance"][-1])
-    ph["balance_identity_error"] = balance_identity_error(traj["params"], sigma, lr)
-    config = dict(lam1=lam1, lam2=lam2, lr=lr, steps=steps, theta0=[float(t) for t in np.asarray(theta0)],
-                  samples=int(samples), seed=seed, projected=projected,
-                  lower=None if lower is None else np.broadcast_to(lower, (3,)).tolist(),
-                  upper=None if upper is None else np.broadcast_to(upper, (3,)).tolist())
-    return {"trajectory": traj, "phases": ph, "config": config, "sigma": np.asarray(sigma)}
-
-
-def _nanmax(x) -> float:
-    x = np.asarray(x, np.float64)
-    return float(np.nanmax(x)) if np.isfinite(x).any() else float("nan")
-
-
-def balance_identity_error(params, sigma, lr) -> float:
-    """max_t |c_{t+1} − c_t − η²(g_α² − ‖g_β‖²)| / (1 + |c_t|): GD moves the conserved quantity of
-    gradient flow only at O(η²), by exactly this amount (plain GD only; NaN rows skipped)."""
-    p = jnp.asarray(params)
-    c = tl_theory.balance(p)
-    g = jax.vmap(lambda th: two_layer.grad(th, jnp.asarray(sigma)))(p)
-    pred = lr**2 * (g[:, 0] ** 2 - jnp.sum(g[:, 1:] ** 2, axis=1))
-    err = jnp.abs(c[1:] - c[:-1] - pred[:-1]) / (1 + jnp.abs(c[:-1]))
-    return _nanmax(err)
-
-
-# ---- deep linear networks ------------------------------------------------------------------------
-def parse_grid(spec: str) -> np.ndarray:
-    """Step sizes from ``"start:stop:num"`` (inclusive ``linspace``) or ``"a,b,c"``; all > 0."""
-    try:
-        if ":" in spec:
-            parts = spec.split(":")
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, num = float(parts[0]), float(parts[1]), parts[2]
-            if not num.strip().isdigit() or int(num) < 1 or stop < start:
-                raise ValueError
-            grid = np.round(np.linspace(start, stop, int(num)), 12)   # 0.85, not 0.8500000000000001
-        else:
-            grid = np.array([float(v) for v in spec.split(",")])
-    except ValueError:
-        raise EoslabError(f"malformed step-size grid {spec!r}: expected START:STOP:NUM with START ≤ STOP "
-                          f"and NUM a positive integer, or a comma-separated list") from None
-    if grid.size == 0 or not np.all(np.isfinite(grid) & (grid > 0)):
-        raise EoslabError(f"step sizes must be finite and positive, got {spec!r}")
-    return grid
-
-
-def linear_net_problem(depth: int, width: int, loss: str = "half_mean", target: float = 1.0):
-    """The network of the CLI: widths (width, …, width), whitened data X = I (n = width examples)
-    and targets Y = target·I. depth 2, width 1: L = ½(uv − target)²."""
-    x, y = linear_net.identity_data(width, target)
-    widths = linear_net.widths_for(depth, width)
-    return linear_net.problem(x, y, linear_net.init(jax.random.PRNGKey(0), widths), loss)
-
-
-def linear_net_convergence(problem, lrs, inits: int = 1000, steps: int = 2000, init_scale: float = 0.5,
-                           seed: int = 0, grad_tol: float = 1e-6, sharpness_rtol: float = 1e-3,
-                           track_det: bool = True) -> dict:
-    """The convergence fraction over a grid of step sizes, next to the threshold 2 / inf_M λ_max.
-
-    ``inits`` initialisations with i.i.d. N(0, init_scale²) weights (one ``vmap`` over lrs × inits).
-    Returns a JSON-ready dict (see docs/companions.md for the keys).
-    """
-    lrs = np.asarray(lrs, np.float64)
-    inits = check_positive_int("inits", inits)
-    widths = (problem.data.shape[1],) + tuple(w.shape[0] for w in problem.params)
-    keys = jax.random.split(jax.random.PRNGKey(seed), inits)
-    batch = jax.vmap(lambda k: linear_net.init(k, widths, init_scale))(keys)
-    inf_lam, method = ln_theory.inf_sharpness(problem)
-    thr = ln_theory.threshold(inf_lam)
-    out = convergence_sweep(problem, lrs, batch, steps, grad_tol=grad_tol,
-                            loss_min=ln_theory.minimum_loss(problem), track_det=track_det)
-    conv = np.asarray(out["converged"])
-    ratio = np.where(conv, lrs[:, None] * np.asarray(out["final_sharpness"]) / 2, np.nan)
-    with np.errstate(all="ignore"):
-        max_ratio = [float(np.nanmax(r)) if np.isfinite(r).any() else None for r in ratio]
-    frac = conv.mean(axis=1)
-    beyond = lrs > thr
-    det = np.asarray(out["min_abs_det"])
-    return {
-        "model": "linear_net", "widths": list(widths), "depth": len(widths) - 1,
-        "loss": "sum" if problem.normaliser == 0.5 else "half_mean",
-        "inits": inits, "steps": int(out["steps"]), "init_scale": init_scale, "seed": seed,
-        "grad_tol": grad_tol,
-        "inf_sharpness": inf_lam, "threshold": thr, "threshold_method": method,
-        "lr": lrs.tolist(),
-        "converged_fraction": frac.tolist(),
-        "at_minimum_fraction": np.asarray(out["at_minimum"]).mean(axis=1).tolist(),
-        "diverged_fraction": np.asarray(out["diverged"]).mean(axis=1).tolist(),
-        "max_final_sharpness_ratio": max_ratio,
-        "min_abs_det": [float(np.nanmin(d)) if np.isfinite(d).any() else None for d in det],
-        "min_abs_det_overall": float(np.nanmin(det)) if np.isfinite(det).any() else None,
-        "max_fraction_beyond_threshold": float(frac[beyond].max()) if beyond.any() else None,
-        "sharpness_bound_holds": bool(all(r is None or r <= 1 + sharpness_rtol for r in max_ratio)),
-        "sharpness_rtol": sharpness_rtol,
-    }
-
-
-def uv_paths(problem, lrs, n_paths: int = 8, steps: int = 200, init_scale: float = 1.0, seed: int = 0):
-    """GD paths θ_t = (u, v) of a depth-2 scalar chain, (len(lrs), n_paths, steps, 2), from
-    N(0, init_scale²) initialisations (one vmap over lrs × paths)."""
-    if problem.num_params != 2:
-        raise EoslabError("(u, v) paths need the depth-2 scalar chain (2 parameters)")
-    inits = jax.vmap(lambda k: linear_net.init(k, (1, 1, 1), init_scale))(
-        jax.random.split(jax.random.PRNGKey(seed), n_paths))
-    run = lambda lr, p0: gd(problem, lr, steps, spectra="none", record_params=True, params0=p0)[0]["params"]
-    return np.asarray(jax.vmap(lambda lr: jax.vmap(lambda p0: run(lr, p0))(inits))(jnp.asarray(lrs, jnp.float64)))
-
-
-def path_lrs(lrs, threshold):
-    """Three step sizes of a grid for the (u, v) figure: the smallest, the largest below the
-    threshold and the smallest above it (when they exist)."""
-    lrs = np.asarray(lrs)
-    below, above = lrs[lrs < threshold], lrs[lrs > threshold]
-    picks = [lrs.min()] + ([below.max()] if below.size else []) + ([above.min()] if above.size else [])
-    return np.unique(np.asarray(picks))
 
 
 # ---- reproduction kinds ------------------------------------------------------------------------
@@ -199,7 +44,7 @@ _SCALARS = ("eos_start", "convergence_start", "delta_eos", "delta_after", "final
 def _two_layer_run(points):
     out = []
     for p in points:   # each run is one jitted scan; runs differ in static data (samples), so no vmap
-        r = simulate_two_layer(p["lam1"], p["lam2"], p["lr"], p["steps"],
+        r = tl_theory.simulate_two_layer(p["lam1"], p["lam2"], p["lr"], p["steps"],
                                (p["alpha0"], p["beta10"], p["beta20"]), p["samples"], p["seed"])
         ph = r["phases"]
         res = {k: np.float64(ph[k]) for k in _SCALARS}
@@ -274,8 +119,8 @@ LINEAR_NET_SCHEMA = {
 def _linear_net_run(points):
     out = []
     for p in points:   # one vmapped sweep (lrs × inits) per point
-        prob = linear_net_problem(p["depth"], p["width"], p["loss"], p["target"])
-        r = linear_net_convergence(prob, p["lr_grid"], p["inits"], p["steps"], p["init_scale"], p["seed"],
+        prob = linear_net.identity_problem(jax.random.PRNGKey(0), p["depth"], p["width"], p["loss"], p["target"])
+        r = ln_theory.threshold_comparison(prob, p["lr_grid"], p["inits"], p["steps"], p["init_scale"], p["seed"],
                                    p["grad_tol"], track_det=p["track_det"])
         nan = lambda xs: np.array([np.nan if v is None else v for v in xs], np.float64)
         res = {"lr": np.asarray(r["lr"]), "converged_fraction": np.asarray(r["converged_fraction"]),
@@ -286,8 +131,8 @@ def _linear_net_run(points):
                "threshold": np.float64(r["threshold"]), "inf_sharpness": np.float64(r["inf_sharpness"]),
                "closed_form": np.float64(r["threshold_method"] == "closed_form")}
         if prob.num_params == 2:
-            res["uv_lrs"] = path_lrs(r["lr"], r["threshold"])
-            res["uv_paths"] = uv_paths(prob, res["uv_lrs"], seed=p["seed"])
+            res["uv_lrs"] = convergence.path_lrs(r["lr"], r["threshold"])
+            res["uv_paths"] = convergence.uv_paths(prob, res["uv_lrs"], seed=p["seed"])
         if p["numerical_inf"]:
             res["inf_sharpness_numerical"] = np.float64(
                 ln_theory.inf_sharpness_numerical(prob, jax.random.PRNGKey(p["seed"]), restarts=2,

@@ -120,37 +120,13 @@ def taylor_agreement_steps(runs) -> Measurement:
 
 
 def figures(results):
-    from eoslab.plots.networks import _edge
-    from eoslab.plots.style import figure
+    from eoslab.plots.networks import eos_panels
 
     out = []
     for r in results.runs:
         a, lr = r.arrays, r.params["lr"]
         has_t = "taylor_loss" in a
-        fig, axes = figure(ncols=3 if has_t else 2, width=4.0, height=3.0)
-        steps = np.arange(len(a["loss"]))
-        axes[0].semilogy(steps, a["loss"], color="k", lw=0.9, label="network")
-        if has_t:
-            axes[0].semilogy(steps, a["taylor_loss"], color="#ff7f0e", ls="--", lw=0.9, label="Taylor model")
-        axes[0].set_xlabel("step")
-        axes[0].set_ylabel("training loss")
-        axes[0].legend()
-        t = np.nonzero(a["tracked"])[0]
-        for i, c in zip(range(a["hessian_eigs"].shape[1]), ("#1f77b4", "#2ca02c")):
-            axes[1].plot(t, a["hessian_eigs"][t, i], color=c, lw=0.9, label=f"network λ{i + 1}")
-        if has_t:
-            axes[1].plot(t, a["taylor_hessian_eigs"][t, 0], color="#ff7f0e", ls="--", lw=0.8, label="Taylor λ₁")
-        _edge(axes[1], lr)
-        axes[1].set_xlabel("step")
-        axes[1].set_ylabel("top Hessian eigenvalues")
-        axes[1].legend(loc="lower right")
-        if has_t:
-            axes[2].semilogy(steps, a["nonlinear_norm"] / a["linear_norm"], color="k", lw=0.8, label="network")
-            axes[2].semilogy(steps, a["taylor_nonlinear_norm"] / a["taylor_linear_norm"], color="#ff7f0e",
-                             ls="--", lw=0.8, label="Taylor model")
-            axes[2].set_xlabel("step")
-            axes[2].set_ylabel("‖½Q(δ,δ)‖ / ‖Jδ‖")
-            axes[2].legend()
+        fig = eos_panels(a, lr)
         p = r.params
         out.append((f"network_eos_{r.id}", fig,
                     f"{p['depth']}-hidden-layer {p['activation']} network, width {p['width']}, synthetic data "
