@@ -29,6 +29,7 @@ _COMMAND_MODULES = [
     "eoslab.cli.highdim",
     "eoslab.cli.networks",
     "eoslab.cli.sweep",
+    "eoslab.cli.view",
 ]
 
 

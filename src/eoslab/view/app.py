@@ -1,0 +1,541 @@
+"""The Bokeh documents of ``eoslab view``: the 2-D explorer, random second-order models, and the
+run browser. Every number drawn is computed by :mod:`eoslab.view.compute` (eoslab's GD, theory
+and sweeps) or read by :mod:`eoslab.view.runs` (the store, read-only) in the server process;
+the browser only draws.
+
+Models carry ``name`` attributes so a test (or a curious user in the browser console,
+``Bokeh.documents[0].get_model_by_name("traj")``) can read back exactly what is drawn.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eoslab.errors import EoslabError
+from eoslab.view import compute, runs
+
+# Colours (the edge and prediction colours match eoslab.plots.style).
+EDGE = "#d62728"
+PREDICTED = "#2ca02c"
+STABLE = "#1f77b4"
+TRAJ = "#ff7f0e"
+PHASE_COLOURS = ("#9ecae1", "#fd8d3c", "#3b3b3b")  # below, edge of stability, diverged
+RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+               "#7f7f7f", "#bcbd22", "#17becf")
+#: Default explorer state: the regime of Theorem 1 at ε = 0.1 (θ₂√(εη) = 2.2 lies in the
+#: default initialisation box of ``eoslab run quadratic2d``).
+DEFAULTS = {"eps": 0.1, "lr": 1.0, "E": 0.0, "steps": 2000, "theta1": 0.2, "theta2": 2.2 / math.sqrt(0.1)}
+REFRESH_MS = 2000
+
+_STYLE = """
+:host { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+"""
+
+
+def _fmt(v: float, digits: int = 6) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}g}"
+
+
+# =========================================================================== explorer (2-D model)
+class Explorer:
+    """The 2-D model of Theorem 1: landscape, trajectory, ratio, loss, phase diagram."""
+
+    def __init__(self, doc=None):
+        from bokeh.models import (ColumnDataSource, Div, LinearColorMapper, NumericInput, Slider, Span)
+        from bokeh.plotting import figure
+
+        self.doc = doc
+        st = dict(DEFAULTS)
+        self.w_eps = NumericInput(title="ε (Q = diag(1, −ε))", value=st["eps"], mode="float", name="eps",
+                                  width=130)
+        self.w_lr = NumericInput(title="η (step size)", value=st["lr"], mode="float", name="lr", width=130)
+        self.w_lr_slider = Slider(title="drag η", start=0.05, end=4.0, step=0.01, value=st["lr"], name="lr_slider",
+                                  width=280)
+        self.w_E = NumericInput(title="E (target)", value=st["E"], mode="float", name="E", width=110)
+        self.w_steps = NumericInput(title="steps", value=st["steps"], mode="int", low=1, name="steps", width=110)
+        self.w_t1 = NumericInput(title="θ₀,₁", value=st["theta1"], mode="float", name="theta1", width=130)
+        self.w_t2 = NumericInput(title="θ₀,₂", value=st["theta2"], mode="float", name="theta2", width=130)
+        self.outcome = Div(text="", name="outcome", width=900)
+        self.error = Div(text="", name="error", styles={"color": EDGE})
+
+        # --- landscape with trajectory
+        self.window = compute.box(st["eps"], st["lr"], (st["theta1"], st["theta2"]))
+        self.land = figure(title="loss landscape: contours of f, minima coloured by stability — click to set θ₀",
+                           width=560, height=460, x_axis_label="θ₁", y_axis_label="θ₂",
+                           tools="pan,wheel_zoom,box_zoom,reset,save,tap", name="landscape",
+                           match_aspect=False)
+        self.cmap = LinearColorMapper(palette=_greys(), low=-6, high=2)
+        self.src_img = ColumnDataSource(dict(image=[np.zeros((2, 2))], x=[0.0], y=[0.0], dw=[1.0], dh=[1.0]))
+        self.land.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.src_img, color_mapper=self.cmap)
+        self.contours = None
+        self.src_min = ColumnDataSource(dict(x0=[], y0=[], x1=[], y1=[], colour=[], ratio=[]), name="minima")
+        self.land.segment("x0", "y0", "x1", "y1", source=self.src_min, line_color="colour", line_width=4,
+                          line_alpha=0.85)
+        # legend proxies for the minimiser colours
+        self.land.line([np.nan], [np.nan], line_color=STABLE, line_width=4, legend_label="minima, stable (ηλ < 2)")
+        self.land.line([np.nan], [np.nan], line_color=EDGE, line_width=4, legend_label="minima, unstable (ηλ > 2)")
+        self.src_traj = ColumnDataSource(dict(x=[], y=[], t=[]), name="traj")
+        self.land.line("x", "y", source=self.src_traj, line_color=TRAJ, line_width=1, line_alpha=0.6,
+                       legend_label="GD trajectory")
+        self.land.scatter("x", "y", source=self.src_traj, size=3, color=TRAJ)
+        self.src_start = ColumnDataSource(dict(x=[st["theta1"]], y=[st["theta2"]]), name="theta0")
+        self.land.scatter("x", "y", source=self.src_start, size=11, marker="circle", fill_color="white",
+                          line_color="black", line_width=2, legend_label="θ₀")
+        self.land.legend.location = "top_left"
+        self.land.legend.background_fill_alpha = 0.7
+        self.land.legend.label_text_font_size = "9pt"
+
+        # --- ratio and loss against t
+        self.rat = figure(title="η·λ_t/2 (λ: the NTK θ₁² + ε²θ₂²; 1 is the edge λ = 2/η)", width=560, height=260,
+                          x_axis_label="step t + 1", x_axis_type="log", tools="pan,wheel_zoom,box_zoom,reset,save",
+                          name="ratio_plot")
+        self.src_ratio = ColumnDataSource(dict(t=[], ratio=[], hratio=[]), name="ratio")
+        self.rat.line("t", "hratio", source=self.src_ratio, line_color="#9e9e9e", line_width=1,
+                      legend_label="η·λ_max(∇²L)/2")
+        self.rat.line("t", "ratio", source=self.src_ratio, line_color="black", line_width=1.5,
+                      legend_label="η·λ_NTK/2")
+        self.rat.line([np.nan], [np.nan], line_color=EDGE, line_dash="dashed", legend_label="edge (λ = 2/η)")
+        self.rat.line([np.nan], [np.nan], line_color=PREDICTED, line_dash="dotted", line_width=2,
+                      legend_label="predicted limit (Theorem 1)")
+        self.rat.add_layout(Span(location=1.0, dimension="width", line_color=EDGE, line_dash="dashed"))
+        self.pred_span = Span(location=np.nan, dimension="width", line_color=PREDICTED, line_dash="dotted",
+                              line_width=2, name="predicted_span")
+        self.rat.add_layout(self.pred_span)
+        self.rat.legend.location = "bottom_right"
+        self.rat.legend.label_text_font_size = "9pt"
+        self.loss = figure(title="loss ½(f − E)²", width=560, height=200, y_axis_type="log", x_axis_type="log",
+                           x_axis_label="step t + 1",
+                           tools="pan,wheel_zoom,box_zoom,reset,save", x_range=self.rat.x_range)
+        self.src_loss = ColumnDataSource(dict(t=[], loss=[]))
+        self.loss.line("t", "loss", source=self.src_loss, line_color="black")
+
+        # --- phase diagram
+        self.phase = figure(title="phase diagram over (η, θ₀,₂) at this θ₀,₁ — click to set both", width=460,
+                            height=460, x_axis_label="η", y_axis_label="θ₀,₂", tools="tap,save,reset",
+                            name="phase")
+        self.phase_cmap = LinearColorMapper(palette=list(PHASE_COLOURS), low=-0.5, high=2.5)
+        self.src_phase = ColumnDataSource(dict(image=[np.zeros((2, 2))], x=[0.0], y=[0.0], dw=[1.0], dh=[1.0]),
+                                          name="phase_data")
+        self.phase.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.src_phase,
+                         color_mapper=self.phase_cmap)
+        self.src_here = ColumnDataSource(dict(x=[st["lr"]], y=[st["theta2"]]))
+        self.phase.scatter("x", "y", source=self.src_here, marker="circle_cross", size=14, fill_color=None,
+                           line_color="black", line_width=2)
+        legend = "".join(f'<span style="display:inline-block;width:12px;height:12px;background:{c};'
+                         f'margin:0 4px 0 12px;vertical-align:middle"></span>{n}'
+                         for c, n in zip(PHASE_COLOURS, compute.OUTCOMES))
+        self.phase_legend = Div(text=legend + " &nbsp;(○: the current η, θ₀)", width=460)
+        self.phase_info = Div(text="", name="phase_info", width=460)
+
+        from bokeh.events import Tap
+
+        self.land.on_event(Tap, self._on_land_tap)
+        self.phase.on_event(Tap, self._on_phase_tap)
+        for w in (self.w_eps, self.w_lr, self.w_E, self.w_steps, self.w_t1, self.w_t2):
+            w.on_change("value", self._on_value)
+        self.w_lr_slider.on_change("value_throttled", self._on_slider)
+        self._busy = False
+        self.timings: list[float] = []
+        self.update()
+
+    # ---- state
+    def state(self) -> dict:
+        return {"eps": self.w_eps.value, "lr": self.w_lr.value, "E": self.w_E.value, "steps": self.w_steps.value,
+                "theta0": (self.w_t1.value, self.w_t2.value)}
+
+    def layout(self):
+        from bokeh.layouts import column, row
+        from bokeh.models import Div
+
+        intro = Div(text=(
+            "<b>Theorem 1's 2-D model</b>: f(θ) = ½(θ₁² − εθ₂²), loss ½(f − E)², GD θ ← θ − η∇L. "
+            "From θ₀ with θ₁ small and f far from E, the NTK λ grows (progressive sharpening) until ηλ/2 "
+            "reaches 1, then GD oscillates across the valley and λ settles just below 2/η, at the limit "
+            "that Theorem 1 predicts. Everything is computed by eoslab in the server process "
+            "(<code>eoslab.dynamics.gd</code>, <code>eoslab.theory.eos2d</code>)."), width=1040)
+        inputs = row(self.w_eps, self.w_lr, self.w_lr_slider, self.w_E, self.w_steps, self.w_t1, self.w_t2)
+        return column(intro, inputs, self.error, self.outcome,
+                      row(self.land, column(self.phase, self.phase_legend, self.phase_info)),
+                      row(column(self.rat, self.loss)), name="explorer")
+
+    # ---- callbacks
+    def _on_value(self, attr, old, new):
+        if not self._busy:
+            if self.w_lr.value is not None and self.w_lr_slider.start <= self.w_lr.value <= self.w_lr_slider.end:
+                self.w_lr_slider.value = self.w_lr.value
+            self.update()
+
+    def _on_slider(self, attr, old, new):
+        self.w_lr.value = float(new)  # triggers _on_value
+
+    def _on_land_tap(self, event):
+        self._set(theta1=float(event.x), theta2=float(event.y))
+
+    def _on_phase_tap(self, event):
+        self._set(lr=float(event.x), theta2=float(event.y))
+
+    def _set(self, **kw):
+        widgets = {"lr": self.w_lr, "theta1": self.w_t1, "theta2": self.w_t2}
+        self._busy = True
+        try:
+            for k, v in kw.items():
+                widgets[k].value = v
+        finally:
+            self._busy = False
+        if "lr" in kw and self.w_lr_slider.start <= kw["lr"] <= self.w_lr_slider.end:
+            self.w_lr_slider.value = kw["lr"]
+        self.update()
+
+    # ---- computation
+    def update(self):
+        t0 = time.perf_counter()
+        s = self.state()
+        try:
+            if any(v is None for v in (s["eps"], s["lr"], s["E"], s["steps"], *s["theta0"])):
+                raise EoslabError("every input needs a value")
+            tr = compute.trajectory2d(s["eps"], s["lr"], s["E"], s["theta0"], s["steps"])
+        except EoslabError as e:
+            self.error.text = f"error: {e}"
+            return None
+        self.error.text = ""
+        eps, lr, E = float(s["eps"]), float(s["lr"]), float(s["E"])
+        th = tr["theta"]
+        # Steps after a divergence are NaN: drawn as a gap.
+        self.src_traj.data = dict(x=th[:, 0], y=th[:, 1], t=tr["t"])
+        self.src_start.data = dict(x=[float(s["theta0"][0])], y=[float(s["theta0"][1])])
+        t1 = tr["t"] + 1.0  # log axis
+        self.src_ratio.data = dict(t=t1, ratio=tr["ratio"], hratio=tr["hessian_ratio"])
+        self.src_loss.data = dict(t=t1, loss=np.maximum(tr["loss"], 1e-300))
+        self.pred_span.location = tr["predicted_ratio"] if math.isfinite(tr["predicted_ratio"]) else None
+        window = compute.box(eps, lr, s["theta0"])
+        self._draw_landscape(eps, lr, E, window)
+        took = time.perf_counter() - t0
+        self.timings.append(took)
+        self.outcome.text = self._outcome_html(tr, s, took)
+        self.outcome.tags = [{"final_ratio": tr["final_ratio"], "predicted_ratio": tr["predicted_ratio"],
+                              "outcome": tr["outcome"], "steps": int(s["steps"]), "lr": lr, "eps": eps, "E": E,
+                              "theta0": [float(v) for v in s["theta0"]], "compute_s": took}]
+        self._schedule_phase(eps, lr, E, float(s["theta0"][0]), int(s["steps"]), window)
+        return tr
+
+    def _outcome_html(self, tr, s, took) -> str:
+        colour = {"edge of stability": PHASE_COLOURS[1], "diverged": PHASE_COLOURS[2]}.get(tr["outcome"], STABLE)
+        parts = [f'<b style="color:{colour}">{tr["outcome"]}</b>']
+        if tr["outcome"] == "diverged":
+            parts.append(f"(at step {tr['diverged_at']:,})")
+        else:
+            parts.append(f"— η·λ/2 at the end (mean of the last {min(compute.TAIL, int(s['steps']))} steps): "
+                         f"<b>{_fmt(tr['final_ratio'], 7)}</b>")
+            parts.append(f"· predicted limit {_fmt(tr['predicted_ratio'], 7)}")
+            parts.append(f"· max η·λ/2 {_fmt(tr['max_ratio'], 4)}")
+        parts.append(f'<span style="color:#777">· computed in {took * 1e3:.0f} ms</span>')
+        return " ".join(parts)
+
+    def _draw_landscape(self, eps, lr, E, window):
+        from bokeh.plotting.contour import contour_data
+
+        if getattr(self, "_land_key", None) == (eps, lr, E, window):
+            return
+        self._land_key = (eps, lr, E, window)
+        ls = compute.landscape(eps, E, window)
+        x0, x1, y0, y1 = window
+        self.src_img.data = dict(image=[ls["log_loss"]], x=[x0], y=[y0], dw=[x1 - x0], dh=[y1 - y0])
+        self.cmap.low, self.cmap.high = float(np.min(ls["log_loss"])), float(np.max(ls["log_loss"]))
+        levels = np.linspace(ls["f"].min(), ls["f"].max(), 17)[1:-1]
+        if self.contours is None:
+            self.contours = self.land.contour(ls["x"], ls["y"], ls["f"], levels, line_color="#555555",
+                                              line_alpha=0.5, line_width=0.8)
+        else:
+            self.contours.set_data(contour_data(ls["x"], ls["y"], ls["f"], levels))
+        mc = compute.minimiser_curve(eps, lr, E, window)
+        self.src_min.data = dict(x0=mc["x0"], y0=mc["y0"], x1=mc["x1"], y1=mc["y1"], ratio=mc["ratio"],
+                                 colour=np.where(mc["stable"], STABLE, EDGE))
+        self.land.x_range.start, self.land.x_range.end = x0, x1
+        self.land.y_range.start, self.land.y_range.end = y0, y1
+
+    def _schedule_phase(self, *args):
+        # The trajectory is sent first; the phase diagram follows on the next tick.
+        self._phase_args = args
+        if self.doc is None:
+            self._update_phase()
+        elif not getattr(self, "_phase_pending", False):
+            self._phase_pending = True
+            self.doc.add_next_tick_callback(self._update_phase)
+
+    def _update_phase(self):
+        self._phase_pending = False
+        eps, lr, E, theta1, steps, window = self._phase_args
+        t0 = time.perf_counter()
+        lrs, t2 = compute.phase_axes(lr, window)
+        ph = compute.phase_diagram(eps, E, theta1, lrs, t2, steps)
+        dl, dt = lrs[1] - lrs[0], t2[1] - t2[0]
+        self.src_phase.data = dict(image=[ph["code"].astype(np.float64)], x=[lrs[0] - dl / 2], y=[t2[0] - dt / 2],
+                                   dw=[lrs[-1] - lrs[0] + dl], dh=[t2[-1] - t2[0] + dt])
+        self.phase.x_range.start, self.phase.x_range.end = lrs[0] - dl / 2, lrs[-1] + dl / 2
+        self.phase.y_range.start, self.phase.y_range.end = t2[0] - dt / 2, t2[-1] + dt / 2
+        self.src_here.data = dict(x=[lr], y=[float(self.w_t2.value)])
+        n = ph["code"].size
+        counts = [int((ph["code"] == i).sum()) for i in range(3)]
+        self.phase_info.text = (f"{ph['code'].shape[1]} step sizes × {ph['code'].shape[0]} values of θ₀,₂ "
+                                f"({n:,} runs of {steps:,} steps, one vmap) in {1e3 * (time.perf_counter() - t0):.0f} ms: "
+                                + ", ".join(f"{c:,} {o}" for c, o in zip(counts, compute.OUTCOMES)))
+
+
+def _greys():
+    from bokeh.palettes import Greys256
+
+    return list(Greys256[90:])  # dark (high loss) … white (low loss)
+
+
+# =========================================================================== random second-order models
+class SecondOrderExplorer:
+    """GD on a random second-order model of Theorem 2 (output space, exact)."""
+
+    def __init__(self):
+        from bokeh.models import Button, Div, NumericInput, Span
+        from bokeh.plotting import figure
+
+        mk = lambda title, v, mode="float", name=None: NumericInput(title=title, value=v, mode=mode, name=name,
+                                                                     width=100)
+        self.w = {"D": mk("D (data)", 40, "int", "so_D"), "P": mk("P (params)", 80, "int", "so_P"),
+                  "sigma_z": mk("σ_z", 1.0, name="so_sz"), "sigma_j": mk("σ_J", 1.0, name="so_sj"),
+                  "sigma_q": mk("σ_q", 1.0, name="so_sq"), "lr": mk("η", 0.25, name="so_lr"),
+                  "steps": mk("steps", 2000, "int", "so_steps"), "seed": mk("seed", 0, "int", "so_seed")}
+        self.button = Button(label="run GD", button_type="primary", width=100, name="so_run")
+        self.button.on_click(self.update)
+        self.outcome = Div(text="press <i>run GD</i> (a new D, P or number of steps compiles once, a few seconds)",
+                           name="so_outcome", width=900)
+        self.rat = figure(title="η·λ/2 of the NTK's top two eigenvalues and of the Hessian (1 is the edge)",
+                          width=700, height=300, x_axis_label="step t", tools="pan,wheel_zoom,box_zoom,reset,save")
+        from bokeh.models import ColumnDataSource
+
+        self.src = ColumnDataSource(dict(t=[], ratio=[], ratio2=[], hratio=[], loss=[]), name="so_traj")
+        self.rat.line("t", "hratio", source=self.src, color="#9e9e9e", legend_label="η·λ_max(∇²L)/2")
+        self.rat.line("t", "ratio", source=self.src, color="black", line_width=1.5, legend_label="η·λ₁(NTK)/2")
+        self.rat.line("t", "ratio2", source=self.src, color=STABLE, legend_label="η·λ₂(NTK)/2")
+        self.rat.add_layout(Span(location=1.0, dimension="width", line_color=EDGE, line_dash="dashed"))
+        self.rat.legend.location = "bottom_right"
+        self.loss = figure(title="loss", width=700, height=220, y_axis_type="log", x_axis_label="step t",
+                           x_range=self.rat.x_range, tools="pan,wheel_zoom,box_zoom,reset,save")
+        self.src_loss = ColumnDataSource(dict(t=[], loss=[]))
+        self.loss.line("t", "loss", source=self.src_loss, color="black")
+
+    def layout(self):
+        from bokeh.layouts import column, row
+        from bokeh.models import Div
+
+        intro = Div(text=("<b>Random second-order models</b> (Theorem 2): f(θ) = y + Gᵀθ + ½Q(θ, θ) with "
+                          "z₀ ~ σ_z, J₀ ~ σ_J, Q ~ σ_q i.i.d. Gaussian (<code>eoslab.models.second_order.random</code>), "
+                          "GD iterated exactly in output space (<code>eoslab.dynamics.gd_output</code>)."), width=1040)
+        return column(intro, row(*self.w.values(), self.button), self.outcome, self.rat, self.loss)
+
+    def update(self, *_):
+        t0 = time.perf_counter()
+        v = {k: w.value for k, w in self.w.items()}
+        try:
+            if any(x is None for x in v.values()):
+                raise EoslabError("every input needs a value")
+            r = compute.second_order_run(v["D"], v["P"], v["sigma_z"], v["sigma_j"], v["sigma_q"], v["lr"],
+                                         v["steps"], v["seed"])
+        except EoslabError as e:
+            self.outcome.text = f'<span style="color:{EDGE}">error: {e}</span>'
+            return
+        self.src.data = dict(t=r["t"], ratio=r["ratio"], ratio2=r["ntk2_ratio"], hratio=r["hessian_ratio"],
+                             loss=r["loss"])
+        self.src_loss.data = dict(t=r["t"], loss=np.maximum(r["loss"], 1e-300))
+        extra = (f"at step {r['diverged_at']:,}" if r["outcome"] == "diverged" else
+                 f"— η·λ₁/2 at the end {_fmt(r['final_ratio'], 6)}, max {_fmt(r['max_ratio'], 4)}")
+        self.outcome.text = (f"<b>{r['outcome']}</b> {extra} "
+                             f'<span style="color:#777">· {1e3 * (time.perf_counter() - t0):.0f} ms</span>')
+
+
+# =========================================================================== run browser
+class RunBrowser:
+    """Every run of a results root: a table, overlays of the chosen runs, refreshed from the store."""
+
+    def __init__(self, root, doc=None, preselect: list[str] | None = None):
+        from bokeh.models import (ColumnDataSource, DataTable, Div, MultiChoice, TableColumn)
+        from bokeh.plotting import figure
+
+        self.root = Path(root)
+        self.doc = doc
+        self._rows: dict[tuple, dict] = {}
+        self.entries: list[runs.Entry] = []
+        self.src_table = ColumnDataSource(dict(ref=[], experiment=[], kind=[], run_id=[], params=[], outcomes=[],
+                                               steps=[], status=[]), name="runs_table")
+        cols = [TableColumn(field="experiment", title="experiment", width=150),
+                TableColumn(field="kind", title="kind", width=110),
+                TableColumn(field="run_id", title="run", width=90),
+                TableColumn(field="steps", title="steps", width=60),
+                TableColumn(field="params", title="key parameters", width=380),
+                TableColumn(field="outcomes", title="outcomes (scalars)", width=330),
+                TableColumn(field="status", title="status", width=90)]
+        self.table = DataTable(source=self.src_table, columns=cols, width=1220, height=260, selectable=True,
+                               index_position=None, name="runs")
+        self.src_table.selected.on_change("indices", self._on_select)
+        self.status = Div(text="", name="runs_status", width=1200)
+        self.message = Div(text="", name="runs_message", styles={"color": EDGE}, width=1200)
+        self.details = Div(text="", width=1200, name="runs_details")
+        tools = "pan,wheel_zoom,box_zoom,reset,save"
+        self.f_loss = figure(title="loss", width=600, height=300, y_axis_type="log", x_axis_label="step",
+                             tools=tools, name="runs_loss")
+        self.f_eigs = figure(title="tracked eigenvalues (error bars: residual ‖Hv − λv‖), the edge (dashed)",
+                             width=600, height=300, x_axis_label="step", tools=tools, name="runs_eigs",
+                             x_range=self.f_loss.x_range)
+        self.f_ratio = figure(title="η·λ/2 (1 is the edge)", width=600, height=300, x_axis_label="step",
+                              tools=tools, x_range=self.f_loss.x_range, name="runs_ratio")
+        self.f_other = figure(title="other per-step arrays (choose above)", width=600, height=300,
+                              x_axis_label="step", tools=tools, x_range=self.f_loss.x_range, name="runs_other")
+        from bokeh.models import Span
+
+        self.f_ratio.add_layout(Span(location=1.0, dimension="width", line_color=EDGE, line_dash="dashed"))
+        self.other_choice = MultiChoice(title="other arrays", options=[], value=[], width=600, name="runs_other_keys")
+        self.other_choice.on_change("value", lambda attr, old, new: self._draw())
+        self.selected: list[str] = []
+        self.refresh()
+        self._preselect(preselect or [])
+
+    def layout(self):
+        from bokeh.layouts import column, row
+        from bokeh.models import Div
+
+        intro = Div(text=(f"<b>Runs</b> under <code>{self.root}</code> (read-only; refreshed every "
+                          f"{REFRESH_MS // 1000} s, so a sweep's new runs appear as they are stored). "
+                          "Select rows (shift/ctrl-click for several) to overlay them."), width=1200)
+        return column(intro, self.status, self.message, self.table,
+                      row(self.f_loss, self.f_eigs), row(self.f_ratio, column(self.other_choice, self.f_other)),
+                      self.details)
+
+    # ---- store
+    def refresh(self):
+        entries = runs.scan(self.root)
+        if entries == self.entries and self.src_table.data["ref"]:
+            return False
+        old = {e.ref: e.stamp for e in self.entries}
+        self.entries = entries
+        rows = [self._row(e) for e in entries]
+        keep = [r["ref"] for r in rows if r["ref"] in self.selected]
+        data = {k: [r[k] for r in rows] for k in self.src_table.data}
+        self.src_table.data = data
+        refs = data["ref"]
+        self.src_table.selected.indices = [refs.index(r) for r in keep]
+        n_bad = sum(e.problem is not None for e in entries)
+        self.status.text = (f"{len(entries)} run(s) in {len({e.experiment for e in entries})} experiment(s)"
+                            + (f", {n_bad} incomplete or invalid (listed, not read)" if n_bad else "")
+                            + f" · scanned {time.strftime('%H:%M:%S')}")
+        changed = [e.ref for e in entries if e.ref in self.selected and old.get(e.ref) != e.stamp]
+        if changed:
+            self._draw()
+        return True
+
+    def _row(self, e: runs.Entry) -> dict:
+        key = (e.ref, e.stamp, e.problem)
+        if key not in self._rows:
+            self._rows[key] = runs.table_row(self.root, e)
+        return self._rows[key]
+
+    def _preselect(self, refs: list[str]):
+        msgs, ok = [], []
+        for ref in refs:
+            try:
+                runs.read(self.root, ref)  # refuses paths outside the root, invalid runs
+                ok.append(ref)
+            except EoslabError as e:
+                msgs.append(str(e))
+        self.message.text = "<br>".join(msgs)
+        tab = self.src_table.data["ref"]
+        self.src_table.selected.indices = [tab.index(r) for r in ok if r in tab]
+
+    def _on_select(self, attr, old, new):
+        refs = self.src_table.data["ref"]
+        self.selected = [refs[i] for i in new if i < len(refs)]
+        self._draw()
+
+    # ---- plots
+    def _draw(self):
+        from bokeh.models import ColumnDataSource
+
+        for f in (self.f_loss, self.f_eigs, self.f_ratio, self.f_other):
+            f.renderers = [r for r in f.renderers if not getattr(r, "tags", None) == ["run"]]
+            if f.legend:
+                f.legend.items = []
+        other_keys, details = set(), []
+        for i, ref in enumerate(self.selected[:len(RUN_COLOURS)]):
+            colour = RUN_COLOURS[i]
+            try:
+                run = runs.read(self.root, ref)
+                s = runs.series(run)
+            except (EoslabError, OSError, ValueError) as e:
+                self.message.text = f"{ref}: {e}"
+                continue
+            label = ref.split("/")[0][:18] + "/" + ref.split("/")[1][:6]
+            x = s["x"]
+
+            def line(fig, y, name, dash="solid", width=1.3, alpha=1.0, positive=False):
+                ok = np.isfinite(y) & (y > 0 if positive else True)
+                src = ColumnDataSource(dict(x=x[ok], y=y[ok]), tags=[ref, name])
+                r = fig.line("x", "y", source=src, color=colour, line_dash=dash, line_width=width, alpha=alpha,
+                             legend_label=f"{label} {name}")
+                r.tags = ["run"]
+
+            for name, y in s["loss"]:
+                line(self.f_loss, y, name, positive=True)
+            for name, y in s["flow_loss"]:
+                line(self.f_loss, y, name, dash="dashed", positive=True)
+            for j, (name, y, err) in enumerate(s["eigs"]):
+                line(self.f_eigs, y, name, alpha=1.0 if j == 0 else 0.6)
+                if err is not None:
+                    ok = np.isfinite(y) & np.isfinite(err)
+                    src = ColumnDataSource(dict(x=x[ok], lo=(y - err)[ok], hi=(y + err)[ok]), tags=[ref, name + " ±"])
+                    r = self.f_eigs.segment("x", "lo", "x", "hi", source=src, color=colour, alpha=0.5)
+                    r.tags = ["run"]
+            if s["edge"] is not None and s["eigs"]:
+                line(self.f_eigs, s["edge"], "edge", dash="dashed", width=1.0)
+            for name, y in s["flow_eigs"]:
+                line(self.f_eigs, y, name, dash="dotdash", width=2)
+            for name, y in s["ratio"]:
+                line(self.f_ratio, y, name)
+            for name, y in s["other"]:
+                other_keys.add(name)
+                if name in self.other_choice.value:
+                    line(self.f_other, y, name)
+            details.append(f"<details><summary>{ref}</summary><pre>{_escape(runs.details(run))}</pre></details>")
+        self.other_choice.options = sorted(other_keys | set(self.other_choice.value))
+        self.details.text = "".join(details)
+        for f in (self.f_loss, self.f_eigs, self.f_ratio, self.f_other):
+            if f.legend:
+                f.legend.label_text_font_size = "8pt"
+                f.legend.location = "top_right"
+                f.legend.background_fill_alpha = 0.6
+
+
+def _escape(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# =========================================================================== the document
+def build(doc, runs_root) -> dict:
+    """Fill a Bokeh ``doc`` with the three tabs; returns the panel objects (for tests)."""
+    from bokeh.models import TabPanel, Tabs
+
+    args = {}
+    ctx = getattr(doc, "session_context", None)
+    if ctx is not None and getattr(ctx, "request", None) is not None:
+        args = ctx.request.arguments or {}
+    pre = [v.decode("utf-8", "replace") for v in args.get("run", [])]
+    pre = [r for v in pre for r in v.split(",") if r]
+    explorer = Explorer(doc)
+    so = SecondOrderExplorer()
+    browser = RunBrowser(runs_root, doc, preselect=pre)
+    tabs = Tabs(tabs=[TabPanel(child=explorer.layout(), title="2-D model (Theorem 1)"),
+                      TabPanel(child=so.layout(), title="random second-order models"),
+                      TabPanel(child=browser.layout(), title="runs")], name="tabs",
+                active=2 if pre else 0)
+    doc.add_root(tabs)
+    doc.title = "eoslab view"
+    doc.add_periodic_callback(browser.refresh, REFRESH_MS)
+    return {"explorer": explorer, "second_order": so, "runs": browser, "tabs": tabs}

@@ -1,0 +1,206 @@
+"""Read-only browsing of a results root (the store of ``eoslab reproduce``, ``train``, sweeps).
+
+Nothing here writes, moves or deletes: runs are read with ``Store.read(path, repair=False)``
+(an invalid run is listed as invalid, never quarantined), and every path is resolved inside
+the root (:func:`resolve`): ``..``, absolute paths and symbolic links that lead outside it
+are refused.
+
+Arrays are classified generically, so kinds this module does not know still show:
+
+* per-step arrays: those whose first axis has the run's largest length T (as ``eoslab.load``);
+  an array named ``step``, ``steps`` or ``t`` of that length gives the x axis;
+* ``loss`` and ``*_loss`` → the loss panel;
+* ``*_eigs`` (T,) or (T, k) → the spectrum panel, with ``*_residuals`` of the same shape
+  (‖Hv − λv‖, a rigorous error bar for a symmetric operator) as error bars;
+* ``tracked`` (float) with ``residuals`` of the same shape → the same (the tracker's output);
+* ``eta_*_half*`` (η·λ/2, the edge at 1) → the ratio panel;
+* ``edge`` → the optimizer's edge (dashed) on the spectrum panel; without it, 2/η from the
+  run's parameter ``lr`` when it has one;
+* names that contain ``central`` or ``flow`` → a central-flow prediction, drawn dashed on the
+  panel its name points to (``loss`` in the name → loss panel, else spectrum panel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from eoslab.errors import EoslabError
+from eoslab.experiments.store import MARKER, Store
+
+#: x-axis array names, in order of preference.
+STEP_KEYS = ("step", "steps", "t")
+#: Parameters shown as table columns when a run has them (others are in the details).
+KEY_PARAMS = ("lr", "eps", "optimizer", "model", "D", "P", "width", "depth", "steps", "seed")
+
+
+def resolve(root: str | os.PathLike, ref: str) -> Path:
+    """The directory ``root / ref`` if it lies inside ``root`` after resolving ``..`` and links.
+
+    ``ref`` is a relative path such as ``"<experiment>/<run id>"``. Absolute paths, ``..``
+    components, NUL bytes and anything whose real path leaves the root raise
+    :class:`EoslabError` (before touching the file system beyond ``realpath``)."""
+    if not isinstance(ref, str) or not ref or "\x00" in ref:
+        raise EoslabError(f"run reference must be a non-empty relative path, got {ref!r}")
+    if os.path.isabs(ref) or ref.startswith(("/", "\\", "~")) or (len(ref) > 1 and ref[1] == ":"):
+        raise EoslabError(f"run reference {ref!r} is absolute: only paths inside the results root are allowed")
+    parts = ref.replace("\\", "/").split("/")
+    if any(p in ("..", "") for p in parts):
+        raise EoslabError(f"run reference {ref!r} has '..' or empty components: refused")
+    base = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(base / ref))
+    if target != base and base not in target.parents:
+        raise EoslabError(f"run reference {ref!r} leads outside the results root: refused")
+    return target
+
+
+def _inside(base: Path, p: Path) -> bool:
+    real = Path(os.path.realpath(p))
+    return base in real.parents
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One run directory of the root: ``ref`` = "<experiment>/<run id>"; ``problem`` is None
+    for a valid run, else why it is not readable (listed, never repaired)."""
+
+    ref: str
+    experiment: str
+    run_id: str
+    problem: str | None
+    stamp: tuple  # (mtime_ns of COMPLETE or the directory, size): changes when the run changes
+
+
+def scan(root: str | os.PathLike) -> list[Entry]:
+    """Every run directory under ``root`` (``<root>/<experiment>/<run id>``, hidden folders such
+    as ``.corrupt`` and ``.tmp-*`` skipped), sorted by experiment and id. Read-only."""
+    base = Path(os.path.realpath(root))
+    if not base.is_dir():
+        return []
+    out = []
+    for exp in sorted(base.iterdir()):
+        if exp.name.startswith(".") or not exp.is_dir() or not _inside(base, exp):
+            continue
+        for d in sorted(exp.iterdir()):
+            if d.name.startswith(".") or not d.is_dir() or not _inside(base, d):
+                continue
+            if not (d / "config.json").exists() and not (d / MARKER).exists():
+                continue
+            marker = d / MARKER
+            try:
+                st = (marker if marker.exists() else d).stat()
+                stamp = (st.st_mtime_ns, st.st_size)
+            except OSError:
+                continue
+            out.append(Entry(f"{exp.name}/{d.name}", exp.name, d.name, Store.problem(d), stamp))
+    return out
+
+
+def read(root: str | os.PathLike, ref: str):
+    """The valid run at ``ref`` (a :class:`eoslab.experiments.store.Run`), read without repair."""
+    path = resolve(root, ref)
+    run = Store(path.parent.parent).read(path, repair=False)
+    if run is None:
+        raise EoslabError(f"{ref} is not a valid run: {Store.problem(path)}")
+    return run
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.6g}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x) for x in v[:6]) + (", …" if len(v) > 6 else "") + "]"
+    return str(v)
+
+
+def table_row(root, entry: Entry) -> dict:
+    """A row of the runs table: experiment, kind, id, key parameters, scalar outcomes (strings)."""
+    row = {"ref": entry.ref, "experiment": entry.experiment, "run_id": entry.run_id[:10], "kind": "",
+           "params": "", "outcomes": "", "steps": "", "status": "ok" if entry.problem is None else entry.problem}
+    if entry.problem is not None:
+        return row
+    try:
+        run = read(root, entry.ref)
+        arrays = run.arrays
+    except (EoslabError, OSError, ValueError) as e:
+        row["status"] = f"unreadable: {e}"
+        return row
+    row["kind"] = str(run.config.get("kind", ""))
+    params = run.params
+    shown = [k for k in KEY_PARAMS if k in params] + [k for k in sorted(params) if k not in KEY_PARAMS]
+    row["params"] = ", ".join(f"{k}={_fmt(params[k])}" for k in shown[:8])
+    scal = {k: v.item() for k, v in arrays.items() if v.ndim == 0}
+    row["outcomes"] = ", ".join(f"{k}={_fmt(v)}" for k, v in list(scal.items())[:6])
+    T = _length(arrays)
+    row["steps"] = str(T) if T else ""
+    return row
+
+
+def _length(arrays: dict) -> int:
+    lens = [v.shape[0] for v in arrays.values() if v.ndim >= 1]
+    return max(lens) if lens else 0
+
+
+def _columns(a: np.ndarray) -> list[np.ndarray]:
+    a = np.asarray(a, np.float64)
+    return [a] if a.ndim == 1 else [c for c in a.reshape(a.shape[0], -1).T]
+
+
+def series(run) -> dict:
+    """Plot-ready per-step curves of a run, by the rules of this module's docstring.
+
+    Returns ``{"x": (T,), "loss": [(name, y)], "eigs": [(name, y, err or None)],
+    "edge": y or None, "ratio": [(name, y)], "flow_loss": [(name, y)], "flow_eigs": [(name, y)], "other": [(name, y)]}``
+    with y (T,) float arrays (one entry per column of a (T, k) array, named ``key[j]``)."""
+    arrays = run.arrays
+    T = _length(arrays)
+    step = {k: v for k, v in arrays.items() if v.ndim >= 1 and v.shape[0] == T and v.dtype.kind in "biuf"}
+    x = next((np.asarray(step[k], np.float64) for k in STEP_KEYS if k in step and step[k].ndim == 1),
+             np.arange(T, dtype=np.float64))
+    out = {"x": x, "loss": [], "eigs": [], "edge": None, "ratio": [], "flow_loss": [], "flow_eigs": [],
+           "other": []}
+    used = set(STEP_KEYS)
+    for k, v in step.items():
+        if k in used:
+            continue
+        low = k.lower()
+        named = lambda j, n: k if n == 1 else f"{k}[{j}]"
+        cols = _columns(v)
+        if "central" in low or "flow" in low:
+            dest = "flow_loss" if "loss" in low else "flow_eigs"
+            out[dest] += [(named(j, len(cols)), c) for j, c in enumerate(cols)]
+        elif low == "loss" or low.endswith("_loss"):
+            out["loss"] += [(named(j, len(cols)), c) for j, c in enumerate(cols)]
+        elif low.endswith("_eigs") or (low == "tracked" and v.dtype.kind == "f"):
+            rkey = k[: -len("_eigs")] + "_residuals" if low.endswith("_eigs") else "residuals"
+            res = step.get(rkey)
+            errs = _columns(res) if res is not None and res.shape == v.shape else [None] * len(cols)
+            out["eigs"] += [(named(j, len(cols)), c, e) for j, (c, e) in enumerate(zip(cols, errs))]
+            if res is not None:
+                used.add(rkey)
+        elif low.startswith("eta_") and "_half" in low:
+            out["ratio"] += [(named(j, len(cols)), c) for j, c in enumerate(cols)]
+        elif low == "edge":
+            out["edge"] = cols[0]
+        elif v.dtype.kind == "f":
+            out["other"] += [(named(j, len(cols)), c) for j, c in enumerate(cols)]
+    out["other"] = [o for o in out["other"] if o[0].split("[")[0] not in used]
+    if out["edge"] is None:
+        lr = run.params.get("lr")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
+            out["edge"] = np.full(T, 2.0 / lr)
+    return out
+
+
+def details(run) -> str:
+    """The run's config and metadata as indented JSON (for the details panel)."""
+    return json.dumps({"config": run.config, "meta": {k: run.meta.get(k) for k in
+                                                      ("mode", "wall_s", "started_utc", "written_utc", "seed")},
+                       "arrays": {k: list(v.shape) for k, v in run.arrays.items()}}, indent=1, default=str)

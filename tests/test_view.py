@@ -1,0 +1,359 @@
+"""``eoslab view``: the explorer's numbers against eoslab's API and independent references, the
+run browser's read-only access, and the app in a real (headless Chromium) browser.
+
+The browser tests need Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them)
+and skip with a message where they are missing. Screenshots go to ``ci-artifacts/`` at the
+repository root (or ``$EOSLAB_CI_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from eoslab.dynamics import gd, summarize
+from eoslab.errors import EoslabError
+from eoslab.experiments.store import Store, run_config
+from eoslab.models import quadratic2d
+from eoslab.theory import eos2d
+from eoslab.view import compute, runs
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("EOSLAB_CI_ARTIFACTS", REPO / "ci-artifacts"))
+
+
+# --------------------------------------------------------------------------- compute
+def test_trajectory_is_eoslab_gd():
+    eps, lr, th0 = 0.1, 1.0, [0.2, 2.2 / math.sqrt(0.1)]
+    tr = compute.trajectory2d(eps, lr, 0.0, th0, 2000)
+    ref, _ = gd(quadratic2d.problem(eps, th0), lr, 2000, k=1, spectra="dense", record_params=True)
+    np.testing.assert_array_equal(tr["theta"], np.asarray(ref["params"]))
+    np.testing.assert_array_equal(tr["ratio"], np.asarray(ref["eta_ntk_half"]))
+    assert tr["final_ratio"] == float(summarize(ref)["final_eta_ntk_half"])
+    # Theorem 1's λ is the NTK θ₁² + ε²θ₂² (closed form, independent of gd's eigh).
+    np.testing.assert_allclose(tr["ratio"], lr * (tr["theta"][:, 0] ** 2 + eps**2 * tr["theta"][:, 1] ** 2) / 2,
+                               rtol=1e-12)
+    assert tr["outcome"] == "edge of stability"
+    assert tr["predicted_ratio"] == eos2d.eos_limit(eps, lr).ratio
+    assert abs(tr["final_ratio"] - tr["predicted_ratio"]) < 1e-4
+    # Fewer steps are cut from the same compiled scan: the rows do not depend on its length,
+    # the summary is over the last rows kept.
+    short = compute.trajectory2d(eps, lr, 0.0, th0, 700)
+    np.testing.assert_array_equal(short["theta"], tr["theta"][:700])
+    assert abs(short["final_ratio"] - float(np.mean(tr["ratio"][600:700]))) < 1e-14
+
+
+def test_outcomes_and_bad_inputs():
+    th0 = [0.2, 2.2 / math.sqrt(0.1)]
+    assert compute.trajectory2d(0.1, 0.3, 0.0, [0.2, 1.0], 300)["outcome"] == "below the edge"
+    div = compute.trajectory2d(0.1, 3.0, 0.0, [1.0, 10.0], 300)
+    assert div["outcome"] == "diverged" and div["diverged_at"] > 0 and math.isnan(div["final_ratio"])
+    assert math.isnan(compute.trajectory2d(0.1, 1.0, 2.0, th0, 50)["predicted_ratio"])  # ηE ≥ 1: no limit
+    for bad, match in [((1.5, 1.0, 0.0, th0, 10), "eps"), ((0.1, -1.0, 0.0, th0, 10), "step size"),
+                       ((0.1, 1.0, math.inf, th0, 10), "E"), ((0.1, 1.0, 0.0, th0, 0), "steps"),
+                       ((0.1, 1.0, 0.0, [math.nan, 1.0], 10), "θ₀")]:
+        with pytest.raises(EoslabError, match=match):
+            compute.trajectory2d(*bad)
+
+
+def test_phase_diagram_agrees_with_single_runs():
+    eps, lr, E, theta1, steps = 0.1, 1.0, 0.0, 0.2, 2000
+    window = compute.box(eps, lr, (theta1, 7.0))
+    lrs, theta2s = compute.phase_axes(lr, window)  # the explorer's grid: one compilation shared with the app
+    assert lrs[len(lrs) // 2] == lr
+    ph = compute.phase_diagram(eps, E, theta1, lrs, theta2s, steps)
+    assert ph["code"].shape == (48, 49)
+    seen = set()
+    rng = np.random.default_rng(0)
+    cells = [(int(i), int(j)) for i, j in zip(rng.integers(0, 48, 6), rng.integers(0, 49, 6))]
+    for code in range(3):  # at least one cell of each outcome
+        cells.append(tuple(int(v) for v in np.argwhere(ph["code"] == code)[len(cells) % 3]))
+    for i, j in cells:
+        tr = compute.trajectory2d(eps, lrs[j], E, [theta1, theta2s[i]], steps)
+        assert compute.OUTCOMES[ph["code"][i, j]] == tr["outcome"], (lrs[j], theta2s[i])
+        seen.add(tr["outcome"])
+        if tr["outcome"] != "diverged":  # exact (z, λ) map vs parameter-space GD: rounding only
+            np.testing.assert_allclose(ph["ratio"][i, j], tr["final_ratio"], rtol=1e-9)
+    assert seen == set(compute.OUTCOMES)
+
+
+@pytest.mark.parametrize("E", [0.0, 0.3, -0.2])
+def test_minimiser_curve_is_the_minima_with_their_sharpness(E):
+    eps, lr = 0.1, 1.0
+    mc = compute.minimiser_curve(eps, lr, E, compute.box(eps, lr), n=50)
+    f = lambda x, y: 0.5 * (x**2 - eps * y**2)
+    np.testing.assert_allclose(f(mc["x0"], mc["y0"]), E, atol=1e-12)
+    np.testing.assert_allclose(f(mc["x1"], mc["y1"]), E, atol=1e-12)
+    # Reference for the sharpness: the top eigenvalue of the dense Hessian of L at the minimum.
+    x0, y0 = mc["x0"][[3, 40]], mc["y0"][[3, 40]]
+    hess = jax.jit(jax.hessian(quadratic2d.problem(eps, [0.0, 0.0], E).loss_fn))
+    for x, y in zip(x0, y0):
+        top = float(np.linalg.eigvalsh(np.asarray(hess(jnp.array([x, y]))))[-1])
+        assert abs(lr * top / 2 - lr * (x**2 + eps**2 * y**2) / 2) < 1e-9
+    assert np.array_equal(mc["stable"], mc["ratio"] < 1)
+
+
+# --------------------------------------------------------------------------- runs (store, read-only)
+def _make_store(root: Path, T: int = 60) -> list[str]:
+    """A results root with a train-like run (eigs + residuals + edge + a central flow + an
+    unknown array), a quadratic2d-like run and an interrupted one (no COMPLETE marker)."""
+    store = Store(root)
+    t = np.arange(T)
+    eigs = np.stack([10 + 0.1 * t, 5 + 0.05 * t], 1)
+    a = store.write(run_config("net", "train", {"lr": 0.1, "steps": T, "seed": 0}),
+                    {"loss": np.exp(-0.05 * t), "hessian_eigs": eigs, "hessian_residuals": 1e-3 * np.ones_like(eigs),
+                     "edge": np.full(T, 20.0), "central_flow_sharpness": 10 + 0.1 * t, "grad_norm": np.sqrt(t + 1.0),
+                     "diverged": np.zeros(T, bool), "final_loss": np.float64(0.01)}, {"wall_s": 1.0})
+    b = store.write(run_config("q2d", "quadratic2d", {"eps": 0.1, "lr": 2.0, "seed": 1}),
+                    {"t": 3 * t, "eta_ntk_half": np.linspace(0.5, 0.97, T), "loss": np.exp(-t / 9.0),
+                     "eta_ntk_limit": np.float64(0.97)}, {"wall_s": 0.5})
+    bad = root / "net" / "0123456789abcdef"
+    bad.mkdir()
+    (bad / "config.json").write_text("{}")
+    return [f"{p.parent.name}/{p.name}" for p in (a, b)]
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
+def test_resolve_refuses_paths_outside_the_root(tmp_path):
+    root = tmp_path / "runs"
+    refs = _make_store(root)
+    assert runs.resolve(root, refs[0]) == (root / refs[0]).resolve()
+    (tmp_path / "secret").mkdir()
+    os.symlink(tmp_path / "secret", root / "net" / "link")
+    for ref in ["../secret", "net/../../secret", str(tmp_path / "secret"), "/etc/passwd", "net/link",
+                "~/x", "", "net//x", "a\x00b", "C:/Windows"]:
+        with pytest.raises(EoslabError, match="refused|absolute|non-empty"):
+            runs.resolve(root, ref)
+    assert all(e.ref != "net/link" for e in runs.scan(root))  # a link out of the root is not listed
+
+
+def test_scan_series_and_nothing_changes(tmp_path):
+    root = tmp_path / "runs"
+    refs = _make_store(root)
+    before = _tree(root)
+    entries = runs.scan(root)
+    assert [e.ref for e in entries] == sorted(refs + ["net/0123456789abcdef"])
+    bad = next(e for e in entries if e.run_id == "0123456789abcdef")
+    assert "COMPLETE" in bad.problem
+    rows = [runs.table_row(root, e) for e in entries]
+    train = next(r for r in rows if r["ref"] == refs[0])
+    assert train["kind"] == "train" and "lr=0.1" in train["params"] and "final_loss=0.01" in train["outcomes"]
+    s = runs.series(runs.read(root, refs[0]))
+    assert [n for n, *_ in s["eigs"]] == ["hessian_eigs[0]", "hessian_eigs[1]"]
+    np.testing.assert_array_equal(s["eigs"][1][2], 1e-3 * np.ones(60))  # residuals as error bars
+    np.testing.assert_array_equal(s["edge"], np.full(60, 20.0))
+    assert [n for n, _ in s["flow_eigs"]] == ["central_flow_sharpness"]
+    assert [n for n, _ in s["other"]] == ["grad_norm"] and [n for n, _ in s["loss"]] == ["loss"]
+    q = runs.series(runs.read(root, refs[1]))
+    np.testing.assert_array_equal(q["x"], 3 * np.arange(60))  # the stored step index is the x axis
+    assert [n for n, _ in q["ratio"]] == ["eta_ntk_half"] and np.all(q["edge"] == 1.0)  # 2/η from params
+    with pytest.raises(EoslabError, match="not a valid run"):
+        runs.read(root, "net/0123456789abcdef")
+    assert _tree(root) == before  # nothing moved (the invalid run is not quarantined), nothing written
+
+
+# --------------------------------------------------------------------------- the Bokeh document (no browser)
+def test_app_document(tmp_path):
+    pytest.importorskip("bokeh", reason="eoslab view needs the [view] extra (bokeh)")
+    from bokeh.document import Document
+
+    from eoslab.view import make_app
+    from eoslab.view.app import build
+
+    root = tmp_path / "runs"
+    refs = _make_store(root)
+    before = _tree(root)
+    make_app(root)  # builds without serving
+    parts = build(Document(), root)
+    ex = parts["explorer"]
+    ex.w_lr.value = 1.2
+    tag = ex.outcome.tags[0]
+    tr = compute.trajectory2d(0.1, 1.2, 0.0, tag["theta0"], 2000)
+    np.testing.assert_array_equal(ex.src_traj.data["x"], tr["theta"][:, 0])
+    assert tag["final_ratio"] == tr["final_ratio"] and tag["outcome"] in ex.outcome.text
+    ex._update_phase()
+    assert ex.src_phase.data["image"][0].shape == (48, 49)
+    ex.w_eps.value = 1.5  # refused with a message, nothing redrawn
+    assert "eps must lie in (0, 1)" in ex.error.text and ex.outcome.tags[0]["lr"] == 1.2
+    br = parts["runs"]
+    assert sorted(br.src_table.data["ref"]) == sorted(refs + ["net/0123456789abcdef"])
+    br.src_table.selected.indices = [br.src_table.data["ref"].index(r) for r in refs]
+    drawn = [r for f in (br.f_loss, br.f_eigs, br.f_ratio) for r in f.renderers if r.tags == ["run"]]
+    names = {tuple(r.data_source.tags) for r in drawn}
+    assert (refs[0], "hessian_eigs[0] ±") in names and (refs[0], "central_flow_sharpness") in names
+    assert (refs[1], "eta_ntk_half") in names and (refs[0], "edge") in names
+    assert br.other_choice.options == ["grad_norm"]
+    pre = build(Document(), root).get("runs")
+    pre._preselect(["../x", "/etc", refs[1]])
+    assert "refused" in pre.message.text and "absolute" in pre.message.text
+    assert _tree(root) == before
+
+
+# --------------------------------------------------------------------------- in a real browser
+def _browser():
+    pytest.importorskip("bokeh", reason="eoslab view needs the [view] extra (bokeh)")
+    pytest.importorskip("selenium", reason="the browser tests need selenium (in the [test] extra)")
+    chrome = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+    driver = shutil.which("chromedriver")
+    if not chrome or not driver:
+        pytest.skip("no headless browser: install Debian's chromium and chromium-driver "
+                    "(apt-get install -y chromium chromium-driver) to run the eoslab view browser tests")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--window-size=1280,1250", f"--user-data-dir={tempfile.mkdtemp(prefix='eoslab-chromium-')}"):
+        opts.add_argument(a)
+    opts.binary_location = chrome
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """``eoslab view`` on a free loopback port, in a thread of this process (so it reuses the
+    programs the tests above compiled), with headless Chromium."""
+    import asyncio
+    import threading
+
+    browser = _browser()
+    from tornado.ioloop import IOLoop
+
+    from eoslab.view import start_server
+
+    root = tmp_path_factory.mktemp("view") / "runs"
+    refs = _make_store(root)
+    box = {}
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        try:
+            box["server"], box["url"] = start_server(root, port=0, host="127.0.0.1", io_loop=IOLoop.current())
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            box["error"] = e
+            ready.set()
+            return
+        ready.set()
+        box["server"].io_loop.start()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ready.wait(60)
+    if "error" in box:
+        browser.quit()
+        raise box["error"]
+    try:
+        yield {"url": box["url"], "root": root, "refs": refs, "browser": browser}
+    finally:
+        browser.quit()
+        loop = box["server"].io_loop
+        loop.add_callback(lambda: (box["server"].stop(), loop.stop()))
+        thread.join(10)
+
+
+def _wait(browser, js, timeout=30.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        v = browser.execute_script(js)
+        if v:
+            return v
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {js}")
+
+
+def _model(name):
+    return f"Bokeh.documents[0].get_model_by_name({json.dumps(name)})"
+
+
+def _severe(browser):
+    return [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def test_browser_explorer_redraws_with_eoslab_values(served):
+    b = served["browser"]
+    b.get(served["url"])
+    _wait(b, f"return window.Bokeh && Bokeh.documents.length && {_model('traj')} && "
+             f"{_model('traj')}.data.x.length > 0")
+    # Offline: every script, style and resource came from this server.
+    urls = b.execute_script("return performance.getEntriesByType('resource').map(e => e.name)"
+                            ".concat([...document.scripts].map(s => s.src).filter(s => s))"
+                            ".concat([...document.querySelectorAll('link[href]')].map(l => l.href))")
+    origin = served["url"].rstrip("/")
+    assert urls and all(u.startswith(origin) or u.startswith(("ws://127.0.0.1", "data:", "blob:")) for u in urls), urls
+    # Change η by typing into its input, as a user does.
+    inp = b.execute_script(f"const m = {_model('lr')}; "
+                           "for (const v of Bokeh.index.all_views()) if (v.model === m) return v.input_el;")
+    inp.clear()
+    inp.send_keys("1.3\n")
+    _wait(b, f"return {_model('outcome')}.tags[0].lr === 1.3")
+    tag = b.execute_script(f"return {_model('outcome')}.tags[0]")
+    x = np.array(b.execute_script(f"return Array.from({_model('traj')}.data.x)"))
+    y = np.array(b.execute_script(f"return Array.from({_model('traj')}.data.y)"))
+    ratio = np.array(b.execute_script(f"return Array.from({_model('ratio')}.data.ratio)"))
+    # The same inputs through eoslab's Python API.
+    ref, _ = gd(quadratic2d.problem(tag["eps"], tag["theta0"], tag["E"]), 1.3, tag["steps"], k=1,
+                spectra="dense", record_params=True)
+    th = np.asarray(ref["params"])
+    np.testing.assert_array_equal(x, th[:, 0])
+    np.testing.assert_array_equal(y, th[:, 1])
+    np.testing.assert_array_equal(ratio, np.asarray(ref["eta_ntk_half"]))
+    assert tag["final_ratio"] == float(summarize(ref)["final_eta_ntk_half"])
+    assert tag["predicted_ratio"] == eos2d.eos_limit(tag["eps"], 1.3, tag["E"]).ratio
+    text = b.execute_script(f"return {_model('outcome')}.text")
+    assert tag["outcome"] in text and f"{tag['final_ratio']:.7g}" in text
+    # The phase diagram follows, computed for the new η (its middle column).
+    _wait(b, f"return Math.abs({_model('phase_data')}.data.x[0] - 1.3 * 0.1 + (1.3 * 1.8 / 48) / 2) < 1e-9")
+    time.sleep(0.5)
+    assert not _severe(b)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    b.save_screenshot(str(ARTIFACTS / "view-explorer.png"))
+
+
+def test_browser_runs_read_only_and_live(served):
+    b, root, refs = served["browser"], served["root"], served["refs"]
+    before = _tree(root)
+    b.get(served["url"] + f"?run={refs[0]},../../etc,/etc/passwd,{refs[1]}")
+    _wait(b, f"return window.Bokeh && Bokeh.documents.length && {_model('runs_table')}.data.ref.length === 3")
+    msg = b.execute_script(f"return {_model('runs_message')}.text")
+    assert "../../etc" in msg and "refused" in msg and "/etc/passwd" in msg and "absolute" in msg
+    table = b.execute_script(f"return {_model('runs_table')}.data.ref")
+    assert sorted(b.execute_script(f"return {_model('runs_table')}.selected.indices")) == \
+        sorted(table.index(r) for r in refs)
+    drawn = b.execute_script(f"return {_model('runs_eigs')}.renderers.map(r => r.data_source.tags)")
+    assert [refs[0], "hessian_eigs[0] ±"] in drawn and [refs[0], "central_flow_sharpness"] in drawn
+    # A run stored while the page is open appears without a reload.
+    new = Store(root).write(run_config("net", "train", {"lr": 0.2, "steps": 10, "seed": 5}),
+                            {"loss": np.linspace(1, 0.1, 10)}, {})
+    _wait(b, f"return {_model('runs_table')}.data.ref.includes('net/{new.name}')", timeout=15)
+    time.sleep(0.3)
+    assert not _severe(b)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    b.save_screenshot(str(ARTIFACTS / "view-runs.png"))
+    after = _tree(root)
+    assert {k: v for k, v in after.items() if new.name not in k} == before  # the app changed nothing
