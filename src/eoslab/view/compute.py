@@ -21,10 +21,11 @@ from eoslab.dynamics import gd, gd_output, summarize, sweep
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import quadratic2d, second_order
 from eoslab.models.quadratic2d import check_eps
+from eoslab.dynamics import quadratic2d as exact2d
 from eoslab.theory import eos2d
 
 #: A run "ended at the edge of stability" if the mean ratio over its last steps exceeds this
-#: (the threshold of :func:`eoslab.theory.eos2d.classify`).
+#: (the threshold of :func:`eoslab.dynamics.quadratic2d.count_outcomes`).
 EOS_THRESHOLD = 0.9
 #: Rows averaged for the final ratio (as :func:`eoslab.dynamics.summarize`).
 TAIL = 100
@@ -165,16 +166,16 @@ def minimiser_curve(eps: float, lr: float, E: float, window, n: int = 400) -> di
 def _phase(eps, E, lrs, theta0, steps, length):
     """Summaries of GD runs at step sizes ``lrs`` (B,) from ``theta0`` (B, 2) after ``steps``
     (traced, ≤ ``length``) updates, by the exact (z, λ) map of
-    :func:`eoslab.theory.eos2d.step` (identical to parameter-space GD)."""
+    :func:`eoslab.dynamics.quadratic2d.step` (identical to parameter-space GD)."""
     tail_from = steps - jnp.minimum(TAIL, steps)
 
     def one(lr, th):
-        z0, lam0 = eos2d.from_theta(th, eps, E)
+        z0, lam0 = exact2d.from_theta(th, eps, E)
 
         def body(c, t):
             z, lam, div, acc = c
             live = t < steps
-            z2, lam2 = eos2d.step(z, lam, eps, lr, E)
+            z2, lam2 = exact2d.step(z, lam, eps, lr, E)
             # Row t describes the iterate before the t-th update (as in gd): λ_t.
             acc = acc + jnp.where(live & (t >= tail_from), lam, 0.0)
             div = div | (live & ~(jnp.isfinite(z2) & jnp.isfinite(lam2)))
