@@ -17,7 +17,29 @@ CONFIGS_HELP = ("folder of your own experiment configs, added to the shipped one
 
 
 def _only(values: Optional[List[str]]) -> list[str]:
-    return [v for item in (values or []) for v in item.split(",") if v]
+    """The experiment names of ``--only`` (repeated and/or comma-separated); an empty name is
+    an error (``--only ''`` must not silently mean every experiment)."""
+    from eoslab.errors import InvalidValue
+
+    out = []
+    for item in values or []:
+        names = [v.strip() for v in item.split(",")]
+        if not all(names):
+            raise InvalidValue(f"--only needs experiment names (a,b,c), got {item!r}; `eoslab list` shows them")
+        out += names
+    return out
+
+
+def _configs(path: Optional[Path]) -> Optional[Path]:
+    from eoslab.errors import InvalidValue
+
+    if path is None:
+        return None
+    if not path.is_dir():
+        raise InvalidValue(f"--configs {path}: no such folder")
+    if not any(path.glob("*.toml")):
+        raise InvalidValue(f"--configs {path}: the folder has no *.toml experiment configs")
+    return path
 
 
 def _load() -> str:
@@ -30,9 +52,9 @@ def _load() -> str:
 
 
 def _console():
-    from rich.console import Console
+    from eoslab.cli._parse import console
 
-    return Console()
+    return console()
 
 
 def _claims_table(report):
@@ -52,11 +74,18 @@ def _claims_table(report):
 
 
 def _write_report(exps, mode, store, out, started, console, figures=True) -> int:
-    from eoslab.experiments.runner import collect
+    from eoslab.errors import EoslabError
+    from eoslab.experiments.runner import check_complete, collect
     from eoslab.report import build
 
+    check_complete(exps, mode, store)
     results = [collect(e, mode, store) for e in exps]
-    report = build(results, out, mode, started=started, figures=figures)
+    try:
+        report = build(results, out, mode, started=started, figures=figures)
+    except OSError as e:
+        raise EoslabError(f"could not write the report to {out} ({e.strerror or e}); the runs are stored under "
+                          f"{store.root}: `eoslab report --{mode} --runs {store.root} --out OTHER_DIR` writes it "
+                          "elsewhere") from None
     console.print(_claims_table(report))
     n, k = len(report.claims), sum(c.passed for c in report.claims)
     colour = "green" if report.passed else "red"
@@ -79,34 +108,38 @@ def reproduce(
 ) -> None:
     """Run every experiment config's missing runs, then write figures/, report.md and report.html.
     Exit code 1 when a claim fails."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
+    from eoslab import progress
+    from eoslab.cli import _parse as cli
     from eoslab.experiments.runner import Shard, execute, load_experiments
     from eoslab.experiments.store import Store
 
     t0 = time.perf_counter()
     mode = "quick" if quick else "full"
     part = Shard.parse(shard)
-    exps = load_experiments(configs, _only(only), builtin=True)
+    exps = load_experiments(_configs(configs), _only(only), builtin=True)
+    cli.output_dir(runs, "--runs")
+    if part.count == 1:
+        cli.output_dir(out, "--out")
     store = Store(runs)
     console = _console()
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    timings = []
-    with Progress(*columns, console=console, transient=False) as progress:
-        for e in exps:
-            task = progress.add_task(e.name, total=None)
-            counts = []
-
-            def update(done, total, task=task, counts=counts):
+    timings, computed = [], [0]
+    cli.kept(f"nothing new was stored under {store.root}")
+    for e in exps:
+        counts = []
+        with progress.task(f"{e.name:<28}", None, "runs") as bar:
+            def update(done, total, bar=bar, counts=counts):
+                if counts:
+                    computed[0] += done - counts[-1]
+                    cli.kept(f"{computed[0]} new runs are stored under {store.root} (the run in flight is "
+                             f"lost); the same command resumes from there")
                 counts.append(done)
-                progress.update(task, completed=done, total=total)
+                bar.total = total
+                bar.update(done)
 
             t1, c1 = time.perf_counter(), time.process_time()
             execute(e, mode, store, part, on_progress=update)
-            timings.append((e.name, counts[-1] - counts[0], counts[0], time.perf_counter() - t1,
-                            time.process_time() - c1))
+        timings.append((e.name, counts[-1] - counts[0], counts[0], time.perf_counter() - t1,
+                        time.process_time() - c1))
     # CPU time (all threads of this process) next to wall time: on a shared machine the wall
     # time says as much about the other users as about eoslab.
     for name, new, reused, secs, cpu in timings:
@@ -115,6 +148,8 @@ def reproduce(
         console.print(f"shard {part.index}/{part.count} done under {store.root}; assemble the report with "
                       f"`eoslab report --{mode} --runs {store.root}` once every shard has finished")
         return
+    cli.kept(f"every run is stored under {store.root}; `eoslab report --{mode} --runs {store.root}` writes the "
+             "report from them")
     code = _write_report(exps, mode, store, out, t0, console, figures)
     console.print(f"reproduce --{mode}: {time.perf_counter() - t0:.1f} s wall, {time.process_time():.1f} s CPU "
                   f"in all (load average {_load():s})")
@@ -137,7 +172,13 @@ def report_cmd(
     from eoslab.experiments.store import Store
 
     mode = "quick" if quick else "full"
-    exps = load_experiments(configs, _only(only), builtin=True)
+    from eoslab.cli._parse import output_dir
+    from eoslab.errors import InvalidValue
+
+    exps = load_experiments(_configs(configs), _only(only), builtin=True)
+    if not runs.is_dir():
+        raise InvalidValue(f"--runs {runs}: no such results folder (`eoslab reproduce --runs {runs}` makes one)")
+    output_dir(out, "--out")
     code = _write_report(exps, mode, Store(runs), out, None, _console(), figures)
     if code:
         raise typer.Exit(code)
@@ -158,7 +199,7 @@ def list_cmd(
     t = Table(title=f"experiments (results under {store.root})")
     for col in ("name", "kind", "title", "claims", "quick runs", "full runs"):
         t.add_column(col, overflow="fold")
-    for e in load_experiments(configs, builtin=True):
+    for e in load_experiments(_configs(configs), builtin=True):
         counts = []
         for mode in ("quick", "full"):
             p = plan(e, mode, store)

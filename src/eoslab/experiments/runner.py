@@ -11,6 +11,7 @@ the hash of their config), then one ``eoslab report --runs SHARED_ROOT`` (or a p
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Callable, Iterable
@@ -188,12 +189,51 @@ def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
             meta = {"experiment": exp.name, "kind": kind.name, "mode": mode, "seed": pr.point["seed"],
                     "wall_s": wall / len(chunk), "chunk_wall_s": wall, "chunk_size": len(chunk),
                     "started_utc": started, "config_file": str(exp.path)}
-            path = store.write(pr.config, arrays, meta)
+            path = _store_or_rescue(store, pr.config, arrays, meta)
             pr.run = store.read(path)
         done += len(chunk)
         if on_progress:
             on_progress(done, total)
     return planned
+
+
+def _store_or_rescue(store: Store, config: dict, arrays: dict, meta: dict) -> Path:
+    """``store.write``; if the results root fails (disk full, permissions changed mid-run), the
+    computed run is written to a rescue root in the temporary folder and the error says where."""
+    try:
+        return store.write(config, arrays, meta)
+    except OSError as e:
+        import tempfile
+
+        rescue = Store(Path(tempfile.gettempdir()) / f"eoslab-runs-rescued-{os.getpid()}")
+        try:
+            kept = rescue.write(config, arrays, meta)
+            where = f"this run was kept in {kept}"
+        except OSError:
+            where = "it could not be kept elsewhere either"
+        raise EoslabError(f"cannot write run {run_id(config)} under {store.root} ({e.strerror or e}); "
+                          f"{where}; the runs stored before are intact") from None
+
+
+def missing_runs(exps, mode: str, store: Store) -> list[tuple[str, int, int]]:
+    """``(experiment, missing, planned)`` for every experiment with runs missing in ``mode``."""
+    out = []
+    for e in exps:
+        planned = plan(e, mode, store)
+        n = sum(pr.run is None for pr in planned)
+        if n:
+            out.append((e.name, n, len(planned)))
+    return out
+
+
+def check_complete(exps, mode: str, store: Store) -> None:
+    """One error naming every experiment whose runs are incomplete (none: returns)."""
+    gaps = missing_runs(exps, mode, store)
+    if gaps:
+        what = ", ".join(f"{name} ({n} of {total})" for name, n, total in gaps)
+        names = ",".join(name for name, _, _ in gaps)
+        raise EoslabError(f"runs missing under {store.root} ({mode}): {what}; run `eoslab reproduce --{mode} "
+                          f"--runs {store.root} --only {names}`")
 
 
 def _utc() -> str:

@@ -101,6 +101,20 @@ def _checksum(directory: Path) -> str:
     return h.hexdigest()
 
 
+def _npz_problem(path: Path) -> str | None:
+    """Why an ``arrays.npz`` does not read back (a zip CRC or member error), or None. A stored
+    checksum proves the file is the one written, not that it was written well, so the archive
+    is opened and tested too."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, ValueError, EOFError) as e:
+        return f"arrays.npz is not a readable archive ({e})"
+    return f"arrays.npz member {bad} is corrupt" if bad else None
+
+
 def _write(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -152,8 +166,13 @@ class Run:
     @property
     def arrays(self) -> dict:
         if self._arrays is None:
-            with np.load(self.path / "arrays.npz", allow_pickle=False) as z:
-                self._arrays = {k: z[k] for k in z.files}
+            try:
+                with np.load(self.path / "arrays.npz", allow_pickle=False) as z:
+                    self._arrays = {k: z[k] for k in z.files}
+            except OSError as e:
+                raise EoslabError(f"run {self.path}: cannot read arrays.npz ({e.strerror or e})") from None
+            except Exception as e:  # noqa: BLE001 - zipfile/numpy raise many types for a bad archive
+                raise EoslabError(f"run {self.path}: arrays.npz is corrupt ({type(e).__name__}: {e})") from None
         return self._arrays
 
     def scalars(self) -> dict:
@@ -204,20 +223,33 @@ class Store:
     # ---- reading -----------------------------------------------------------------------
     @staticmethod
     def problem(path: Path) -> str | None:
-        """Why ``path`` is not a valid run (missing marker, missing file, bad checksum), or None."""
+        """Why ``path`` is not a valid run (missing marker, missing or unreadable file, bad
+        checksum, a config that does not hash to the folder's name, an arrays file that does not
+        open), or None. Never raises for a bad run."""
+        path = Path(path)
         marker = path / MARKER
-        if not marker.is_file():
-            return "no COMPLETE marker (interrupted write)"
-        for name in FILES:
-            if not (path / name).is_file():
-                return f"missing {name}"
         try:
-            expected = json.loads(marker.read_text())["sha256"]
-        except (ValueError, KeyError, TypeError):
-            return "unreadable COMPLETE marker"
-        if _checksum(path) != expected:
-            return "checksum mismatch (files changed or corrupt)"
-        return None
+            if not marker.is_file():
+                return "no COMPLETE marker (interrupted write)"
+            for name in FILES:
+                if not (path / name).is_file():
+                    return f"missing {name}"
+            try:
+                expected = json.loads(marker.read_text())["sha256"]
+            except (ValueError, KeyError, TypeError):
+                return "unreadable COMPLETE marker"
+            if _checksum(path) != expected:
+                return "checksum mismatch (files changed or corrupt)"
+            try:
+                config = json.loads((path / "config.json").read_text())
+                json.loads((path / "meta.json").read_text())
+            except ValueError:
+                return "unreadable JSON in config.json or meta.json"
+            if not isinstance(config, dict) or run_id(config) != path.name:
+                return "its config does not hash to the folder name (renamed or edited run)"
+            return _npz_problem(path / "arrays.npz")
+        except OSError as e:
+            return f"unreadable: {e.strerror or e} ({Path(e.filename).name if e.filename else path.name})"
 
     def read(self, path: Path, repair: bool = False) -> Run | None:
         """The run at ``path`` if it exists and is valid; otherwise None. Nothing on disk is
@@ -231,21 +263,29 @@ class Store:
             try:
                 config = json.loads((path / "config.json").read_text())
                 meta = json.loads((path / "meta.json").read_text())
-                if run_id(config) != path.name:
-                    why = "config does not hash to the directory name"
-                else:
-                    return Run(path, config, meta)
-            except ValueError:
-                why = "unreadable JSON"
+                return Run(path, config, meta)
+            except (OSError, ValueError) as e:  # changed since problem() looked
+                why = f"unreadable: {e}"
         if repair:
             self.quarantine(path, why)
         return None
 
-    def quarantine(self, path: Path, why: str) -> Path:
-        dest = path.parent / ".corrupt" / f"{path.name}.{int(time.time() * 1000)}"
+    def quarantine(self, path: Path, why: str) -> Path | None:
+        """Move an invalid run to ``.corrupt/`` (a unique name per process, so concurrent
+        runners never collide); None when another process moved it first."""
+        dest = path.parent / ".corrupt" / f"{path.name}.{int(time.time() * 1000)}.{os.getpid()}.{secrets.token_hex(2)}"
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(path, dest)
-        (dest / "REASON").write_text(why + "\n")
+        try:
+            os.rename(path, dest)
+        except FileNotFoundError:
+            return None  # another process quarantined (or rewrote) it first
+        except OSError as e:
+            raise EoslabError(f"run {path} is invalid ({why}) and cannot be moved aside: {e.strerror or e}; "
+                              f"remove it by hand") from None
+        try:
+            (dest / "REASON").write_text(why + "\n")
+        except OSError:
+            pass
         print(f"warning: run {path} is invalid ({why}); moved to {dest} and it will be recomputed",
               file=sys.stderr)
         return dest
