@@ -232,7 +232,7 @@ def check_complete(exps, mode: str, store: Store) -> None:
     if gaps:
         what = ", ".join(f"{name} ({n} of {total})" for name, n, total in gaps)
         names = ",".join(name for name, _, _ in gaps)
-        raise EoslabError(f"runs missing under {store.root} ({mode}): {what}; run `eoslab reproduce --{mode} "
+        raise EoslabError(f"runs are missing under {store.root} ({mode}): {what}; run `eoslab reproduce --{mode} "
                           f"--runs {store.root} --only {names}`")
 
 
