@@ -153,3 +153,20 @@ lr = [0.05, 0.4]
     (tmp_path / "bad.toml").write_text("[experiment]\nname = 'b'\nkind = 'networks.train'\n[sweep]\nlr = [-1.0]\n")
     r = CliRunner().invoke(app, ["sweep", "bad.toml", "--runs", "runs"])
     assert r.exit_code != 0 and "bad.toml:5" in str(r.exception) + r.output and not (tmp_path / "runs" / "b").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "2"], "--workers needs --dask"),
+    (["--dask", "localhost:8786"], "scheduler address like tcp://HOST:PORT"),
+    (["--dask", "tcp://127.0.0.1:1", "--workers", "2"], "already sized"),
+    (["--dask", "--resources", "GPU"], "--resources must look like NAME=AMOUNT"),
+    (["--resources", "GPU=1"], "--resources needs --dask"),
+])
+def test_cli_dask_options_refused_before_work(tmp_path, capsys, args, message):
+    from eoslab.cli import main
+
+    f = _file(tmp_path, "seed = [0, 1]")
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", str(f), "--runs", str(tmp_path / "runs"), *args])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

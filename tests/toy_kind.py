@@ -97,3 +97,44 @@ def write_config(folder, delay=0.0, seeds=(0, 1, 2, 3), tolerance=0.0, name="toy
     path = folder / name
     path.write_text(CONFIG.format(delay=delay, seeds=list(seeds), tolerance=tolerance))
     return path
+
+
+# ---- a JAX kind for the executor tests: GD on a random quadratic ------------------------------
+GD_SCHEMA = {"dynamics": {"dim": Field(int, 8, doc="dimension", static=True),
+                          "lr": Field(float, 0.1, doc="step size"),
+                          "steps": Field(int, 50, doc="GD steps", static=True)}}
+
+
+def run_gd(points):
+    """GD θ ← θ − η A θ on A = MᵀM/dim (M from the seed), one ``lax.scan`` per point; stores
+    the loss ½θᵀAθ at every step. ``EOSLAB_TOY_DELAY`` seconds of sleep per point."""
+    import jax
+    import jax.numpy as jnp
+
+    out = []
+    for p in points:
+        time.sleep(float(os.environ.get("EOSLAB_TOY_DELAY", "0")))
+        m = jax.random.normal(jax.random.PRNGKey(p["seed"]), (p["dim"], p["dim"]), jnp.float64)
+        a = m.T @ m / p["dim"]
+        theta0 = jnp.ones(p["dim"], jnp.float64)
+
+        def step(th, _):
+            return th - p["lr"] * (a @ th), 0.5 * th @ a @ th
+
+        _, losses = jax.lax.scan(step, theta0, None, length=p["steps"])
+        out.append({"loss": np.asarray(losses), "final_loss": np.asarray(losses[-1])})
+    return out
+
+
+GD = Kind(name="test.gd", schema=GD_SCHEMA, run=run_gd, chunk=1, doc="test kind: GD on a random quadratic")
+if "test.gd" not in KINDS:
+    register(GD)
+
+GD_SWEEP = """\
+[experiment]
+name = "{name}"
+kind = "test.gd"
+[sweep]
+seed = {seeds}
+lr = [0.1, 0.2]
+"""

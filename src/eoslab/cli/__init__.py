@@ -72,6 +72,22 @@ def _install_sigint() -> None:
         pass
 
 
+#: Options whose value may be omitted, and the value they then take (click's optional-value
+#: options are not available through typer): ``--dask`` alone means a new LocalCluster.
+OPTIONAL_VALUES = {"--dask": "local"}
+
+
+def _optional_values(argv: list[str]) -> list[str]:
+    """``--dask`` with no value (last, or followed by another option) → ``--dask=local``."""
+    out = list(argv)
+    for i, a in enumerate(out):
+        if a == "--":
+            break
+        if a in OPTIONAL_VALUES and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out[i] = f"{a}={OPTIONAL_VALUES[a]}"
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point. ``argv`` None: this process is the ``eoslab`` program (the
     interrupt handler is installed and an interrupted run ends with ``os._exit(130)``, which
@@ -98,7 +114,8 @@ def main(argv: list[str] | None = None) -> None:
         with progress.reporting(_parse.progress_reporter()):
             # standalone_mode=False: usage errors come here and are printed as one line (typer's
             # own format is a multi-line box), and an interrupt is not silently turned into 130.
-            rv = app(args=argv, prog_name="eoslab", standalone_mode=False)
+            args = _optional_values(sys.argv[1:] if argv is None else list(argv))
+            rv = app(args=args, prog_name="eoslab", standalone_mode=False)
         if rv == 130:  # typer converted a KeyboardInterrupt into Exit(130)
             raise KeyboardInterrupt
         code = rv if isinstance(rv, int) else 0

@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from eoslab.cli import app
+from eoslab.cli.sweep import DASK_HELP, WORKERS_HELP
 
 RUNS_HELP = "results root (one folder per run)"
 CONFIGS_HELP = ("folder of your own experiment configs, added to the shipped ones (same name: yours "
@@ -105,17 +106,22 @@ def reproduce(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures (skip: claims only)"),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: compute only shard i of N (0-based) and "
                                         "write no report; assemble later with `eoslab report`"),
+    dask: Optional[str] = typer.Option(None, "--dask", help=DASK_HELP, metavar="[ADDRESS]"),
+    workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
 ) -> None:
     """Run every experiment config's missing runs, then write figures/, report.md and report.html.
     Exit code 1 when a claim fails."""
     from eoslab import progress
     from eoslab.cli import _parse as cli
+    from eoslab.cli.sweep import check_dask_options
+    from eoslab.experiments.distributed import execute_dask, session
     from eoslab.experiments.runner import Shard, execute, load_experiments
     from eoslab.experiments.store import Store
 
     t0 = time.perf_counter()
     mode = "quick" if quick else "full"
     part = Shard.parse(shard)
+    address = check_dask_options(dask, workers)
     exps = load_experiments(_configs(configs), _only(only), builtin=True)
     cli.output_dir(runs, "--runs")
     if part.count == 1:
@@ -124,6 +130,8 @@ def reproduce(
     console = _console()
     timings, computed = [], [0]
     cli.kept(f"nothing new was stored under {store.root}")
+    client_cm = session(dask is not None, address, workers)
+    client = client_cm.__enter__()
     for e in exps:
         counts = []
         with progress.task(f"{e.name:<28}", None, "runs") as bar:
@@ -137,9 +145,17 @@ def reproduce(
                 bar.update(done)
 
             t1, c1 = time.perf_counter(), time.process_time()
-            execute(e, mode, store, part, on_progress=update)
+            try:
+                if client is None:
+                    execute(e, mode, store, part, on_progress=update)
+                else:
+                    execute_dask(e, mode, store, shard=part, client=client, on_progress=update)
+            except BaseException as err:
+                client_cm.__exit__(type(err), err, err.__traceback__)
+                raise
         timings.append((e.name, counts[-1] - counts[0], counts[0], time.perf_counter() - t1,
                         time.process_time() - c1))
+    client_cm.__exit__(None, None, None)
     # CPU time (all threads of this process) next to wall time: on a shared machine the wall
     # time says as much about the other users as about eoslab.
     for name, new, reused, secs, cpu in timings:

@@ -16,8 +16,32 @@ import typer
 
 from eoslab.cli import app
 
-DASK_HELP = ("run each grid point as a Dask task: alone, on a new LocalCluster (--workers processes, default "
-             "one per core); with an address (tcp://HOST:PORT), on that scheduler's cluster")
+DASK_HELP = ("run each run as a Dask task: alone, on a new LocalCluster (--workers processes, default "
+             "one per core); with an address (tcp://HOST:PORT), on that scheduler's cluster (docs/cluster.md)")
+WORKERS_HELP = "worker processes of the LocalCluster started by --dask (default: one per core)"
+RESOURCES_HELP = ("with --dask: worker resources each run needs, NAME=AMOUNT[,...] (e.g. GPU=1 with workers "
+                  "started with --resources GPU=1: one run per GPU)")
+
+
+def check_dask_options(dask: str | None, workers: int | None) -> str | None:
+    """Validate ``--dask [ADDRESS]`` / ``--workers N`` before any work; returns the scheduler
+    address (None: a new LocalCluster, or no Dask at all)."""
+    from eoslab.errors import EoslabError
+
+    if workers is not None and dask is None:
+        raise EoslabError("--workers needs --dask (it sizes the LocalCluster)")
+    if workers is not None and dask != "local":
+        raise EoslabError("--workers sizes a new LocalCluster; with --dask ADDRESS the cluster is already sized")
+    if workers is not None and workers < 1:
+        raise EoslabError(f"--workers must be ≥ 1, got {workers}")
+    if dask is not None and dask != "local" and "://" not in dask:
+        raise EoslabError(f"--dask takes no value or a scheduler address like tcp://HOST:PORT, got {dask!r}")
+    if dask is not None:
+        try:
+            import dask.distributed  # noqa: F401
+        except ImportError:
+            raise EoslabError("--dask needs dask.distributed: pip install 'eoslab[dask]'") from None
+    return None if dask in (None, "local") else dask
 
 
 def progress_columns():
@@ -52,9 +76,9 @@ def sweep_cmd(
                                "the file's own values)"),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: compute only shard i of N (0-based) of the "
                                         "grid; no summary"),
-    dask: Optional[str] = typer.Option(None, "--dask", is_flag=False, flag_value="local", help=DASK_HELP),
-    workers: Optional[int] = typer.Option(None, "--workers", help="worker processes of the LocalCluster "
-                                          "started by --dask (default: one per core)"),
+    dask: Optional[str] = typer.Option(None, "--dask", help=DASK_HELP, metavar="[ADDRESS]"),
+    workers: Optional[int] = typer.Option(None, "--workers", help=WORKERS_HELP),
+    resources: Optional[str] = typer.Option(None, "--resources", help=RESOURCES_HELP),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures"),
     json_out: bool = typer.Option(False, "--json", help="print the summary rows as JSON to stdout"),
 ) -> None:
@@ -69,20 +93,18 @@ def sweep_cmd(
 
     mode = "quick" if quick else "full"
     part = Shard.parse(shard)
-    if workers is not None and dask is None:
-        raise EoslabError("--workers needs --dask (it sizes the LocalCluster)")
-    if workers is not None and dask != "local":
-        raise EoslabError("--workers sizes a new LocalCluster; with --dask ADDRESS the cluster is already sized")
-    if workers is not None and workers < 1:
-        raise EoslabError(f"--workers must be ≥ 1, got {workers}")
-    if dask is not None and dask != "local" and "://" not in dask:
-        raise EoslabError(f"--dask takes no value or a scheduler address like tcp://HOST:PORT, got {dask!r}")
+    address = check_dask_options(dask, workers)
+    from eoslab.experiments.distributed import parse_resources
+
+    needs = parse_resources(resources)
+    if needs and dask is None:
+        raise EoslabError("--resources needs --dask")
     exp = load_sweep(file, mode=mode)
     console = Console(stderr=json_out)
     with Progress(*progress_columns(), console=console, transient=False) as progress:
         task = progress.add_task(exp.name, total=None)
         result = run_sweep(exp, runs, mode=mode, executor="local" if dask is None else "dask",
-                           dask=None if dask in (None, "local") else dask, workers=workers, shard=part,
+                           dask=address, workers=workers, shard=part, resources=needs,
                            on_progress=lambda done, total: progress.update(task, completed=done, total=total))
     if part.count > 1:
         console.print(f"shard {part.index}/{part.count} of sweep {exp.name} done under {result.store.root}")

@@ -133,7 +133,7 @@ class SweepResult:
 
 def run_sweep(source, runs: str | os.PathLike = "eoslab-runs", *, mode: str = "full", executor: str = "local",
               dask: str | None = None, workers: int | None = None, shard: Shard | str | None = None,
-              on_progress: Callable[[int, int], None] | None = None) -> SweepResult:
+              resources: dict | None = None, on_progress: Callable[[int, int], None] | None = None) -> SweepResult:
     """Run a sweep (a TOML path or a dict, see :func:`load_sweep`) into the results root
     ``runs`` and return its :class:`SweepResult`.
 
@@ -142,7 +142,7 @@ def run_sweep(source, runs: str | os.PathLike = "eoslab-runs", *, mode: str = "f
       executor: ``"local"``: this process, a chunk of runs per vectorised call of the kind;
         ``"dask"``: one task per run on a Dask cluster (``dask``: a scheduler address
         ``tcp://HOST:PORT``, or None for a new ``LocalCluster`` of ``workers`` processes,
-        default one per core).
+        default one per core); ``resources``: worker resources each task needs (``{"GPU": 1}``).
       shard: compute only the runs of shard ``i/N`` (no coordination needed between shards).
       on_progress: ``on_progress(done, total)`` after each chunk or task.
     """
@@ -158,7 +158,8 @@ def run_sweep(source, runs: str | os.PathLike = "eoslab-runs", *, mode: str = "f
     if executor == "dask":
         from eoslab.experiments.distributed import execute_dask
 
-        planned = execute_dask(exp, mode, store, address=dask, workers=workers, shard=part, on_progress=on_progress)
+        planned = execute_dask(exp, mode, store, address=dask, workers=workers, shard=part, resources=resources,
+                               on_progress=on_progress)
     else:
         planned = execute(exp, mode, store, part, on_progress=on_progress)
     return SweepResult(exp, mode, store, planned)

@@ -1,0 +1,197 @@
+"""Runs as Dask tasks: one task per run, written by the worker into the shared results store.
+
+Needs the optional extra ``[dask]`` (``dask.distributed``); see ``docs/cluster.md``.
+
+* **Where.** ``address=None`` starts a :class:`~dask.distributed.LocalCluster` of
+  ``workers`` processes (default: one per core; one thread each: each run is already a
+  vectorised JAX call that uses the core); ``address="tcp://HOST:PORT"`` uses the cluster of an
+  existing scheduler (SLURM/PBS through ``dask-jobqueue``, a GPU node per worker, ...). The
+  results root must be the same path on every worker (a shared file system).
+* **Exactly once.** Each task computes one run and writes it with
+  :meth:`~eoslab.experiments.store.Store.write` (a temporary folder renamed into place), then
+  returns its id. A task whose worker dies is re-run by the scheduler on another worker; a
+  run already stored (by an earlier attempt, another sweep, a ``--shard`` job) is not
+  recomputed, and if two copies finish the second rename fails and is dropped. The task key
+  is the run id, so two clients of one scheduler share the task instead of computing it twice.
+* **Same numbers.** A task runs the kind on its one point, with the client's JAX precision
+  (``jax_enable_x64``) set on the worker, so its arrays are those of a serial run of that
+  point (``runner.execute`` with ``chunk = 1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from eoslab.errors import EoslabError
+from eoslab.experiments.registry import get_kind
+from eoslab.experiments.runner import PlannedRun, Shard, plan
+from eoslab.experiments.schema import Experiment
+from eoslab.experiments.store import Store
+
+#: How many times the scheduler may lose a task's worker before the sweep fails.
+RETRIES = 3
+
+
+def _require_distributed():
+    try:
+        import dask.distributed  # noqa: F401
+    except ImportError:
+        raise EoslabError("--dask needs dask.distributed: pip install 'eoslab[dask]'") from None
+
+
+def compute_run(kind_name: str, module: str, point: dict, config: dict, meta: dict, root: str, x64: bool) -> str:
+    """The task: compute one run (unless it is already stored) and store it; returns its id.
+    ``module`` is imported first so that kinds registered outside eoslab's own package
+    exist on the worker too."""
+    import jax
+
+    jax.config.update("jax_enable_x64", bool(x64))
+    from eoslab.experiments.registry import KINDS
+    from eoslab.experiments.store import run_id
+
+    if kind_name not in KINDS:
+        importlib.import_module(module)
+    kind = get_kind(kind_name)
+    store = Store(root)
+    rid = run_id(config)
+    path = store.run_dir(config["experiment"], rid)
+    if store.read(path) is not None:
+        return rid
+    t0, started = time.perf_counter(), _utc()
+    (arrays,) = kind.run([dict(point)])
+    wall = time.perf_counter() - t0
+    import socket
+
+    store.write(config, arrays, {**meta, "wall_s": wall, "chunk_wall_s": wall, "chunk_size": 1,
+                                 "started_utc": started, "executor": "dask", "worker_host": socket.gethostname(),
+                                 "worker_pid": os.getpid()})
+    return rid
+
+
+def _utc() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def start_client(address: str | None = None, workers: int | None = None):
+    """``(client, cluster)``: a client of the scheduler at ``address``, or of a new
+    LocalCluster (``cluster`` is then returned for closing; None otherwise)."""
+    _require_distributed()
+    from dask.distributed import Client, LocalCluster
+
+    if address is None:
+        n = workers or os.cpu_count() or 1
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+        return Client(cluster), cluster
+    try:
+        return Client(address, timeout="20s"), None
+    except (OSError, TimeoutError) as e:
+        raise EoslabError(f"--dask {address}: cannot reach the Dask scheduler ({e})") from None
+
+
+@contextlib.contextmanager
+def session(enabled: bool, address: str | None = None, workers: int | None = None):
+    """Yield a Dask client for the duration (None when not ``enabled``); a LocalCluster it
+    started is closed at the end."""
+    if not enabled:
+        yield None
+        return
+    client, cluster = start_client(address, workers)
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def execute_dask(exp: Experiment, mode: str, store: Store, *, address: str | None = None,
+                 workers: int | None = None, shard: Shard = Shard(), client=None, resources: dict | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> list[PlannedRun]:
+    """Compute the missing runs of ``exp`` owned by ``shard`` as Dask tasks (one per run) and
+    return the plan with every complete run attached (as :func:`eoslab.experiments.runner.execute`).
+
+    ``client``: an existing :class:`dask.distributed.Client` (kept open); otherwise one is
+    made from ``address`` / ``workers`` (:func:`start_client`) and closed at the end.
+    ``resources``: worker resources each task needs, e.g. ``{"GPU": 1}`` (workers started
+    with ``--resources GPU=1`` then run one run per GPU at a time)."""
+    _require_distributed()
+    from dask.distributed import as_completed
+
+    import jax
+
+    kind = get_kind(exp.kind)
+    planned = plan(exp, mode, store, repair=True)
+    todo = [pr for pr in planned if pr.run is None and shard.owns(pr.rid)]
+    done = sum(pr.run is not None for pr in planned)
+    total = done + len(todo)
+    if on_progress:
+        on_progress(done, total)
+    if not todo:
+        return planned
+    root = str(Path(store.root).resolve())
+    x64 = bool(jax.config.jax_enable_x64)
+    own = client is None
+    cluster = None
+    if own:
+        client, cluster = start_client(address, workers)
+    try:
+        by_key = {}
+        futures = []
+        for pr in todo:
+            meta = {"experiment": exp.name, "kind": kind.name, "mode": mode, "seed": pr.point["seed"],
+                    "config_file": str(exp.path)}
+            f = client.submit(compute_run, kind.name, kind.run.__module__, pr.point, pr.config, meta, root, x64,
+                              key=f"eoslab-run-{pr.rid}", retries=RETRIES, pure=False, resources=resources)
+            by_key[f.key] = pr
+            futures.append(f)
+        for f in as_completed(futures):
+            pr = by_key[f.key]
+            try:
+                f.result()
+            except Exception as e:  # noqa: BLE001 - name the run, keep the cause
+                raise EoslabError(f"run {pr.rid} of {exp.name} ({_describe(pr.point, exp, mode)}) failed on a "
+                                  f"Dask worker: {type(e).__name__}: {e}") from e
+            pr.run = store.read(store.run_dir(exp.name, pr.rid))
+            if pr.run is None:
+                raise EoslabError(f"run {pr.rid} of {exp.name} was reported done but is not a valid run under "
+                                  f"{root} (do the workers see the same results root?)")
+            done += 1
+            if on_progress:
+                on_progress(done, total)
+    finally:
+        if own:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    return planned
+
+
+def parse_resources(text: str | None) -> dict | None:
+    """``"GPU=1,MEM=2"`` → ``{"GPU": 1.0, "MEM": 2.0}`` (None for None/empty)."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        name, eq, amount = item.partition("=")
+        try:
+            if not eq or not name.strip():
+                raise ValueError
+            out[name.strip()] = float(amount)
+        except ValueError:
+            raise EoslabError(f"--resources must look like NAME=AMOUNT[,NAME=AMOUNT...] (e.g. GPU=1), got {text!r}") \
+                from None
+        if not out[name.strip()] > 0:
+            raise EoslabError(f"--resources: the amount of {name.strip()} must be > 0, got {amount!r}")
+    return out
+
+
+def _describe(point: dict, exp: Experiment, mode: str) -> str:
+    axes = exp.swept(mode)
+    return ", ".join(f"{a} = {point[a]!r}" for a in axes) or "the only point"
