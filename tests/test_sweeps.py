@@ -114,6 +114,58 @@ def test_missing_and_corrupt_points_are_nan_and_left_alone(tmp_path):
     assert good["samples"].count().item() == owned[0].point["n"]  # the shorter run is NaN-padded
 
 
+def test_cli_sweep_summary_figures_and_json(tmp_path, capsys):
+    """`eoslab sweep` end to end on a small GD sweep: JSON rows, summary.json, the final-loss
+    figure, the Dataset; and resuming computes nothing."""
+    from eoslab.cli import main
+    from toy_kind import GD_SWEEP
+
+    f = tmp_path / "gd.toml"
+    f.write_text(GD_SWEEP.format(name="gd", seeds=[0]))
+    args = ["sweep", str(f), "--json", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    ds = eoslab.load(tmp_path / "runs" / "gd")
+    assert [(r["seed"], r["lr"]) for r in rows] == [(0, 0.1), (0, 0.2)]
+    for r in rows:  # the closed form: loss_t = ½ Σ λ (1 − ηλ)^{2t} for θ₀ = 1 in A's eigenbasis
+        assert r["final_loss"] == ds["final_loss"].sel(seed=0, lr=r["lr"]).item()
+    import jax
+
+    m = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (8, 8), "float64"))
+    lam, vec = np.linalg.eigh(m.T @ m / 8)
+    c = vec.T @ np.ones(8)
+    t = np.arange(50)
+    exact = 0.5 * ((1 - 0.2 * lam[None]) ** (2 * t[:, None]) * lam * c**2).sum(1)
+    np.testing.assert_allclose(ds["loss"].sel(seed=0, lr=0.2).values, exact, rtol=1e-10)
+    assert {p.name for p in (tmp_path / "out").iterdir()} >= {"summary.json", "gd_final_loss_vs_lr.png"}
+    before = _tree(tmp_path / "runs" / "gd")
+    with pytest.raises(SystemExit):
+        main(args)
+    assert _tree(tmp_path / "runs" / "gd") == before
+
+
+def test_networks_train_scalars_from_its_trajectory():
+    """The stored scalars of `networks.train` are those of its per-step arrays."""
+    from eoslab.experiments.kinds.train import results
+
+    rng = np.random.default_rng(0)
+    eigs = np.abs(rng.normal(20.0, 3.0, (40, 2))).astype(np.float32)
+    tracked = np.arange(40) % 2 == 0
+    eigs[~tracked] = np.nan
+    traj = {"loss": np.linspace(1.0, 0.1, 40), "grad_norm": np.ones(40), "accuracy": np.full(40, np.nan),
+            "hessian_eigs": eigs, "hessian_residuals": np.zeros((40, 2)), "hessian_products": np.full(40, 3),
+            "tracked": tracked, "diverged": np.zeros(40, bool), "seconds": np.asarray(1.0), "lr": np.asarray(0.1)}
+    out = results(traj, 0.1)
+    r = 0.1 * eigs[tracked, 0].astype(float) / 2
+    assert out["max_edge_ratio"] == pytest.approx(r.max()) and out["final_edge_ratio"] == pytest.approx(r[-1])
+    assert out["late_edge_ratio"] == pytest.approx(r[-5:].mean())  # last quarter of the 20 tracked steps
+    assert out["crossings"] == int(r[0] > 1) + int(np.sum((r[1:] > 1) & (r[:-1] <= 1)))
+    assert out["final_loss"] == pytest.approx(0.1) and out["hessian_eigs"].shape == (40, 2)
+
+
+@pytest.mark.slow
 def test_cli_sweep_networks_train(tmp_path, monkeypatch):
     """`eoslab sweep` on a tiny network sweep: summary, figures, and the Dataset."""
     from typer.testing import CliRunner
