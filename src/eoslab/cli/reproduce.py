@@ -130,32 +130,26 @@ def reproduce(
     console = _console()
     timings, computed = [], [0]
     cli.kept(f"nothing new was stored under {store.root}")
-    client_cm = session(dask is not None, address, workers)
-    client = client_cm.__enter__()
-    for e in exps:
-        counts = []
-        with progress.task(f"{e.name:<28}", None, "runs") as bar:
-            def update(done, total, bar=bar, counts=counts):
-                if counts:
-                    computed[0] += done - counts[-1]
-                    cli.kept(f"{computed[0]} new runs are stored under {store.root} (the run in flight is "
-                             f"lost); the same command resumes from there")
-                counts.append(done)
-                bar.total = total
-                bar.update(done)
+    with session(dask is not None, address, workers) as client:  # None: no Dask
+        for e in exps:
+            counts = []
+            with progress.task(f"{e.name:<28}", None, "runs") as bar:
+                def update(done, total, bar=bar, counts=counts):
+                    if counts:
+                        computed[0] += done - counts[-1]
+                        cli.kept(f"{computed[0]} new runs are stored under {store.root} (the run in flight is "
+                                 f"lost); the same command resumes from there")
+                    counts.append(done)
+                    bar.total = total
+                    bar.update(done)
 
-            t1, c1 = time.perf_counter(), time.process_time()
-            try:
+                t1, c1 = time.perf_counter(), time.process_time()
                 if client is None:
                     execute(e, mode, store, part, on_progress=update)
                 else:
                     execute_dask(e, mode, store, shard=part, client=client, on_progress=update)
-            except BaseException as err:
-                client_cm.__exit__(type(err), err, err.__traceback__)
-                raise
-        timings.append((e.name, counts[-1] - counts[0], counts[0], time.perf_counter() - t1,
-                        time.process_time() - c1))
-    client_cm.__exit__(None, None, None)
+            timings.append((e.name, counts[-1] - counts[0], counts[0], time.perf_counter() - t1,
+                            time.process_time() - c1))
     # CPU time (all threads of this process) next to wall time: on a shared machine the wall
     # time says as much about the other users as about eoslab.
     for name, new, reused, secs, cpu in timings:
