@@ -44,13 +44,6 @@ def check_dask_options(dask: str | None, workers: int | None) -> str | None:
     return None if dask in (None, "local") else dask
 
 
-def progress_columns():
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TextColumn("runs"),
-            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-
-
 def _json(v):
     """JSON-safe: NaN/inf → None (strict JSON has no NaN)."""
     if isinstance(v, float) and not math.isfinite(v):
@@ -84,8 +77,9 @@ def sweep_cmd(
 ) -> None:
     """Run every missing point of a sweep file, then print its summary and write its figures."""
     from rich.console import Console
-    from rich.progress import Progress
     from rich.table import Table
+
+    from eoslab import progress
 
     from eoslab.errors import EoslabError
     from eoslab.experiments.runner import Shard
@@ -101,11 +95,13 @@ def sweep_cmd(
         raise EoslabError("--resources needs --dask")
     exp = load_sweep(file, mode=mode)
     console = Console(stderr=json_out)
-    with Progress(*progress_columns(), console=console, transient=False) as progress:
-        task = progress.add_task(exp.name, total=None)
+    with progress.task(f"{exp.name:<28}", None, "runs") as bar:
+        def update(done, total):
+            bar.total = total
+            bar.update(done)
+
         result = run_sweep(exp, runs, mode=mode, executor="local" if dask is None else "dask",
-                           dask=address, workers=workers, shard=part, resources=needs,
-                           on_progress=lambda done, total: progress.update(task, completed=done, total=total))
+                           dask=address, workers=workers, shard=part, resources=needs, on_progress=update)
     if part.count > 1:
         console.print(f"shard {part.index}/{part.count} of sweep {exp.name} done under {result.store.root}")
         return
