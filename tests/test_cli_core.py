@@ -55,13 +55,13 @@ def test_theory_eos_limit(capsys):
 
 @pytest.mark.parametrize("args,message", [
     (["run", "foo"], "unknown model"),
-    (["run", "quadratic2d", "--lr", "-1"], "step size"),
-    (["run", "quadratic2d", "--lr", "0"], "step size"),
+    (["run", "quadratic2d", "--lr", "-1"], "--lr"),
+    (["run", "quadratic2d", "--lr", "0"], "--lr"),
     (["run", "quadratic2d", "--eps", "1.5"], "eps"),
     (["run", "quadratic2d", "--eps", "0"], "eps"),
-    (["run", "quadratic2d", "--inits", "0"], "initialisations"),
+    (["run", "quadratic2d", "--inits", "0"], "--inits"),
     (["theory", "eos-limit", "--eps", "-0.1"], "eps"),
-    (["theory", "eos-limit", "--eps", "0.1", "--lr", "0"], "step size"),
+    (["theory", "eos-limit", "--eps", "0.1", "--lr", "0"], "--lr"),
 ])
 def test_bad_input_is_one_line_exit_2(args, message, capsys):
     code, out, err = _call(args, capsys)

@@ -5,14 +5,16 @@ Other modules may add commands to the ``theory`` group: ``from eoslab.cli.core i
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from eoslab.cli import _parse as cli
 from eoslab.cli import app
+from eoslab.errors import (InvalidValue, between, check, check_memory, finite, integer, positive, positive_int,
+                           seed_rule)
 
 theory_app = typer.Typer(no_args_is_help=True, help="Theoretical predictions (closed forms, exact maps).")
 app.add_typer(theory_app, name="theory")
@@ -29,49 +31,35 @@ def version() -> None:
     typer.echo(eoslab.__version__)
 
 
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
 def run_quadratic2d(eps: float, lr: float, inits: int, steps: int, seed: int, E: float = 0.0,
                     theta1=None, theta2=None, tail: int = 100, progress: bool = False) -> tuple[dict, object]:
-    """``eoslab run quadratic2d``: :func:`eoslab.theory.eos2d.batch_comparison` from ``seed``, with a
-    progress bar on stderr when ``progress``. Returns (result dict, θ₀ (B, 2))."""
+    """``eoslab run quadratic2d``: :func:`eoslab.theory.eos2d.batch_comparison` from ``seed``
+    (progress goes to :mod:`eoslab.progress`; ``progress`` is kept for callers). Returns
+    (result dict, θ₀ (B, 2))."""
     import jax
 
     from eoslab.theory import eos2d
 
-    key = jax.random.PRNGKey(seed)
-    if not progress:
-        res, theta0 = eos2d.batch_comparison(eps, lr, inits, steps, key, E, theta1, theta2, tail)
-    else:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-        chunk = max(1, min(20_000, steps // 50 or 1))
-        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                      TextColumn("{task.completed:,}/{task.total:,} steps"), TimeElapsedColumn(),
-                      TextColumn("ETA"), TimeRemainingColumn(), console=_stderr_console(), transient=True) as bar:
-            task = bar.add_task(f"GD, {inits:,} runs", total=steps)
-            res, theta0 = eos2d.batch_comparison(eps, lr, inits, steps, key, E, theta1, theta2, tail, chunk=chunk,
-                                                 progress=lambda done: bar.update(task, completed=done))
+    res, theta0 = eos2d.batch_comparison(eps, lr, inits, steps, jax.random.PRNGKey(seed), E, theta1, theta2, tail,
+                                         chunk=max(1, min(20_000, steps // 50 or 1)) if progress else 20_000)
     return {**res, "seed": seed}, theta0
 
 
 def _print_run_table(res: dict) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = cli.console()
     n = res["n_runs"]
     t = Table(title=f"quadratic2d: ε = {res['eps']:g}, η = {res['lr']:g}, E = {res['E']:g}, "
                     f"{n:,} runs × {res['steps']:,} steps (seed {res['seed']})")
     t.add_column("outcome")
     t.add_column("runs", justify="right")
     t.add_column("share", justify="right")
-    for label, k in (("edge of stability (λ∞η/2 > 0.9)", "n_eos"), ("converged below", "n_below"),
+    for label, k in (("edge of stability (crossed ηλ = 2, λ∞η/2 > 0.9)", "n_eos"), ("converged below", "n_below"),
+                     ("[dim]  of which end above 0.9 without crossing[/dim]", "n_below_near_edge"),
                      ("diverged", "n_diverged")):
+        if k == "n_below_near_edge" and not res.get(k):
+            continue
         t.add_row(label, f"{res[k]:,}", f"{res[k] / n:.1%}")
     t.add_row("[dim]crossed ηλ = 2 at some step[/dim]", f"[dim]{res['n_crossed_edge']:,}[/dim]",
               f"[dim]{res['n_crossed_edge'] / n:.1%}[/dim]")
@@ -91,70 +79,133 @@ def _print_run_table(res: dict) -> None:
                   f"increase --steps[/yellow]")
 
 
+MODELS = ("quadratic2d",)
+EPS_RULE = between(0, 1, lo_open=True, hi_open=True)
+
+
+def _box(text: Optional[str], option: str) -> Optional[tuple[float, float]]:
+    if text is None:
+        return None
+    lo, hi = cli.floats(text, option, length=2, allow_range=False)
+    if not lo < hi:
+        raise InvalidValue(f"{option} is LO,HI with LO < HI, got {text!r}")
+    return lo, hi
+
+
 @app.command("run")
 def run(
     model: str = typer.Argument(..., help="model name (supported: quadratic2d)"),
     eps: float = typer.Option(0.1, help="ε in (0, 1): Q has eigenvalues {1, −ε}"),
     lr: float = typer.Option(4.0, help="step size η > 0"),
-    inits: int = typer.Option(2000, help="number of random initialisations"),
-    steps: int = typer.Option(200_000, help="GD steps per run"),
-    seed: int = typer.Option(0, help="seed of the initialisations"),
-    target: float = typer.Option(0.0, "--target", help="target E of f (the theorem: 0)"),
-    theta1: Optional[tuple[float, float]] = typer.Option(
-        None, help="range of θ₁·√η to draw from (default: 0.1 0.3)"),
-    theta2: Optional[tuple[float, float]] = typer.Option(
-        None, help="range of θ₂·√(εη) to draw from (default: 1.8 2.6, the EoS basin at ε = 0.1)"),
-    tail: int = typer.Option(100, help="λ∞ = mean of λ over the last TAIL steps"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of tables"),
-    plot: Optional[Path] = typer.Option(None, help="write a figure (PNG + SVG) of a few runs"),
-    plot_runs: int = typer.Option(6, help="number of runs drawn with --plot"),
+    inits: int = typer.Option(2000, help="number of random initialisations (≥ 1)"),
+    steps: int = typer.Option(200_000, help="GD steps per run (≥ 1)"),
+    seed: int = typer.Option(0, help="seed of the initialisations (0 … 2³²−1)"),
+    target: float = typer.Option(0.0, "--target", help="target E of f, finite (the theorem: 0)"),
+    theta1: Optional[str] = typer.Option(None, help="range LO,HI of θ₁·√η to draw from (default: 0.1,0.3)"),
+    theta2: Optional[str] = typer.Option(
+        None, help="range LO,HI of θ₂·√(εη) to draw from (default: 1.8,2.6, the EoS basin at ε = 0.1)"),
+    tail: int = typer.Option(100, help="λ∞ = mean of λ over the last TAIL steps (1 … --steps)"),
+    as_json: bool = cli.json_option(),
+    json_out: Optional[Path] = cli.json_out_option(),
+    plot: Optional[Path] = cli.plot_option("write a figure of a few runs to this file (PNG, an SVG next to it)"),
+    plot_runs: int = typer.Option(6, help="number of runs drawn with --plot (≥ 1)"),
 ) -> None:
     """Simulate GD from a batch of random initialisations and compare the EoS limit with theory."""
-    from eoslab.errors import EoslabError
-    from eoslab.models import get
+    if model not in MODELS:
+        raise InvalidValue(f"unknown model {model!r}; `eoslab run` accepts: {', '.join(MODELS)}")
+    check("--eps", eps, EPS_RULE)
+    check("--lr", lr, positive)
+    check("--inits", inits, positive_int)
+    check("--steps", steps, positive_int)
+    check("--seed", seed, seed_rule)
+    check("--target", target, finite)
+    check("--tail", tail, integer(1, steps))
+    check("--plot-runs", plot_runs, positive_int)
+    box1, box2 = _box(theta1, "--theta1"), _box(theta2, "--theta2")
+    cli.output_file(json_out, "--json-out")
+    cli.output_file(plot, "--plot")
+    # simulate keeps 7 float64 states per run, plus θ₀ and the summary; XLA may double it
+    check_memory(f"--inits {inits:,}", 2 * 8 * 16 * inits, "use fewer --inits")
+    from eoslab import progress
 
-    get(model)  # unknown model → clear error
-    if model != "quadratic2d":
-        raise EoslabError(f"`eoslab run` supports the model 'quadratic2d' only (got {model!r})")
-    show = (not as_json) and inits * steps >= _PROGRESS_WORK and _stderr_console().is_terminal
-    res, theta0 = run_quadratic2d(eps, lr, inits, steps, seed, target, theta1, theta2, tail, progress=show)
+    chunked = progress.active() and inits * steps >= _PROGRESS_WORK
+    res, theta0 = run_quadratic2d(eps, lr, inits, steps, seed, target, box1, box2, tail, progress=chunked)
     if plot is not None:
         from eoslab.dynamics.quadratic2d import trajectories
         from eoslab.plots.quadratic2d import plot_runs as draw
 
         k = max(1, min(plot_runs, inits))
         traj = trajectories(res["eps"], res["lr"], theta0[:k], steps, E=target)
-        res["plot"] = [str(p) for p in draw(traj, res["predicted_ratio"], plot)]
-    if as_json:
-        typer.echo(json.dumps(res, allow_nan=True))
-    else:
+        res["plot"] = [str(p) for p in cli.write_figure(lambda p: draw(traj, res["predicted_ratio"], p), plot)]
+    cli.emit_json(res, as_json, json_out)
+    if not as_json:
         _print_run_table(res)
+        if eps > _eos2d().CHECKED_EPS:
+            typer.echo(f"note: at ε = {eps:g} > {_eos2d().CHECKED_EPS:g} the predicted limit (the end of the slow "
+                       "manifold) is not where every run settles; `eoslab theory eos-limit --eps "
+                       f"{eps:g} --lr {lr:g}` checks it against exact GD", err=True)
         if plot is not None:
             typer.echo(f"figure: {', '.join(res['plot'])}")
+
+
+def _eos2d():
+    from eoslab.theory import eos2d
+
+    return eos2d
 
 
 @theory_app.command("eos-limit")
 def eos_limit_cmd(
     eps: float = typer.Option(..., help="ε in (0, 1)"),
-    lr: Optional[float] = typer.Option(None, help="step size η (prints λ∞ too)"),
-    target: float = typer.Option(0.0, "--target", help="target E (the prediction depends on ηE < 1)"),
-    order: str = typer.Option("exact", help="'exact', 'leading' (science.md) or a series order 1..4"),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    lr: Optional[float] = typer.Option(None, help="step size η > 0 (prints λ∞ too)"),
+    target: float = typer.Option(0.0, "--target", help="target E (the prediction needs ηE < 1)"),
+    order: str = typer.Option("exact", help="exact, leading, or a series order 1 … 5"),
+    as_json: bool = cli.json_option(),
+    json_out: Optional[Path] = cli.json_out_option(),
 ) -> None:
-    """Predicted limit λ∞η/2 of the NTK eigenvalue of the 2-D model at the edge of stability."""
-    from eoslab.theory import eos2d
+    """Predicted limit λ∞η/2 of the NTK eigenvalue of the 2-D model at the edge of stability.
 
+    The uncertainty covers the prediction's error against exact GD: for ε ≤ 0.05 and E = 0 the
+    limit is checked (tests) to ≤ 2e-11; otherwise exact GD is run here (a few seconds) and the
+    uncertainty is where it settles (median of the default box of starts and the reference start)."""
+    eos2d = _eos2d()
+    check("--eps", eps, EPS_RULE)
+    if lr is not None:
+        check("--lr", lr, positive)
+    check("--target", target, finite)
     o = int(order) if order.isdigit() else order
-    res = eos2d.eos_limit(eps, 1.0 if lr is None else lr, target, o)
+    cli.choice(str(o), "--order", [str(x) for x in eos2d.ORDERS])
+    cli.output_file(json_out, "--json-out")
+    eta = 1.0 if lr is None else lr
+    res = eos2d.eos_limit(eps, eta, target, o)
+    exact = res if o == "exact" else eos2d.eos_limit(eps, eta, target)
+    unc = res.uncertainty / 2 if o == "exact" else abs(res.ratio - exact.ratio) + exact.uncertainty / 2
     out = {"eps": res.eps, "order": res.order, "predicted_ratio": res.ratio, "eta_lambda": res.eta_lambda,
-           "uncertainty_ratio": res.uncertainty / 2}
+           "uncertainty_ratio": unc, "numerical_uncertainty_ratio": exact.uncertainty / 2,
+           "checked_against_gd": eps <= eos2d.CHECKED_EPS and target == 0.0}
+    warn = None
+    if not out["checked_against_gd"]:
+        gd = eos2d.gd_check(eps, eta, target)
+        out["gd"] = gd
+        if gd["error"] == gd["error"]:
+            out["uncertainty_ratio"] = unc = max(unc, gd["error"] + abs(res.ratio - exact.ratio))
+            warn = (f"ε = {eps:g}{'' if target == 0 else f', E = {target:g}'} is outside ε ≤ {eos2d.CHECKED_EPS:g}, "
+                    f"E = 0 where the limit is checked: the uncertainty is where exact GD settles here "
+                    f"({gd['n_settled']} of {gd['n_inits']} starts; their 5–95 % range "
+                    f"{gd['q05']:.6f} … {gd['q95']:.6f})")
+        else:
+            out["uncertainty_ratio"] = unc = math.nan
+            warn = (f"no exact-GD run settled at the edge at ε = {eps:g}: the prediction is unchecked here "
+                    "(uncertainty unknown)")
     if lr is not None:
         out.update(lr=res.lr, predicted_lambda=res.lam)
+    cli.emit_json(out, as_json, json_out)
+    if warn:
+        typer.echo(f"warning: {warn}", err=True)
     if as_json:
-        typer.echo(json.dumps(out, allow_nan=True))
         return
-    unc = "" if math.isnan(res.uncertainty) or res.uncertainty < 5e-13 else f" ± {res.uncertainty / 2:.1g}"
-    typer.echo(f"λ∞η/2 = {res.ratio:.10f}{unc}   (ε = {res.eps:g}, order = {res.order})")
+    u = "" if math.isnan(unc) or unc < 5e-13 else f" ± {unc:.2g}"
+    typer.echo(f"λ∞η/2 = {res.ratio:.10f}{u}   (ε = {res.eps:g}, order = {res.order})")
     if lr is not None:
         typer.echo(f"λ∞ = {res.lam:.10g}   (η = {res.lr:g}, edge 2/η = {2 / res.lr:.10g})")
 
@@ -162,29 +213,26 @@ def eos_limit_cmd(
 @theory_app.command("eos-table")
 def eos_table_cmd(
     eps: str = typer.Option("0.002,0.005,0.01,0.02,0.03,0.05,0.07,0.1,0.15",
-                            help="comma-separated ε values"),
-    inits: int = typer.Option(256, help="random initialisations per ε (default box)"),
-    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
-    plot: Optional[Path] = typer.Option(None, help="write the comparison figure (PNG + SVG)"),
+                            help="ε values in (0, 1): a,b,c or START:STOP:NUM"),
+    inits: int = typer.Option(256, help="random initialisations per ε (default box, ≥ 1)"),
+    as_json: bool = cli.json_option("print the rows as JSON to stdout (instead of the table)"),
+    json_out: Optional[Path] = cli.json_out_option("also write the rows as JSON to this file"),
+    plot: Optional[Path] = cli.plot_option("write the comparison figure to this file (PNG, an SVG next to it)"),
 ) -> None:
     """Theory vs simulation of the EoS limit ηλ∞ over ε (E = 0, η = 1)."""
-    from eoslab.errors import EoslabError, check_positive_int
-    from eoslab.models.quadratic2d import check_eps
-    from eoslab.theory import eos2d
-
-    try:
-        values = [check_eps(float(v)) for v in eps.split(",") if v.strip()]
-    except ValueError as exc:
-        raise EoslabError(f"--eps must be comma-separated numbers in (0, 1): {exc}") from None
-    rows = eos2d.limit_comparison(values, n_inits=check_positive_int("--inits", inits))
+    values = cli.floats(eps, "--eps", EPS_RULE)
+    check("--inits", inits, positive_int)
+    cli.output_file(json_out, "--json-out")
+    cli.output_file(plot, "--plot")
+    rows = _eos2d().limit_comparison(values, n_inits=inits)
     if plot is not None:
         from eoslab.plots.quadratic2d import plot_limit_comparison
 
-        plot_limit_comparison(rows, plot)
+        written = cli.write_figure(lambda p: plot_limit_comparison(rows, p), plot)
+        typer.echo(f"figure: {', '.join(map(str, written))}", err=as_json)
+    cli.emit_json(rows, as_json, json_out)
     if as_json:
-        typer.echo(json.dumps(rows, allow_nan=True))
         return
-    from rich.console import Console
     from rich.table import Table
 
     t = Table(title="ηλ∞ of the 2-D model (E = 0, η = 1): simulation vs theory")
@@ -199,4 +247,4 @@ def eos_table_cmd(
                   f"{r['exact']:.9f} ± {r['exact_uncertainty']:.0e}", f(r["leading"]), f(r["order2"]),
                   f(r["order4"]), g(abs(r["order2"] - r["sim_median"])), g(abs(r["order4"] - r["sim_median"])),
                   g(abs(r["exact"] - r["sim_median"])))
-    Console().print(t)
+    cli.console().print(t)

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eoslab import progress as eoslab_progress
 from eoslab.dynamics.gd import gd, sweep
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import quadratic2d
@@ -165,12 +166,14 @@ def simulate(eps: float, lr: float, theta0, steps: int, *, E: float = 0.0, tail:
     state = _init_state(lr * z0, lr * lam0)
     args = (jnp.float64(eps), jnp.float64(lr * E))
     done = 0
-    while done < steps:
-        n = min(chunk, steps - done)
-        state = _advance_batch(state, *args, jnp.asarray(done), n, jnp.asarray(steps - tail + 1), block)
-        done += n
-        if progress is not None:
-            progress(done)
+    with eoslab_progress.task(f"GD, {B:,} runs", steps, "steps") as bar:
+        while done < steps:
+            n = min(chunk, steps - done)
+            state = _advance_batch(state, *args, jnp.asarray(done), n, jnp.asarray(steps - tail + 1), block)
+            done += n
+            bar.update(done)
+            if progress is not None:
+                progress(done)
     state = jax.tree_util.tree_map(lambda a: a[:B], state)
     div = state["div"]
     nan = jnp.nan
@@ -186,11 +189,15 @@ def simulate(eps: float, lr: float, theta0, steps: int, *, E: float = 0.0, tail:
 
 
 def count_outcomes(summary: dict, threshold: float = 0.9) -> dict:
-    """Counts and quantiles of a :func:`simulate` summary: a run ended at the EoS if its
-    λ∞η/2 > ``threshold``, below it otherwise, unless it diverged."""
+    """Counts and quantiles of a :func:`simulate` summary: a run ended at the EoS if it crossed
+    ηλ = 2 at some step and its λ∞η/2 > ``threshold``, below it otherwise (``n_below_near_edge``:
+    those that end above the threshold without having crossed), unless it diverged."""
     r = np.asarray(summary["ratio"])
     div = np.asarray(summary["diverged"])
-    eos = ~div & (r > threshold)
+    crossed = np.asarray(summary["first_cross"]) >= 0
+    # At the EoS = crossed ηλ = 2 at some step and ended near the edge; a run that ends above
+    # the threshold without ever crossing converged below the edge (it sharpened towards it).
+    eos = ~div & crossed & (r > threshold)
     below = ~div & ~eos
     q = np.quantile(r[eos], [0.05, 0.25, 0.5, 0.75, 0.95]) if eos.any() else np.full(5, np.nan)
     return {
@@ -198,7 +205,8 @@ def count_outcomes(summary: dict, threshold: float = 0.9) -> dict:
         "n_eos": int(eos.sum()),
         "n_below": int(below.sum()),
         "n_diverged": int(div.sum()),
-        "n_crossed_edge": int((np.asarray(summary["first_cross"]) >= 0).sum()),
+        "n_crossed_edge": int(crossed.sum()),
+        "n_below_near_edge": int((below & (r > threshold)).sum()),
         "median_ratio": float(q[2]),
         "quantiles_ratio": {"q05": float(q[0]), "q25": float(q[1]), "q75": float(q[3]), "q95": float(q[4])},
         "unconverged_eos": int((eos & ~(np.abs(np.asarray(summary["final_z"])) < 1e-8)).sum()),

@@ -304,3 +304,37 @@ def batch_comparison(eps: float, lr: float, inits: int, steps: int, key, E: floa
         out["predicted_ratio"] = out["predicted_uncertainty"] = out["predicted_lambda"] = math.nan
     out["median_minus_predicted"] = out["median_ratio"] - out["predicted_ratio"]
     return out, theta0
+
+
+#: ε up to which the exact limit is checked against exact GD (tests and docs/theory-eos2d.md): from
+#: θ₀ = (0.1, 2/√ε) at η = 1 the two agree to ≤ 2e-11, and the median over the default box of
+#: starts to its spread. Beyond it the slow-manifold end and where GD settles drift apart.
+CHECKED_EPS = 0.05
+
+
+def gd_check(eps: float, lr: float = 1.0, E: float = 0.0, n_inits: int = 128, seed: int = 0) -> dict:
+    """Where exact GD settles, next to :func:`eos_limit`: the reference start θ₀ = (0.1, 2/√ε)/√η
+    and ``n_inits`` starts from the default box, ``200/ε + 5000`` steps each. Counts only runs
+    that crossed ηλ = 2 and settled (not diverged, |z| < 1e-8, λ∞η/2 > 0.9). Returns
+    ``n_settled``, ``median``, ``q05``/``q95``, ``reference`` (NaN if it did not settle) and
+    ``error``: the larger of |median − prediction| and |reference − prediction| (NaN when no
+    run settled), an uncertainty that covers the prediction's actual error."""
+    eps = check_eps(eps)
+    lr = check_positive("step size", lr)
+    pred = eos_limit(eps, lr, E).ratio
+    n = int(200 / eps) + 5000
+    ref = jnp.array([[0.1 / math.sqrt(lr), 2 / math.sqrt(eps * lr)]])
+    th = jnp.concatenate([ref, sample_inits(jax.random.PRNGKey(seed), n_inits, eps, lr)])
+    s = simulate(eps, lr, th, n, E=E)
+    r = np.asarray(s["ratio"])
+    ok = ((np.asarray(s["first_cross"]) >= 0) & ~np.asarray(s["diverged"]) & (r > 0.9)
+          & (np.abs(np.asarray(s["final_z"])) < 1e-8))
+    box = r[1:][ok[1:]]
+    out = {"n_inits": n_inits, "steps": n, "n_settled": int(ok[1:].sum()),
+           "reference": float(r[0]) if ok[0] else math.nan,
+           "median": float(np.median(box)) if box.size else math.nan,
+           "q05": float(np.quantile(box, 0.05)) if box.size else math.nan,
+           "q95": float(np.quantile(box, 0.95)) if box.size else math.nan}
+    errs = [abs(v - pred) for v in (out["median"], out["reference"]) if v == v]
+    out["error"] = max(errs) if errs else math.nan
+    return out
