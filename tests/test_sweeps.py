@@ -222,3 +222,29 @@ def test_cli_dask_options_refused_before_work(tmp_path, capsys, args, message):
         main(["sweep", str(f), "--runs", str(tmp_path / "runs"), *args])
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_cli_sweep_dask_end_to_end(tmp_path, capsys, monkeypatch):
+    """`eoslab sweep FILE --dask --workers 1`: a LocalCluster of one worker computes the runs
+    (each a task) and the summary equals the in-process sweep's."""
+    pytest.importorskip("distributed")
+    import os
+
+    from eoslab.cli import main
+    from toy_kind import GD_SWEEP
+
+    # the worker processes import the test kind's module
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    f = tmp_path / "gd.toml"
+    f.write_text(GD_SWEEP.format(name="toy-sweep", seeds=[0]))
+    args = ["sweep", str(f), "--json", "--no-figures", "--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as e:
+        main(args + ["--runs", str(tmp_path / "a"), "--dask", "--workers", "1"])
+    assert e.value.code == 0
+    rows = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    runs = Store(tmp_path / "a").runs("toy-sweep")
+    assert len(runs) == 2 and {r.meta["executor"] for r in runs} == {"dask"}
+    with pytest.raises(SystemExit):
+        main(args + ["--runs", str(tmp_path / "b")])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == rows

@@ -38,7 +38,7 @@ def check_dask_options(dask: str | None, workers: int | None) -> str | None:
         raise EoslabError(f"--dask takes no value or a scheduler address like tcp://HOST:PORT, got {dask!r}")
     if dask is not None:
         try:
-            import dask.distributed  # noqa: F401
+            import distributed as _distributed  # noqa: F401  (not `import dask...`: `dask` is the option)
         except ImportError:
             raise EoslabError("--dask needs dask.distributed: pip install 'eoslab[dask]'") from None
     return None if dask in (None, "local") else dask
