@@ -60,7 +60,7 @@ def test_divergence_is_per_run():
     np.testing.assert_allclose(tr["loss"][0], ok["loss"][0], rtol=1e-12)
     first = int(np.argmax(tr["diverged"][1]))
     assert np.all(np.isnan(tr["loss"][1, first:])) and np.all(np.isfinite(tr["loss"][1, :first]))
-    rows = hd.summarize_runs(tr, lrs, tail=10)
+    rows = hd.summarize(tr, lrs, tail=10)
     assert [r["outcome"] for r in rows][1] == "diverged" and rows[1]["diverged_at"] == first
 
 
@@ -85,7 +85,7 @@ def test_summary_and_outcomes_on_constructed_trajectory():
     lrs = np.array([1.0, 1.0, 2.0])
     traj = {"eta_ntk_half": eh, "ntk_eigs": np.stack([2 * eh / lrs[:, None], eh / lrs[:, None]], -1),
             "loss": np.exp(-t / 50.0)[None].repeat(3, 0), "diverged": np.zeros((3, steps), bool)}
-    rows = hd.summarize_runs(traj, lrs, tail=100)
+    rows = hd.summarize(traj, lrs, tail=100)
     assert [r["outcome"] for r in rows] == ["eos", "converged", "converged"]
     assert rows[0]["onset_ntk"] == int(np.argmax(eh[0] >= 0.95)) and rows[1]["onset_ntk"] == -1
     np.testing.assert_allclose(rows[0]["final_eta_ntk_half"], 1.0, atol=1e-12)

@@ -72,11 +72,12 @@ def test_corrupt_run_is_detected_and_redone(tmp_path, damage):
         c = json.loads((victim.path / "config.json").read_text())
         c["params"]["scale"] = 9.0
         (victim.path / "config.json").write_text(json.dumps(c))
-    assert store.problem(victim.path) is not None
+    assert store.invalid_reason(victim.path) is not None
     assert store.read(victim.path) is None                  # never silently read ...
     assert victim.path.is_dir() and not (tmp_path / "runs" / "toy" / ".corrupt").exists()  # a read moves nothing
     progress = []
-    execute(e, "quick", store, on_progress=lambda d, t: progress.append((d, t)))
+    with pytest.warns(UserWarning, match="is invalid"):     # said through `warnings`, not print
+        execute(e, "quick", store, on_progress=lambda d, t: progress.append((d, t)))
     assert progress[0] == (2, 3)                             # ... but recomputed by the runner,
     quarantined = list((tmp_path / "runs" / "toy" / ".corrupt").iterdir())  # which quarantines the bad copy
     assert len(quarantined) == 1 and (quarantined[0] / "REASON").read_text()

@@ -13,7 +13,7 @@ from eoslab.dynamics import quadratic2d as q2d
 from eoslab.models import quadratic2d
 from eoslab.theory import eos2d, eos_limit
 
-# science.md's reference numbers: exact GD, E = 0, η = 1, 3·10⁵ steps, θ₀ = (0.1, 2/√ε), 6 decimals.
+# The README's reference numbers: exact GD, E = 0, η = 1, 3·10⁵ steps, θ₀ = (0.1, 2/√ε), 6 decimals.
 REFERENCE = {0.02: 1.989653, 0.01: 1.994914}
 
 
@@ -59,7 +59,7 @@ def test_a_wrong_coefficient_breaks_invariance():
 
 def test_series_coefficients_closed_form():
     # 2 − ηλ∞ = ε/2 + 27ε²/32 + 153ε³/128 + 17385ε⁴/8192 + 40051ε⁵/8192 + … for E = 0; the ε
-    # term is science.md's, the ε² term replaces its 3/8 (= expansion of 2ε/(4 − 3ε + 4ε²)).
+    # term is the leading-order formula's, the ε² term replaces its 3/8 (= expansion of 2ε/(4 − 3ε + 4ε²)).
     np.testing.assert_allclose(eos2d.series_coefficients(0.0),
                                [-1 / 2, -27 / 32, -153 / 128, -17385 / 8192, -40051 / 8192])
     e = 0.4  # first two orders for E ≠ 0: −(1−e)/2, −(1−e)(27−11e)/32
@@ -99,7 +99,7 @@ def test_limit_vs_theory(reference_limits):
             # The order-k series neglects c_{k+1}ε^{k+1} + O(ε^{k+2}): allow twice the first term.
             tol = 2 * abs(eos2d.series_coefficients()[k]) * eps ** (k + 1)
             assert abs(eos_limit(eps, order=k).eta_lambda - sim) < tol
-        # science.md's formula has the wrong ε² coefficient (3/8 instead of 27/32): its error
+        # the leading-order formula has the wrong ε² coefficient (3/8 instead of 27/32): its error
         # (27/32 − 3/8)ε² exceeds the order-2 tolerance.
         tol2 = 2 * abs(eos2d.series_coefficients()[2]) * eps**3
         assert abs(eos_limit(eps, order="leading").eta_lambda - sim) > tol2

@@ -41,6 +41,11 @@ class OutputError(EoslabError):
     """An output path that cannot be written (refused before any computation)."""
 
 
+class MeasureError(EoslabError):
+    """A claim's measure or prediction cannot be computed from the selected runs (none diverged
+    as required, several values where one is needed, …); the report shows it as a failed claim."""
+
+
 # ---- rules ------------------------------------------------------------------------------------
 def _num(v) -> float | None:
     if isinstance(v, bool):

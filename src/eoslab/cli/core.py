@@ -48,6 +48,8 @@ def run_quadratic2d(eps: float, lr: float, inits: int, steps: int, seed: int, E:
 def _print_run_table(res: dict) -> None:
     from rich.table import Table
 
+    from eoslab.dynamics import EOS_THRESHOLD
+
     con = cli.console()
     n = res["n_runs"]
     t = Table(title=f"quadratic2d: ε = {res['eps']:g}, η = {res['lr']:g}, E = {res['E']:g}, "
@@ -55,8 +57,9 @@ def _print_run_table(res: dict) -> None:
     t.add_column("outcome")
     t.add_column("runs", justify="right")
     t.add_column("share", justify="right")
-    for label, k in (("edge of stability (crossed ηλ = 2, λ∞η/2 > 0.9)", "n_eos"), ("converged below", "n_below"),
-                     ("[dim]  of which end above 0.9 without crossing[/dim]", "n_below_near_edge"),
+    for label, k in ((f"edge of stability (crossed ηλ = 2, λ∞η/2 > {EOS_THRESHOLD:g})", "n_eos"),
+                     ("converged below", "n_below"),
+                     (f"[dim]  of which end above {EOS_THRESHOLD:g} without crossing[/dim]", "n_below_near_edge"),
                      ("diverged", "n_diverged")):
         if k == "n_below_near_edge" and not res.get(k):
             continue

@@ -185,7 +185,7 @@ def highdim_sweep_cmd(
                                               sigma_q=sq, hessian_every=hessian_every))
                 bar.advance(1)
             traj = {k: jnp.concatenate([p[k] for p in parts]) for k in parts[0]}
-            for i, r in enumerate(hd.summarize_runs(traj, [etas] * seeds)):
+            for i, r in enumerate(hd.summarize(traj, [etas] * seeds)):
                 rows.append({"sigma_z": sz, "seed": i // len(etas), **r})
             if first is None:
                 first = traj["eta_ntk_half"][0]

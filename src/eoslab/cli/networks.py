@@ -73,7 +73,7 @@ def train_cmd(
     """Train a network with full-batch GD, tracking top Hessian/NTK eigenvalues matrix-free."""
     import numpy as np
 
-    from eoslab.dynamics.train import compare_taylor, summary, train
+    from eoslab.dynamics.train import compare_taylor, summarize, train
     from eoslab.models.mlp import network_problem
 
     ops = () if track.strip() == "none" else tuple(o.strip() for o in track.split(",") if o.strip())
@@ -89,7 +89,7 @@ def train_cmd(
     else:
         traj, _ = train(problem, lr, steps, progress=progress, **kw)
     op = "hessian" if "hessian" in ops else (ops[0] if ops else "hessian")
-    s = summary(traj, op)
+    s = summarize(traj, op)
     typer.echo(format_summary(s))
     result = {"config": {"model": model, "depth": depth, "width": width, "activation": activation,
                          "parametrisation": parametrisation, "data": data, "n": ds.n, "loss": loss, "lr": lr,
@@ -98,7 +98,7 @@ def train_cmd(
                          "num_params": problem.num_params},
               "summary": s}
     if taylor:
-        st = summary(cmp["taylor"], op)
+        st = summarize(cmp["taylor"], op)
         typer.echo("Taylor model (second order around θ₀):")
         typer.echo(format_summary(st, prefix="  "))
         typer.echo(f"network and Taylor model part (>{cmp['rtol']:.0%} apart): loss at step "

@@ -7,7 +7,7 @@
 A trajectory is a dict of arrays indexed by step (see :data:`TRAJECTORY_KEYS`).
 """
 
-from eoslab.dynamics.gd import TRAJECTORY_KEYS, first_true, gd, summarize, sweep
+from eoslab.dynamics.gd import EOS_THRESHOLD, TRAJECTORY_KEYS, first_true, gd, summarize, sweep
 from eoslab.dynamics.output_space import gd_output, output_step
 
-__all__ = ["TRAJECTORY_KEYS", "gd", "gd_output", "output_step", "sweep", "summarize", "first_true"]
+__all__ = ["EOS_THRESHOLD", "TRAJECTORY_KEYS", "gd", "gd_output", "output_step", "sweep", "summarize", "first_true"]

@@ -28,6 +28,10 @@ TRAJECTORY_KEYS = {
     "diverged": "True from the first step whose loss or state is non-finite; other rows are NaN there",
 }
 
+#: A run that did not diverge ended at the edge of stability when its final η·λ_max/2 exceeds
+#: this (below it: it converged under the edge). One convention for every model and report.
+EOS_THRESHOLD = 0.9
+
 SPECTRA = ("dense", "lanczos", "none")
 
 

@@ -6,7 +6,7 @@
   ``2·D·P²·B`` flops.
 * :func:`sweep_highdim`: random models for several seeds × a batch of step sizes (one call:
   ``lax.map`` over seeds, since each model's Q is D·P² floats, and the batched stepper inside).
-* :func:`onset_step`, :func:`summarize_runs`, :func:`nonlinear_events`: the analysis of a
+* :func:`onset_step`, :func:`summarize`, :func:`nonlinear_events`: the analysis of a
   trajectory: EoS onset, outcome, and the non-linear contribution's timing.
 
 Trajectory rows describe the state *before* update t (as in :data:`eoslab.dynamics.TRAJECTORY_KEYS`);
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eoslab.dynamics.gd import first_true
+from eoslab.dynamics.gd import EOS_THRESHOLD, first_true
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.models import second_order
 from eoslab.models.second_order import SecondOrder, jacobian, predict
@@ -209,7 +209,7 @@ def _mean_from(x, start, valid=None):
 OUTCOMES = ("converged", "eos", "diverged")
 
 
-def classify(diverged: bool, onset: int, final_eta_half: float, eos_level: float = 0.9) -> str:
+def outcome(diverged: bool, onset: int, final_eta_half: float, eos_level: float = EOS_THRESHOLD) -> str:
     """``diverged`` if the run overflowed; ``eos`` if it reached the edge (``onset ≥ 0``) and
     its final ηλ_max/2 (mean of the last rows) is still ≥ ``eos_level``; else ``converged``
     (it never reached the edge, or left it and relaxed below, as after a catapult)."""
@@ -220,7 +220,7 @@ def classify(diverged: bool, onset: int, final_eta_half: float, eos_level: float
     return "converged"
 
 
-def summarize_runs(traj: dict, lrs, threshold: float = 0.95, tail: int = 200) -> list[dict]:
+def summarize(traj: dict, lrs, threshold: float = 0.95, tail: int = 200) -> list[dict]:
     """Per-run scalars of a batched trajectory (B, steps, ...) (or (S, B, ...): flattened).
 
     For each run: ``lr``, ``onset_ntk`` / ``onset_hessian`` (first step with ηλ/2 ≥
@@ -228,7 +228,7 @@ def summarize_runs(traj: dict, lrs, threshold: float = 0.95, tail: int = 200) ->
     last ``tail`` finite rows: at EoS ηλ oscillates), ``mean_eta_ntk_half_after_onset``
     (time average from the onset on), the same for the Hessian when recorded,
     ``final_ntk2`` (second NTK eigenvalue, same tail mean), ``eta_ntk2_half``, ``final_loss``,
-    ``initial_loss``, ``diverged``, ``diverged_at`` and ``outcome`` (:func:`classify`).
+    ``initial_loss``, ``diverged``, ``diverged_at`` and ``outcome`` (:func:`outcome`).
     """
     lead = traj["loss"].shape[:-1]
     lrs = np.broadcast_to(np.asarray(lrs, float), lead).reshape(-1)
@@ -258,7 +258,7 @@ def summarize_runs(traj: dict, lrs, threshold: float = 0.95, tail: int = 200) ->
             row["onset_hessian"] = onh
             row["final_eta_lambda_half"] = _mean_from(hh[:n_fin], last)
             row["mean_eta_lambda_half_after_onset"] = _mean_from(hh[:n_fin], onh)
-        row["outcome"] = classify(div, on, row["final_eta_ntk_half"])
+        row["outcome"] = outcome(div, on, row["final_eta_ntk_half"])
         rows.append(row)
     return rows
 

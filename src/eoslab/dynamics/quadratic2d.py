@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eoslab import progress as eoslab_progress
-from eoslab.dynamics.gd import gd, sweep
+from eoslab.dynamics.gd import EOS_THRESHOLD, gd, sweep
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import quadratic2d
 from eoslab.models.quadratic2d import check_eps
@@ -188,7 +188,7 @@ def simulate(eps: float, lr: float, theta0, steps: int, *, E: float = 0.0, tail:
     }
 
 
-def count_outcomes(summary: dict, threshold: float = 0.9) -> dict:
+def count_outcomes(summary: dict, threshold: float = EOS_THRESHOLD) -> dict:
     """Counts and quantiles of a :func:`simulate` summary: a run ended at the EoS if it crossed
     ηλ = 2 at some step and its λ∞η/2 > ``threshold``, below it otherwise (``n_below_near_edge``:
     those that end above the threshold without having crossed), unless it diverged."""

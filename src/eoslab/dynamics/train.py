@@ -292,7 +292,7 @@ def first_above(values: np.ndarray, threshold: float) -> int:
     return int(hit[0]) if hit.size else -1
 
 
-def summary(traj: dict, op: str = "hessian") -> dict:
+def summarize(traj: dict, op: str = "hessian") -> dict:
     """Scalars of a :func:`train` trajectory for the operator ``op``: final loss, max
     sharpness, number of upward crossings of 2/η by λ₁, whether λ₂ stayed below 2/η, …"""
     lr = float(traj["lr"])

@@ -24,6 +24,7 @@ import pkgutil
 from typing import Callable
 
 from eoslab.errors import EoslabError
+from eoslab.experiments.schema import RESERVED
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Kind:
     def __post_init__(self):
         seen = {}
         for sec, fields in self.schema.items():
-            if sec in ("experiment", "sweep", "quick", "full", "claims"):
+            if sec in RESERVED:
                 raise EoslabError(f"kind {self.name}: section name '{sec}' is reserved")
             for k in fields:
                 if k == "seed" or k in seen:

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 from eoslab.errors import EoslabError
 from eoslab.experiments.registry import Kind, get_kind
 from eoslab.experiments.schema import Experiment, load_config, matches
-from eoslab.experiments.store import Run, Store, run_config, run_id
+from eoslab.experiments.store import Run, Store, run_config, run_id, utc_now
 
 
 BUILTIN_CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -180,7 +180,7 @@ def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
     if on_progress:
         on_progress(done, total)
     for chunk in _chunks(kind, todo):
-        t0, started = time.perf_counter(), _utc()
+        t0, started = time.perf_counter(), utc_now()
         results = kind.run([dict(pr.point) for pr in chunk])
         if len(results) != len(chunk):
             raise EoslabError(f"kind {kind.name}: run returned {len(results)} results for {len(chunk)} points")
@@ -234,12 +234,6 @@ def check_complete(exps, mode: str, store: Store) -> None:
         names = ",".join(name for name, _, _ in gaps)
         raise EoslabError(f"runs are missing under {store.root} ({mode}): {what}; run `eoslab reproduce --{mode} "
                           f"--runs {store.root} --only {names}`")
-
-
-def _utc() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def collect(exp: Experiment, mode: str, store: Store) -> ExperimentResults:

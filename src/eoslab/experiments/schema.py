@@ -201,7 +201,7 @@ class Claim:
 CLAIM_FIELDS = {
     "id": Field(str, doc="unique id, e.g. 'eos-limit-eps0.02'"),
     "statement": Field(str, doc="the claim in words, with its setting"),
-    "source": Field(str, doc="paper and theorem/figure, or 'science.md reference numbers'"),
+    "source": Field(str, doc="paper and theorem/figure, or 'reference numbers of exact GD'"),
     "measure": Field(str, doc="name of a measure of the kind"),
     "where": Field(dict, {}, doc="sweep-axis values selecting the runs"),
     "predicted": Field(float, None, doc="the predicted number (or give `predict`)"),

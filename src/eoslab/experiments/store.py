@@ -35,6 +35,7 @@ import shutil
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +90,8 @@ def machine_info() -> dict:
     return info
 
 
-def _now() -> str:
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (the store's and the runner's timestamps)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -202,7 +204,7 @@ class Store:
             buf = io.BytesIO()
             np.savez(buf, **_to_numpy(arrays))
             meta = {**meta, "run_id": rid, "versions": _versions(), "machine": machine_info(),
-                    "written_utc": _now()}
+                    "written_utc": utc_now()}
             _write(tmp / "config.json", json.dumps(config, indent=1, sort_keys=True).encode())
             _write(tmp / "arrays.npz", buf.getvalue())
             _write(tmp / "meta.json", json.dumps(meta, indent=1, sort_keys=True, default=str).encode())
@@ -222,7 +224,7 @@ class Store:
 
     # ---- reading -----------------------------------------------------------------------
     @staticmethod
-    def problem(path: Path) -> str | None:
+    def invalid_reason(path: Path) -> str | None:
         """Why ``path`` is not a valid run (missing marker, missing or unreadable file, bad
         checksum, a config that does not hash to the folder's name, an arrays file that does not
         open), or None. Never raises for a bad run."""
@@ -258,7 +260,7 @@ class Store:
         path = Path(path)
         if not path.is_dir():
             return None
-        why = self.problem(path)
+        why = self.invalid_reason(path)
         if why is None:
             try:
                 config = json.loads((path / "config.json").read_text())
@@ -286,8 +288,7 @@ class Store:
             (dest / "REASON").write_text(why + "\n")
         except OSError:
             pass
-        print(f"warning: run {path} is invalid ({why}); moved to {dest} and it will be recomputed",
-              file=sys.stderr)
+        warnings.warn(f"run {path} is invalid ({why}); moved to {dest} and it will be recomputed", stacklevel=2)
         return dest
 
     def clean_stale_tmp(self, experiment: str) -> int:
@@ -327,7 +328,7 @@ class Store:
                 if r is not None:
                     out.append(r)
                 elif skipped is not None:
-                    skipped.append((p, self.problem(p) or "config does not match the directory"))
+                    skipped.append((p, self.invalid_reason(p) or "config does not match the directory"))
         return out
 
     def find(self, ref: str) -> Run:
@@ -336,7 +337,7 @@ class Store:
         if p.is_dir() and (p / "config.json").exists():
             run = self.read(p, repair=False)
             if run is None:
-                raise EoslabError(f"{p} is not a valid run: {self.problem(p)}")
+                raise EoslabError(f"{p} is not a valid run: {self.invalid_reason(p)}")
             return run
         hits = [q for q in self.root.glob(f"*/{ref}*") if q.is_dir() and not q.name.startswith(".")]
         if not hits:
@@ -345,7 +346,7 @@ class Store:
             raise EoslabError(f"run prefix '{ref}' is ambiguous: {', '.join(sorted(h.name for h in hits)[:5])}")
         run = self.read(hits[0], repair=False)
         if run is None:
-            raise EoslabError(f"{hits[0]} is not a valid run: {self.problem(hits[0])}")
+            raise EoslabError(f"{hits[0]} is not a valid run: {self.invalid_reason(hits[0])}")
         return run
 
 
@@ -378,8 +379,6 @@ def folder_kind(path: str | os.PathLike) -> str:
 
 
 def _warn_skipped(skipped) -> None:
-    import warnings
-
     for p, why in skipped:
         warnings.warn(f"skipped invalid run {p} ({why}); left in place (`eoslab reproduce` recomputes it)",
                       stacklevel=3)
@@ -454,7 +453,7 @@ def load(path: str | os.PathLike):
     if what == "run":
         run = Store(path.parent).read(path)
         if run is None:
-            raise EoslabError(f"{path} is not a valid run: {Store.problem(path) or 'config does not hash to its name'}")
+            raise EoslabError(f"{path} is not a valid run: {Store.invalid_reason(path) or 'config does not hash to its name'}")
         return _run_frame(pd, run)
     skipped: list = []
     if what == "experiment":

@@ -47,7 +47,7 @@ def plot_sweep(rows: list[dict], traj_eta_half, lrs, path):
 def phase_figure(rows: list[dict], traj_eta_half, lrs):
     """Left: the outcome (converged / EoS / diverged) of each run in the (η, σ_z) plane, one
     marker per seed (jittered). Right: ηλ_max/2 (NTK) against step for one seed, each η.
-    ``rows`` from :func:`eoslab.dynamics.highdim.summarize_runs` with a ``sigma_z`` key;
+    ``rows`` from :func:`eoslab.dynamics.highdim.summarize` with a ``sigma_z`` key;
     ``traj_eta_half`` (B, steps) for the right panel."""
     fig, (ax, ax2) = figure(ncols=2, width=4.4, height=3.4)
     rng = np.random.default_rng(0)

@@ -50,7 +50,7 @@ def plot_limit_comparison(rows: list[dict], path):
     simulations and each prediction, and |prediction − simulation| against ε."""
     eps = np.array([r["eps"] for r in rows])
     sim = np.array([r["sim_median"] for r in rows])
-    preds = [("leading", "science.md 2 − 2ε/(4−3ε+4ε²)", ":")]
+    preds = [("leading", "leading order 2 − 2ε/(4−3ε+4ε²)", ":")]
     orders = sorted(int(k[5:]) for k in rows[0] if k.startswith("order"))
     preds += [(f"order{k}", f"series through ε^{k}", "--") for k in orders]
     preds += [("exact", "exact slow manifold", "-")]

@@ -28,7 +28,9 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: 
       v0: start vector (n,) (e.g. the previous step's top eigenvector: a warm start).
       num_iters: number of matvecs m (capped at n; with m = n the result is exact).
       k: number of eigenpairs (≤ m).
-      key: PRNG key used to restart after an (exact) invariant subspace is found.
+      key: PRNG key of the restart vector after an (exact) invariant subspace is found. The
+        result does not depend on it (any vector orthogonal to the Krylov space is a valid
+        restart), so None uses a fixed internal key; the start vector ``v0`` is the caller's.
     """
     n = v0.shape[0]
     m = min(int(num_iters), n)

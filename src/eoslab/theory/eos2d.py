@@ -121,7 +121,7 @@ def limit_series(eps, order: int = MAX_ORDER, e: float = 0.0):
 
 
 def limit_leading(eps):
-    """science.md's leading-order formula ηλ∞ ≈ 2 − 2ε/(4 − 3ε + 4ε²) (E = 0). Its ε term is
+    """The leading-order formula ηλ∞ ≈ 2 − 2ε/(4 − 3ε + 4ε²) (E = 0). Its ε term is
     right; its ε² term (3/8) is not (the true coefficient is 27/32)."""
     return 2.0 - 2.0 * eps / (4.0 - 3.0 * eps + 4.0 * eps**2)
 
@@ -224,7 +224,7 @@ def eos_limit(eps: float, lr: float = 1.0, E: float = 0.0, order: str | int = "e
       E: target; the prediction depends on ηE, which must be < 1 (for ηE ≥ 1 the slow flow
         pushes ηλ above 2 and there is no EoS limit).
       order: ``"exact"`` (numerically exact, :func:`limit_numeric`), ``"leading"``
-        (science.md's 2 − 2ε/(4 − 3ε + 4ε²), E = 0 only), or k = 1 … :data:`MAX_ORDER` (5)
+        (the two-step map's 2 − 2ε/(4 − 3ε + 4ε²), E = 0 only), or k = 1 … :data:`MAX_ORDER` (5)
         (the series through ε^k).
     """
     eps = check_eps(eps)
@@ -236,7 +236,7 @@ def eos_limit(eps: float, lr: float = 1.0, E: float = 0.0, order: str | int = "e
         val, unc = limit_numeric(eps, e)
     elif order == "leading":
         if e != 0.0:
-            raise EoslabError("the leading-order formula of science.md is for E = 0; use 'exact' or a series order")
+            raise EoslabError("the leading-order formula is for E = 0; use 'exact' or a series order")
         val, unc = float(limit_leading(eps)), math.nan
     elif isinstance(order, int) and not isinstance(order, bool) and 1 <= order <= MAX_ORDER:
         val, unc = float(limit_series(eps, order, e)), math.nan
@@ -249,7 +249,7 @@ def limit_comparison(eps_values, *, n_inits: int = 256, seed: int = 0, steps: in
     """Predicted vs simulated ηλ∞ for each ε (E = 0, η = 1): one row per ε with the
     reference run from θ₀ = (0.1, 2/√ε) (``sim_ref``, NaN unless it ends at the EoS having
     crossed the edge), the median over ``n_inits`` default-box runs that cross the edge
-    (``sim_median``, and their 5–95 % range), science.md's formula, the series at each order
+    (``sim_median``, and their 5–95 % range), the leading-order formula, the series at each order
     and the exact slow-manifold limit with its uncertainty."""
     rows = []
     for eps in eps_values:

@@ -105,12 +105,13 @@ def sharpness(problem: Problem, params) -> jax.Array:
     return jnp.linalg.eigvalsh(hessian_matrix(problem, params))[-1]
 
 
-def inf_sharpness_numerical(problem: Problem, key=None, restarts: int = 4, temperatures=(1e-2, 1e-4)):
+def inf_sharpness_numerical(problem: Problem, key, restarts: int = 4, temperatures=(1e-2, 1e-4)):
     """Minimise λ_max(∇²L) over the manifold of global minimisers numerically.
 
     Parametrises M by the chart of :func:`_chart` (free W_1 … W_{L−1}) and minimises the smooth
     soft-max τ·log Σ exp(λ_i/τ) of the Hessian eigenvalues with L-BFGS (SciPy, at the edge) for
-    decreasing τ (relative to the current λ_max), from ``restarts`` random points. Returns
+    decreasing τ (relative to the current λ_max), from ``restarts`` random points drawn from the
+    PRNG ``key``. Returns
     ``(value, params)``: the smallest true λ_max found (an upper bound on the infimum) and where.
     """
     from scipy.optimize import minimize
@@ -122,7 +123,6 @@ def inf_sharpness_numerical(problem: Problem, key=None, restarts: int = 4, tempe
     if len(problem.params) == 1:
         return float(sharpness(problem, (W_star,))), (W_star,)
     n = sum(w.size for w in problem.params[:-1])
-    key = jax.random.PRNGKey(0) if key is None else key
     best, best_f = np.inf, None
     for k in jax.random.split(key, restarts):
         f = np.asarray(jax.random.normal(k, (n,), jnp.float64))
@@ -137,10 +137,13 @@ def inf_sharpness_numerical(problem: Problem, key=None, restarts: int = 4, tempe
 
 
 def inf_sharpness(problem: Problem, key=None) -> tuple[float, str]:
-    """``(inf_M λ_max, method)``: the closed form when it applies, else the numerical minimum."""
+    """``(inf_M λ_max, method)``: the closed form when it applies, else the numerical minimum
+    (which needs the PRNG ``key`` of its restarts)."""
     closed = inf_sharpness_closed_form(problem)
     if closed is not None:
         return closed, "closed_form"
+    if key is None:
+        raise EoslabError("no closed form for this network's inf λ_max: the numerical minimum needs a PRNG key")
     return inf_sharpness_numerical(problem, key)[0], "numerical"
 
 
@@ -168,7 +171,9 @@ def threshold_comparison(problem, lrs, inits: int = 1000, steps: int = 2000, ini
     widths = (problem.data.shape[1],) + tuple(w.shape[0] for w in problem.params)
     keys = jax.random.split(jax.random.PRNGKey(seed), inits)
     batch = jax.vmap(lambda k: linear_net.init(k, widths, init_scale))(keys)
-    inf_lam, method = inf_sharpness(problem)
+    # The threshold is a property of the problem, not of the sample of initialisations: its
+    # numerical minimum (no closed form) restarts from one fixed key, whatever ``seed``.
+    inf_lam, method = inf_sharpness(problem, jax.random.PRNGKey(0))
     thr = threshold(inf_lam)
     out = convergence_sweep(problem, lrs, batch, steps, grad_tol=grad_tol,
                             loss_min=minimum_loss(problem), track_det=track_det)

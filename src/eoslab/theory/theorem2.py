@@ -231,7 +231,7 @@ def ratio_with_stderr(num: jax.Array, den: jax.Array):
     return float(r), float(se)
 
 
-def summarise(m: Moments, D: int, P: int, sigma_z: float, sigma_q: float = 1.0,
+def summarize(m: Moments, D: int, P: int, sigma_z: float, sigma_q: float = 1.0,
               norm: float | None = None) -> dict:
     """Means, standard errors and ratios of a :class:`Moments` batch.
 
@@ -256,14 +256,14 @@ def summarise(m: Moments, D: int, P: int, sigma_z: float, sigma_q: float = 1.0,
 
 def check(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigma_q: float = 1.0,
           samples: int = 500, norm: float | None = None, chunk: int = 1) -> dict:
-    """Monte Carlo check of Theorem 2: :func:`sample_moments` then :func:`summarise`."""
+    """Monte Carlo check of Theorem 2: :func:`sample_moments` then :func:`summarize`."""
     m = sample_moments(key, D, P, sigma_z, sigma_j, sigma_q, samples, norm, chunk)
-    return summarise(m, D, P, sigma_z, sigma_q, norm)
+    return summarize(m, D, P, sigma_z, sigma_q, norm)
 
 
 def scaling_table(key, sizes, ratios, sigma_zs, samples: int = 400, chunk: int = 1) -> list[dict]:
     """E[λ̈]/E[λ] over a grid: for each D/P in ``ratios``, each D in ``sizes`` (P = D/ratio)
-    and each σ_z in ``sigma_zs``; one row per point with D, P, sigma_z and :func:`summarise`."""
+    and each σ_z in ``sigma_zs``; one row per point with D, P, sigma_z and :func:`summarize`."""
     rows = []
     for r in ratios:
         check_positive("D/P ratio", r)

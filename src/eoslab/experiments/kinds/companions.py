@@ -12,7 +12,7 @@ import jax
 import numpy as np
 
 from eoslab.dynamics import convergence
-from eoslab.errors import EoslabError, each, nonempty, nonnegative_int, positive, positive_int
+from eoslab.errors import MeasureError, each, nonempty, nonnegative_int, positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
 from eoslab.models import linear_net, two_layer
 from eoslab.theory import linear_net as ln_theory
@@ -141,9 +141,9 @@ def _linear_net_run(points):
     return out
 
 
-def _one(runs):
+def _single_run(runs):
     if len(runs) != 1:
-        raise EoslabError(f"this measure needs exactly one run (use `where`), got {len(runs)}")
+        raise MeasureError(f"this measure needs exactly one run (use `where`), got {len(runs)}")
     return runs[0]
 
 
@@ -154,26 +154,26 @@ def _grid_step(run):
 
 def _empirical_threshold(runs):
     """Midpoint between the largest η with a converging run and the next grid point (± half a step)."""
-    run = _one(runs)
+    run = _single_run(runs)
     lr, frac = run.arrays["lr"], run.arrays["converged_fraction"]
     pos = np.flatnonzero(frac > 0)
     if pos.size == 0 or pos[-1] + 1 >= lr.size:
-        raise EoslabError("the convergence fraction does not drop to 0 inside the grid")
+        raise MeasureError("the convergence fraction does not drop to 0 inside the grid")
     k = pos[-1]
     return Measurement(0.5 * (lr[k] + lr[k + 1]), 0.5 * (lr[k + 1] - lr[k]))
 
 
 def _fraction_beyond(runs):
-    run = _one(runs)
+    run = _single_run(runs)
     lr, frac = run.arrays["lr"], run.arrays["converged_fraction"]
     beyond = lr > float(run.scalars()["threshold"])
     if not beyond.any():
-        raise EoslabError("no step size beyond the threshold in the grid")
+        raise MeasureError("no step size beyond the threshold in the grid")
     return Measurement(float(frac[beyond].max()), 0.0, note=f"{int(beyond.sum())} step sizes > threshold")
 
 
 def _fraction_well_below(runs):
-    run = _one(runs)
+    run = _single_run(runs)
     lr, frac = run.arrays["lr"], run.arrays["converged_fraction"]
     below = lr <= 0.75 * float(run.scalars()["threshold"])
     n = run.params["inits"]
@@ -192,11 +192,11 @@ def _log10_min_det(runs):
 
 
 def _threshold(runs):
-    return float(_one(runs).scalars()["threshold"])
+    return float(_single_run(runs).scalars()["threshold"])
 
 
 def _inf_closed(runs):
-    return float(_one(runs).scalars()["inf_sharpness"])
+    return float(_single_run(runs).scalars()["inf_sharpness"])
 
 
 def _linear_net_figures(results):

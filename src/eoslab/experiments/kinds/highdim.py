@@ -13,23 +13,16 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from eoslab.errors import MeasureError, integer, positive
 from eoslab.experiments import Field, Kind, Measurement, register
-
-
-def _positive(v):
-    return None if v > 0 else "must be > 0"
-
-
-def _at_least(n):
-    return lambda v: None if v >= n else f"must be ≥ {n}"
 
 
 # The random-model fields shared by both kinds' [model] section.
 _RANDOM_MODEL = {
     "name": Field(str, "second_order", choices=("second_order",), doc="random second-order model"),
-    "D": Field(int, doc="datapoints", check=_at_least(2), static=True),
-    "P": Field(int, doc="parameters", check=_at_least(1), static=True),
-    "sigma_z": Field(float, 1.0, doc="std of the initial residuals", check=_positive),
+    "D": Field(int, doc="datapoints", check=integer(2), static=True),
+    "P": Field(int, doc="parameters", check=integer(1), static=True),
+    "sigma_z": Field(float, 1.0, doc="std of the initial residuals", check=positive),
 }
 
 
@@ -37,9 +30,9 @@ _RANDOM_MODEL = {
 T2_SCHEMA = {
     "model": {
         **_RANDOM_MODEL,
-        "sigma_j": Field(float, 1.0, doc="std of the Jacobian entries", check=_positive),
+        "sigma_j": Field(float, 1.0, doc="std of the Jacobian entries", check=positive),
     },
-    "montecarlo": {"samples": Field(int, 400, doc="random initialisations", check=_at_least(10), static=True)},
+    "montecarlo": {"samples": Field(int, 400, doc="random initialisations", check=integer(10), static=True)},
 }
 
 
@@ -52,7 +45,7 @@ def run_theorem2(points: list[dict]) -> list[dict]:
     for p in points:
         m = theorem2.sample_moments(jax.random.PRNGKey(p["seed"]), p["D"], p["P"], p["sigma_z"],
                                     p["sigma_j"], 1.0, p["samples"])
-        s = theorem2.summarise(m, p["D"], p["P"], p["sigma_z"])
+        s = theorem2.summarize(m, p["D"], p["P"], p["sigma_z"])
         out.append({"lam": np.asarray(m.lam), "lam_dot": np.asarray(m.lam_dot), "lam_ddot": np.asarray(m.lam_ddot),
                     "cond_lam_ddot": np.asarray(m.cond_lam_ddot),
                     **{k: np.float64(v) for k, v in s.items() if k != "samples"}})
@@ -61,7 +54,7 @@ def run_theorem2(points: list[dict]) -> list[dict]:
 
 def _single(runs):
     if len(runs) != 1:
-        raise ValueError(f"select exactly one run with `where` (got {len(runs)})")
+        raise MeasureError(f"select exactly one run with `where` (got {len(runs)})")
     s = runs[0].scalars()
     return s, runs[0].params["sigma_z"] ** 2
 
@@ -114,12 +107,12 @@ register(Kind(
 EOS_SCHEMA = {
     "model": {
         **_RANDOM_MODEL,
-        "sharpening": Field(float, 0.15, doc="σ_q = sharpening·√(D/P); σ_J = √D/(√D+√P)", check=_positive),
+        "sharpening": Field(float, 0.15, doc="σ_q = sharpening·√(D/P); σ_J = √D/(√D+√P)", check=positive),
     },
     "dynamics": {
         "lrs": Field(list, doc="step sizes η, run as one batch on the same model", static=True,
                      check=lambda v: None if v and all(x > 0 for x in v) else "must be a non-empty list of numbers > 0"),
-        "steps": Field(int, doc="GD steps", check=_at_least(10), static=True),
+        "steps": Field(int, doc="GD steps", check=integer(10), static=True),
     },
 }
 
@@ -135,7 +128,7 @@ def run_eos(points: list[dict]) -> list[dict]:
         m = second_order.random(jax.random.PRNGKey(p["seed"]), p["D"], p["P"], p["sigma_z"], sj, sq)
         traj, _ = hd.batched_gd_output(m, list(p["lrs"]), p["steps"], record_nonlinear=True, lanczos_iters=20)
         traj = {k: np.asarray(v) for k, v in traj.items()}
-        rows = hd.summarize_runs(traj, p["lrs"])
+        rows = hd.summarize(traj, p["lrs"])
         ev = [hd.nonlinear_events(traj["eta_ntk_half"][b], traj["nonlinear_norm"][b], traj["linear_norm"][b])
               for b in range(len(p["lrs"]))]
         res = {k: traj[k] for k in ("eta_ntk_half", "loss", "ntk_eigs", "linear_norm", "nonlinear_norm",
@@ -155,7 +148,7 @@ def eos_after_onset(runs) -> Measurement:
     after the onset; uncertainty: the spread (std) across those runs."""
     vals = np.concatenate([r.arrays["mean_eta_ntk_half_after_onset"][r.arrays["outcome"] == 1] for r in runs])
     if vals.size == 0:
-        raise ValueError("no run reached the edge of stability")
+        raise MeasureError("no run reached the edge of stability")
     return Measurement(vals.mean(), vals.std(ddof=1) if vals.size > 1 else 0.0, note=f"{vals.size} EoS run(s)")
 
 
@@ -170,7 +163,7 @@ def nonlinear_ok_fraction(runs) -> Measurement:
     term was small during sharpening and grew 10× before the fall (`nonlinear_events`)."""
     ok = np.concatenate([r.arrays["nonlinear_ok"][r.arrays["nonlinear_fall"] >= 0] for r in runs])
     if ok.size == 0:
-        raise ValueError("no run's top eigenvalue fell back")
+        raise MeasureError("no run's top eigenvalue fell back")
     return Measurement(ok.mean(), 0.0, note=f"{ok.size} run(s) with a fall")
 
 

@@ -15,27 +15,26 @@ import numpy as np
 from eoslab import Problem
 from eoslab.data import synthetic
 from eoslab.dynamics.train import compare_taylor, crossings, train
+from eoslab.errors import positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
 from eoslab.models.mlp import MLP
 
-_pos = lambda v: None if v > 0 else "must be > 0"
-
 SCHEMA = {
     "model": {
-        "depth": Field(int, 2, doc="hidden layers", static=True, check=_pos),
-        "width": Field(int, 256, doc="hidden units", static=True, check=_pos),
+        "depth": Field(int, 2, doc="hidden layers", static=True, check=positive_int),
+        "width": Field(int, 256, doc="hidden units", static=True, check=positive_int),
         "activation": Field(str, "tanh", choices=("tanh", "relu", "elu"), static=True),
     },
     "data": {
-        "n": Field(int, 1000, doc="synthetic examples", static=True, check=_pos),
-        "d": Field(int, 64, doc="input dimension", static=True, check=_pos),
-        "target_scale": Field(float, 4.0, doc="std of the regression targets", check=_pos),
+        "n": Field(int, 1000, doc="synthetic examples", static=True, check=positive_int),
+        "d": Field(int, 64, doc="input dimension", static=True, check=positive_int),
+        "target_scale": Field(float, 4.0, doc="std of the regression targets", check=positive),
     },
     "dynamics": {
-        "lr": Field(float, 0.02, doc="step size η", check=_pos),
-        "steps": Field(int, 2000, doc="GD steps", static=True, check=_pos),
-        "k": Field(int, 2, doc="tracked top eigenvalues", static=True, check=_pos),
-        "track_every": Field(int, 1, doc="spectra every this many steps", static=True, check=_pos),
+        "lr": Field(float, 0.02, doc="step size η", check=positive),
+        "steps": Field(int, 2000, doc="GD steps", static=True, check=positive_int),
+        "k": Field(int, 2, doc="tracked top eigenvalues", static=True, check=positive_int),
+        "track_every": Field(int, 1, doc="spectra every this many steps", static=True, check=positive_int),
         "taylor": Field(bool, True, doc="also train the second-order Taylor model", static=True),
     },
 }

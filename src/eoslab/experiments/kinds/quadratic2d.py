@@ -1,7 +1,7 @@
 """Kinds for the 2-D model of Theorem 1 (``f = ½θᵀQθ``, Q eigenvalues {1, −ε}).
 
 * ``quadratic2d.eos_limit``: GD from given initialisations, the NTK eigenvalue λ_t tracked at
-  every step; measures the limit ηλ∞ (the claims: science.md's reference numbers and the
+  every step; measures the limit ηλ∞ (the claims: the README's reference numbers and the
   theory), the first step past the edge, and divergence.
 * ``quadratic2d.phase``: for each step size η, a batch of initialisations θ₀ = (a, b/√ε) with
   b on a grid and a random; each run is classified at EoS (ηλ∞/2 > 0.9), below it, or
@@ -18,26 +18,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from eoslab.dynamics import gd, sweep
+from eoslab.dynamics import EOS_THRESHOLD, gd, sweep
+from eoslab.errors import MeasureError, integer, positive
 from eoslab.experiments import Field, Kind, Measurement, register
 from eoslab.models import quadratic2d
 
-#: A converged run is "at EoS" when ηλ∞/2 exceeds this (the convention of issue 2's CLI).
-EOS_THRESHOLD = 0.9
 #: Number of final steps averaged for a limit (even: the iterates oscillate with period 2).
 WINDOW = 200
 
 
 def _in_unit(v):
     return None if 0 < v < 1 else "must lie in (0, 1)"
-
-
-def _positive(v):
-    return None if v > 0 else "must be > 0"
-
-
-def _at_least(n):
-    return lambda v: None if v >= n else f"must be ≥ {n}"
 
 
 MODEL = {
@@ -66,14 +57,14 @@ LIMIT_SCHEMA = {
         "theta2_scaled": Field(float, 2.0, doc="√ε·θ₂ at t = 0 (θ₂ = theta2_scaled/√ε)"),
     },
     "dynamics": {
-        "lr": Field(float, 1.0, doc="step size η", check=_positive),
-        "steps": Field(int, doc="GD steps", check=_at_least(2 * WINDOW), static=True),
+        "lr": Field(float, 1.0, doc="step size η", check=positive),
+        "steps": Field(int, doc="GD steps", check=integer(2 * WINDOW), static=True),
     },
     "track": {
         "head": Field(int, 2000, doc="first steps stored at every step (the transient)", static=True,
-                      check=_at_least(1)),
+                      check=integer(1)),
         "every": Field(int, 11, doc="stride of the stored trace after `head` (odd: both branches of "
-                       "the period-2 oscillation show)", static=True, check=_at_least(1)),
+                       "the period-2 oscillation show)", static=True, check=integer(1)),
     },
 }
 
@@ -140,7 +131,7 @@ def eta_ntk_limit(runs) -> Measurement:
     """ηλ∞: mean of ηλ_t over the last 200 steps; uncertainty = drift from the previous 200 steps
     + remaining half-oscillation (a bound on the distance to the limit while λ_t converges)."""
     if any(r.scalars()["diverged"] for r in runs):
-        raise ValueError("a selected run diverged: no limit")
+        raise MeasureError("a selected run diverged: no limit")
     return _mean_of(runs, "eta_ntk_limit", lambda r: r.scalars()["limit_drift"] + r.scalars()["limit_oscillation"])
 
 
@@ -148,7 +139,7 @@ def first_edge_step(runs) -> Measurement:
     """First step t with ηλ_t > 2 (exact integer)."""
     steps = {r.scalars()["first_edge_step"] for r in runs}
     if len(steps) != 1:
-        raise ValueError(f"runs disagree on the first step past the edge: {sorted(steps)}")
+        raise MeasureError(f"runs disagree on the first step past the edge: {sorted(steps)}")
     return Measurement(steps.pop(), 0.0)
 
 
@@ -158,10 +149,10 @@ def diverged_fraction(runs) -> Measurement:
 
 
 def leading_order(runs) -> float:
-    """ηλ∞ ≈ 2 − 2ε/(4 − 3ε + 4ε²) (science.md; E = 0; its ε² coefficient is off)."""
+    """ηλ∞ ≈ 2 − 2ε/(4 − 3ε + 4ε²) (the two-step map at leading order; E = 0; its ε² coefficient is off)."""
     from eoslab.theory import eos2d
 
-    return float(eos2d.limit_leading(_one(runs, "eps")))
+    return float(eos2d.limit_leading(_param(runs, "eps")))
 
 
 def theory(runs) -> Measurement:
@@ -169,14 +160,14 @@ def theory(runs) -> Measurement:
     exact map on its slow manifold), with its uncertainty (spread over starting points)."""
     from eoslab.theory import eos2d
 
-    lim = eos2d.eos_limit(_one(runs, "eps"), lr=_one(runs, "lr"), E=_one(runs, "E"))
+    lim = eos2d.eos_limit(_param(runs, "eps"), lr=_param(runs, "lr"), E=_param(runs, "E"))
     return Measurement(lim.eta_lambda, lim.uncertainty, note="theory.eos2d, exact")
 
 
-def _one(runs, name):
+def _param(runs, name):
     vals = {r.params[name] for r in runs}
     if len(vals) != 1:
-        raise ValueError(f"the selected runs have several values of {name}: {sorted(vals)}; narrow `where`")
+        raise MeasureError(f"the selected runs have several values of {name}: {sorted(vals)}; narrow `where`")
     return vals.pop()
 
 
@@ -207,15 +198,15 @@ register(Kind(
 PHASE_SCHEMA = {
     "model": MODEL,
     "init": {
-        "theta1_max": Field(float, 0.3, doc="θ₁ ~ Uniform(−theta1_max, theta1_max)", check=_positive),
+        "theta1_max": Field(float, 0.3, doc="θ₁ ~ Uniform(−theta1_max, theta1_max)", check=positive),
         "b_min": Field(float, 0.05, doc="smallest √ε·θ₂"),
         "b_max": Field(float, 3.0, doc="largest √ε·θ₂"),
-        "n_b": Field(int, 30, doc="grid points of √ε·θ₂ in [b_min, b_max]", check=_at_least(2), static=True),
-        "inits_per_b": Field(int, 8, doc="random θ₁ per grid point", check=_at_least(1), static=True),
+        "n_b": Field(int, 30, doc="grid points of √ε·θ₂ in [b_min, b_max]", check=integer(2), static=True),
+        "inits_per_b": Field(int, 8, doc="random θ₁ per grid point", check=integer(1), static=True),
     },
     "dynamics": {
-        "lr": Field(float, doc="step size η", check=_positive),
-        "steps": Field(int, doc="GD steps", check=_at_least(2), static=True),
+        "lr": Field(float, doc="step size η", check=positive),
+        "steps": Field(int, doc="GD steps", check=integer(2), static=True),
     },
 }
 
@@ -269,7 +260,7 @@ def max_converged_ratio(runs) -> Measurement:
     ratio, loss = _pooled(runs, "ratio"), _pooled(runs, "final_loss")
     ok = np.isfinite(ratio) & (loss < 1e-12)
     if not ok.any():
-        raise ValueError("no run converged")
+        raise MeasureError("no run converged")
     return Measurement(ratio[ok].max(), float(np.sqrt(2 * loss[ok].max())), note=f"{ok.sum()} converged runs")
 
 
@@ -279,7 +270,7 @@ def eos_median_ratio(runs) -> Measurement:
     ratio, cls = _pooled(runs, "ratio"), _pooled(runs, "phase")
     r = ratio[cls == 1]
     if r.size < 5:
-        raise ValueError(f"only {r.size} runs at EoS")
+        raise MeasureError(f"only {r.size} runs at EoS")
     q25, q75 = np.quantile(r, [0.25, 0.75])
     med = np.median(r)
     close = np.mean(np.abs(r - med) < 1e-9)
@@ -305,10 +296,10 @@ def half_theory(runs) -> Measurement:
     """ηλ∞/2 of :func:`eoslab.theory.eos2d.eos_limit` (exact); for E = 0 it does not depend on η."""
     from eoslab.theory import eos2d
 
-    E = _one(runs, "E")
+    E = _param(runs, "E")
     if E != 0.0:
-        raise ValueError("pooled runs over η have different limits when E ≠ 0; select one lr")
-    lim = eos2d.eos_limit(_one(runs, "eps"), lr=1.0, E=0.0)
+        raise MeasureError("pooled runs over η have different limits when E ≠ 0; select one lr")
+    lim = eos2d.eos_limit(_param(runs, "eps"), lr=1.0, E=0.0)
     return Measurement(lim.eta_lambda / 2, lim.uncertainty / 2, note="theory.eos2d, exact")
 
 

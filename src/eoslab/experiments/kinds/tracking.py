@@ -13,25 +13,24 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from eoslab import Problem
+from eoslab.errors import positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
 from eoslab.spectra import hvp, track, track_init
 
-_pos = lambda v: None if v > 0 else "must be > 0"
-
 SCHEMA = {
     "model": {
-        "width": Field(int, 12, doc="hidden units of the 2-hidden-layer tanh MLP", static=True, check=_pos),
+        "width": Field(int, 12, doc="hidden units of the 2-hidden-layer tanh MLP", static=True, check=positive_int),
     },
     "data": {
-        "n": Field(int, 40, doc="Gaussian examples", static=True, check=_pos),
-        "d": Field(int, 4, doc="input dimension", static=True, check=_pos),
-        "target_scale": Field(float, 2.0, doc="std of the Gaussian random targets", check=_pos),
+        "n": Field(int, 40, doc="Gaussian examples", static=True, check=positive_int),
+        "d": Field(int, 4, doc="input dimension", static=True, check=positive_int),
+        "target_scale": Field(float, 2.0, doc="std of the Gaussian random targets", check=positive),
     },
     "dynamics": {
-        "lr": Field(float, 0.5, doc="step size η", check=_pos),
-        "steps": Field(int, 60, doc="GD steps", static=True, check=_pos),
-        "k": Field(int, 2, doc="tracked top eigenvalues", static=True, check=_pos),
-        "tol": Field(float, 1e-3, doc="tracker's relative accuracy", check=_pos),
+        "lr": Field(float, 0.5, doc="step size η", check=positive),
+        "steps": Field(int, 60, doc="GD steps", static=True, check=positive_int),
+        "k": Field(int, 2, doc="tracked top eigenvalues", static=True, check=positive_int),
+        "tol": Field(float, 1e-3, doc="tracker's relative accuracy", check=positive),
     },
 }
 

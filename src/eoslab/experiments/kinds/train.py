@@ -5,7 +5,7 @@ setting) per point, with the top Hessian eigenvalues tracked, as the unit of a u
 
 Stored per run: the per-step arrays of :func:`eoslab.dynamics.train.train` (``loss``,
 ``grad_norm``, ``hessian_eigs`` (steps, k), ``hessian_residuals``, ``tracked``, ``diverged``)
-and the scalars of :func:`eoslab.dynamics.train.summary`, plus the edge ratios ηλ₁/2
+and the scalars of :func:`eoslab.dynamics.train.summarize`, plus the edge ratios ηλ₁/2
 (``max_edge_ratio``, ``late_edge_ratio``: mean over the last quarter of the tracked steps,
 ``final_edge_ratio``), so a sweep's summary and figures need no recomputation.
 """
@@ -18,18 +18,18 @@ import numpy as np
 
 from eoslab import Problem
 from eoslab.data import load as load_data
-from eoslab.dynamics.train import summary, train
+from eoslab.dynamics.train import summarize, train
+from eoslab.errors import positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
 from eoslab.models.mlp import ACTIVATIONS, PARAMETRISATIONS, build
 
-_pos = lambda v: None if v > 0 else "must be > 0"
 _nonneg = lambda v: None if v >= 0 else "must be ≥ 0"
 
 SCHEMA = {
     "model": {
         "model": Field(str, "mlp", choices=("mlp", "cnn"), doc="network: mlp or cnn", static=True),
-        "depth": Field(int, 2, doc="hidden layers (mlp) or conv blocks (cnn)", static=True, check=_pos),
-        "width": Field(int, 32, doc="hidden units (mlp) or channels (cnn)", static=True, check=_pos),
+        "depth": Field(int, 2, doc="hidden layers (mlp) or conv blocks (cnn)", static=True, check=positive_int),
+        "width": Field(int, 32, doc="hidden units (mlp) or channels (cnn)", static=True, check=positive_int),
         "activation": Field(str, "tanh", choices=tuple(ACTIVATIONS), static=True),
         "parametrisation": Field(str, "standard", choices=PARAMETRISATIONS, static=True),
         "dtype": Field(str, "float32", choices=("float32", "float64"), doc="parameter and data dtype",
@@ -38,24 +38,24 @@ SCHEMA = {
     "data": {
         "data": Field(str, "synthetic", choices=("synthetic", "cifar10"), static=True),
         "data_dir": Field(str, "", doc="CIFAR-10 folder (data_batch_1..5, ...); unused for synthetic", static=True),
-        "n": Field(int, 256, doc="training examples (the first n)", static=True, check=_pos),
-        "d": Field(int, 16, doc="synthetic input dimension", static=True, check=_pos),
+        "n": Field(int, 256, doc="training examples (the first n)", static=True, check=positive_int),
+        "d": Field(int, 16, doc="synthetic input dimension", static=True, check=positive_int),
         "classes": Field(int, 0, doc="synthetic classes (0: scalar regression)", static=True,
                          check=lambda v: None if v == 0 or v >= 2 else "must be 0 (regression) or ≥ 2"),
-        "target_scale": Field(float, 4.0, doc="std of the synthetic regression targets", check=_pos,
+        "target_scale": Field(float, 4.0, doc="std of the synthetic regression targets", check=positive,
                               static=True),
         "loss": Field(str, "mse", choices=("mse", "cross_entropy"), static=True),
     },
     "dynamics": {
         "optimizer": Field(str, "gd", choices=("gd", "momentum"),
                            doc="gd, or momentum (heavy ball, coefficient `momentum`)"),
-        "lr": Field(float, 0.05, doc="step size η", check=_pos),
+        "lr": Field(float, 0.05, doc="step size η", check=positive),
         "momentum": Field(float, 0.0, doc="heavy-ball coefficient β ∈ [0, 1) (optimizer = momentum)",
                           check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
-        "steps": Field(int, 200, doc="training steps", static=True, check=_pos),
-        "k": Field(int, 2, doc="tracked top Hessian eigenvalues", static=True, check=_pos),
-        "track_every": Field(int, 1, doc="spectra every this many steps", static=True, check=_pos),
-        "tol": Field(float, 1e-3, doc="relative accuracy of the tracked eigenvalues", check=_pos, static=True),
+        "steps": Field(int, 200, doc="training steps", static=True, check=positive_int),
+        "k": Field(int, 2, doc="tracked top Hessian eigenvalues", static=True, check=positive_int),
+        "track_every": Field(int, 1, doc="spectra every this many steps", static=True, check=positive_int),
+        "tol": Field(float, 1e-3, doc="relative accuracy of the tracked eigenvalues", check=positive, static=True),
     },
 }
 
@@ -90,7 +90,7 @@ def edge_ratios(traj: dict, lr: float) -> dict:
 def results(traj: dict, lr: float) -> dict:
     """What a run stores: the per-step arrays and the scalars (NumPy)."""
     out = {k: np.asarray(traj[k]) for k in PER_STEP if k in traj}
-    s = summary(traj, "hessian")
+    s = summarize(traj, "hessian")
     for key in ("final_loss", "min_loss", "max_sharpness", "initial_sharpness", "crossings", "steps_above_edge",
                 "diverged", "seconds", "final_accuracy"):
         if key in s:
