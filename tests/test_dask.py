@@ -58,7 +58,7 @@ def _check_store(folder: Path, rids: list[str]) -> None:
     finals = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert finals == sorted(rids)
     for r in rids:
-        assert Store.problem(folder / r) is None
+        assert Store.invalid_reason(folder / r) is None
         run = Store(folder.parent).read(folder / r)
         assert run is not None and run_id(run.config) == r
     assert not (folder / ".corrupt").exists()
@@ -108,8 +108,8 @@ def test_two_sweeps_at_once_on_one_store(client, tmp_path):
         while not stop.is_set():
             if folder.is_dir():
                 for p in folder.iterdir():
-                    if p.is_dir() and not p.name.startswith(".") and Store.problem(p) is not None:
-                        seen_bad.append((p.name, Store.problem(p)))
+                    if p.is_dir() and not p.name.startswith(".") and Store.invalid_reason(p) is not None:
+                        seen_bad.append((p.name, Store.invalid_reason(p)))
             time.sleep(0.01)
 
     results = {}

@@ -10,7 +10,7 @@ layers below it, never one above. Layers, lowest first::
     dynamics     eoslab.dynamics
     theory       eoslab.theory
     experiments  eoslab.experiments (schema, registry, runner, store, claims, sweeps)
-    output       eoslab.plots, eoslab.report
+    output       eoslab.plots, eoslab.report, eoslab.view
     glue         eoslab.experiments.kinds, eoslab.cli
 
 ``eoslab.experiments.kinds`` is glue like the CLI (config → library → arrays, measures and
@@ -38,10 +38,10 @@ LAYERS = {
     "eoslab.dynamics": 3,
     "eoslab.theory": 4,
     "eoslab.experiments": 5,
-    "eoslab.plots": 6, "eoslab.report": 6,
+    "eoslab.plots": 6, "eoslab.report": 6, "eoslab.view": 6,
     "eoslab.experiments.kinds": 7, "eoslab.cli": 7,
 }
-NAMES = ["foundation", "models", "spectra", "dynamics", "theory", "experiments", "plots/report", "kinds/cli"]
+NAMES = ["foundation", "models", "spectra", "dynamics", "theory", "experiments", "plots/report/view", "kinds/cli"]
 
 #: What ``from eoslab import X`` resolves to (names the root re-exports).
 ROOT_EXPORTS = {"EoslabError": "eoslab.errors", "Problem": "eoslab.problem"}

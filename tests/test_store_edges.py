@@ -49,7 +49,7 @@ def test_unreadable_arrays_are_reported_then_redone(tmp_path, monkeypatch):
         return real(self)
 
     monkeypatch.setattr(pathlib.Path, "read_bytes", deny)
-    why = Store.problem(victim)
+    why = Store.invalid_reason(victim)
     assert why.startswith("unreadable: Permission denied") and "arrays.npz" in why
     with pytest.raises(EoslabError, match="Permission denied"):
         store.find(victim.name)
@@ -76,7 +76,7 @@ def test_corruption_with_a_recomputed_checksum_is_caught(tmp_path):
     data[mid:mid + 8] = b"\x00" * 8 if data[mid:mid + 8] != b"\x00" * 8 else b"\xff" * 8
     (victim / "arrays.npz").write_bytes(bytes(data))
     _reseal(victim)
-    assert "arrays.npz" in Store.problem(victim)
+    assert "arrays.npz" in Store.invalid_reason(victim)
     with pytest.raises(EoslabError, match="arrays.npz"):
         store.find(victim.name)
     execute(e, "quick", store)

@@ -97,7 +97,7 @@ def scan(root: str | os.PathLike) -> list[Entry]:
                 stamp = (st.st_mtime_ns, st.st_size)
             except OSError:
                 continue
-            out.append(Entry(f"{exp.name}/{d.name}", exp.name, d.name, Store.problem(d), stamp))
+            out.append(Entry(f"{exp.name}/{d.name}", exp.name, d.name, Store.invalid_reason(d), stamp))
     return out
 
 
@@ -106,7 +106,7 @@ def read(root: str | os.PathLike, ref: str):
     path = resolve(root, ref)
     run = Store(path.parent.parent).read(path, repair=False)
     if run is None:
-        raise EoslabError(f"{ref} is not a valid run: {Store.problem(path)}")
+        raise EoslabError(f"{ref} is not a valid run: {Store.invalid_reason(path)}")
     return run
 
 
