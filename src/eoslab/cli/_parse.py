@@ -68,9 +68,9 @@ def _number(text: str, option: str, kind):
 
 
 def values(text: str | None, option: str, *, kind=float, rules: Sequence[Rule] = (), allow_range: bool = True,
-           length: int | None = None, empty_ok: bool = False) -> list:
+           length: int | None = None, empty_ok: bool = False, finite: bool = True) -> list:
     """Parse ``a,b,c`` or (``allow_range``) ``START:STOP:NUM`` into a list of ``kind``; every
-    value must satisfy ``rules`` (and be finite). Errors name ``option``."""
+    value must satisfy ``rules`` (and be finite unless ``finite=False``). Errors name ``option``."""
     text = "" if text is None else str(text)
     s = text.strip()
     if not s:
@@ -91,7 +91,8 @@ def values(text: str | None, option: str, *, kind=float, rules: Sequence[Rule] =
         if num == 1:
             out = [start]
         else:
-            out = [start + (stop - start) * i / (num - 1) for i in range(num)]
+            # 15 significant digits: 0.5:1.5:21 gives 0.85, not 0.8500000000000001
+            out = [float(f"{start + (stop - start) * i / (num - 1):.15g}") for i in range(num)]
         if kind is int:
             if any(v != int(v) for v in out):
                 raise InvalidValue(f"{option}: the range {text!r} has non-integer values")
@@ -106,8 +107,9 @@ def values(text: str | None, option: str, *, kind=float, rules: Sequence[Rule] =
     if length is not None and len(out) != length:
         raise InvalidValue(f"{option} needs exactly {length} comma-separated values, got {len(out)} ({text!r})")
     for i, v in enumerate(out):
-        if kind is float and not math.isfinite(v):
-            raise InvalidValue(f"{option}: every value must be finite, got {v!r}")
+        if kind is float and (math.isnan(v) or (finite and math.isinf(v))):
+            raise InvalidValue(f"{option}: every value must be {'finite' if finite else 'a number (not nan)'}, "
+                               f"got {v!r}")
         for rule in rules:
             msg = rule(v)
             if msg:

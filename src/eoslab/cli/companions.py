@@ -2,103 +2,76 @@
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
+from eoslab.cli import _parse as cli
 from eoslab.cli import app
-import numpy as np
-
-from eoslab.errors import EoslabError
-
-
-def _floats(spec: str, n: int, name: str) -> list[float]:
-    try:
-        vals = [float(v) for v in spec.split(",")]
-    except ValueError:
-        raise EoslabError(f"{name} must be {n} comma-separated numbers, got {spec!r}") from None
-    if len(vals) != n or not all(math.isfinite(v) for v in vals):
-        raise EoslabError(f"{name} must be {n} comma-separated finite numbers, got {spec!r}")
-    return vals
+from eoslab.errors import (InvalidValue, check, check_memory, finite, integer, nonnegative_int, positive,
+                           positive_int, seed_rule)
 
 
 def parse_grid(spec: str) -> np.ndarray:
-    """Step sizes from ``"start:stop:num"`` (inclusive ``linspace``) or ``"a,b,c"``; all > 0."""
-    try:
-        if ":" in spec:
-            parts = spec.split(":")
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, num = float(parts[0]), float(parts[1]), parts[2]
-            if not num.strip().isdigit() or int(num) < 1 or stop < start:
-                raise ValueError
-            grid = np.round(np.linspace(start, stop, int(num)), 12)   # 0.85, not 0.8500000000000001
-        else:
-            grid = np.array([float(v) for v in spec.split(",")])
-    except ValueError:
-        raise EoslabError(f"malformed step-size grid {spec!r}: expected START:STOP:NUM with START ≤ STOP "
-                          f"and NUM a positive integer, or a comma-separated list") from None
-    if grid.size == 0 or not np.all(np.isfinite(grid) & (grid > 0)):
-        raise EoslabError(f"step sizes must be finite and positive, got {spec!r}")
-    return grid
-
-
-def _box(spec: str):
-    """``"lo:hi,lo:hi,lo:hi"`` (one pair per parameter α, β₁, β₂; 'inf'/'-inf' allowed)."""
-    pairs = spec.split(",")
-    try:
-        lo, hi = zip(*[tuple(float(x) for x in p.split(":")) for p in pairs])
-    except ValueError:
-        raise EoslabError(f"--box must be LO:HI,LO:HI,LO:HI (for α, β₁, β₂), got {spec!r}") from None
-    if len(pairs) != 3 or any(a > b or math.isnan(a) or math.isnan(b) for a, b in zip(lo, hi)):
-        raise EoslabError(f"--box must be three intervals LO:HI with LO ≤ HI, got {spec!r}")
-    return list(lo), list(hi)
-
-
-def _clean(x):
-    """JSON-safe: NaN/inf → None."""
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
+    """Step sizes from ``"START:STOP:NUM"`` (inclusive, START ≤ STOP) or ``"a,b,c"``; all finite and > 0."""
+    grid = cli.floats(spec, "--lr-grid", positive)
+    if ":" in spec and grid[0] > grid[-1]:
+        raise InvalidValue(f"--lr-grid: a range START:STOP:NUM needs START ≤ STOP, got {spec!r}")
+    return np.asarray(grid)
 
 
 @app.command("two-layer")
 def two_layer_cmd(
-    lr: float = typer.Option(4.0, help="step size η"),
-    steps: int = typer.Option(1500, help="GD steps"),
-    lam1: float = typer.Option(1.0, help="variance λ₁ of the irrelevant input x₁"),
-    lam2: float = typer.Option(0.01, help="variance λ₂ of the relevant input x₂ (target y = x₂)"),
-    theta0: str = typer.Option("0.05,0.1,0.05", help="initial α,β₁,β₂"),
-    samples: int = typer.Option(0, help="0: population loss; n: empirical loss on n samples"),
-    seed: int = typer.Option(0, help="seed of the samples"),
-    box: Optional[str] = typer.Option(None, help="projected GD onto the box LO:HI,LO:HI,LO:HI (α, β₁, β₂)"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="write the figure (PNG + SVG) into this folder"),
+    lr: float = typer.Option(4.0, help="step size η > 0"),
+    steps: int = typer.Option(1500, help="GD steps (≥ 1)"),
+    lam1: float = typer.Option(1.0, help="variance λ₁ > 0 of the irrelevant input x₁"),
+    lam2: float = typer.Option(0.01, help="variance λ₂ > 0 of the relevant input x₂ (target y = x₂)"),
+    theta0: str = typer.Option("0.05,0.1,0.05", help="initial α,β₁,β₂ (three finite numbers a,b,c)"),
+    samples: int = typer.Option(0, help="0: population loss; n ≥ 1: empirical loss on n samples"),
+    seed: int = typer.Option(0, help="seed of the samples (0 … 2³²−1)"),
+    box_lo: Optional[str] = typer.Option(None, "--box-lo", help="projected GD: lower bounds of α,β₁,β₂ "
+                                         "(a,b,c; -inf allowed); needs --box-hi"),
+    box_hi: Optional[str] = typer.Option(None, "--box-hi", help="projected GD: upper bounds of α,β₁,β₂ "
+                                         "(a,b,c; inf allowed); needs --box-lo"),
+    as_json: bool = cli.json_option(),
+    json_out: Optional[Path] = cli.json_out_option(),
+    plot: Optional[Path] = cli.plot_option(),
 ) -> None:
     """GD (or projected GD) on the minimalist two-layer net f(x) = α(β₁x₁ + β₂x₂): phases,
     sharpness vs 2/η, GFS sharpness, distance to the stable set."""
+    check("--lr", lr, positive)
+    check("--steps", steps, positive_int)
+    check("--lam1", lam1, positive)
+    check("--lam2", lam2, positive)
+    th0 = cli.floats(theta0, "--theta0", length=3, allow_range=False)
+    check("--samples", samples, nonnegative_int)
+    check("--seed", seed, seed_rule)
+    lower = upper = None
+    if (box_lo is None) != (box_hi is None):
+        raise InvalidValue("projected GD needs both --box-lo and --box-hi")
+    if box_lo is not None:
+        lower = cli.values(box_lo, "--box-lo", length=3, allow_range=False, finite=False)
+        upper = cli.values(box_hi, "--box-hi", length=3, allow_range=False, finite=False)
+        if any(a > b for a, b in zip(lower, upper)):
+            raise InvalidValue(f"--box-lo must be ≤ --box-hi in every coordinate, got {box_lo!r} and {box_hi!r}")
+    cli.output_file(json_out, "--json-out")
+    cli.output_file(plot, "--plot")
+    check_memory(f"--samples {samples:,}", 8.0 * 4 * samples + 8.0 * 20 * steps)
     from eoslab.theory.two_layer import simulate_two_layer
 
-    if not (lr > 0 and math.isfinite(lr)):
-        raise EoslabError(f"--lr must be a finite positive number, got {lr!r}")
-    lower, upper = _box(box) if box else (None, None)
-    r = simulate_two_layer(lam1, lam2, lr, steps, _floats(theta0, 3, "--theta0"), samples, seed, lower, upper)
+    r = simulate_two_layer(lam1, lam2, lr, steps, th0, samples, seed, lower, upper)
     out = {"config": r["config"], "phases": r["phases"]}
     if plot is not None:
         from eoslab.plots.companions import two_layer_panels
         from eoslab.plots.style import save
 
-        fig = two_layer_panels(r["trajectory"], lr, lam1, lam2, title=f"λ₁={lam1}, λ₂={lam2}, η={lr}")
-        out["figures"] = [str(p) for p in save(fig, Path(plot) / "two_layer")]
+        draw = lambda p: save(two_layer_panels(r["trajectory"], lr, lam1, lam2,
+                                               title=f"λ₁={lam1}, λ₂={lam2}, η={lr}"), p)
+        out["figures"] = [str(p) for p in cli.write_figure(draw, plot)]
+    cli.emit_json(out, as_json, json_out, indent=1)
     if as_json:
-        typer.echo(json.dumps(_clean(out), indent=1))
         return
     ph = r["phases"]
     typer.echo(f"two-layer net, η = {lr}, 2/η = {ph['edge']:.6g}, {steps} steps"
@@ -116,43 +89,72 @@ def two_layer_cmd(
 
 @app.command("linear-net")
 def linear_net_cmd(
-    depth: int = typer.Option(2, help="number of layers L"),
-    width: int = typer.Option(1, help="every width (input, hidden, output); data X = I, Y = target·I"),
-    lr_grid: str = typer.Option("0.5:1.5:21", "--lr-grid", help="START:STOP:NUM (inclusive) or a,b,c"),
-    inits: int = typer.Option(1000, help="random initialisations per step size"),
-    steps: int = typer.Option(2000, help="GD steps N"),
-    init_scale: float = typer.Option(0.5, help="weights i.i.d. N(0, init_scale²)"),
+    depth: int = typer.Option(2, help="number of layers L (≥ 1)"),
+    width: int = typer.Option(1, help="every width (input, hidden, output; ≥ 1); data X = I, Y = target·I"),
+    lr_grid: str = typer.Option("0.5:1.5:21", "--lr-grid", help="step sizes (> 0): START:STOP:NUM or a,b,c"),
+    inits: int = typer.Option(1000, help="random initialisations per step size (≥ 1)"),
+    steps: int = typer.Option(2000, help="GD steps N (≥ 1)"),
+    init_scale: float = typer.Option(0.5, help="weights i.i.d. N(0, init_scale²), init_scale > 0"),
     loss: str = typer.Option("half_mean", help="half_mean: (1/2n)Σ‖y − Wx‖²; sum: Σ‖y − Wx‖²"),
-    target: float = typer.Option(1.0, help="Y = target·I"),
-    grad_tol: float = typer.Option(1e-6, help="converged to a critical point: ‖∇L(θ_N)‖ ≤ grad_tol"),
-    seed: int = typer.Option(0, help="seed of the initialisations"),
+    target: float = typer.Option(1.0, help="Y = target·I (finite, ≠ 0)"),
+    grad_tol: float = typer.Option(1e-6, help="converged to a critical point: ‖∇L(θ_N)‖ ≤ grad_tol (> 0)"),
+    seed: int = typer.Option(0, help="seed of the initialisations (0 … 2³²−1)"),
     track_det: bool = typer.Option(True, "--det/--no-det", help="track min |det(I − η∇²L)| at every step"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="write the figure (PNG + SVG) into this folder"),
+    as_json: bool = cli.json_option(),
+    json_out: Optional[Path] = cli.json_out_option(),
+    plot: Optional[Path] = cli.plot_option("write the convergence-fraction figure to this file (PNG, an SVG next "
+                                           "to it)"),
+    out: Optional[Path] = cli.out_option("write every figure (convergence fraction; for ½(uv − t)² also the "
+                                         "trajectories) into this folder"),
 ) -> None:
     """Deep linear net W_L⋯W_1: fraction of initialisations converging to a critical point per step
     size, next to the threshold 2 / inf λ_max over the global minimisers."""
+    from eoslab.models.linear_net import LOSSES
+
+    check("--depth", depth, integer(1, 64))
+    check("--width", width, integer(1, 4096))
+    lrs = parse_grid(lr_grid)
+    check("--inits", inits, positive_int)
+    check("--steps", steps, positive_int)
+    check("--init-scale", init_scale, positive)
+    cli.choice(loss, "--loss", LOSSES)
+    check("--target", target, finite)
+    if target == 0:
+        raise InvalidValue("--target must be ≠ 0 (Y = 0 has the minimiser W = 0, where no threshold is defined)")
+    check("--grad-tol", grad_tol, positive)
+    check("--seed", seed, seed_rule)
+    cli.output_file(json_out, "--json-out")
+    cli.output_file(plot, "--plot")
+    cli.output_dir(out, "--out")
+    n_params = depth * width * width
+    check_memory(f"--inits {inits:,} × {len(lrs)} step sizes", 8.0 * 6 * inits * len(lrs) * n_params)
     import jax
 
     from eoslab.dynamics.convergence import path_lrs, uv_paths
     from eoslab.models.linear_net import identity_problem
     from eoslab.theory.linear_net import threshold_comparison
 
-    lrs = parse_grid(lr_grid)
     problem = identity_problem(jax.random.PRNGKey(0), depth, width, loss, target)
     r = threshold_comparison(problem, lrs, inits, steps, init_scale, seed, grad_tol, track_det=track_det)
-    if plot is not None:
+    if plot is not None or out is not None:
         from eoslab.plots.companions import convergence_fraction, uv_trajectories
         from eoslab.plots.style import save
 
-        fig = convergence_fraction(r, r["threshold"], title=f"depth {depth}, width {width}, {inits} inits")
-        r["figures"] = [str(p) for p in save(fig, Path(plot) / f"linear_net_d{depth}_w{width}")]
-        if problem.num_params == 2:
-            picks = path_lrs(lrs, r["threshold"])
-            fig = uv_trajectories(uv_paths(problem, picks, seed=seed), picks, target, title="½(uv − t)²:")
-            r["figures"] += [str(p) for p in save(fig, Path(plot) / "linear_net_uv")]
+        title = f"depth {depth}, width {width}, {inits} inits"
+        frac = lambda p: save(convergence_fraction(r, r["threshold"], title=title), p)
+        figs = []
+        if plot is not None:
+            figs += cli.write_figure(frac, plot)
+        if out is not None:
+            figs += cli.write_figure(frac, out / f"linear_net_d{depth}_w{width}", "--out")
+            if problem.num_params == 2:
+                picks = path_lrs(lrs, r["threshold"])
+                paths = uv_paths(problem, picks, seed=seed)
+                figs += cli.write_figure(lambda p: save(uv_trajectories(paths, picks, target, title="½(uv − t)²:"),
+                                                        p), out / "linear_net_uv", "--out")
+        r["figures"] = [str(p) for p in figs]
+    cli.emit_json(r, as_json, json_out, indent=1)
     if as_json:
-        typer.echo(json.dumps(_clean(r), indent=1))
         return
     typer.echo(f"linear net, widths {r['widths']}, loss {r['loss']}: inf λ_max = {r['inf_sharpness']:.6g} "
                f"({r['threshold_method']}), threshold η* = {r['threshold']:.6g}")
