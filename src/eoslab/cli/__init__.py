@@ -30,6 +30,7 @@ _COMMAND_MODULES = [
     "eoslab.cli.networks",
     "eoslab.cli.sweep",
     "eoslab.cli.view",
+    "eoslab.cli.flow",
 ]
 
 

@@ -1,0 +1,172 @@
+"""Central flow (dynamics.central_flow): the SDCP solver against an independent reference,
+the k = 1 closed form, and the flow against gradient flow and discrete GD."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from eoslab import EoslabError, Problem
+from eoslab.dynamics import central_flow as cf
+from eoslab.spectra.third_order import smat, svec
+
+
+def _reference_sdcp(M, q, k):
+    """Burer-Monteiro: Σ = RRᵀ, R (k, k), minimise ½⟨Σ, MΣ⟩ + ⟨q, Σ⟩ with scipy's BFGS (float64,
+    NumPy): a different method from the library's projected gradient on the cone."""
+    M, q = np.asarray(M), np.asarray(q)
+    ia, ib = np.triu_indices(k)
+    wts = np.where(ia == ib, 1.0, np.sqrt(2.0))
+
+    def vec(X):
+        return X[ia, ib] * wts
+
+    def mat(x):
+        X = np.zeros((k, k))
+        X[ia, ib] = x / wts
+        X[ib, ia] = x / wts
+        return X
+
+    def obj(r):
+        R = r.reshape(k, k)
+        S = vec(R @ R.T)
+        G = mat(M @ S + q)
+        return 0.5 * S @ M @ S + q @ S, (2 * G @ R).ravel()
+
+    best = None
+    for seed in range(2):
+        r0 = np.random.default_rng(seed).normal(size=k * k)
+        res = scipy.optimize.minimize(obj, r0, jac=True, method="BFGS", options=dict(gtol=1e-14, maxiter=10000))
+        if best is None or res.fun < best.fun:
+            best = res
+    R = best.x.reshape(k, k)
+    return R @ R.T
+
+
+def _random_sdcp(seed, k, P=12):
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(P, k * (k + 1) // 2))
+    g = rng.normal(size=P)
+    M = 0.5 * A.T @ A
+    q = A.T @ g
+    return jnp.asarray(M), jnp.asarray(q)
+
+
+_SOLVE = {k: jax.jit(lambda M, q, mask, k=k: cf.solve_sdcp(M, q, k, mask, tol=1e-13)) for k in (1, 2, 3)}
+
+
+@pytest.mark.parametrize("seed,k", [(0, 2), (1, 2), (2, 3), (3, 3)])
+def test_sdcp_solver_matches_an_independent_reference_and_satisfies_kkt(seed, k):
+    M, q = _random_sdcp(seed, k)
+    x, res, it = _SOLVE[k](M, q, jnp.ones((k,), bool))
+    X = smat(x, k)
+    ref = _reference_sdcp(M, q, k)
+    np.testing.assert_allclose(X, ref, atol=1e-6 * max(1.0, np.abs(ref).max()))
+    # The complementarity conditions themselves.
+    Y = smat(M @ x + q, k)
+    assert np.linalg.eigvalsh(np.asarray(X)).min() >= -1e-12
+    assert np.linalg.eigvalsh(np.asarray(Y)).min() >= -1e-8 * np.abs(np.asarray(Y)).max()
+    assert abs(float(jnp.sum(X * Y))) <= 1e-8 * float(jnp.linalg.norm(q)) ** 2 / float(jnp.linalg.eigvalsh(M)[-1])
+    assert float(res) <= 1e-13
+    assert int(it) < 5000
+
+
+def test_sdcp_k1_reduces_to_the_closed_form_and_masks_inactive_eigenvalues():
+    rng = np.random.default_rng(7)
+    for _ in range(3):
+        g, gS = jnp.asarray(rng.normal(size=9)), jnp.asarray(rng.normal(size=9))
+        M, q = cf.sdcp_data(gS[:, None], g, jnp.array([2.0]), 1.0, 0.0)
+        x, _, _ = _SOLVE[1](M, q, jnp.ones((1,), bool))
+        np.testing.assert_allclose(x[0], cf.sigma_closed_form(g, gS), rtol=1e-10, atol=1e-14)
+    # Two eigenvalues, only the first at the edge: Σ is the k = 1 answer on that coordinate.
+    M, q = _random_sdcp(11, 2)
+    x, _, _ = _SOLVE[2](M, q, jnp.array([True, False]))
+    X = smat(x, 2)
+    np.testing.assert_allclose(X[0, 0], max(0.0, -float(q[0]) / float(M[0, 0])), rtol=1e-10, atol=1e-14)
+    assert float(X[1, 1]) == 0.0 and float(X[0, 1]) == 0.0
+
+
+def _small_problem():
+    from eoslab.models import quadratic2d
+
+    return quadratic2d.problem(0.05, [0.1, 2.0 / 0.05 ** 0.5])
+
+
+@pytest.fixture(scope="module")
+def flow_2d():
+    return cf.run(_small_problem(), 1.0, 300, k=1, k_max=1)
+
+
+def test_central_flow_is_gradient_flow_below_the_edge_and_holds_the_edge_above(flow_2d):
+    out = flow_2d
+    onset = int(np.flatnonzero(out["n_active"] > 0)[0])
+    assert 0 < onset < 10
+    # Before the edge the two flows are the same Euler steps.
+    np.testing.assert_allclose(out["loss"][:onset], out["gf_loss"][:onset], rtol=1e-12)
+    np.testing.assert_allclose(out["dist_gf_cf"][:onset], 0.0, atol=1e-12)
+    # At the edge: the sharpness is held at 2/η, the loss never rises, σ² > 0 while the loss
+    # is above rounding, and the flow stays with GD while gradient flow leaves.
+    on = slice(onset + 5, None)
+    np.testing.assert_allclose(out["sharpness"][on], 2.0, rtol=1e-5)
+    assert np.all(np.diff(out["loss"]) <= 1e-15)
+    assert np.all(out["trace_sigma"][onset + 1:200] > 0)
+    s = cf.summary(out, 1.0)
+    assert s["ratio_final"] < 0.05 and s["dist_gd_gf_final"] > 1.0
+    # GD itself ends below the edge (the 2-D model's limit 2/η − δ, docs/theory-eos2d.md).
+    assert 1.95 < out["gd_sharpness"][-1] < 1.99
+
+
+def test_sigma_is_the_closed_form_along_the_flow(flow_2d):
+    """At a point of the flow, σ² equals max(0, −2⟨∇L, ∇S⟩/‖∇S‖²) computed from the dense Hessian."""
+    p = _small_problem()
+    w = jnp.asarray(cf.run(p, 1.0, 50, k=1, k_max=1)["w_cf"])      # same compiled chunk as flow_2d
+    loss = p.loss_fn
+
+    @jax.jit
+    def both(w):
+        g = jax.grad(loss)(w)
+        H = jax.hessian(loss)
+        lam, V = jnp.linalg.eigh(H(w))
+        u = V[:, -1]
+        gS = jax.grad(lambda v: u @ H(v) @ u)(w)
+        d, x, _ = cf.cf_velocity(p, lambda v: v, w, u[None], lam[-1:], 1.0, None, cf.FlowConfig())
+        return g, lam, gS, d, x
+
+    g, lam, gS, d, x = both(w)
+    excess = (lam[-1] - 2.0) * 0.5 * 4 / 1.0
+    expected = max(0.0, float(-2 * (g @ gS - excess) / (gS @ gS)))
+    np.testing.assert_allclose(x[0], expected, rtol=1e-9)
+    np.testing.assert_allclose(d, g + 0.5 * x[0] * gS, rtol=1e-9, atol=1e-15)
+
+
+def _call(args, capsys):
+    from eoslab.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+def test_flow_cli_json_and_plot(tmp_path, capsys):
+    import json
+
+    code, out, err = _call(["flow", "--model", "quadratic2d", "--eps", "0.05", "--lr", "1", "--steps", "50",
+                            "--k-max", "1", "--json", "--plot", str(tmp_path / "f.png")], capsys)
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["summary"]["onset"] > 0 and len(data["curves"]["avg_loss"]) == 50
+    assert (tmp_path / "f.png").exists()
+    code, _, err = _call(["flow", "--model", "nope"], capsys)
+    assert code == 2 and "--model" in err and len(err.strip().splitlines()) == 1
+
+
+def test_run_refuses_bad_input_before_any_work():
+    problem = _small_problem()
+    with pytest.raises(EoslabError, match="substeps"):
+        cf.run(problem, 0.1, 10, substeps=0)
+    with pytest.raises(EoslabError, match="lr"):
+        cf.run(problem, -1.0, 10)
+    with pytest.raises(EoslabError, match="stiffness"):
+        cf.run(problem, 0.1, 10, stiffness=2.0)
