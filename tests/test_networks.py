@@ -57,6 +57,8 @@ def test_tracked_spectra_match_dense_eigh():
     assert np.all(dist <= traj["hessian_residuals"] + 1e-9)
     np.testing.assert_allclose(traj["loss"], plain_gd_losses(p, lr, steps, momentum=0.5), rtol=1e-12)
     assert traj["hessian_products"][1:].mean() < traj["hessian_products"][0]  # warm starts are cheaper
+    assert traj["hessian_converged"].dtype == bool and traj["hessian_converged"].all()
+    assert traj["ntk_converged"].all()
 
 
 def test_recorded_loss_equals_plain_gd_and_accuracy():

@@ -43,6 +43,7 @@ TRAIN_KEYS = {
     "<op>_eigs": "(k,) top-k algebraic eigenvalues of the operator at θ_t (NaN when not tracked)",
     "<op>_residuals": "(k,) ‖Av − θv‖ of each: a rigorous bound on its distance to the spectrum",
     "<op>_products": "operator-vector products spent tracking it at this step",
+    "<op>_converged": "True when the tracker's stopping rule held at this step (False: its product cap was hit)",
     "<op>_entered": "True when a new eigenvector entered the top-k set at this step",
     "linear_norm": "‖J_t δ_t‖, δ_t the parameter update (only with nonlinear=True)",
     "nonlinear_norm": "‖½Q_t(δ_t, δ_t)‖: the η² part of the output change (nonlinear=True)",
@@ -211,6 +212,7 @@ def _chunk(problem, spec, lr, momentum, tol, state, start, total, *, length, eve
         for op, r in res.items():
             out[f"{op}_eigs"], out[f"{op}_residuals"] = r.values, r.residuals
             out[f"{op}_products"], out[f"{op}_entered"] = r.n_products, r.entered
+            out[f"{op}_converged"] = r.converged
         return new, (out, res)
 
     def skip_spectra(v, states):
@@ -219,6 +221,7 @@ def _chunk(problem, spec, lr, momentum, tol, state, start, total, *, length, eve
             nan = jnp.full((st.k,), jnp.nan, st.vectors.dtype)
             out[f"{op}_eigs"], out[f"{op}_residuals"] = nan, nan
             out[f"{op}_products"], out[f"{op}_entered"] = jnp.zeros((), jnp.int32), jnp.array(False)
+            out[f"{op}_converged"] = jnp.array(False)
         top = {op: jnp.zeros((st.vectors.shape[1],), st.vectors.dtype) for op, st in states.items()}
         return states, (out, top)
 
@@ -314,6 +317,8 @@ def summarize(traj: dict, op: str = "hessian") -> dict:
             "steps_above_edge": int(np.sum(e[:, 0] > edge)),
             "max_residual": float(np.nanmax(traj[f"{op}_residuals"][:, 0])),
             "products_per_track": float(np.mean(traj[f"{op}_products"][traj["tracked"]])),
+            "unconverged_steps": int(np.sum(traj["tracked"] & ~traj[f"{op}_converged"]))
+            if f"{op}_converged" in traj else 0,
         })
         if e.shape[1] > 1:
             out["max_second"] = float(np.nanmax(e[:, 1]))

@@ -15,12 +15,18 @@ that watch the eigenvalues just below) and, at each call:
    of the Ritz vector that limits the stopping rule), with thick restarts, until the
    stopping rule holds or ``max_products`` is reached.
 
+The first call instead grows the random block into a block Krylov space of ``cold_basis``
+vectors before step 2 (a random block alone can converge to a lower member of a top cluster
+larger than the block, and pass the stopping rule), and every ``check_every`` calls a short
+Lanczos run from a pseudo-random vector in the complement of the block joins the subspace (an
+eigenvalue above the tracked set that the warm start cannot see is found there).
+
 Everything is a pure function of arrays (``lax.while_loop``), so ``track`` runs inside
 ``jax.jit`` and ``lax.scan``.
 
 Error bars. For a symmetric operator A and unit vector v with Rayleigh quotient θ, the
-residual ``‖Av − θv‖`` bounds the distance from θ to the spectrum of A (rigorously): it is
-stored with every value. The *stopping rule* uses the sharper quadratic estimate
+residual ``‖Av − θv‖`` bounds the distance from θ to the *nearest* eigenvalue of A
+(rigorously), which need not be the i-th largest: it is stored with every value. The *stopping rule* uses the sharper quadratic estimate
 ``‖R_c‖²_F / gap_c`` (R_c: the residuals of the top c Ritz vectors, gap_c: distance from
 the c-th to the (c+1)-th Ritz value, the latter a carried tracked or guard value)
 minimised over cuts c ≥ i, which is how clusters of nearly equal eigenvalues are handled:
@@ -102,7 +108,8 @@ class TrackResult(NamedTuple):
     """The outcome of one :func:`track` call (all arrays; stackable by ``lax.scan``).
 
     values: (k,) top-k algebraic Ritz values, descending.
-    residuals: (k,) ``‖A v − θ v‖``, a rigorous bound on each value's distance to the spectrum.
+    residuals: (k,) ``‖A v − θ v‖``, a rigorous bound on each value's distance to the nearest
+      eigenvalue (not necessarily the i-th largest).
     errors: (k,) the error estimate used by the stopping rule (≤ residuals).
     vectors: (k, n) unit Ritz vectors.
     n_products: int32, number of operator-vector products spent in this call (k when the
@@ -168,12 +175,13 @@ def _orthonormal_block(X: jax.Array, salt) -> jax.Array:
 
 
 def _ritz_basis(V, AV, m, count: int):
-    """Rayleigh-Ritz on the first m rows of V (capacity M = V.shape[0]): the top ``count``
-    Ritz values (descending) and their coefficients Y (M, count) in the basis V."""
+    """Rayleigh-Ritz on the first m rows of V (capacity M = V.shape[0]), or on the rows where
+    the boolean (M,) mask ``m`` holds: the top ``count`` Ritz values (descending) and their
+    coefficients Y (M, count) in the basis V."""
     M = V.shape[0]
     T = V @ AV.T
     T = 0.5 * (T + T.T)
-    valid = jnp.arange(M) < m
+    valid = m if getattr(m, "dtype", None) == jnp.bool_ else jnp.arange(M) < m
     T = jnp.where(valid[:, None] & valid[None, :], T, 0.0)
     # Padding rows get a diagonal strictly below every valid eigenvalue (Gershgorin), so
     # the valid block's eigenpairs come first and never mix with the padding.
@@ -226,8 +234,61 @@ def _errors(theta, rnorm, m, k: int, b: int):
     return err, expand.astype(jnp.int32)
 
 
+def _grow_krylov(mv, V, AV, valid, start: int, stride: int, seed0, salt):
+    """Append Krylov directions to the basis ``V`` (rows ``start:``) one product at a time.
+
+    Row j ≥ start is the product of row ``j − stride`` orthogonalised against every earlier
+    row (a block Krylov space of block size ``stride``); with ``seed0`` given, the first new
+    row is that vector instead (a Lanczos run in the complement of rows ``:start``). A
+    direction that vanishes (an invariant subspace was found) is replaced by a pseudo-random
+    one, and left out (``valid`` False) if that vanishes too. Returns ``(V, AV, valid)``.
+    """
+    M, n = V.shape
+    dtype = V.dtype
+    tiny = 1e3 * jnp.finfo(dtype).eps
+
+    def body(j, c):
+        V, AV, valid = c
+        src = AV[j - stride]
+        scale = jnp.linalg.norm(src)
+        if seed0 is not None:
+            src = jnp.where(j == start, seed0, src)
+            scale = jnp.where(j == start, jnp.linalg.norm(seed0), scale)
+        w = _orth(src, V)
+        nw = jnp.linalg.norm(w)
+        ok = nw > tiny * jnp.maximum(scale, jnp.finfo(dtype).tiny)
+        alt = _orth(_pseudo_random((n,), j + 31 * salt, dtype), V)
+        na = jnp.linalg.norm(alt)
+        w = jnp.where(ok, w / jnp.where(ok, nw, 1.0), alt / jnp.where(na > 0, na, 1.0))
+        good = ok | (na > tiny)
+        w = jnp.where(good, w, 0.0)
+        return V.at[j].set(w), AV.at[j].set(jnp.where(good, mv(w), 0.0)), valid.at[j].set(good)
+
+    return jax.lax.fori_loop(start, M, body, (V, AV, valid))
+
+
+def _krylov_start(mv, X, AX, size: int, stride: int, seed0, salt, keep: int, M: int):
+    """The starting basis of a deep call: the block (X, AX) extended by Krylov directions to
+    ``size`` rows (``size − b`` products), reduced by Rayleigh-Ritz to its top ``keep`` Ritz
+    vectors. Returns ``(V, AV, m)`` in buffers of capacity M (rows ``m:`` are zero)."""
+    b, n = X.shape
+    dtype = X.dtype
+    V = jnp.zeros((size, n), dtype).at[:b].set(X)
+    AV = jnp.zeros((size, n), dtype).at[:b].set(AX)
+    valid = jnp.arange(size) < b
+    V, AV, valid = _grow_krylov(mv, V, AV, valid, b, stride, seed0, salt)
+    nk = min(keep, size)
+    theta, Y = _ritz_basis(V, AV, valid, nk)
+    m = jnp.minimum(nk, jnp.sum(valid))
+    use = (jnp.arange(nk) < m)[None, :]
+    Y = jnp.where(use, Y, 0.0)
+    pad = jnp.zeros((M - nk, n), dtype)
+    return jnp.concatenate([Y.T @ V, pad]), jnp.concatenate([Y.T @ AV, pad]), m
+
+
 def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, atol=0.0,
-          max_products: int | None = None, max_basis: int | None = None):
+          max_products: int | None = None, max_basis: int | None = None, cold_basis: int | None = None,
+          check_every: int = 100, check_depth: int = 8):
     """Top-k largest algebraic eigenpairs of the symmetric operator ``matvec``, warm-started.
 
     Args:
@@ -238,8 +299,17 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
       tol: relative accuracy: stop when every top-k value's error estimate is
         ≤ ``max(tol·|θ_i|, atol)``. May be traced.
       atol: absolute floor of the accuracy (useful when some top-k values are ≈ 0).
-      max_products: cap on products per call (default ``max(100, 20·b)``). May be traced.
+      max_products: cap on products per call (default ``max(100, 20·b)`` plus the cold or
+        check products). May be traced.
       max_basis: subspace capacity before a thick restart (static; default ``b + max(8, b)``).
+      cold_basis: depth of the first call's block Krylov space (static; default
+        ``max(32, 4·b)``, capped at n): a random block alone can converge to a lower member of
+        a top cluster larger than the block; a Krylov space this deep resolves the top of the
+        spectrum before the stopping rule is trusted.
+      check_every: every this many calls (0: never) the warm start is checked for an
+        eigenvalue above the tracked set: ``check_depth`` Lanczos products from a
+        pseudo-random vector in the complement of the block join the subspace (static).
+      check_depth: products of that check (static).
 
     Returns:
       ``(new_state, TrackResult)``. Costs at least ``k`` products per call, and at least
@@ -252,6 +322,9 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
     M = min(n, b + max(8, b) if max_basis is None else int(max_basis))
     if M < b:
         raise EoslabError(f"max_basis={max_basis} is smaller than the block size {b}")
+    cold = min(n, max(32, 4 * b) if cold_basis is None else int(cold_basis))
+    check_every, check_depth = int(check_every), int(check_depth)
+    check = min(n, b + check_depth) if check_every > 0 and check_depth > 0 else b
     max_products = max(100, 20 * b) if max_products is None else max_products
     nr = min(b + 1, M)                                   # Ritz pairs examined
     keep = max(b + 1, (M + b) // 2) if M > b + 1 else b  # kept at a thick restart
@@ -262,10 +335,31 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
 
     X = _orthonormal_block(state.vectors, state.count)
     AXk = jax.vmap(mv)(X[:k])             # the tracked vectors' products: always needed
+    first = state.count == 0
+    checking = (~first) & (state.count % max(check_every, 1) == 0) if check > b else jnp.asarray(False)
 
     def solve():
-        V = jnp.zeros((M, n), dtype).at[:b].set(X)
-        AV = jnp.zeros((M, n), dtype).at[:b].set(jnp.concatenate([AXk, jax.vmap(mv)(X[k:])]))
+        AX = jnp.concatenate([AXk, jax.vmap(mv)(X[k:])])
+
+        def warm(X, AX):
+            pad = jnp.zeros((M - b, n), dtype)
+            return jnp.concatenate([X, pad]), jnp.concatenate([AX, pad]), jnp.asarray(b), jnp.asarray(b, jnp.int32)
+
+        def deep(size, stride, seed0, salt):
+            def start(X, AX):
+                V, AV, m = _krylov_start(mv, X, AX, size, stride, seed0, salt, keep, M)
+                return V, AV, m, jnp.asarray(size, jnp.int32)
+            return start
+
+        branches = [warm]
+        if cold > b:      # the first call: a block Krylov space of depth `cold` from the block
+            branches.append(deep(cold, b, None, state.count))
+        if check > b:     # the periodic check: Lanczos in the complement of the block
+            seed = _pseudo_random((n,), 17 + state.count, dtype)
+            branches.append(deep(check, 1, seed, state.count + 1))
+        mode = jnp.where(first, 1 if cold > b else 0, jnp.where(checking, len(branches) - 1, 0))
+        V, AV, m0, nprod0 = jax.lax.switch(mode, branches, X, AX) if len(branches) > 1 else warm(X, AX)
+        cap = max_products + nprod0 - b    # the deep start's Krylov products come on top
 
         def expand(V, AV, m, Y, R, i):
             # Thick restart when full: keep the top Ritz vectors (A times them is known).
@@ -309,22 +403,22 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
         def cond(c):
             _, _, _, nprod, started, (theta, *_, ratio, _) = c
             finite = jnp.all(jnp.isfinite(theta[:k])) & ~jnp.any(jnp.isnan(ratio))
-            return ~started | ((jnp.max(ratio) > 1.0) & (nprod < max_products) & finite)
+            return ~started | ((jnp.max(ratio) > 1.0) & (nprod < cap) & finite)
 
         nk = max(nr, keep)
         z = lambda *shape: jnp.zeros(shape, dtype)
         ritz0 = (z(nk), z(M, nk), z(nr, n), z(nr, n), z(nr), z(k), z(k), jnp.zeros((k,), jnp.int32))
-        c0 = (V, AV, jnp.asarray(b), jnp.asarray(b, jnp.int32), jnp.asarray(False), ritz0)
-        # The block-only Rayleigh-Ritz (its residuals and values feed the effective gaps).
+        c0 = (V, AV, m0, nprod0, jnp.asarray(False), ritz0)
+        # The starting Rayleigh-Ritz (its residuals and values feed the effective gaps).
         c1 = body(c0)
         theta0, rn0 = c1[5][0][:k], c1[5][4][:k]
         _, _, _, nprod, _, (theta, _, U, _, rn, err, ratio, _) = jax.lax.while_loop(cond, body, c1)
-        # Effective gap of each tracked value's residual: ‖r‖² at the block over the increase of
+        # Effective gap of each tracked value's residual: ‖r‖² at the start over the increase of
         # the Ritz value the expansions bought (the Ritz value only rises with the subspace). If
         # this call did not expand, reuse the old one, shrunk so that it is re-measured regularly.
-        # The block value's error is about the rise plus the final value's (estimated) error.
+        # The starting value's error is about the rise plus the final value's (estimated) error.
         rise = theta[:k] - theta0 + err
-        measured = (nprod > b) & (rise > 0) & jnp.isfinite(rise)
+        measured = (nprod > nprod0) & (rise > 0) & jnp.isfinite(rise)
         fresh = rn0 ** 2 / jnp.where(measured, rise, 1.0)
         gaps = jnp.where(measured, fresh, SCALE_DECAY * scales)
         gaps = jnp.where(jnp.isfinite(gaps), gaps, 0.0).astype(dtype)
@@ -334,7 +428,6 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
         # Did a new direction enter the top-k subspace? Smallest principal cosine.
         O = U[:k] @ state.vectors[:k].T.astype(dtype)
         overlap = jnp.min(jnp.linalg.svd(O, compute_uv=False))
-        first = state.count == 0
         result = TrackResult(theta[:k], rn[:k], err, U[:k], nprod, jnp.max(ratio) <= 1.0,
                              (~first) & (overlap < ENTRY_OVERLAP), jnp.where(first, jnp.nan, overlap))
         return TrackState(U[:b], theta[:b], state.count + 1, state.k, gaps, jnp.asarray(False)), result
@@ -342,7 +435,7 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, 
     if k == b or k != state.k:
         return solve()
     skip, skipped = _skip_guards(state, X, AXk, scales, tol, atol)
-    return jax.lax.cond(skip, lambda: skipped, solve)
+    return jax.lax.cond(skip & ~checking, lambda: skipped, solve)
 
 
 def _effective_gap_estimate(r2, scales):

@@ -59,14 +59,14 @@ def simulate(point: dict) -> dict:
         f, st = carry
         st, r = track(hvp(problem, unravel(f))[0], st, tol=tol)
         eigs = jnp.linalg.eigvalsh(jax.hessian(loss)(f))[::-1]
-        rec = (r.values, r.residuals, r.n_products, r.entered, eigs)
+        rec = (r.values, r.residuals, r.n_products, r.entered, r.converged, eigs)
         return (f - lr * jax.grad(loss)(f), st), rec
 
     st0 = track_init(flat0.size, k, jax.random.fold_in(ks[0], 7), flat0.dtype)
-    _, (vals, res, prods, entered, eigs) = jax.jit(
+    _, (vals, res, prods, entered, converged, eigs) = jax.jit(
         lambda f, s: jax.lax.scan(step, (f, s), None, length=point["steps"]))(flat0, st0)
     return {"tracked": np.asarray(vals), "residuals": np.asarray(res), "products": np.asarray(prods),
-            "entered": np.asarray(entered), "spectrum": np.asarray(eigs),
+            "entered": np.asarray(entered), "converged": np.asarray(converged), "spectrum": np.asarray(eigs),
             "eta_lambda_half": np.asarray(lr * eigs[:, 0] / 2)}
 
 
@@ -118,4 +118,4 @@ register(Kind(name="tracking.accuracy", schema=SCHEMA, run=run,
               measures={"max_rel_error": max_rel_error, "bound_violations": bound_violations,
                         "warm_cost_ratio": warm_cost_ratio},
               predictions={}, figures=figures, chunk=1,
-              doc="warm-started top-k Hessian tracking along GD vs dense eigh", version=1))
+              doc="warm-started top-k Hessian tracking along GD vs dense eigh", version=2))
