@@ -164,7 +164,7 @@ def test_cli_train_on_cifar10_files(cifar_dir, tmp_path):
     args = ["train", "--model", "cnn", "--depth", "1", "--width", "3", "--data", "cifar10", "--data-dir",
             str(root), "--n", "12", "--classes", "cat,dog", "--loss", "cross_entropy", "--lr", "0.1",
             "--steps", "3", "--k", "1", "--track", "hessian", "--taylor", "--dtype", "float64",
-            "--no-progress", "--json", str(out)]
+            "--no-progress", "--json-out", str(out)]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())

@@ -169,7 +169,7 @@ def test_cli_train_track_every_subset_summary(tmp_path):
     _load_commands()
     out = tmp_path / "run.json"
     args = ["train", "--model", "mlp", "--depth", "2", "--width", "6", "--activation", "tanh", "--data",
-            "synthetic", "--n", "10", "--lr", "0.2", "--steps", "7", "--track-every", "3", "--json", str(out),
+            "synthetic", "--n", "10", "--lr", "0.2", "--steps", "7", "--track-every", "3", "--json-out", str(out),
             "--plot", str(tmp_path / "fig.png"), "--no-progress", "--track", "hessian", "--k", "2",
             "--spectra-examples", "4", "--tol", "1e-8", "--dtype", "float64"]
     r = CliRunner().invoke(app, args)

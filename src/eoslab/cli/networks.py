@@ -8,13 +8,14 @@ Example (the paper's network experiment, on the synthetic data)::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from eoslab.cli import _parse as cli
 from eoslab.cli import app
+from eoslab.errors import InvalidValue, between, check, integer, positive, positive_int, seed_rule
 
 
 def _parse_classes(text: Optional[str]):
@@ -42,55 +43,90 @@ def format_summary(s: dict, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
+DATASETS = ("synthetic", "cifar10")
+OPERATORS = ("hessian", "ntk", "gauss_newton")
+
+
 @app.command("train")
 def train_cmd(
     model: str = typer.Option("mlp", help="network: mlp or cnn (cnn: --depth conv blocks of --width channels)"),
-    depth: int = typer.Option(2, help="hidden layers (mlp) or conv blocks (cnn)"),
-    width: int = typer.Option(256, help="hidden units (mlp) or channels (cnn)"),
+    depth: int = typer.Option(2, help="hidden layers (mlp) or conv blocks (cnn), ≥ 1"),
+    width: int = typer.Option(256, help="hidden units (mlp) or channels (cnn), ≥ 1"),
     activation: str = typer.Option("tanh", help="tanh, relu or elu"),
     parametrisation: str = typer.Option("standard", help="standard or ntk"),
     data: str = typer.Option("synthetic", help="synthetic or cifar10"),
     data_dir: Optional[Path] = typer.Option(None, help="CIFAR-10 folder (data_batch_1..5, test_batch, batches.meta)"),
-    n: int = typer.Option(1000, help="number of training examples (the first n)"),
-    classes: Optional[str] = typer.Option(None, help="CIFAR-10 class subset ('0,1' or 'cat,dog'); "
+    n: int = typer.Option(1000, help="number of training examples (the first n, ≥ 1)"),
+    classes: Optional[str] = typer.Option(None, help="CIFAR-10 class subset (0,1 or cat,dog); "
                                                      "synthetic: number of classes (default: regression)"),
     loss: str = typer.Option("mse", help="mse or cross_entropy"),
-    lr: float = typer.Option(0.02, help="step size η"),
-    steps: int = typer.Option(2000, help="number of GD steps"),
-    momentum: float = typer.Option(0.0, help="heavy-ball momentum (0: plain GD)"),
-    k: int = typer.Option(2, help="top eigenvalues tracked"),
-    track_every: int = typer.Option(1, help="compute the spectra every this many steps"),
-    track: str = typer.Option("hessian,ntk", help="operators to track: hessian, ntk, gauss_newton (comma list; 'none')"),
-    tol: float = typer.Option(1e-3, help="relative accuracy of the tracked eigenvalues"),
-    spectra_examples: Optional[int] = typer.Option(None, help="compute spectra on the first m examples only"),
-    seed: int = typer.Option(0, help="seed of the initialisation (and synthetic data)"),
+    lr: float = typer.Option(0.02, help="step size η > 0"),
+    steps: int = typer.Option(2000, help="number of GD steps (≥ 1)"),
+    momentum: float = typer.Option(0.0, help="heavy-ball momentum in [0, 1) (0: plain GD)"),
+    k: int = typer.Option(2, help="top eigenvalues tracked (1 ≤ k < number of parameters)"),
+    track_every: int = typer.Option(1, help="compute the spectra every this many steps (≥ 1)"),
+    track: str = typer.Option("hessian,ntk", help="operators to track: a list of hessian, ntk, gauss_newton; "
+                                                  "or none"),
+    tol: float = typer.Option(1e-3, help="relative accuracy of the tracked eigenvalues, in (0, 1)"),
+    spectra_examples: Optional[int] = typer.Option(None, help="compute spectra on the first m examples only "
+                                                              "(1 ≤ m ≤ --n)"),
+    seed: int = typer.Option(0, help="seed of the initialisation and synthetic data (0 … 2³²−1)"),
     dtype: str = typer.Option("float32", help="float32 or float64"),
     taylor: bool = typer.Option(False, "--taylor", help="also train the second-order Taylor model side by side"),
-    plot: Optional[Path] = typer.Option(None, help="write the figure here (PNG + SVG)"),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="write the summary (and curves) as JSON here"),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
+    plot: Optional[Path] = cli.plot_option("write the training figure to this file (PNG, an SVG next to it; "
+                                           "with --taylor also FILE_taylor)"),
+    as_json: bool = cli.json_option("print the summary, config and curves as JSON to stdout"),
+    json_out: Optional[Path] = cli.json_out_option("also write the summary, config and curves as JSON to this file"),
+    show_progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
     """Train a network with full-batch GD, tracking top Hessian/NTK eigenvalues matrix-free."""
+    cli.choice(model, "--model", ("mlp", "cnn"))
+    check("--depth", depth, integer(1, 1000))
+    check("--width", width, integer(1, 1_000_000))
+    cli.choice(activation, "--activation", ("tanh", "relu", "elu"))
+    cli.choice(parametrisation, "--parametrisation", ("standard", "ntk"))
+    cli.choice(data, "--data", DATASETS)
+    check("--n", n, positive_int)
+    cli.choice(loss, "--loss", ("mse", "cross_entropy"))
+    check("--lr", lr, positive)
+    check("--steps", steps, positive_int)
+    check("--momentum", momentum, between(0, 1, hi_open=True))
+    check("--k", k, positive_int)
+    check("--track-every", track_every, positive_int)
+    ops = () if track.strip() == "none" else tuple(cli.choices(track, "--track", OPERATORS))
+    check("--tol", tol, between(0, 1, lo_open=True, hi_open=True))
+    if spectra_examples is not None:
+        check("--spectra-examples", spectra_examples, integer(1, n))
+    check("--seed", seed, seed_rule)
+    cli.choice(dtype, "--dtype", ("float32", "float64"))
+    cli.output_file(plot, "--plot")
+    cli.output_file(json_out, "--json-out")
     import numpy as np
 
+    from eoslab import progress
     from eoslab.dynamics.train import compare_taylor, summarize, train
     from eoslab.models.mlp import network_problem
 
-    ops = () if track.strip() == "none" else tuple(o.strip() for o in track.split(",") if o.strip())
     problem, ds, net = network_problem(model, depth, width, activation, parametrisation, data, data_dir, n,
                                        _parse_classes(classes), loss, seed, dtype)
-    typer.echo(f"{model} depth {depth} width {width} {activation} ({parametrisation}), {problem.num_params} "
-               f"parameters, {dtype}; {ds.name}; loss {loss}; η = {lr} (2/η = {2 / lr:.4g})")
+    if ops and k >= problem.num_params:
+        raise InvalidValue(f"--k {k}: the network has {problem.num_params} parameters; track k < that")
+    say = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
+    say(f"{model} depth {depth} width {width} {activation} ({parametrisation}), {problem.num_params} "
+        f"parameters, {dtype}; {ds.name}; loss {loss}; η = {lr} (2/η = {2 / lr:.4g})")
     kw = dict(momentum=momentum, k=k, track_every=track_every, track=ops, tol=tol,
               spectra_examples=spectra_examples, seed=seed)
-    if taylor:
-        cmp = compare_taylor(problem, lr, steps, progress=progress, **kw)
-        traj = cmp["network"]
-    else:
-        traj, _ = train(problem, lr, steps, progress=progress, **kw)
+    cli.kept("nothing (the training was not finished; nothing is saved along the way)")
+    # the progress bar is the CLI's reporter (rich on a terminal, plain lines in a log)
+    with progress.reporting(cli.progress_reporter(show_progress)):
+        if taylor:
+            cmp = compare_taylor(problem, lr, steps, progress=False, **kw)
+            traj = cmp["network"]
+        else:
+            traj, _ = train(problem, lr, steps, progress=False, **kw)
     op = "hessian" if "hessian" in ops else (ops[0] if ops else "hessian")
     s = summarize(traj, op)
-    typer.echo(format_summary(s))
+    say(format_summary(s))
     result = {"config": {"model": model, "depth": depth, "width": width, "activation": activation,
                          "parametrisation": parametrisation, "data": data, "n": ds.n, "loss": loss, "lr": lr,
                          "steps": steps, "momentum": momentum, "k": k, "track_every": track_every,
@@ -99,23 +135,23 @@ def train_cmd(
               "summary": s}
     if taylor:
         st = summarize(cmp["taylor"], op)
-        typer.echo("Taylor model (second order around θ₀):")
-        typer.echo(format_summary(st, prefix="  "))
-        typer.echo(f"network and Taylor model part (>{cmp['rtol']:.0%} apart): loss at step "
-                   f"{cmp['loss_divergence_step']}, sharpness at step {cmp.get('sharpness_divergence_step', -1)}")
+        say("Taylor model (second order around θ₀):")
+        say(format_summary(st, prefix="  "))
+        say(f"network and Taylor model part (>{cmp['rtol']:.0%} apart): loss at step "
+            f"{cmp['loss_divergence_step']}, sharpness at step {cmp.get('sharpness_divergence_step', -1)}")
         result["taylor"] = {"summary": st, "loss_divergence_step": cmp["loss_divergence_step"],
                             "sharpness_divergence_step": cmp.get("sharpness_divergence_step", -1)}
     if plot is not None:
         from eoslab.plots.networks import plot_taylor, plot_training
 
-        paths = plot_training(traj, plot, title=f"{model} {depth}×{width} {activation}, {ds.name}")
+        title = f"{model} {depth}×{width} {activation}, {ds.name}"
+        paths = cli.write_figure(lambda p: plot_training(traj, p, title=title), plot)
         if taylor:
-            paths += plot_taylor(cmp, plot.with_name(plot.stem + "_taylor" + plot.suffix))
-        typer.echo("figures: " + ", ".join(str(p) for p in paths))
-    if json_path is not None:
-        curves = {key: np.where(np.isfinite(v), v, None).tolist() if np.issubdtype(v.dtype, np.floating)
-                  else v.tolist() for key, v in traj.items() if np.ndim(v) >= 1}
-        result["curves"] = curves
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(result, indent=1))
-        typer.echo(f"json: {json_path}")
+            tp = plot.with_name(plot.stem + "_taylor" + plot.suffix)
+            paths += cli.write_figure(lambda p: plot_taylor(cmp, p), tp)
+        say("figures: " + ", ".join(str(p) for p in paths))
+    if as_json or json_out is not None:
+        result["curves"] = {key: np.where(np.isfinite(v), v, None).tolist()
+                            if np.issubdtype(v.dtype, np.floating) else v.tolist()
+                            for key, v in traj.items() if np.ndim(v) >= 1}
+        cli.emit_json(result, as_json, json_out, indent=1)

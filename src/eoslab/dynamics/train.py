@@ -25,7 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from eoslab.errors import EoslabError, check_positive, check_positive_int
+from eoslab import progress as eoslab_progress
+from eoslab.errors import EoslabError, between, check, check_positive, check_positive_int
 from eoslab.models.taylor import TaylorData, expand, is_taylor, taylor_problem
 from eoslab.problem import Params, Problem
 from eoslab.spectra import tracking
@@ -64,7 +65,8 @@ def subset(problem: Problem, indices) -> Problem:
 
 
 def _is_classification(problem: Problem) -> bool:
-    return problem.targets.ndim == 2 and problem.targets.shape[1] > 1
+    # the loss says so: a multi-output regression (targets (n, c > 1) under MSE) has no accuracy
+    return getattr(problem, "loss", None) == "cross_entropy" and problem.targets.ndim == 2
 
 
 def _track_step(problem, params, states, tol, max_products):
@@ -72,11 +74,12 @@ def _track_step(problem, params, states, tol, max_products):
     return tracking.track_spectra(problem, params, states, tol=tol, max_products=max_products)
 
 
-def _check(lr, steps, k, track_every, track, momentum):
+def _check(lr, steps, k, track_every, track, momentum, tol=1e-3):
     check_positive("lr", lr)
     check_positive_int("steps", steps)
     check_positive_int("k", k)
     check_positive_int("track_every", track_every)
+    check("tol", tol, between(0, 1, lo_open=True, hi_open=True))
     if not 0.0 <= float(momentum) < 1.0:
         raise EoslabError(f"momentum must be in [0, 1), got {momentum!r}")
     for op in track:
@@ -114,9 +117,11 @@ def train(problem: Problem, lr: float, steps: int, *, momentum: float = 0.0, k: 
       ``"first_chunk_seconds"`` (the first chunk: compilation + ``chunk`` steps) and ``"lr"``).
     """
     track = tuple(track)
-    _check(lr, steps, k, track_every, track, momentum)
+    _check(lr, steps, k, track_every, track, momentum, tol)
     chunk = check_positive_int("chunk", chunk)
     flat0, _ = ravel_pytree(problem.params)
+    if track and k >= flat0.size:
+        raise EoslabError(f"k = {k} tracked eigenvalues needs more than k parameters; the model has {flat0.size}")
     dtype = flat0.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise EoslabError(f"parameters must be floating point, got {dtype}")
@@ -136,6 +141,8 @@ def train(problem: Problem, lr: float, steps: int, *, momentum: float = 0.0, k: 
     bar = _progress(progress, steps, description)
     done = 0
     start = time.perf_counter()
+    listener = eoslab_progress.task(description, steps, "steps")
+    report = listener.__enter__()
     try:
         while done < steps:
             state, rec = _chunk(problem, spec, lr_a, mom_a, tol_a, state, jnp.asarray(done), jnp.asarray(steps),
@@ -146,13 +153,15 @@ def train(problem: Problem, lr: float, steps: int, *, momentum: float = 0.0, k: 
             take = min(static["length"], steps - done)
             records.append(jax.tree_util.tree_map(lambda a: a[:take], rec))
             done += take
+            info = f"loss {float(rec['loss'][take - 1]):.4g}" + _eig_info(rec, take - 1)
+            report.update(done, info)
             if bar is not None:
-                bar[0].update(bar[1], completed=done,
-                              info=f"loss {float(rec['loss'][take - 1]):.4g}" + _eig_info(rec, take - 1))
+                bar[0].update(bar[1], completed=done, info=info)
             if bool(state[3]):  # diverged: nothing more to compute
                 records.append(_nan_rows(records[-1], steps - done))
                 done = steps
     finally:
+        listener.__exit__(None, None, None)
         if bar is not None:
             bar[0].stop()
     traj = {key: np.concatenate([r[key] for r in records]) for key in records[0]}
