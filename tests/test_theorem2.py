@@ -83,7 +83,7 @@ def test_q_free_sampler_has_the_exact_conditional_expectation():
     def full(k):
         kz, kq = jax.random.split(k)
         z = 0.5 * jax.random.normal(kz, (D,))
-        Q = 1.3 * second_order.symmetric_gaussian(kq, D, P)
+        Q = 1.3 * second_order.goe(kq, P, batch=(D,))
         return t2.derivatives(z, J, Q, 2.0)[2]
 
     x = jax.jit(jax.vmap(full))(keys[:3000])

@@ -35,7 +35,8 @@ EOS_THRESHOLD = 0.9
 SPECTRA = ("dense", "lanczos", "none")
 
 
-def _all_finite(tree) -> jax.Array:
+def all_finite(tree) -> jax.Array:
+    """True (a scalar array) when every inexact leaf of ``tree`` is finite; integer leaves are ignored."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
               if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
@@ -54,7 +55,7 @@ def masked_scan(advance: Callable, state0, steps: int):
     def body(carry, _):
         state, div = carry
         new, rec, check = advance(state)
-        div = div | ~(_all_finite(check) & _all_finite(state))
+        div = div | ~(all_finite(check) & all_finite(state))
         rec = jax.tree_util.tree_map(
             lambda x: jnp.where(div, jnp.nan, x) if jnp.issubdtype(x.dtype, jnp.inexact) else x, rec)
         rec["diverged"] = div

@@ -26,6 +26,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from eoslab import progress as eoslab_progress
+from eoslab.dynamics.gd import all_finite
 from eoslab.errors import EoslabError, between, check, check_positive, check_positive_int
 from eoslab.models.taylor import TaylorData, expand, is_taylor, taylor_problem
 from eoslab.problem import Params, Problem
@@ -203,10 +204,6 @@ def _progress(enabled: bool, steps: int, description: str):
     return p, task
 
 
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
-
-
 @functools.partial(jax.jit, static_argnames=("length", "every", "nonlinear", "project", "max_products", "classify"))
 def _chunk(problem, spec, lr, momentum, tol, state, start, total, *, length, every, nonlinear, project,
            max_products, classify):
@@ -273,7 +270,7 @@ def _chunk(problem, spec, lr, momentum, tol, state, start, total, *, length, eve
         t = start + i
         active = t < total
         nv, nvel, nstates, rec, loss = one_step(v, vel, states, t)
-        div = div | (active & ~(jnp.isfinite(loss) & _all_finite(nv)))
+        div = div | (active & ~(jnp.isfinite(loss) & all_finite(nv)))
         rec = jax.tree_util.tree_map(
             lambda x: jnp.where(div, jnp.nan, x) if jnp.issubdtype(x.dtype, jnp.inexact) else x, rec)
         rec["diverged"] = div

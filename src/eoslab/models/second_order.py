@@ -78,11 +78,12 @@ def problem(m: SecondOrder) -> Problem:
     return Problem(predict, m, jnp.zeros_like(m.y), m.theta0, "mse", m.norm)
 
 
-def symmetric_gaussian(key, D: int, P: int, dtype=jnp.float64) -> jax.Array:
-    """Q (D, P, P) with Q_α symmetric, off-diagonal entries of variance 1 and diagonal
-    entries of variance 2 (a GOE matrix per datapoint): Q_α = (A + Aᵀ)/√2, A i.i.d. N(0, 1)."""
-    A = jax.random.normal(key, (D, P, P), dtype)
-    return (A + jnp.swapaxes(A, -1, -2)) / jnp.sqrt(2.0)
+def goe(key, P: int, sigma_q: float = 1.0, batch: tuple[int, ...] = (), dtype=jnp.float64) -> jax.Array:
+    """GOE matrices σ_q (A + Aᵀ)/√2, A i.i.d. N(0, 1), shape (*batch, P, P): symmetric,
+    off-diagonal variance σ_q², diagonal variance 2σ_q² (``batch=(D,)``: one per datapoint,
+    the Q of Theorem 2)."""
+    A = jax.random.normal(key, (*batch, P, P), dtype)
+    return sigma_q * (A + jnp.swapaxes(A, -1, -2)) / jnp.sqrt(2.0)
 
 
 def random(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigma_q: float = 1.0,
@@ -105,7 +106,7 @@ def random(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigm
         return jax.random.rademacher(k, shape, dtype)
 
     if dist == "gaussian":
-        Q = symmetric_gaussian(kq, D, P, dtype)
+        Q = goe(kq, P, batch=(D,), dtype=dtype)
     else:
         A = draw(kq, (D, P, P))
         Q = (A + jnp.swapaxes(A, -1, -2)) / jnp.sqrt(2.0)

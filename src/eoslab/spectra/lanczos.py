@@ -13,6 +13,13 @@ import jax
 import jax.numpy as jnp
 
 
+def orthogonalize(w: jax.Array, V: jax.Array) -> jax.Array:
+    """``w`` (n,) minus its projection on the rows of ``V`` (m, n), assumed orthonormal or zero:
+    two passes of classical Gram-Schmidt ("twice is enough" in floating point)."""
+    w = w - V.T @ (V @ w)
+    return w - V.T @ (V @ w)
+
+
 class LanczosResult(NamedTuple):
     values: jax.Array     # (k,) largest Ritz values, descending
     vectors: jax.Array    # (k, n) unit Ritz vectors
@@ -39,11 +46,6 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: 
     key = jax.random.PRNGKey(0) if key is None else key
     tiny = jnp.finfo(dtype).eps * 100
 
-    def orth(w, V):
-        # Two passes of classical Gram-Schmidt ("twice is enough").
-        w = w - V.T @ (V @ w)
-        return w - V.T @ (V @ w)
-
     v = v0 / jnp.linalg.norm(v0)
     V = jnp.zeros((m, n), dtype).at[0].set(v)
     alpha = jnp.zeros(m, dtype)
@@ -54,12 +56,12 @@ def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: 
         vi = V[i]
         w = matvec(vi)
         a = vi @ w
-        w = orth(w, V)
+        w = orthogonalize(w, V)
         b = jnp.linalg.norm(w)
         key, sub = jax.random.split(key)
         # Breakdown: an invariant subspace was found; restart from a random orthogonal
         # vector and decouple the tridiagonal matrix there (β = 0), which stays exact.
-        r = orth(jax.random.normal(sub, (n,), dtype), V)
+        r = orthogonalize(jax.random.normal(sub, (n,), dtype), V)
         broke = b <= tiny * (jnp.abs(a) + 1.0)
         nxt = jnp.where(broke, r / jnp.linalg.norm(r), w / jnp.where(broke, 1.0, b))
         b = jnp.where(broke, 0.0, b)

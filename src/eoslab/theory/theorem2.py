@@ -47,6 +47,7 @@ import jax.numpy as jnp
 
 from eoslab import progress
 from eoslab.errors import EoslabError, check_memory, check_positive, check_positive_int
+from eoslab.models.second_order import goe
 
 
 class Moments(NamedTuple):
@@ -68,12 +69,6 @@ def asymptotic_ratio(D: int, P: int, sigma_z: float, sigma_q: float = 1.0, norm:
     """The D, P → ∞ limit of E[λ̈]/E[λ] at fixed D/P: ``2 D P σ_q² σ_z² / n²`` (σ_z² for the default n)."""
     n = theorem_norm(D, P, sigma_q) if norm is None else norm
     return 2.0 * D * P * sigma_q**2 * sigma_z**2 / n**2
-
-
-def goe(key, P: int, sigma_q: float = 1.0, dtype=jnp.float64) -> jax.Array:
-    """One ``σ_q (A + Aᵀ)/√2`` matrix (P, P): the law of each ``Q_α``."""
-    A = jax.random.normal(key, (P, P), dtype)
-    return sigma_q * (A + A.T) / jnp.sqrt(2.0)
 
 
 def _spectrum(J):
@@ -149,7 +144,7 @@ def sample_given_jacobian(key, J: jax.Array, sigma_z: float, sigma_q: float, nor
     zp = z - zu * u
     nz = jnp.linalg.norm(zp)
     e2 = zp / jnp.where(nz > 0, nz, 1.0)
-    Q1, Q2 = goe(k1, P, sigma_q, dtype), goe(k2, P, sigma_q, dtype)
+    Q1, Q2 = goe(k1, P, sigma_q, dtype=dtype), goe(k2, P, sigma_q, dtype=dtype)
     Q1g, Q2g = Q1 @ g, Q2 @ g
     # w_α = vᵀQ_α g: exact along u and e2; along the other D−2 directions the v,g-contractions
     # of independent GOE matrices are i.i.d. N(0, σ_q²(‖v‖²‖g‖² + (v·g)²)).
