@@ -184,14 +184,14 @@ def test_app_document(tmp_path):
     parts = build(Document(), root)
     ex = parts["explorer"]
     ex.w_lr.value = 1.2
-    tag = ex.outcome.tags[0]
+    tag = ex.src_traj.tags[0]
     tr = compute.trajectory2d(0.1, 1.2, 0.0, tag["theta0"], 2000)
     np.testing.assert_array_equal(ex.src_traj.data["x"], tr["theta"][:, 0])
     assert tag["final_ratio"] == tr["final_ratio"] and tag["outcome"] in ex.outcome.text
     ex._update_phase()
     assert ex.src_phase.data["image"][0].shape == (48, 49)
     ex.w_eps.value = 1.5  # refused with a message, nothing redrawn
-    assert "eps must lie in (0, 1)" in ex.error.text and ex.outcome.tags[0]["lr"] == 1.2
+    assert "eps must lie in (0, 1)" in ex.error.text and ex.src_traj.tags[0]["lr"] == 1.2
     br = parts["runs"]
     assert sorted(br.src_table.data["ref"]) == sorted(refs + ["net/0123456789abcdef"])
     br.src_table.selected.indices = [br.src_table.data["ref"].index(r) for r in refs]
@@ -200,9 +200,9 @@ def test_app_document(tmp_path):
     assert (refs[0], "hessian_eigs[0] ±") in names and (refs[0], "central_flow_sharpness") in names
     assert (refs[1], "eta_ntk_half") in names and (refs[0], "edge") in names
     assert br.other_choice.options == ["grad_norm"]
-    pre = build(Document(), root).get("runs")
-    pre._preselect(["../x", "/etc", refs[1]])
-    assert "refused" in pre.message.text and "absolute" in pre.message.text
+    br._preselect(["../x", "/etc", refs[1]])
+    assert "refused" in br.message.text and "absolute" in br.message.text
+    assert br.selected == [refs[1]]
     assert _tree(root) == before
 
 
@@ -311,8 +311,8 @@ def test_browser_explorer_redraws_with_eoslab_values(served):
                            "for (const v of Bokeh.index.all_views()) if (v.model === m) return v.input_el;")
     inp.clear()
     inp.send_keys("1.3\n")
-    _wait(b, f"return {_model('outcome')}.tags[0].lr === 1.3")
-    tag = b.execute_script(f"return {_model('outcome')}.tags[0]")
+    _wait(b, f"return {_model('traj')}.tags[0].lr === 1.3")
+    tag = b.execute_script(f"return {_model('traj')}.tags[0]")
     x = np.array(b.execute_script(f"return Array.from({_model('traj')}.data.x)"))
     y = np.array(b.execute_script(f"return Array.from({_model('traj')}.data.y)"))
     ratio = np.array(b.execute_script(f"return Array.from({_model('ratio')}.data.ratio)"))

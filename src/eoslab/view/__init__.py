@@ -51,7 +51,7 @@ def warm_up() -> float:
     t0 = time.perf_counter()
     d = app.DEFAULTS
     compute.trajectory2d(d["eps"], d["lr"], d["E"], (d["theta1"], d["theta2"]), d["steps"])
-    window = compute.box(d["eps"], d["lr"], (d["theta1"], d["theta2"]))
+    window = compute.box(d["eps"], 1.0, (d["theta1"], d["theta2"]))
     compute.phase_diagram(d["eps"], d["E"], d["theta1"], *compute.phase_axes(d["lr"], window), d["steps"])
     compute.predicted_ratio(d["eps"], d["lr"], d["E"])
     compute.landscape(d["eps"], d["E"], window)

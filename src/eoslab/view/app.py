@@ -59,11 +59,10 @@ class Explorer:
         self.w_steps = NumericInput(title="steps", value=st["steps"], mode="int", low=1, name="steps", width=110)
         self.w_t1 = NumericInput(title="θ₀,₁", value=st["theta1"], mode="float", name="theta1", width=130)
         self.w_t2 = NumericInput(title="θ₀,₂", value=st["theta2"], mode="float", name="theta2", width=130)
-        self.outcome = Div(text="", name="outcome", width=900)
-        self.error = Div(text="", name="error", styles={"color": EDGE})
+        self.outcome = Div(text="", name="outcome", width=1040, height=22)
+        self.error = Div(text="", name="error", styles={"color": EDGE}, width=1040, height=18)
 
         # --- landscape with trajectory
-        self.window = compute.box(st["eps"], st["lr"], (st["theta1"], st["theta2"]))
         self.land = figure(title="loss landscape: contours of f, minima coloured by stability — click to set θ₀",
                            width=560, height=460, x_axis_label="θ₁", y_axis_label="θ₂",
                            tools="pan,wheel_zoom,box_zoom,reset,save,tap", name="landscape",
@@ -129,7 +128,7 @@ class Explorer:
                          f'margin:0 4px 0 12px;vertical-align:middle"></span>{n}'
                          for c, n in zip(PHASE_COLOURS, compute.OUTCOMES))
         self.phase_legend = Div(text=legend + " &nbsp;(○: the current η, θ₀)", width=460)
-        self.phase_info = Div(text="", name="phase_info", width=460)
+        self.phase_info = Div(text="", name="phase_info", width=460, height=40)
 
         from bokeh.events import Tap
 
@@ -191,7 +190,14 @@ class Explorer:
         self.update()
 
     # ---- computation
-    def update(self):
+    def update(self, phase: bool = True):
+        """Recompute and redraw from the inputs; the phase diagram follows on the next tick
+        (``phase=False``: only prepare its arguments, for :meth:`_update_phase`). The changes
+        reach the browser as one message (one re-render, not one per property)."""
+        with _held(self.doc):
+            return self._update(phase)
+
+    def _update(self, phase: bool):
         t0 = time.perf_counter()
         s = self.state()
         try:
@@ -211,16 +217,27 @@ class Explorer:
         self.src_ratio.data = dict(t=t1, ratio=tr["ratio"], hratio=tr["hessian_ratio"])
         self.src_loss.data = dict(t=t1, loss=np.maximum(tr["loss"], 1e-300))
         self.pred_span.location = tr["predicted_ratio"] if math.isfinite(tr["predicted_ratio"]) else None
-        window = compute.box(eps, lr, s["theta0"])
+        window = self._window(eps, s["theta0"])
         self._draw_landscape(eps, lr, E, window)
         took = time.perf_counter() - t0
         self.timings.append(took)
         self.outcome.text = self._outcome_html(tr, s, took)
-        self.outcome.tags = [{"final_ratio": tr["final_ratio"], "predicted_ratio": tr["predicted_ratio"],
+        self.src_traj.tags = [{"final_ratio": tr["final_ratio"], "predicted_ratio": tr["predicted_ratio"],
                               "outcome": tr["outcome"], "steps": int(s["steps"]), "lr": lr, "eps": eps, "E": E,
                               "theta0": [float(v) for v in s["theta0"]], "compute_s": took}]
-        self._schedule_phase(eps, lr, E, float(s["theta0"][0]), int(s["steps"]), window)
+        self._phase_args = (eps, lr, E, float(s["theta0"][0]), int(s["steps"]), window)
+        if phase:
+            self._schedule_phase()
         return tr
+
+    def _window(self, eps, theta0):
+        """The landscape's window: the box at η = 1 for this ε, kept while θ₀ stays inside it
+        (changing η or clicking inside redraws only the trajectory, not the landscape)."""
+        w = getattr(self, "_win", None)
+        t1, t2 = float(theta0[0]), float(theta0[1])
+        if w is None or w[0] != eps or not (w[1][0] <= t1 <= w[1][1] and w[1][2] <= t2 <= w[1][3]):
+            self._win = (eps, compute.box(eps, 1.0, (t1, t2)))
+        return self._win[1]
 
     def _outcome_html(self, tr, s, took) -> str:
         colour = {"edge of stability": PHASE_COLOURS[1], "diverged": PHASE_COLOURS[2]}.get(tr["outcome"], STABLE)
@@ -236,30 +253,32 @@ class Explorer:
         return " ".join(parts)
 
     def _draw_landscape(self, eps, lr, E, window):
+        """Send only what changed: the image, contours and ranges depend on (ε, E, window), the
+        colours of the minima also on η."""
         from bokeh.plotting.contour import contour_data
 
-        if getattr(self, "_land_key", None) == (eps, lr, E, window):
-            return
-        self._land_key = (eps, lr, E, window)
-        ls = compute.landscape(eps, E, window)
-        x0, x1, y0, y1 = window
-        self.src_img.data = dict(image=[ls["log_loss"]], x=[x0], y=[y0], dw=[x1 - x0], dh=[y1 - y0])
-        self.cmap.low, self.cmap.high = float(np.min(ls["log_loss"])), float(np.max(ls["log_loss"]))
-        levels = np.linspace(ls["f"].min(), ls["f"].max(), 17)[1:-1]
-        if self.contours is None:
-            self.contours = self.land.contour(ls["x"], ls["y"], ls["f"], levels, line_color="#555555",
-                                              line_alpha=0.5, line_width=0.8)
-        else:
-            self.contours.set_data(contour_data(ls["x"], ls["y"], ls["f"], levels))
-        mc = compute.minimiser_curve(eps, lr, E, window)
-        self.src_min.data = dict(x0=mc["x0"], y0=mc["y0"], x1=mc["x1"], y1=mc["y1"], ratio=mc["ratio"],
-                                 colour=np.where(mc["stable"], STABLE, EDGE))
-        self.land.x_range.start, self.land.x_range.end = x0, x1
-        self.land.y_range.start, self.land.y_range.end = y0, y1
+        if getattr(self, "_land_key", None) != (eps, E, window):
+            self._land_key = (eps, E, window)
+            ls = compute.landscape(eps, E, window)
+            x0, x1, y0, y1 = window
+            self.src_img.data = dict(image=[ls["log_loss"]], x=[x0], y=[y0], dw=[x1 - x0], dh=[y1 - y0])
+            self.cmap.update(low=float(np.min(ls["log_loss"])), high=float(np.max(ls["log_loss"])))
+            levels = np.linspace(ls["f"].min(), ls["f"].max(), 17)[1:-1]
+            if self.contours is None:
+                self.contours = self.land.contour(ls["x"], ls["y"], ls["f"], levels, line_color="#555555",
+                                                  line_alpha=0.5, line_width=0.8)
+            else:
+                self.contours.set_data(contour_data(ls["x"], ls["y"], ls["f"], levels))
+            self.land.x_range.update(start=x0, end=x1)
+            self.land.y_range.update(start=y0, end=y1)
+        if getattr(self, "_min_key", None) != (eps, lr, E, window):
+            self._min_key = (eps, lr, E, window)
+            mc = compute.minimiser_curve(eps, lr, E, window)
+            self.src_min.data = dict(x0=mc["x0"], y0=mc["y0"], x1=mc["x1"], y1=mc["y1"], ratio=mc["ratio"],
+                                     colour=np.where(mc["stable"], STABLE, EDGE))
 
-    def _schedule_phase(self, *args):
+    def _schedule_phase(self):
         # The trajectory is sent first; the phase diagram follows on the next tick.
-        self._phase_args = args
         if self.doc is None:
             self._update_phase()
         elif not getattr(self, "_phase_pending", False):
@@ -267,6 +286,10 @@ class Explorer:
             self.doc.add_next_tick_callback(self._update_phase)
 
     def _update_phase(self):
+        with _held(self.doc):
+            self._compute_phase()
+
+    def _compute_phase(self):
         self._phase_pending = False
         eps, lr, E, theta1, steps, window = self._phase_args
         t0 = time.perf_counter()
@@ -283,6 +306,22 @@ class Explorer:
         self.phase_info.text = (f"{ph['code'].shape[1]} step sizes × {ph['code'].shape[0]} values of θ₀,₂ "
                                 f"({n:,} runs of {steps:,} steps, one vmap) in {1e3 * (time.perf_counter() - t0):.0f} ms: "
                                 + ", ".join(f"{c:,} {o}" for c, o in zip(counts, compute.OUTCOMES)))
+
+
+class _held:
+    """Combine a document's change events into one message while the block runs."""
+
+    def __init__(self, doc):
+        self.doc = doc if hasattr(doc, "hold") else None
+
+    def __enter__(self):
+        if self.doc is not None:
+            self.doc.hold("combine")
+
+    def __exit__(self, *exc):
+        if self.doc is not None:
+            self.doc.unhold()
+        return False
 
 
 def _greys():
@@ -396,6 +435,7 @@ class RunBrowser:
         self.other_choice = MultiChoice(title="other arrays", options=[], value=[], width=600, name="runs_other_keys")
         self.other_choice.on_change("value", lambda attr, old, new: self._draw())
         self.selected: list[str] = []
+        self._quiet = False
         self.refresh()
         self._preselect(preselect or [])
 
@@ -412,23 +452,30 @@ class RunBrowser:
 
     # ---- store
     def refresh(self):
+        """Rescan the root; update the table when runs appeared, vanished or changed, and the
+        plots only when a drawn run changed (the periodic callback of the page)."""
         entries = runs.scan(self.root)
         if entries == self.entries and self.src_table.data["ref"]:
             return False
         old = {e.ref: e.stamp for e in self.entries}
         self.entries = entries
         rows = [self._row(e) for e in entries]
-        keep = [r["ref"] for r in rows if r["ref"] in self.selected]
         data = {k: [r[k] for r in rows] for k in self.src_table.data}
-        self.src_table.data = data
         refs = data["ref"]
-        self.src_table.selected.indices = [refs.index(r) for r in keep]
+        keep = [r for r in self.selected if r in refs]
+        self._quiet = True  # re-selecting the same runs at their new rows is not a new selection
+        try:
+            self.src_table.data = data
+            self.src_table.selected.indices = [refs.index(r) for r in keep]
+        finally:
+            self._quiet = False
         n_bad = sum(e.problem is not None for e in entries)
         self.status.text = (f"{len(entries)} run(s) in {len({e.experiment for e in entries})} experiment(s)"
                             + (f", {n_bad} incomplete or invalid (listed, not read)" if n_bad else "")
-                            + f" · scanned {time.strftime('%H:%M:%S')}")
-        changed = [e.ref for e in entries if e.ref in self.selected and old.get(e.ref) != e.stamp]
-        if changed:
+                            + f" · scanned {time.strftime('%H:%M:%S', time.gmtime())} UTC")
+        changed = any(old.get(e.ref) != e.stamp for e in entries if e.ref in keep)
+        if keep != self.selected or changed:
+            self.selected = keep
             self._draw()
         return True
 
@@ -451,6 +498,8 @@ class RunBrowser:
         self.src_table.selected.indices = [tab.index(r) for r in ok if r in tab]
 
     def _on_select(self, attr, old, new):
+        if self._quiet:
+            return
         refs = self.src_table.data["ref"]
         self.selected = [refs[i] for i in new if i < len(refs)]
         self._draw()

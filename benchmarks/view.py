@@ -1,0 +1,165 @@
+"""Benchmark: how fast ``eoslab view`` redraws the 2-D explorer after a change of η.
+
+Measured in one run:
+
+* **server, warm**: ``Explorer.update`` (a 2,000-step ``gd`` trajectory with dense spectra, its
+  outcome, the predicted limit, the landscape, the Bokeh data) and then the phase diagram
+  (49 × 48 runs of the exact map, one vmap), for ``--changes`` new values of η, with the
+  compiled programs reused: what every change after the first costs;
+* **server, cold** (the reference): the same update after ``jax.clear_caches()``, i.e. what each
+  change would cost if the programs were compiled per call;
+* **browser** (when Chromium and chromedriver are installed): from setting η in the page to the
+  first animation frame after the new trajectory (and then the new phase diagram) arrived,
+  timed inside headless Chromium against a server on a free loopback port.
+
+    python benchmarks/view.py [--changes 10] [--steps 2000] [--no-browser]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+
+import jax
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+import eoslab  # noqa: F401
+from eoslab.view import start_server, warm_up
+from eoslab.view.app import Explorer
+
+
+def server_times(changes: int, steps: int) -> tuple[list[float], list[float], list[float]]:
+    ex = Explorer(None)
+    ex.w_steps.value = steps
+    upd, phase, cold = [], [], []
+    lrs = np.linspace(0.8, 1.4, changes)
+    for lr in lrs:
+        t0 = time.perf_counter()
+        ex._busy = True
+        ex.w_lr.value = float(lr)
+        ex._busy = False
+        ex.update(phase=False)
+        t1 = time.perf_counter()
+        ex._update_phase()
+        t2 = time.perf_counter()
+        upd.append(t1 - t0)
+        phase.append(t2 - t1)
+    for lr in lrs[:3]:
+        jax.clear_caches()
+        t0 = time.perf_counter()
+        ex._busy = True
+        ex.w_lr.value = float(lr) + 1e-3
+        ex._busy = False
+        ex.update()
+        ex._update_phase()
+        cold.append(time.perf_counter() - t0)
+    warm_up()
+    return upd, phase, cold
+
+
+def browser_times(changes: int) -> tuple[list[float], list[float]] | None:
+    chrome = shutil.which("chromium") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not chrome or not driver:
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from tornado.ioloop import IOLoop
+
+    box = {}
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        box["server"], box["url"] = start_server(tempfile.mkdtemp(), port=0, io_loop=IOLoop.current())
+        ready.set()
+        box["server"].io_loop.start()
+
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait(60)
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              f"--user-data-dir={tempfile.mkdtemp()}"):
+        opts.add_argument(a)
+    opts.binary_location = chrome
+    b = webdriver.Chrome(service=Service(driver), options=opts)
+    m = lambda name: f"Bokeh.documents[0].get_model_by_name('{name}')"
+    try:
+        b.get(box["url"])
+        _wait(b, f"return window.Bokeh && Bokeh.documents.length && {m('traj')} && {m('traj')}.data.x.length > 0")
+        # Timed inside the page (no WebDriver round trips in the numbers): from setting η on the
+        # input's model (what typing a value and pressing Enter does) to the next animation
+        # frame after the trajectory's summary, the last property of an update, arrived; and
+        # after the phase diagram arrived.
+        b.execute_script(f"""
+            const traj = {m('traj')}, ph = {m('phase_data')};
+            window.__t = {{}};
+            const frame = (k) => requestAnimationFrame(() => {{ window.__t[k] = performance.now(); }});
+            traj.connect(traj.properties.tags.change, () => frame('traj'));
+            ph.connect(ph.properties.data.change, () => frame('phase'));""")
+        traj, phase = [], []
+        for lr in np.round(np.linspace(0.81, 1.41, changes), 4):
+            b.execute_script(f"window.__t = {{send: performance.now()}}; {m('lr')}.value = {lr};")
+            _wait(b, "return window.__t.traj && window.__t.phase", poll=0.02)
+            t = b.execute_script("return window.__t")
+            traj.append((t["traj"] - t["send"]) / 1e3)
+            phase.append((t["phase"] - t["send"]) / 1e3)
+            time.sleep(0.3)
+        return traj, phase
+    finally:
+        b.quit()
+        loop = box["server"].io_loop
+        loop.add_callback(lambda: (box["server"].stop(), loop.stop()))
+
+
+def _wait(b, js, timeout=30.0, poll=0.05):
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        if b.execute_script(js):
+            return
+        time.sleep(poll)
+    raise RuntimeError(f"timed out: {js}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--changes", type=int, default=10, help="number of η changes timed")
+    ap.add_argument("--steps", type=int, default=2000, help="trajectory length")
+    ap.add_argument("--no-browser", action="store_true", help="skip the headless-Chromium round trip")
+    a = ap.parse_args()
+    t0 = time.perf_counter()
+    first = warm_up()
+    upd, phase, cold = server_times(a.changes, a.steps)
+    med = statistics.median
+    t = Table(title=f"eoslab view: one change of η, {a.steps:,}-step trajectory (median of {a.changes})")
+    for c in ("what", "median (ms)", "max (ms)", "vs cold"):
+        t.add_column(c, justify="right" if c != "what" else "left")
+    ref = med(cold)
+    t.add_row("start-up compile (warm_up, once)", f"{first * 1e3:.0f}", "", "")
+    t.add_row("server: trajectory + outcome + landscape", f"{med(upd) * 1e3:.1f}", f"{max(upd) * 1e3:.1f}",
+              f"{med(upd) / ref:.3f}×")
+    t.add_row("server: phase diagram (2,352 runs)", f"{med(phase) * 1e3:.1f}", f"{max(phase) * 1e3:.1f}",
+              f"{med(phase) / ref:.3f}×")
+    t.add_row("reference: the same, compiled per call", f"{ref * 1e3:.0f}", f"{max(cold) * 1e3:.0f}", "1×")
+    br = None if a.no_browser else browser_times(a.changes)
+    if br is None:
+        t.add_row("browser round trip", "no chromium/chromedriver (or --no-browser)", "", "")
+    else:
+        t.add_row("browser: η set → trajectory drawn (next frame)", f"{med(br[0]) * 1e3:.0f}",
+                  f"{max(br[0]) * 1e3:.0f}", f"{med(br[0]) / ref:.3f}×")
+        t.add_row("browser: η set → phase diagram drawn", f"{med(br[1]) * 1e3:.0f}",
+                  f"{max(br[1]) * 1e3:.0f}", f"{med(br[1]) / ref:.3f}×")
+    Console().print(t)
+    Console().print(f"total {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
