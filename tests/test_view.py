@@ -169,6 +169,25 @@ def test_scan_series_and_nothing_changes(tmp_path):
     assert _tree(root) == before  # nothing moved (the invalid run is not quarantined), nothing written
 
 
+def test_series_of_a_central_flow_run_and_standard_errors(tmp_path):
+    T, store = 20, Store(tmp_path)
+    flow = store.write(run_config("flow", "central_flow", {"lr": 0.5, "seed": 0}),
+                       {"loss": np.ones(T), "gd_loss": np.ones(T), "sharpness": np.full(T, 4.0),
+                        "gd_sharpness": np.full(T, 4.1), "trace_sigma": np.zeros(T), "n_active": np.ones(T, np.int64)},
+                       {})
+    s = runs.series(runs.read(tmp_path, f"flow/{flow.name}"))
+    assert [n for n, _ in s["flow_loss"]] == ["loss"] and [n for n, _ in s["loss"]] == ["gd_loss"]
+    assert [n for n, _ in s["flow_eigs"]] == ["sharpness"]
+    assert [(n, e) for n, _, e in s["eigs"]] == [("gd_sharpness", None)]
+    assert [n for n, _ in s["other"]] == ["trace_sigma"] and np.all(s["edge"] == 4.0)
+    sgd = store.write(run_config("sgd", "train", {"lr": 0.5, "seed": 0}),
+                      {"loss": np.ones(T), "batch_sharpness": np.full(T, 3.0), "batch_sharpness_se": np.full(T, 0.1)},
+                      {})
+    (name, _, err), = runs.series(runs.read(tmp_path, f"sgd/{sgd.name}"))["eigs"]
+    assert name == "batch_sharpness"
+    np.testing.assert_array_equal(err, np.full(T, 0.1))  # the _se array as error bars
+
+
 # --------------------------------------------------------------------------- the Bokeh document (no browser)
 def test_app_document(tmp_path):
     pytest.importorskip("bokeh", reason="eoslab view needs the [view] extra (bokeh)")

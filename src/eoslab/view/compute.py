@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eoslab.dynamics import EOS_THRESHOLD as _EOS_THRESHOLD
 from eoslab.dynamics import gd, gd_output, summarize, sweep
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import quadratic2d, second_order
@@ -24,9 +25,10 @@ from eoslab.models.quadratic2d import check_eps
 from eoslab.dynamics import quadratic2d as exact2d
 from eoslab.theory import eos2d
 
-#: A run "ended at the edge of stability" if the mean ratio over its last steps exceeds this
-#: (the threshold of :func:`eoslab.dynamics.quadratic2d.count_outcomes`).
-EOS_THRESHOLD = 0.9
+#: A run "ended at the edge of stability" if it crossed the edge (η·λ_t/2 > 1 at some step) and
+#: the mean ratio over its last steps exceeds this (the rule of
+#: :func:`eoslab.dynamics.quadratic2d.count_outcomes`).
+EOS_THRESHOLD = _EOS_THRESHOLD
 #: Rows averaged for the final ratio (as :func:`eoslab.dynamics.summarize`).
 TAIL = 100
 #: Outcome codes of the phase diagram.
@@ -47,11 +49,12 @@ def check_inputs(eps, lr, E, steps) -> tuple[float, float, float, int]:
     return eps, lr, E, steps
 
 
-def outcome(diverged: bool, ratio: float) -> str:
-    """One of :data:`OUTCOMES` from a run's divergence flag and final ratio."""
+def outcome(diverged: bool, ratio: float, crossed: bool) -> str:
+    """One of :data:`OUTCOMES` from a run's divergence flag, final ratio and whether it crossed
+    the edge (a run that only sharpened towards the edge converged below it)."""
     if diverged:
         return OUTCOMES[2]
-    return OUTCOMES[1] if ratio > EOS_THRESHOLD else OUTCOMES[0]
+    return OUTCOMES[1] if crossed and ratio > EOS_THRESHOLD else OUTCOMES[0]
 
 
 def predicted_ratio(eps: float, lr: float, E: float) -> float:
@@ -98,6 +101,7 @@ def trajectory2d(eps, lr, E, theta0, steps) -> dict:
     diverged = bool(s["diverged"])
     final = float(s["final_eta_ntk_half"])
     ratio = traj["eta_ntk_half"]
+    max_ratio = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else math.nan
     return {
         "t": np.arange(steps),
         "theta": traj["params"],
@@ -106,9 +110,9 @@ def trajectory2d(eps, lr, E, theta0, steps) -> dict:
         "hessian_ratio": traj["eta_lambda_half"],
         "diverged": traj["diverged"],
         "final_ratio": math.nan if diverged else final,
-        "max_ratio": float(np.nanmax(ratio)) if np.isfinite(ratio).any() else math.nan,
+        "max_ratio": max_ratio,
         "diverged_at": int(s["diverged_at"]),
-        "outcome": outcome(diverged, final),
+        "outcome": outcome(diverged, final, max_ratio > 1),
         "predicted_ratio": predicted_ratio(eps, lr, E),
     }
 
@@ -173,19 +177,21 @@ def _phase(eps, E, lrs, theta0, steps, length):
         z0, lam0 = exact2d.from_theta(th, eps, E)
 
         def body(c, t):
-            z, lam, div, acc = c
+            z, lam, div, acc, top = c
             live = t < steps
             z2, lam2 = exact2d.step(z, lam, eps, lr, E)
             # Row t describes the iterate before the t-th update (as in gd): λ_t.
             acc = acc + jnp.where(live & (t >= tail_from), lam, 0.0)
+            top = jnp.where(live, jnp.maximum(top, lam), top)
             div = div | (live & ~(jnp.isfinite(z2) & jnp.isfinite(lam2)))
             keep = div | ~live
-            return (jnp.where(keep, z, z2), jnp.where(keep, lam, lam2), div, acc), None
+            return (jnp.where(keep, z, z2), jnp.where(keep, lam, lam2), div, acc, top), None
 
-        (z, lam, div, acc), _ = jax.lax.scan(body, (z0, lam0, jnp.array(False), jnp.zeros_like(lam0)),
-                                             jnp.arange(length))
+        zero = jnp.zeros_like(lam0)
+        (z, lam, div, acc, top), _ = jax.lax.scan(body, (z0, lam0, jnp.array(False), zero, zero),
+                                                  jnp.arange(length))
         ratio = lr * acc / (2 * (steps - tail_from))
-        code = jnp.where(div, 2, jnp.where(ratio > EOS_THRESHOLD, 1, 0))
+        code = jnp.where(div, 2, jnp.where((ratio > EOS_THRESHOLD) & (lr * top > 2), 1, 0))
         return code, jnp.where(div, jnp.nan, ratio)
 
     return sweep(one, batched={"lr": lrs, "th": theta0})
@@ -251,6 +257,7 @@ def second_order_run(D, P, sigma_z, sigma_j, sigma_q, lr, steps, seed) -> dict:
     diverged = bool(s["diverged"])
     final = float(s["final_eta_ntk_half"])
     ratio = np.asarray(traj["eta_ntk_half"])
+    max_ratio = float(np.nanmax(ratio)) if np.isfinite(ratio).any() else math.nan
     ntk = np.asarray(traj["ntk_eigs"])
     return {
         "t": np.arange(steps),
@@ -259,7 +266,7 @@ def second_order_run(D, P, sigma_z, sigma_j, sigma_q, lr, steps, seed) -> dict:
         "hessian_ratio": np.asarray(traj["eta_lambda_half"]),
         "ntk2_ratio": lr * ntk[:, 1] / 2 if ntk.shape[1] > 1 else np.full(steps, np.nan),
         "final_ratio": math.nan if diverged else final,
-        "max_ratio": float(np.nanmax(ratio)) if np.isfinite(ratio).any() else math.nan,
+        "max_ratio": max_ratio,
         "diverged_at": int(s["diverged_at"]),
-        "outcome": outcome(diverged, final),
+        "outcome": outcome(diverged, final, max_ratio > 1),
     }

@@ -10,14 +10,17 @@ Arrays are classified generically, so kinds this module does not know still show
 * per-step arrays: those whose first axis has the run's largest length T (as ``eoslab.load``);
   an array named ``step``, ``steps`` or ``t`` of that length gives the x axis;
 * ``loss`` and ``*_loss`` → the loss panel;
-* ``*_eigs`` (T,) or (T, k) → the spectrum panel, with ``*_residuals`` of the same shape
-  (‖Hv − λv‖, a rigorous error bar for a symmetric operator) as error bars;
-* ``tracked`` (float) with ``residuals`` of the same shape → the same (the tracker's output);
+* ``*_eigs`` (T,) or (T, k), names containing ``sharpness`` and the tracker's ``tracked`` →
+  the spectrum panel, with error bars from ``*_residuals`` (for ``X_eigs``: ``X_residuals``,
+  ‖Hv − λv‖, a rigorous error bar for a symmetric operator; for ``tracked``: ``residuals``) or
+  ``<name>_se`` (a standard error, e.g. ``batch_sharpness_se``) of the same shape;
 * ``eta_*_half*`` (η·λ/2, the edge at 1) → the ratio panel;
 * ``edge`` → the optimizer's edge (dashed) on the spectrum panel; without it, 2/η from the
   run's parameter ``lr`` when it has one;
-* names that contain ``central`` or ``flow`` → a central-flow prediction, drawn dashed on the
-  panel its name points to (``loss`` in the name → loss panel, else spectrum panel).
+* a central-flow prediction: a loss-like or spectral name that contains ``central`` or ``flow``,
+  or any such name in a run whose kind contains ``flow``/``central`` except ``gd_*`` and
+  ``gf_*`` (the discrete GD and gradient-flow curves stored beside it) → drawn dashed;
+* any other float per-step array → "other" (chosen by name in the page).
 """
 
 from __future__ import annotations
@@ -153,45 +156,55 @@ def _columns(a: np.ndarray) -> list[np.ndarray]:
     return [a] if a.ndim == 1 else [c for c in a.reshape(a.shape[0], -1).T]
 
 
+def _error_key(k: str, step: dict) -> str | None:
+    """The array holding ``k``'s error bars: ``X_residuals`` for ``X_eigs``, ``residuals`` for
+    ``tracked``, ``k_se`` or ``k_residuals`` otherwise (same shape required)."""
+    low = k.lower()
+    cands = [k[: -len("_eigs")] + "_residuals"] if low.endswith("_eigs") else []
+    cands += ["residuals"] if low == "tracked" else []
+    cands += [k + "_se", k + "_residuals"]
+    return next((c for c in cands if c in step and step[c].shape == step[k].shape), None)
+
+
 def series(run) -> dict:
     """Plot-ready per-step curves of a run, by the rules of this module's docstring.
 
     Returns ``{"x": (T,), "loss": [(name, y)], "eigs": [(name, y, err or None)],
-    "edge": y or None, "ratio": [(name, y)], "flow_loss": [(name, y)], "flow_eigs": [(name, y)], "other": [(name, y)]}``
-    with y (T,) float arrays (one entry per column of a (T, k) array, named ``key[j]``)."""
+    "edge": y or None, "ratio": [(name, y)], "flow_loss": [(name, y)], "flow_eigs": [(name, y)],
+    "other": [(name, y)]}`` with y (T,) float arrays (one entry per column of a (T, k) array,
+    named ``key[j]``)."""
     arrays = run.arrays
     T = _length(arrays)
-    step = {k: v for k, v in arrays.items() if v.ndim >= 1 and v.shape[0] == T and v.dtype.kind in "biuf"}
+    step = {k: v for k, v in arrays.items() if v.ndim >= 1 and v.shape[0] == T and v.dtype.kind in "iuf"}
     x = next((np.asarray(step[k], np.float64) for k in STEP_KEYS if k in step and step[k].ndim == 1),
              np.arange(T, dtype=np.float64))
     out = {"x": x, "loss": [], "eigs": [], "edge": None, "ratio": [], "flow_loss": [], "flow_eigs": [],
            "other": []}
-    used = set(STEP_KEYS)
+    flow_kind = any(w in str(run.config.get("kind", "")).lower() for w in ("flow", "central"))
+    errs = {k: _error_key(k, step) for k in step}
+    used = set(STEP_KEYS) | {e for e in errs.values() if e}
     for k, v in step.items():
-        if k in used:
+        if k in used or v.dtype.kind != "f":
             continue
         low = k.lower()
-        named = lambda j, n: k if n == 1 else f"{k}[{j}]"
         cols = _columns(v)
-        if "central" in low or "flow" in low:
-            dest = "flow_loss" if "loss" in low else "flow_eigs"
-            out[dest] += [(named(j, len(cols)), c) for j, c in enumerate(cols)]
-        elif low == "loss" or low.endswith("_loss"):
-            out["loss"] += [(named(j, len(cols)), c) for j, c in enumerate(cols)]
-        elif low.endswith("_eigs") or (low == "tracked" and v.dtype.kind == "f"):
-            rkey = k[: -len("_eigs")] + "_residuals" if low.endswith("_eigs") else "residuals"
-            res = step.get(rkey)
-            errs = _columns(res) if res is not None and res.shape == v.shape else [None] * len(cols)
-            out["eigs"] += [(named(j, len(cols)), c, e) for j, (c, e) in enumerate(zip(cols, errs))]
-            if res is not None:
-                used.add(rkey)
+        items = [(k if len(cols) == 1 else f"{k}[{j}]", c) for j, c in enumerate(cols)]
+        spectral = low.endswith("_eigs") or "sharpness" in low or low == "tracked"
+        lossy = low == "loss" or low.endswith("_loss")
+        flow = "central" in low or "flow" in low or (flow_kind and not low.startswith(("gd_", "gf_")))
+        if flow and (lossy or spectral):
+            out["flow_loss" if lossy else "flow_eigs"] += items
+        elif lossy:
+            out["loss"] += items
+        elif spectral:
+            ev = _columns(step[errs[k]]) if errs[k] else [None] * len(cols)
+            out["eigs"] += [(n, c, e) for (n, c), e in zip(items, ev)]
         elif low.startswith("eta_") and "_half" in low:
-            out["ratio"] += [(named(j, len(cols)), c) for j, c in enumerate(cols)]
+            out["ratio"] += items
         elif low == "edge":
             out["edge"] = cols[0]
-        elif v.dtype.kind == "f":
-            out["other"] += [(named(j, len(cols)), c) for j, c in enumerate(cols)]
-    out["other"] = [o for o in out["other"] if o[0].split("[")[0] not in used]
+        else:
+            out["other"] += items
     if out["edge"] is None:
         lr = run.params.get("lr")
         if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
