@@ -3,7 +3,6 @@ once on one store, and the numbers against a serial run."""
 
 import os
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,10 +15,9 @@ pytest.importorskip("dask.distributed")
 from eoslab.experiments.runner import Shard, execute  # noqa: E402
 from eoslab.experiments.store import Store, run_id  # noqa: E402
 from eoslab.experiments.sweeps import load_sweep, run_sweep  # noqa: E402
+from toy_kind import GD_SWEEP  # noqa: E402
 
 TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))
-from toy_kind import GD_SWEEP  # noqa: E402
 
 DELAY = "0.4"  # seconds per run on the workers, so a worker can be killed while it computes
 

@@ -18,12 +18,10 @@ from eoslab.experiments import load_config
 from eoslab.experiments.runner import Shard, execute, load_experiments, plan
 from eoslab.experiments.schema import find_line
 from eoslab.experiments.store import Store
+from toy_kind import TOY, write_config
 
 TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))
-from toy_kind import TOY, register_toy, write_config  # noqa: E402
 
-register_toy()
 KINDS = {"test.toy": TOY}
 
 BASE = """\

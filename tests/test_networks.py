@@ -11,7 +11,8 @@ from jax.flatten_util import ravel_pytree
 
 from eoslab import EoslabError, Problem
 from eoslab.data import synthetic
-from eoslab.dynamics.train import compare_taylor, crossings, plain_gd_losses, train
+from eoslab.dynamics.train import compare_taylor, crossings, train
+from references import plain_gd_losses
 from eoslab.models.mlp import CNN, MLP
 from eoslab.models.taylor import taylor_problem
 

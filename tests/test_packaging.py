@@ -14,10 +14,8 @@ import pytest
 from eoslab.experiments.runner import BUILTIN_CONFIGS, config_dirs, load_experiments
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).parent))
-from toy_kind import register_toy, write_config  # noqa: E402
+from toy_kind import write_config
 
-register_toy()
 
 
 def test_shipped_configs_live_in_the_package():

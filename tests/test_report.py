@@ -4,7 +4,6 @@
 import math
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,8 @@ from eoslab.experiments.claims import decide, evaluate
 from eoslab.experiments.runner import BUILTIN_CONFIGS, collect, execute, load_experiments
 from eoslab.experiments.store import Store
 
-TESTS = Path(__file__).parent
-sys.path.insert(0, str(TESTS))
-from toy_kind import register_toy, write_config  # noqa: E402
+from toy_kind import write_config
 
-register_toy()
 
 
 def _cli(*args) -> int:

@@ -13,10 +13,8 @@ from eoslab.errors import EoslabError
 from eoslab.experiments.runner import execute, load_experiments, plan
 from eoslab.experiments.store import Store, run_config, run_id
 
-sys.path.insert(0, str(Path(__file__).parent))
-from toy_kind import register_toy, write_config  # noqa: E402
+from toy_kind import write_config
 
-register_toy()
 
 
 def _toy(tmp_path, **kw):

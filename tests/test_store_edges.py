@@ -6,7 +6,6 @@ import hashlib
 import json
 import pathlib
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,8 @@ from eoslab.errors import EoslabError
 from eoslab.experiments.runner import check_complete, execute, load_experiments, plan
 from eoslab.experiments.store import FILES, MARKER, Store
 
-sys.path.insert(0, str(Path(__file__).parent))
-from toy_kind import register_toy, write_config  # noqa: E402
+from toy_kind import write_config
 
-register_toy()
 
 
 def _stored(tmp_path, seeds=(0, 1)):

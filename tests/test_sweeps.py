@@ -3,7 +3,6 @@ the sweep as one xarray Dataset, the summary, and `eoslab sweep` end to end."""
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,6 @@ import eoslab
 from eoslab.errors import EoslabError
 from eoslab.experiments.store import Store
 from eoslab.experiments.sweeps import load_sweep, run_sweep, sweep_dataset, sweep_rows
-
-sys.path.insert(0, str(Path(__file__).parent))
-from toy_kind import register_toy  # noqa: E402
-
-register_toy()
 
 TOY = """\
 [experiment]

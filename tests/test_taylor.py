@@ -8,11 +8,11 @@ import pytest
 
 from eoslab import EoslabError, Problem
 from eoslab.dynamics import gd
-from eoslab.dynamics.train import plain_gd_losses
 from eoslab.spectra import hvp
 from eoslab.models import second_order
 from eoslab.models.mlp import MLP
 from eoslab.models.taylor import nonlinear_terms, taylor_problem, to_second_order
+from references import plain_gd_losses
 
 
 def _net_problem(seed=0, n=5, d=3, width=4, out=2, activation="tanh"):

@@ -364,20 +364,3 @@ def compare_taylor(problem: Problem, lr: float, steps: int, *, rtol: float = 0.1
         s = divergence_step(net["hessian_eigs"][tracked, 0], tay["hessian_eigs"][tracked, 0], rtol)
         out["sharpness_divergence_step"] = int(np.nonzero(tracked)[0][s]) if s >= 0 else -1
     return out
-
-
-def plain_gd_losses(problem: Problem, lr: float, steps: int, momentum: float = 0.0) -> np.ndarray:
-    """Reference: the losses of a plain Python loop of GD steps (for tests)."""
-    flat, unravel = ravel_pytree(problem.params)
-    grad = jax.jit(jax.value_and_grad(lambda v: problem.loss_fn(unravel(v))))
-    lr = jnp.asarray(lr, flat.dtype)
-    mom = jnp.asarray(momentum, flat.dtype)
-    vel = jnp.zeros_like(flat)
-    out = []
-    for _ in range(steps):
-        loss, g = grad(flat)
-        out.append(float(loss))
-        vel = mom * vel - lr * g
-        flat = flat + vel
-    return np.asarray(out)
-
