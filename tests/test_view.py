@@ -90,6 +90,21 @@ def test_phase_diagram_agrees_with_single_runs():
     assert seen == set(compute.OUTCOMES)
 
 
+def test_second_order_run_is_eoslab_gd_output():
+    from eoslab.dynamics import gd_output
+    from eoslab.models import second_order
+
+    r = compute.second_order_run(4, 6, 1.0, 1.0, 1.0, 0.3, 40, 3)
+    ref, _ = gd_output(second_order.random(jax.random.PRNGKey(3), 4, 6, 1.0, 1.0, 1.0), 0.3, 40, k=2)
+    np.testing.assert_array_equal(r["loss"], np.asarray(ref["loss"]))
+    np.testing.assert_array_equal(r["ratio"], np.asarray(ref["eta_ntk_half"]))
+    np.testing.assert_array_equal(r["ntk2_ratio"], 0.3 * np.asarray(ref["ntk_eigs"])[:, 1] / 2)
+    with pytest.raises(EoslabError, match="D and P"):
+        compute.second_order_run(500, 6, 1.0, 1.0, 1.0, 0.3, 40, 3)
+    with pytest.raises(EoslabError, match="seed"):
+        compute.second_order_run(4, 6, 1.0, 1.0, 1.0, 0.3, 40, -1)
+
+
 @pytest.mark.parametrize("E", [0.0, 0.3, -0.2])
 def test_minimiser_curve_is_the_minima_with_their_sharpness(E):
     eps, lr = 0.1, 1.0
@@ -240,7 +255,7 @@ def _browser():
     opts = webdriver.ChromeOptions()
     for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--window-size=1280,1250", f"--user-data-dir={tempfile.mkdtemp(prefix='eoslab-chromium-')}"):
+              "--window-size=1280,1150", f"--user-data-dir={tempfile.mkdtemp(prefix='eoslab-chromium-')}"):
         opts.add_argument(a)
     opts.binary_location = chrome
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})

@@ -28,7 +28,7 @@ RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                "#7f7f7f", "#bcbd22", "#17becf")
 #: Default explorer state: the regime of Theorem 1 at ε = 0.1 (θ₂√(εη) = 2.2 lies in the
 #: default initialisation box of ``eoslab run quadratic2d``).
-DEFAULTS = {"eps": 0.1, "lr": 1.0, "E": 0.0, "steps": 2000, "theta1": 0.2, "theta2": 2.2 / math.sqrt(0.1)}
+DEFAULTS = {"eps": 0.1, "lr": 1.0, "E": 0.0, "steps": 2000, "theta1": 0.2, "theta2": 6.957}
 REFRESH_MS = 2000
 
 _STYLE = """
@@ -104,9 +104,10 @@ class Explorer:
         self.pred_span = Span(location=np.nan, dimension="width", line_color=PREDICTED, line_dash="dotted",
                               line_width=2, name="predicted_span")
         self.rat.add_layout(self.pred_span)
-        self.rat.legend.location = "bottom_right"
+        self.rat.legend.location = "top_right"
         self.rat.legend.label_text_font_size = "9pt"
-        self.loss = figure(title="loss ½(f − E)²", width=560, height=200, y_axis_type="log", x_axis_type="log",
+        self.rat.legend.background_fill_alpha = 0.7
+        self.loss = figure(title="loss ½(f − E)²", width=460, height=260, y_axis_type="log", x_axis_type="log",
                            x_axis_label="step t + 1",
                            tools="pan,wheel_zoom,box_zoom,reset,save", x_range=self.rat.x_range)
         self.src_loss = ColumnDataSource(dict(t=[], loss=[]))
@@ -159,7 +160,7 @@ class Explorer:
         inputs = row(self.w_eps, self.w_lr, self.w_lr_slider, self.w_E, self.w_steps, self.w_t1, self.w_t2)
         return column(intro, inputs, self.error, self.outcome,
                       row(self.land, column(self.phase, self.phase_legend, self.phase_info)),
-                      row(column(self.rat, self.loss)), name="explorer")
+                      row(self.rat, self.loss), name="explorer")
 
     # ---- callbacks
     def _on_value(self, attr, old, new):
