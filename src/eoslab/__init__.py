@@ -5,7 +5,16 @@ package is made in double precision. Networks may still use float32 arrays
 explicitly (their dtype is kept).
 """
 
-import jax
+import sys as _sys
+
+if _sys.argv and _sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] in ("eoslab", "eoslab.exe"):
+    # The eoslab program itself: catch Ctrl-C before the seconds-long JAX import, where a
+    # KeyboardInterrupt would be swallowed by JAX's garbage-collection callback.
+    from eoslab.progress import install_interrupt_handler
+
+    install_interrupt_handler()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

@@ -27,7 +27,7 @@ from typing import Iterator, Protocol
 class Reporter(Protocol):
     def start(self, description: str, total: float | None, unit: str) -> object: ...
     def update(self, handle: object, completed: float, info: str = "") -> None: ...
-    def stop(self, handle: object) -> None: ...
+    def stop(self, handle: object, ok: bool = True) -> None: ...
 
 
 _current: contextvars.ContextVar[Reporter | None] = contextvars.ContextVar("eoslab_progress", default=None)
@@ -54,11 +54,13 @@ def task(description: str, total: float | None, unit: str = "steps") -> Iterator
     r = _current.get()
     h = r.start(description, total, unit) if r is not None else None
     t = Task(r, h, total)
+    ok = False
     try:
         yield t
+        ok = True
     finally:
         if r is not None:
-            r.stop(h)
+            r.stop(h, ok)
 
 
 def active() -> bool:
@@ -105,16 +107,17 @@ class PlainReporter:
         t = self._tasks.get(handle)
         if t is None:
             return
+        first = t["done"] == 0 and completed > 0
         t["done"] = completed
         now = time.monotonic()
-        if now - t["last"] >= self.every:
+        if now - t["last"] >= self.every or (first and now - t["t0"] >= self.every):
             t["last"] = now
             print(self._line(t) + (f" {info}" if info else ""), file=self.stream, flush=True)
 
-    def stop(self, handle):
+    def stop(self, handle, ok=True):
         t = self._tasks.pop(handle, None)
         if t is not None and time.monotonic() - t["t0"] >= self.every:
-            print(self._line(t, final=True) + ", done", file=self.stream, flush=True)
+            print(self._line(t, final=True) + (", done" if ok else ", stopped"), file=self.stream, flush=True)
 
 
 class RichReporter:
@@ -140,8 +143,55 @@ class RichReporter:
     def update(self, handle, completed, info=""):
         self.progress.update(handle, completed=completed, info=info)
 
-    def stop(self, handle):
+    def stop(self, handle, ok=True):
         self.progress.remove_task(handle)
         self._depth -= 1
         if self._depth == 0:
             self.progress.stop()
+
+
+# ---- interrupts (the eoslab program only) ----------------------------------------------------------
+#: Set by the CLI's ``main`` once it handles KeyboardInterrupt itself.
+INTERRUPTS = {"main": False}
+
+
+def _unsafe(frame) -> bool:
+    """True inside code where an exception raised by a signal is swallowed or tears down
+    foreign state: a garbage-collection callback (JAX's ``_xla_gc_callback``), a module being
+    imported, or a Python callback called back from a running XLA computation."""
+    f = frame
+    while f is not None:
+        name, file = f.f_code.co_name, f.f_code.co_filename.replace("\\", "/")
+        if ("gc_callback" in name or "/jax/_src/callback" in file or "/jax/_src/debugging" in file
+                or file.startswith("<frozen importlib")):
+            return True
+        f = f.f_back
+    return False
+
+
+def install_interrupt_handler() -> None:
+    """Ctrl-C for the ``eoslab`` program. Before its ``main`` runs nothing has been written, so
+    the process ends at once (exit 130). Afterwards KeyboardInterrupt is raised only where Python
+    unwinds cleanly; inside a callback or an import it is re-delivered 50 ms later instead of
+    being lost."""
+    import _thread
+    import os
+    import signal
+    import threading
+
+    def handler(signum, frame):
+        if not INTERRUPTS["main"]:
+            try:
+                sys.stderr.write("interrupted: nothing was written\n")
+                sys.stderr.flush()
+            finally:
+                os._exit(130)
+        if _unsafe(frame):
+            threading.Timer(0.05, _thread.interrupt_main).start()
+            return
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread (an embedding program): keep its handler
+        pass

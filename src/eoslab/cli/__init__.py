@@ -41,38 +41,6 @@ def _load_commands() -> None:
         importlib.import_module(name)
 
 
-def _unsafe(frame) -> bool:
-    """True when the main thread is inside code where an exception raised by a signal is
-    swallowed or tears down foreign state: a garbage-collection callback (JAX's
-    ``_xla_gc_callback``) or a Python callback called back from a running XLA computation."""
-    f = frame
-    while f is not None:
-        name, file = f.f_code.co_name, f.f_code.co_filename.replace("\\", "/")
-        if "gc_callback" in name or "/jax/_src/callback" in file or "/jax/_src/debugging" in file:
-            return True
-        f = f.f_back
-    return False
-
-
-def _install_sigint() -> None:
-    """Ctrl-C raises KeyboardInterrupt only where Python can unwind cleanly; inside a callback
-    it is re-delivered 50 ms later instead of being lost."""
-    import _thread
-    import signal
-    import threading
-
-    def handler(signum, frame):
-        if _unsafe(frame):
-            threading.Timer(0.05, _thread.interrupt_main).start()
-            return
-        raise KeyboardInterrupt
-
-    try:
-        signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread (an embedding program): keep its handler
-        pass
-
-
 #: Options whose value may be omitted, and the value they then take (click's optional-value
 #: options are not available through typer): ``--dask`` alone means a new LocalCluster.
 OPTIONAL_VALUES = {"--dask": "local"}
@@ -108,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
 
     program = argv is None
     if program:
-        _install_sigint()
+        progress.install_interrupt_handler()  # again: a host program may have replaced it
+        progress.INTERRUPTS["main"] = True
     _parse.KEPT.clear()
     try:
         _load_commands()

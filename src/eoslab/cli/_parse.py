@@ -321,7 +321,13 @@ def progress_reporter(enabled: bool = True):
     from eoslab.progress import PlainReporter, RichReporter
 
     c = console(stderr=True)
-    return RichReporter(c) if c.is_terminal else PlainReporter(sys.stderr)
+    if c.is_terminal:
+        return RichReporter(c)
+    try:  # seconds between the plain lines of a log (default 10)
+        every = float(os.environ.get("EOSLAB_PROGRESS_EVERY", "10"))
+    except ValueError:
+        every = 10.0
+    return PlainReporter(sys.stderr, every=every if every > 0 else 10.0)
 
 
 def fail(message: str) -> None:
