@@ -240,6 +240,21 @@ def test_app_document(tmp_path):
     assert _tree(root) == before
 
 
+@pytest.mark.parametrize("args, match", [(["--port", "70000"], "--port"), (["--host", "bad host"], "--host"),
+                                         (["--runs", "FILE"], "not a folder")])
+def test_cli_refuses_bad_options_before_any_work(args, match, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("bokeh", reason="eoslab view needs the [view] extra (bokeh)")
+    from eoslab.cli import main
+    from eoslab.view import app as view_app
+
+    (tmp_path / "FILE").write_text("x")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(view_app, "build", lambda *a: pytest.fail("built the app despite a bad option"))
+    with pytest.raises(SystemExit) as exc:
+        main(["view", *args])
+    assert exc.value.code == 2 and match in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- in a real browser
 def _browser():
     pytest.importorskip("bokeh", reason="eoslab view needs the [view] extra (bokeh)")

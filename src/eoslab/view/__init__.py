@@ -15,6 +15,29 @@ from pathlib import Path
 
 from eoslab.errors import EoslabError
 
+
+def x64():
+    """float64 for the block (eoslab's scoped helper when present, else JAX's)."""
+    try:
+        from eoslab import x64 as scoped
+    except ImportError:  # before eoslab had its helper: JAX's own (thread-local) switch
+        import jax
+
+        return jax.enable_x64(True)
+    return scoped()
+
+
+def in_x64(fn):
+    """Decorator: run ``fn`` with float64 on (the explorer compares with theory)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with x64():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5006
 
@@ -64,14 +87,19 @@ def check_port(port: int) -> int:
     return int(port)
 
 
+def check_host(host: str) -> str:
+    if not isinstance(host, str) or not host or any(c.isspace() or c in "/?#@" for c in host):
+        raise EoslabError(f"--host must be a host name or address, got {host!r}")
+    return host
+
+
 def start_server(runs_root: str | os.PathLike = "eoslab-runs", port: int = DEFAULT_PORT,
                  host: str = DEFAULT_HOST, io_loop=None):
     """Create and start (not run) the Bokeh server of ``eoslab view`` on ``host:port`` with the
     current (or given tornado) I/O loop. Returns ``(server, url)``; run it with
     ``server.io_loop.start()``. ``port=0`` picks a free port (the URL has the real one)."""
     port = check_port(port)
-    if not host or any(c.isspace() for c in host):
-        raise EoslabError(f"--host must be a host name or address, got {host!r}")
+    check_host(host)
     app = make_app(runs_root)
     import socket
 
@@ -97,17 +125,14 @@ def serve(runs_root: str | os.PathLike = "eoslab-runs", port: int = DEFAULT_PORT
     """Serve ``eoslab view`` at ``http://host:port/`` until interrupted (blocking).
 
     ``on_ready(url)`` is called once the server listens (the CLI prints the address)."""
-    check_port(port)
-    make_app(runs_root)  # refuse a bad --runs before compiling anything
-    import jax
-
-    jax.config.update("jax_enable_x64", True)  # the explorer compares with theory in float64
-    warm_up()
-    server, url = start_server(runs_root, port, host)
+    server, url = start_server(runs_root, port, host)  # bad options and a busy port fail here, at once
+    with x64():  # the explorer compares with theory in float64; callbacks run in this thread
+        warm_up()
     if on_ready is not None:
         on_ready(url)
     try:
-        server.io_loop.start()
+        with x64():
+            server.io_loop.start()
     except KeyboardInterrupt:
         pass
     finally:

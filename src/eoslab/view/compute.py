@@ -24,6 +24,7 @@ from eoslab.models import quadratic2d, second_order
 from eoslab.models.quadratic2d import check_eps
 from eoslab.dynamics import quadratic2d as exact2d
 from eoslab.theory import eos2d
+from eoslab.view import in_x64
 
 #: A run "ended at the edge of stability" if it crossed the edge (η·λ_t/2 > 1 at some step) and
 #: the mean ratio over its last steps exceeds this (the rule of
@@ -64,6 +65,7 @@ def predicted_ratio(eps: float, lr: float, E: float) -> float:
 
 
 @functools.lru_cache(maxsize=256)
+@in_x64
 def _predicted(eps: float, e: float) -> float:
     # The limit depends on (ε, ηE) only: cache on those (each new ε costs ~0.2 s once).
     if not e < 1.0:
@@ -81,6 +83,7 @@ def bucket(steps: int) -> int:
     return n
 
 
+@in_x64
 def trajectory2d(eps, lr, E, theta0, steps) -> dict:
     """GD on the 2-D model from ``theta0`` (2,): :func:`eoslab.dynamics.gd` with dense spectra.
 
@@ -197,6 +200,7 @@ def _phase(eps, E, lrs, theta0, steps, length):
     return sweep(one, batched={"lr": lrs, "th": theta0})
 
 
+@in_x64
 def phase_diagram(eps, E, theta1, lrs, theta2s, steps) -> dict:
     """Outcome of GD over the grid (η, θ₂) at fixed θ₁ = ``theta1``, one vectorised call
     (:func:`eoslab.dynamics.sweep` of the exact map).
@@ -243,6 +247,7 @@ def check_second_order(D, P, sigma_z, sigma_j, sigma_q, lr, steps, seed) -> tupl
     return D, P, sz, sj, sq, lr, steps, int(seed)
 
 
+@in_x64
 def second_order_run(D, P, sigma_z, sigma_j, sigma_q, lr, steps, seed) -> dict:
     """GD on a random second-order model of Theorem 2 (``eoslab.models.second_order.random``,
     θ₀ = 0), iterated exactly in output space (:func:`eoslab.dynamics.gd_output`).
