@@ -123,6 +123,20 @@ def _coerce(typ, value, where: str, length: int | None = None, finite: bool = Tr
 _HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 
 
+_STRING = re.compile(r"\"(?:[^\"\\]|\\.)*\"|'[^']*'")
+
+
+def _code(line: str) -> str:
+    """``line`` with the contents of its string *values* blanked (a quoted key, followed by
+    ``=``, is kept) and its comment removed: what is left can only define keys, so a value such
+    as ``"see n = 3"`` is not taken for the key ``n``. Same length up to the comment."""
+    def blank(m):
+        text = m.group(0)
+        return text if re.match(r"\s*=", line[m.end():]) else text[0] + " " * (len(text) - 2) + text[-1]
+
+    return _STRING.sub(blank, line).split("#", 1)[0]
+
+
 def _key_pattern(key: str) -> re.Pattern:
     k = re.escape(key)
     return re.compile(rf"""(^|[\s{{,.])("{k}"|'{k}'|{k})\s*=""")
@@ -143,7 +157,7 @@ def find_line(text: str, table: str, key: str | None = None, occurrence: int = 0
     key_re = _key_pattern(key) if key else None
     parent, _, last = table.rpartition(".")
     for i, line in enumerate(lines, 1):
-        stripped = line.split("#", 1)[0] if '"' not in line else line
+        stripped = _code(line)
         m = _HEADER.match(line)
         if m:
             current = m.group(1).replace(" ", "")
