@@ -1,0 +1,87 @@
+"""Benchmark: B trainings in one compiled call (:func:`eoslab.dynamics.batched.train_batch`)
+against B sequential :func:`eoslab.dynamics.train.train` runs in the same process.
+
+Members differ by their step size (η spread over [0.02, 0.1]) and share θ₀ and the data, the
+setting of a step-size sweep. Every run tracks the top-2 Hessian eigenvalues at every step
+(``--track-every``; 0: no spectra). Both sides are timed after a first call has compiled them,
+so the table gives steady-state member-steps per second; compile times are printed apart.
+
+Networks: the small MLP of the sweeps (2 hidden tanh layers of width 32, n = 256 synthetic
+examples of dimension 16) and the MLP of ``benchmarks/sharpness.py`` (32 → 300 → 300 → 1,
+n = 1,000; ``--big``), both float32.
+
+    python benchmarks/batched_train.py [--sizes 1,8,32] [--steps 100] [--track-every 1] [--big]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from eoslab import Problem
+from eoslab.data import synthetic
+from eoslab.dynamics.batched import train_batch
+from eoslab.dynamics.train import train
+from eoslab.models.mlp import MLP
+
+
+def problem(n, d, width):
+    ds = synthetic(n, d, seed=0)
+    net = MLP(2, width, "tanh", 1)
+    return Problem.from_model(net, net.init(jax.random.PRNGKey(0), d, jnp.float32), jnp.asarray(ds.x),
+                              jnp.asarray(ds.y))
+
+
+def timed(f):
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="1,8,32", help="batch sizes B")
+    ap.add_argument("--steps", type=int, default=100, help="steps per member")
+    ap.add_argument("--track-every", type=int, default=1, help="spectra every this many steps (0: none)")
+    ap.add_argument("--modes", default="map,vmap", help="spectra modes of train_batch")
+    ap.add_argument("--big", action="store_true", help="the 100k-parameter MLP of benchmarks/sharpness.py")
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    modes = args.modes.split(",")
+    n, d, width = (1000, 32, 300) if args.big else (256, 16, 32)
+    p = problem(n, d, width)
+    track = ("hessian",) if args.track_every else ()
+    every = max(args.track_every, 1)
+    chunk = min(50, args.steps)
+    kw = dict(k=2, track=track, track_every=every, chunk=chunk)
+    console = Console(width=150)
+    console.print(f"MLP {d} → {width} → {width} → 1 (tanh, float32, {p.num_params} parameters), n = {n}; "
+                  f"{args.steps} steps per member; spectra: {'top-2 Hessian every ' + str(every) if track else 'none'}; "
+                  f"JAX {jax.__version__} on {jax.devices()[0].platform}")
+    c_seq = timed(lambda: train(p, 0.05, chunk, **kw))
+    console.print(f"compile (sequential train): {c_seq:.1f} s")
+    t = Table(title="member-steps per second (higher is better); speed-up = batched / sequential")
+    for col in ("B", "sequential", *(f"batched ({m})" for m in modes), *(f"speed-up ({m})" for m in modes)):
+        t.add_column(col, justify="right")
+    for B in sizes:
+        lrs = np.linspace(0.02, 0.1, B)
+        seq = timed(lambda: [train(p, float(lr), args.steps, **kw) for lr in lrs])
+        rates, ups = [], []
+        for m in modes:
+            c = timed(lambda: train_batch(p, lrs, chunk, spectra=m, **kw))
+            bt = timed(lambda: train_batch(p, lrs, args.steps, spectra=m, **kw))
+            console.print(f"B = {B}, {m}: compile {c:.1f} s")
+            rates.append(B * args.steps / bt)
+            ups.append(seq / bt)
+        t.add_row(str(B), f"{B * args.steps / seq:.0f}", *(f"{r:.0f}" for r in rates), *(f"{u:.2f}×" for u in ups))
+    console.print(t)
+
+
+if __name__ == "__main__":
+    main()
