@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from eoslab import progress
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.problem import Problem
 from eoslab.spectra import tracking
@@ -129,16 +130,9 @@ def train_batch(problem: Problem | Sequence[Problem], lr, steps: int, *, momentu
     records = []
     done = 0
     start = time.perf_counter()
-    while done < steps:
-        state, rec = _batch_chunk(batch_problem, lr_a, mom_a, tol_a, state, jnp.asarray(done), jnp.asarray(steps),
-                                  **static)
-        rec = jax.tree_util.tree_map(np.asarray, rec)
-        take = min(static["length"], steps - done)
-        records.append(jax.tree_util.tree_map(lambda a: a[:take], rec))
-        done += take
-        if bool(np.all(np.asarray(state[3]))):  # every member diverged: the rest is NaN rows
-            records.append(_nan_rows(records[-1], steps - done))
-            done = steps
+    with progress.task(f"training {B} members", steps, "steps") as bar:
+        _run_chunks(batch_problem, lr_a, mom_a, tol_a, state, steps, static, records, bar)
+    state = records.pop()
     wall = time.perf_counter() - start
     full = {key: np.concatenate([r[key] for r in records]) for key in records[0]}  # (steps, B, ...)
     trajs = []
@@ -149,6 +143,23 @@ def train_batch(problem: Problem | Sequence[Problem], lr, steps: int, *, momentu
         trajs.append(t)
     final = jax.vmap(unravel)(state[0])
     return trajs, final
+
+
+def _run_chunks(problem, lr, mom, tol, state, steps, static, records, bar) -> None:
+    """Advance chunk by chunk, appending each chunk's rows to ``records`` (then the final state)."""
+    done = 0
+    while done < steps:
+        state, rec = _batch_chunk(problem, lr, mom, tol, state, jnp.asarray(done), jnp.asarray(steps), **static)
+        rec = jax.tree_util.tree_map(np.asarray, rec)
+        take = min(static["length"], steps - done)
+        records.append(jax.tree_util.tree_map(lambda a: a[:take], rec))
+        done += take
+        live = ~np.asarray(state[3])
+        bar.update(done, f"{int(live.sum())} of {live.size} members not diverged")
+        if not live.any():  # every member diverged: the rest is NaN rows
+            records.append(_nan_rows(records[-1], steps - done))
+            done = steps
+    records.append(state)
 
 
 def _nan_rows(template: dict, count: int) -> dict:
@@ -193,6 +204,7 @@ def _batch_chunk(problem, lr, momentum, tol, state, start, total, *, length, eve
         for op, r in res.items():
             out[f"{op}_eigs"], out[f"{op}_residuals"] = r.values, r.residuals
             out[f"{op}_products"], out[f"{op}_entered"] = r.n_products, r.entered
+            out[f"{op}_converged"] = r.converged
         return new, out
 
     def all_spectra(V, S):
@@ -209,6 +221,7 @@ def _batch_chunk(problem, lr, momentum, tol, state, start, total, *, length, eve
             nan = jnp.full((B, kk), jnp.nan, st.vectors.dtype)
             out[f"{op}_eigs"], out[f"{op}_residuals"] = nan, nan
             out[f"{op}_products"], out[f"{op}_entered"] = jnp.zeros((B,), jnp.int32), jnp.zeros((B,), bool)
+            out[f"{op}_converged"] = jnp.zeros((B,), bool)
         return S, out
 
     def body(carry, i):

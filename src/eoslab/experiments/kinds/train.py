@@ -12,6 +12,8 @@ and the scalars of :func:`eoslab.dynamics.train.summarize`, plus the edge ratios
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -58,6 +60,9 @@ SCHEMA = {
         "tol": Field(float, 1e-3, doc="relative accuracy of the tracked eigenvalues", check=positive, static=True),
     },
 }
+
+#: Points per call of ``run`` (members of one batch when :func:`batching`).
+BATCH = 16
 
 PER_STEP = ("loss", "grad_norm", "accuracy", "hessian_eigs", "hessian_residuals", "hessian_products", "tracked",
             "diverged")
@@ -108,7 +113,33 @@ def simulate(point: dict) -> dict:
     return results(traj, point["lr"])
 
 
+def simulate_batch(points: list[dict]) -> list[dict]:
+    """The points of one chunk (equal static parameters: model, data sizes, steps, spectra
+    settings) trained at once by :func:`eoslab.dynamics.batched.train_batch`: members differ
+    by ``lr``, ``momentum``/``optimizer`` and ``seed`` (one shared problem when every seed is
+    the same, else one per member). The arrays agree with :func:`simulate`'s up to rounding."""
+    p0 = points[0]
+    seeds = [p["seed"] for p in points]
+    probs = problem(p0) if len(set(seeds)) == 1 else [problem(p) for p in points]
+    moms = [p["momentum"] if p["optimizer"] == "momentum" else 0.0 for p in points]
+    trajs, _ = train_batch(probs, [p["lr"] for p in points], p0["steps"], momentum=moms, k=p0["k"],
+                           track_every=p0["track_every"], track=("hessian",), tol=p0["tol"], seed=seeds)
+    return [results(t, p["lr"]) for t, p in zip(trajs, points)]
+
+
+def batching() -> bool:
+    """Whether a chunk of points is trained as one batch: on accelerators (many members per
+    kernel launch); on CPU the members are trained one after the other, which measured faster
+    there (``benchmarks/batched_train.py``). ``EOSLAB_BATCH=1`` / ``0`` forces it."""
+    forced = os.environ.get("EOSLAB_BATCH")
+    if forced is not None:
+        return forced.strip() not in ("", "0")
+    return jax.default_backend() != "cpu"
+
+
 def run(points: list[dict]) -> list[dict]:
+    if len(points) > 1 and batching():
+        return simulate_batch(points)
     return [simulate(p) for p in points]
 
 
@@ -127,6 +158,6 @@ def late_edge_ratio(runs) -> Measurement:
 register(Kind(
     name="networks.train", schema=SCHEMA, run=run,
     measures={"max_edge_ratio": max_edge_ratio, "late_edge_ratio": late_edge_ratio},
-    chunk=1, version=1,
+    chunk=BATCH if batching() else 1, version=1,
     doc="One full-batch training run of an MLP/CNN with the top Hessian eigenvalues tracked at every step "
         "(the unit of a user sweep: lr, seed, width, depth, momentum, n, ... as axes)."))
