@@ -122,7 +122,7 @@ def test_theorem2_cli_json_contract():
     from eoslab.cli import _load_commands, app
 
     _load_commands()
-    res = CliRunner().invoke(app, ["theorem2", "--d", "10", "--p", "20", "--sigma-z", "0.5", "--sigma-j", "1",
+    res = CliRunner().invoke(app, ["theorem2", "--datapoints", "10", "--params", "20", "--sigma-z", "0.5", "--sigma-j", "1",
                                    "--samples", "40", "--seed", "0", "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.output)

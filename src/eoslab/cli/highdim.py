@@ -1,7 +1,7 @@
 """High-dimensional second-order models: ``eoslab theorem2``, ``theorem2-scaling``,
 ``highdim-sweep`` and ``nonlinear``.
 
-D (``--d``) is the number of datapoints (outputs), P (``--p``) the number of parameters.
+D (``--datapoints``) is the number of datapoints (outputs), P (``--params``) the number of parameters.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ P_HELP = "P: number of parameters, ≥ 1"
 
 
 def _sizes(D: int, P: int) -> None:
-    check("--d", D, integer(2))
-    check("--p", P, positive_int)
+    check("--datapoints", D, integer(2))
+    check("--params", P, positive_int)
 
 
 def _model_memory(D: int, P: int, B: int) -> float:
@@ -31,8 +31,8 @@ def _model_memory(D: int, P: int, B: int) -> float:
 
 @app.command("theorem2")
 def theorem2_cmd(
-    D: int = typer.Option(200, "--d", help=D_HELP),
-    P: int = typer.Option(400, "--p", help=P_HELP),
+    D: int = typer.Option(200, "--datapoints", help=D_HELP),
+    P: int = typer.Option(400, "--params", help=P_HELP),
     sigma_z: float = typer.Option(1.0, "--sigma-z", help="std σ_z > 0 of the initial residuals z"),
     sigma_j: float = typer.Option(1.0, "--sigma-j", help="std σ_J > 0 of the Jacobian entries"),
     sigma_q: float = typer.Option(1.0, "--sigma-q", help="std σ_q > 0 of Q's off-diagonal entries"),
@@ -56,7 +56,7 @@ def theorem2_cmd(
 
     from eoslab.theory import theorem2
 
-    check_memory(f"--d {D} --p {P}", theorem2.memory_bytes(D, P))
+    check_memory(f"--datapoints {D} --params {P}", theorem2.memory_bytes(D, P))
     r = theorem2.check(jax.random.PRNGKey(seed), D, P, sigma_z, sigma_j, sigma_q, samples)
     keys = ("mean_lambda", "mean_lambda_dot", "mean_lambda_ddot", "ratio", "ratio_stderr", "predicted_ratio",
             "finite_size_ratio", "finite_size_ratio_stderr", "residual", "residual_stderr",
@@ -134,8 +134,8 @@ def _scaling_files(rows, out, plot) -> list[Path]:
 
 @app.command("highdim-sweep")
 def highdim_sweep_cmd(
-    D: int = typer.Option(100, "--d", help=D_HELP),
-    P: int = typer.Option(100, "--p", help=P_HELP),
+    D: int = typer.Option(100, "--datapoints", help=D_HELP),
+    P: int = typer.Option(100, "--params", help=P_HELP),
     lrs: str = typer.Option("0.3,0.6,0.9,1.2,1.5,1.8", "--lrs",
                             help="step sizes η (> 0): a,b,c or START:STOP:NUM"),
     sigma_zs: str = typer.Option("0.5,1", "--sigma-z", help="values of σ_z (> 0): a,b,c or START:STOP:NUM"),
@@ -163,7 +163,7 @@ def highdim_sweep_cmd(
     cli.output_dir(out, "--out")
     cli.output_file(plot, "--plot")
     cli.output_file(json_out, "--json-out")
-    check_memory(f"--d {D} --p {P} with {len(etas)} step sizes", _model_memory(D, P, len(etas)),
+    check_memory(f"--datapoints {D} --params {P} with {len(etas)} step sizes", _model_memory(D, P, len(etas)),
                  "the model's Q alone is D·P² floats")
     import jax
 
@@ -214,8 +214,8 @@ def highdim_sweep_cmd(
 
 @app.command("nonlinear")
 def nonlinear_cmd(
-    D: int = typer.Option(40, "--d", help=D_HELP),
-    P: int = typer.Option(40, "--p", help=P_HELP),
+    D: int = typer.Option(40, "--datapoints", help=D_HELP),
+    P: int = typer.Option(40, "--params", help=P_HELP),
     lr: float = typer.Option(1.2, "--lr", help="step size η > 0"),
     sigma_z: float = typer.Option(1.0, "--sigma-z", help="std σ_z > 0 of the initial residuals"),
     steps: int = typer.Option(200, "--steps", help="GD steps (≥ 1)"),
@@ -236,7 +236,7 @@ def nonlinear_cmd(
     cli.output_dir(out, "--out")
     cli.output_file(plot, "--plot")
     cli.output_file(json_out, "--json-out")
-    check_memory(f"--d {D} --p {P}", _model_memory(D, P, 1), "the model's Q alone is D·P² floats")
+    check_memory(f"--datapoints {D} --params {P}", _model_memory(D, P, 1), "the model's Q alone is D·P² floats")
     import jax
     import numpy as np
 
