@@ -1,8 +1,9 @@
 """eoslab: progressive sharpening and the edge of stability of gradient descent.
 
-Importing eoslab enables JAX's float64 mode: every comparison with theory in this
-package is made in double precision. Networks may still use float32 arrays
-explicitly (their dtype is kept).
+Importing eoslab changes no global JAX setting. The papers' models and theory compute in
+float64 inside a scope (:func:`eoslab.x64`); generic dynamics and spectra follow the dtype of
+the problem they are given, so float32 models stay float32 (see ``eoslab._precision`` and the
+README's "Precision" section). The ``eoslab`` command turns float64 on for its own process.
 """
 
 import sys as _sys
@@ -14,10 +15,7 @@ if _sys.argv and _sys.argv[0].replace("\\", "/").rsplit("/", 1)[-1] in ("eoslab"
 
     install_interrupt_handler()
 
-import jax  # noqa: E402
-
-jax.config.update("jax_enable_x64", True)
-
+from eoslab._precision import x64  # noqa: E402
 from eoslab.errors import EoslabError  # noqa: E402
 from eoslab.problem import Problem  # noqa: E402
 
@@ -29,5 +27,5 @@ def load(path):
     return _load(path)
 
 
-__all__ = ["EoslabError", "Problem", "load"]
+__all__ = ["EoslabError", "Problem", "load", "x64"]
 __version__ = "0.1.0"

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     from typer.exceptions import Abort
 
     from eoslab import progress
+    from eoslab._precision import x64
     from eoslab.cli import _parse
     from eoslab.errors import EoslabError
 
@@ -81,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     _parse.KEPT.clear()
     try:
         _load_commands()
-        with progress.reporting(_parse.progress_reporter()):
+        # eoslab's own program computes in float64 (float32 models keep float32).
+        with x64(), progress.reporting(_parse.progress_reporter()):
             # standalone_mode=False: usage errors come here and are printed as one line (typer's
             # own format is a multi-line box), and an interrupt is not silently turned into 130.
             args = _optional_values(sys.argv[1:] if argv is None else list(argv))

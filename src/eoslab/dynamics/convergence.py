@@ -24,8 +24,10 @@ from eoslab.dynamics.gd import gd, masked_scan
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import linear_net
 from eoslab.problem import Problem
+from eoslab._precision import x64
 
 
+@x64
 def convergence_sweep(problem: Problem, lrs, inits, steps: int, *, grad_tol: float = 1e-6,
                       loss_min: float | None = None, loss_tol: float = 1e-8, chunk: int = 100,
                       track_det: bool = True) -> dict:
@@ -98,6 +100,7 @@ def _sweep(problem, lrs, inits, *, n_chunks, chunk, track_det):
     return jax.vmap(lambda lr: jax.vmap(lambda p: one(lr, p))(inits))(lrs)
 
 
+@x64
 def uv_paths(problem, lrs, n_paths: int = 8, steps: int = 200, init_scale: float = 1.0, seed: int = 0):
     """GD paths θ_t = (u, v) of a depth-2 scalar chain, (len(lrs), n_paths, steps, 2), from
     N(0, init_scale²) initialisations (one vmap over lrs × paths)."""
@@ -109,6 +112,7 @@ def uv_paths(problem, lrs, n_paths: int = 8, steps: int = 200, init_scale: float
     return np.asarray(jax.vmap(lambda lr: jax.vmap(lambda p0: run(lr, p0))(inits))(jnp.asarray(lrs, jnp.float64)))
 
 
+@x64
 def path_lrs(lrs, threshold):
     """Three step sizes of a grid for the (u, v) figure: the smallest, the largest below the
     threshold and the smallest above it (when they exist)."""

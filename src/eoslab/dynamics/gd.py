@@ -7,8 +7,10 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from eoslab._precision import follows, like
 from eoslab.errors import EoslabError
 from eoslab.problem import Params, Problem
 from eoslab.spectra.dense import hessian_matrix, ntk_matrix, top_eigvals
@@ -113,15 +115,19 @@ def gd(problem: Problem, lr, steps: int, *, k: int = 2, spectra: str = "dense", 
       :data:`TRAJECTORY_KEYS` (+ ``"params"``).
     """
     check_run_args(lr, steps, k, spectra)
-    return _gd(problem, jnp.asarray(lr), problem.params if params0 is None else params0, steps=steps,
-               k=k, spectra=spectra, momentum=momentum, lanczos_iters=lanczos_iters,
-               record_params=record_params)
+    params0 = problem.params if params0 is None else params0
+    with like(problem, params0):  # float64 problems compute in float64; float32 ones stay float32
+        return _gd(problem, jnp.asarray(lr), params0, steps=steps, k=k, spectra=spectra, momentum=momentum,
+                   lanczos_iters=lanczos_iters, record_params=record_params)
 
 
 @functools.partial(jax.jit, static_argnames=("steps", "k", "spectra", "lanczos_iters", "record_params"))
 def _gd(problem, lr, params0, *, steps, k, spectra, momentum, lanczos_iters, record_params):
     flat0, unravel = ravel_pytree(params0)
     dtype = flat0.dtype
+    # Hyper-parameters take the parameters' dtype: a float64 step size (e.g. a batched
+    # jnp.linspace under x64) must not promote a float32 model's iterates (scan carry type).
+    lr, momentum = jnp.asarray(lr, dtype), jnp.asarray(momentum, dtype)
     loss_flat = lambda v: problem.loss_fn(unravel(v))
     n_out = problem.targets.size
 
@@ -171,7 +177,8 @@ def sweep(run: Callable, *, batched: dict, **fixed):
     def one(*vals):
         return run(**dict(zip(names, vals)), **fixed)
 
-    return jax.vmap(one)(*[batched[n] for n in names])
+    with like(fixed.get("problem"), fixed.get("params0"), batched.get("problem"), batched.get("params0")):
+        return jax.vmap(one)(*[batched[n] for n in names])
 
 
 def first_true(flags: jax.Array) -> jax.Array:
@@ -180,16 +187,22 @@ def first_true(flags: jax.Array) -> jax.Array:
     return jnp.where(jnp.any(flags, axis=-1), idx, -1)
 
 
+@follows("traj")
 def summarize(traj: dict, tail: int = 100) -> dict:
     """Scalars of a (possibly batched) trajectory: ``diverged``, ``diverged_at`` (−1 if
     not), ``final_loss`` and ``final_eta_ntk_half`` (mean of the last ``tail`` finite rows:
-    at EoS the iterates oscillate with period 2, so a single row is not the limit)."""
+    at EoS the iterates oscillate with period 2, so a single row is not the limit).
+    Outside a trace the values are NumPy arrays, so that arithmetic on them keeps the
+    trajectory's precision (float64 trajectories stay float64 in a float32 program)."""
     div = traj["diverged"]
     last = lambda x: jnp.nanmean(x[..., -tail:], axis=-1)
-    return {
+    out = {
         "diverged": div[..., -1],
         "diverged_at": first_true(div),
         "final_loss": last(traj["loss"]),
         "final_eta_ntk_half": last(traj["eta_ntk_half"]),
         "final_eta_lambda_half": last(traj["eta_lambda_half"]),
     }
+    if any(isinstance(v, jax.core.Tracer) for v in out.values()):
+        return out
+    return {k: np.asarray(v) for k, v in out.items()}

@@ -26,6 +26,7 @@ from eoslab.errors import EoslabError, check_positive_int
 from eoslab.models import second_order
 from eoslab.models.second_order import SecondOrder, jacobian, predict
 from eoslab.spectra.lanczos import lanczos
+from eoslab._precision import x64
 
 NTK_METHODS = ("lanczos", "dense", "none")
 
@@ -41,6 +42,7 @@ HIGHDIM_KEYS = {
 }
 
 
+@x64
 def batched_output_step(z, J, Q, lrs, norm: float):
     """One GD step for B runs sharing Q.
 
@@ -63,6 +65,7 @@ def _finite_rows(x):
     return jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1)
 
 
+@x64
 def batched_gd_output(model: SecondOrder, lrs, steps: int, *, k: int = 2, ntk: str = "lanczos",
                       lanczos_iters: int = 16, hessian_every: int = 0, hessian_iters: int = 20,
                       record_nonlinear: bool = False, theta0=None):
@@ -173,6 +176,7 @@ def _batched(model, lrs, theta0, *, steps, k, ntk, lanczos_iters, hessian_every,
     return traj, (z, J)
 
 
+@x64
 def sweep_highdim(keys, lrs, steps: int, *, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0,
                   sigma_q: float = 1.0, **kw):
     """Random models ``second_order.random(key, D, P, σ_z, σ_J, σ_q)`` for each key in ``keys``
@@ -189,6 +193,7 @@ def sweep_highdim(keys, lrs, steps: int, *, D: int, P: int, sigma_z: float = 1.0
 
 
 # ----------------------------------------------------------------------------- analysis
+@x64
 def onset_step(eta_lambda_half, threshold: float = 0.95):
     """First step t with ``ηλ_max/2 ≥ threshold`` (along the last axis), −1 if never.
     NaN rows (not computed, or diverged) never count."""
@@ -209,6 +214,7 @@ def _mean_from(x, start, valid=None):
 OUTCOMES = ("converged", "eos", "diverged")
 
 
+@x64
 def outcome(diverged: bool, onset: int, final_eta_half: float, eos_level: float = EOS_THRESHOLD) -> str:
     """``diverged`` if the run overflowed; ``eos`` if it reached the edge (``onset ≥ 0``) and
     its final ηλ_max/2 (mean of the last rows) is still ≥ ``eos_level``; else ``converged``
@@ -220,6 +226,7 @@ def outcome(diverged: bool, onset: int, final_eta_half: float, eos_level: float 
     return "converged"
 
 
+@x64
 def summarize(traj: dict, lrs, threshold: float = 0.95, tail: int = 200) -> list[dict]:
     """Per-run scalars of a batched trajectory (B, steps, ...) (or (S, B, ...): flattened).
 
@@ -263,6 +270,7 @@ def summarize(traj: dict, lrs, threshold: float = 0.95, tail: int = 200) -> list
     return rows
 
 
+@x64
 def smoothed_ratio(nonlinear, linear, window: int = 10):
     """``√(Σ nonlinear²) / √(Σ linear²)`` over a trailing window of ``window`` steps (1-D
     arrays over steps; shorter windows at the start). At the edge the top-mode residual
@@ -276,6 +284,7 @@ def smoothed_ratio(nonlinear, linear, window: int = 10):
         return np.sqrt(num / den)
 
 
+@x64
 def nonlinear_events(eta_half, nonlinear, linear, threshold: float = 0.95, drop: float = 0.02,
                      growth: float = 10.0, window: int = 2) -> dict:
     """Timing of the non-linear contribution along ONE trajectory (1-D arrays over steps).
@@ -315,6 +324,7 @@ def nonlinear_events(eta_half, nonlinear, linear, threshold: float = 0.95, drop:
     return out
 
 
+@x64
 def natural_scales(D: int, P: int, sharpening: float = 0.15) -> tuple[float, float]:
     """``(σ_J, σ_q)`` for a random model whose dynamics reach the edge within ~10³ steps.
 

@@ -21,8 +21,10 @@ from eoslab.dynamics.gd import check_run_args, masked_scan, record
 from eoslab.models.second_order import SecondOrder, jacobian, predict
 from eoslab.spectra.dense import top_eigvals
 from eoslab.spectra.lanczos import lanczos
+from eoslab._precision import x64
 
 
+@x64
 def output_step(z: jax.Array, J: jax.Array, Q: jax.Array, lr, norm: float):
     """One GD step in output space.
 
@@ -37,16 +39,19 @@ def output_step(z: jax.Array, J: jax.Array, Q: jax.Array, lr, norm: float):
     return z - linear + nonlinear, J - lr * Qg, linear, nonlinear
 
 
+@x64
 def output_hessian(z, J, Q, norm):
     """Loss Hessian ``(JᵀJ + Σ_α z_α Q_α) / norm`` (P, P)."""
     return (J.T @ J + jnp.einsum("a,apq->pq", z, Q)) / norm
 
 
+@x64
 def output_ntk(J, norm):
     """NTK ``J Jᵀ / norm`` (D, D) (see :func:`eoslab.spectra.dense.ntk_matrix`)."""
     return J @ J.T / norm
 
 
+@x64
 def gd_output(model: SecondOrder, lr, steps: int, *, k: int = 2, spectra: str = "dense",
               lanczos_iters: int = 20, theta0: jax.Array | None = None, record_nonlinear: bool = False):
     """GD on a second-order model, iterated in output space.

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from eoslab.dynamics.gd import check_run_args, masked_scan, record
+from eoslab._precision import follows
 from eoslab.errors import EoslabError
 from eoslab.problem import Params, Problem
 from eoslab.spectra.dense import hessian_matrix, ntk_matrix, top_eigvals
@@ -25,6 +26,7 @@ def project_box(theta: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Arr
     return jnp.clip(theta, lower, upper)
 
 
+@follows("problem", "params0")
 def projected_gd(problem: Problem, lr, steps: int, lower, upper, *, k: int = 2, spectra: str = "dense",
                  record_params: bool = False, params0: Params | None = None):
     """Projected GD for ``steps`` steps with dense spectra (small P).
@@ -57,6 +59,7 @@ def projected_gd(problem: Problem, lr, steps: int, lower, upper, *, k: int = 2, 
 @functools.partial(jax.jit, static_argnames=("steps", "k", "spectra", "record_params"))
 def _projected_gd(problem, lr, params0, lower, upper, *, steps, k, spectra, record_params):
     flat0, unravel = ravel_pytree(params0)
+    lr = jnp.asarray(lr, flat0.dtype)
     loss_flat = lambda v: problem.loss_fn(unravel(v))
 
     def advance(v):

@@ -27,10 +27,12 @@ from eoslab.dynamics.gd import EOS_THRESHOLD, gd, sweep
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import quadratic2d
 from eoslab.models.quadratic2d import check_eps
+from eoslab._precision import x64
 
 # --------------------------------------------------------------------------- the exact map
 
 
+@x64
 def from_theta(theta, eps: float, E: float = 0.0):
     """``(z, λ)`` of θ (..., 2) given in Q's eigenbasis: z = ½(θ₁² − εθ₂²) − E, λ = θ₁² + ε²θ₂²."""
     theta = jnp.asarray(theta)
@@ -38,6 +40,7 @@ def from_theta(theta, eps: float, E: float = 0.0):
     return 0.5 * (t1**2 - eps * t2**2) - E, t1**2 + eps**2 * t2**2
 
 
+@x64
 def scaled_step(x, l, eps, e):
     """One GD step in x = ηz, ℓ = ηλ (e = ηE): the η-free form of :func:`step` (arrays broadcast)."""
     f = x + e
@@ -46,12 +49,14 @@ def scaled_step(x, l, eps, e):
     return x - l * x + 0.5 * x * x * c1, l - 2 * x * c1 + x * x * c2
 
 
+@x64
 def step(z, lam, eps: float, lr=1.0, E=0.0):
     """One GD step of the 2-D model, exactly, in (z, λ). Arrays broadcast; returns ``(z', λ')``."""
     x, l = scaled_step(lr * z, lr * lam, eps, lr * E)
     return x / lr, l / lr
 
 
+@x64
 def two_step(z, lam, eps: float, lr=1.0, E=0.0):
     """The exact two-step map (:func:`step` composed with itself): removes the period-2
     oscillation of the EoS regime, so its orbits converge monotonically near the edge."""
@@ -70,6 +75,7 @@ def _iterate(z0, lam0, eps, lr, E, steps, two):
     return jnp.concatenate([z0[None], z]), jnp.concatenate([lam0[None], lam])
 
 
+@x64
 def iterate(z0, lam0, eps: float, lr=1.0, steps: int = 1000, E=0.0, two: bool = False):
     """Iterate :func:`step` (or :func:`two_step` with ``two=True``) ``steps`` times from scalars
     ``(z0, λ0)``. Returns ``(z, λ)``, each (steps + 1,) including the start. No divergence
@@ -136,6 +142,7 @@ def _advance_batch(state, eps, e, t0, n, tail_from, block):
 BLOCK = 2048
 
 
+@x64
 def simulate(eps: float, lr: float, theta0, steps: int, *, E: float = 0.0, tail: int = 100,
              chunk: int = 20_000, progress: Callable[[int], None] | None = None) -> dict:
     """GD from a batch of initialisations, summarised per run without storing trajectories.
@@ -188,6 +195,7 @@ def simulate(eps: float, lr: float, theta0, steps: int, *, E: float = 0.0, tail:
     }
 
 
+@x64
 def count_outcomes(summary: dict, threshold: float = EOS_THRESHOLD) -> dict:
     """Counts and quantiles of a :func:`simulate` summary: a run ended at the EoS if it crossed
     ηλ = 2 at some step and its λ∞η/2 > ``threshold``, below it otherwise (``n_below_near_edge``:
@@ -213,6 +221,7 @@ def count_outcomes(summary: dict, threshold: float = EOS_THRESHOLD) -> dict:
     }
 
 
+@x64
 def trajectories(eps: float, lr: float, theta0, steps: int, *, E: float = 0.0, max_points: int = 4000) -> dict:
     """Full trajectories of a few runs, by parameter-space GD (:func:`eoslab.dynamics.gd`, one
     ``sweep``), decimated to at most ``max_points`` log-spaced steps for plotting.

@@ -26,6 +26,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from eoslab import progress as eoslab_progress
+from eoslab._precision import follows
 from eoslab.dynamics.gd import all_finite
 from eoslab.errors import EoslabError, between, check, check_positive, check_positive_int
 from eoslab.models.taylor import TaylorData, expand, is_taylor, taylor_problem
@@ -88,6 +89,7 @@ def _check(lr, steps, k, track_every, track, momentum, tol=1e-3):
             raise EoslabError(f"unknown operator {op!r} to track; expected some of {OPERATORS}")
 
 
+@follows("problem")
 def train(problem: Problem, lr: float, steps: int, *, momentum: float = 0.0, k: int = 2,
           track_every: int = 1, track=("hessian", "ntk"), tol: float = 1e-3, spectra_examples=None,
           max_products: int | None = None, nonlinear: bool = False, seed: int = 0,
@@ -342,6 +344,7 @@ def divergence_step(a: np.ndarray, b: np.ndarray, rtol: float = 0.1) -> int:
     return int(hit[0]) if hit.size else -1
 
 
+@follows("problem")
 def compare_taylor(problem: Problem, lr: float, steps: int, *, rtol: float = 0.1, progress: bool = False,
                    **train_kw) -> dict:
     """Train ``problem`` and its second-order Taylor model around θ₀ side by side.

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from eoslab._precision import x64
 from eoslab.errors import EoslabError
 from eoslab.experiments.registry import Kind, get_kind
 from eoslab.experiments.schema import Experiment, load_config, matches
@@ -181,7 +182,8 @@ def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
         on_progress(done, total)
     for chunk in _chunks(kind, todo):
         t0, started = time.perf_counter(), utc_now()
-        results = kind.run([dict(pr.point) for pr in chunk])
+        with x64():  # the reproduction computes in float64 (float32 networks keep float32)
+            results = kind.run([dict(pr.point) for pr in chunk])
         if len(results) != len(chunk):
             raise EoslabError(f"kind {kind.name}: run returned {len(results)} results for {len(chunk)} points")
         wall = time.perf_counter() - t0

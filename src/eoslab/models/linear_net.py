@@ -17,10 +17,12 @@ import jax.numpy as jnp
 
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.problem import Problem
+from eoslab._precision import x64
 
 LOSSES = ("half_mean", "sum")
 
 
+@x64
 def check_widths(widths) -> tuple[int, ...]:
     """(d_0, …, d_L) as a tuple of positive ints, L ≥ 1."""
     widths = tuple(widths)
@@ -29,6 +31,7 @@ def check_widths(widths) -> tuple[int, ...]:
     return tuple(check_positive_int("width", w) for w in widths)
 
 
+@x64
 def widths_for(depth: int, width: int, d_in: int | None = None, d_out: int | None = None):
     """Widths (d_in, width, …, width, d_out) of a depth-``depth`` network (d_in, d_out default
     to ``width``)."""
@@ -38,6 +41,7 @@ def widths_for(depth: int, width: int, d_in: int | None = None, d_out: int | Non
     return check_widths((d_in,) + (width,) * (depth - 1) + (d_out,))
 
 
+@x64
 def product(params) -> jax.Array:
     """The end-to-end matrix W = W_L ⋯ W_1 (d_L, d_0) of θ = (W_1, …, W_L)."""
     W = params[0]
@@ -46,17 +50,20 @@ def product(params) -> jax.Array:
     return W
 
 
+@x64
 def predict(params, x: jax.Array) -> jax.Array:
     """Outputs (n, d_L) = X Wᵀ for inputs x (n, d_0)."""
     return x @ product(params).T
 
 
+@x64
 def normaliser(loss: str, n: int) -> float:
     if loss not in LOSSES:
         raise EoslabError(f"unknown linear-net loss {loss!r}; expected one of {LOSSES}")
     return 0.5 if loss == "sum" else float(n)
 
 
+@x64
 def init(key, widths, scale: float = 1.0) -> tuple[jax.Array, ...]:
     """θ with i.i.d. N(0, scale²) entries, W_i (d_i, d_{i−1}); deterministic in ``key``."""
     widths = check_widths(widths)
@@ -66,6 +73,7 @@ def init(key, widths, scale: float = 1.0) -> tuple[jax.Array, ...]:
                  for i, k in enumerate(keys))
 
 
+@x64
 def identity_data(d: int, target: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """Whitened data X = I_d (n = d examples) with targets Y = target·I_d (so W* = target·I).
     For d = 1 this is x = 1, y = target."""
@@ -74,6 +82,7 @@ def identity_data(d: int, target: float = 1.0) -> tuple[jax.Array, jax.Array]:
     return eye, float(target) * eye
 
 
+@x64
 def problem(x, y, params0, loss: str = "half_mean") -> Problem:
     """The network as a :class:`Problem`; x (n, d_0), y (n, d_L), θ₀ a tuple of matrices."""
     x, y = jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64)
@@ -87,6 +96,7 @@ def problem(x, y, params0, loss: str = "half_mean") -> Problem:
     return Problem.from_model(predict, params0, x, y, "mse", norm=normaliser(loss, x.shape[0]))
 
 
+@x64
 def scalar_problem(depth: int = 2, params0=None, target: float = 1.0) -> Problem:
     """L = ½(w_L ⋯ w_1 − target)² (widths all 1, x = 1, ``"half_mean"``); θ₀ defaults to 0.5 each."""
     depth = check_positive_int("depth", depth)
@@ -96,6 +106,7 @@ def scalar_problem(depth: int = 2, params0=None, target: float = 1.0) -> Problem
     return problem(x, y, params0, "half_mean")
 
 
+@x64
 def identity_problem(key, depth: int, width: int, loss: str = "half_mean", target: float = 1.0) -> Problem:
     """Widths (width, …, width), whitened data X = I (n = width examples), targets Y = target·I,
     θ₀ = :func:`init` from ``key``. depth 2, width 1: L = ½(uv − target)²."""

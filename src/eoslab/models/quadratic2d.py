@@ -16,8 +16,10 @@ import jax.numpy as jnp
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.models.second_order import SecondOrder
 from eoslab.problem import Problem
+from eoslab._precision import x64
 
 
+@x64
 def check_eps(eps: float) -> float:
     eps = float(eps)
     if not (0.0 < eps < 1.0):
@@ -25,6 +27,7 @@ def check_eps(eps: float) -> float:
     return eps
 
 
+@x64
 def curvature(eps: float, angle: float = 0.0) -> jnp.ndarray:
     """Q (2, 2) with eigenvalues {1, −ε}, rotated by ``angle`` radians."""
     c, s = jnp.cos(angle), jnp.sin(angle)
@@ -32,11 +35,13 @@ def curvature(eps: float, angle: float = 0.0) -> jnp.ndarray:
     return R @ jnp.diag(jnp.array([1.0, -eps], dtype=jnp.float64)) @ R.T
 
 
+@x64
 def predict(theta, Q):
     """f(θ) as a (1,) array, for θ (2,)."""
     return (0.5 * theta @ Q @ theta)[None]
 
 
+@x64
 def problem(eps: float, theta0, E: float = 0.0, angle: float = 0.0) -> Problem:
     """The 2-D model as a :class:`Problem` with θ₀ = ``theta0`` (2,)."""
     theta0 = jnp.asarray(theta0, dtype=jnp.float64)
@@ -45,6 +50,7 @@ def problem(eps: float, theta0, E: float = 0.0, angle: float = 0.0) -> Problem:
     return Problem(predict, curvature(check_eps(eps), angle), jnp.array([E], jnp.float64), theta0)
 
 
+@x64
 def as_second_order(eps: float, theta0, E: float = 0.0, angle: float = 0.0) -> SecondOrder:
     """The same model as a :class:`SecondOrder` with D = 1, P = 2 (y = −E, G = 0)."""
     Q = curvature(check_eps(eps), angle)
@@ -52,11 +58,13 @@ def as_second_order(eps: float, theta0, E: float = 0.0, angle: float = 0.0) -> S
                        theta0=jnp.asarray(theta0, dtype=jnp.float64))
 
 
+@x64
 def ntk(theta, eps: float):
     """λ = θ₁² + ε²θ₂² in the eigenbasis (angle 0); θ (..., 2)."""
     return theta[..., 0] ** 2 + eps**2 * theta[..., 1] ** 2
 
 
+@x64
 def output(theta, eps: float):
     """f = ½(θ₁² − εθ₂²) in the eigenbasis; θ (..., 2)."""
     return 0.5 * (theta[..., 0] ** 2 - eps * theta[..., 1] ** 2)
@@ -69,6 +77,7 @@ DEFAULT_THETA1 = (0.1, 0.3)
 DEFAULT_THETA2 = (1.8, 2.6)
 
 
+@x64
 def sample_inits(key, n: int, eps: float, lr: float, theta1=DEFAULT_THETA1, theta2=DEFAULT_THETA2):
     """(n, 2) initialisations uniform in θ₁√η ∈ ``theta1``, θ₂√(εη) ∈ ``theta2``.
 

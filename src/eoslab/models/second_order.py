@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from eoslab.errors import EoslabError
 from eoslab.problem import Problem
+from eoslab._precision import x64
 
 
 @jax.tree_util.register_dataclass
@@ -63,21 +64,25 @@ class SecondOrder:
         return float(self.D if self.norm is None else self.norm)
 
 
+@x64
 def predict(theta: jax.Array, m: SecondOrder) -> jax.Array:
     """f(θ) (D,) for θ (P,)."""
     return m.y + m.G.T @ theta + 0.5 * jnp.einsum("apq,p,q->a", m.Q, theta, theta)
 
 
+@x64
 def jacobian(theta: jax.Array, m: SecondOrder) -> jax.Array:
     """J(θ) = Gᵀ + Q(θ, ·), shape (D, P)."""
     return m.G.T + jnp.einsum("apq,q->ap", m.Q, theta)
 
 
+@x64
 def problem(m: SecondOrder) -> Problem:
     """The model as a generic :class:`Problem` (targets 0: they live in ``y``)."""
     return Problem(predict, m, jnp.zeros_like(m.y), m.theta0, "mse", m.norm)
 
 
+@x64
 def goe(key, P: int, sigma_q: float = 1.0, batch: tuple[int, ...] = (), dtype=jnp.float64) -> jax.Array:
     """GOE matrices σ_q (A + Aᵀ)/√2, A i.i.d. N(0, 1), shape (*batch, P, P): symmetric,
     off-diagonal variance σ_q², diagonal variance 2σ_q² (``batch=(D,)``: one per datapoint,
@@ -86,6 +91,7 @@ def goe(key, P: int, sigma_q: float = 1.0, batch: tuple[int, ...] = (), dtype=jn
     return sigma_q * (A + jnp.swapaxes(A, -1, -2)) / jnp.sqrt(2.0)
 
 
+@x64
 def random(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigma_q: float = 1.0,
            norm: float | None = None, dist: str = "gaussian", dtype=jnp.float64) -> SecondOrder:
     """A random model as in Theorem 2, expanded around θ₀ = 0.
@@ -114,6 +120,7 @@ def random(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigm
                        Q=sigma_q * Q, theta0=jnp.zeros(P, dtype), norm=norm)
 
 
+@x64
 def from_initial(z0: jax.Array, J0: jax.Array, Q: jax.Array, norm: float | None = None) -> SecondOrder:
     """The model with prescribed initial residuals ``z0`` (D,), Jacobian ``J0`` (D, P) and
     curvature ``Q`` (D, P, P), expanded around θ₀ = 0."""

@@ -26,21 +26,25 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.problem import Problem
+from eoslab._precision import x64
 
 #: Target end-to-end weight: y = x₂.
-W_STAR = jnp.array([0.0, 1.0])
+W_STAR = np.array([0.0, 1.0])  # NumPy: a float64 constant whatever the JAX mode at import
 #: Default initialisation θ₀ = (α, β₁, β₂): small, so that the sharpness starts near 0.
 THETA0 = (0.05, 0.1, 0.05)
 
 
+@x64
 def predict(theta: jax.Array, x: jax.Array) -> jax.Array:
     """f(x) = α β·x for θ = (α, β₁, β₂) (3,) and inputs x (n, 2); returns (n,)."""
     return theta[0] * (x @ theta[1:])
 
 
+@x64
 def covariance(lam1: float, lam2: float) -> jax.Array:
     """Σ = diag(λ₁, λ₂) (2, 2), after checking both variances are positive."""
     return jnp.diag(jnp.array([check_positive("lam1", lam1), check_positive("lam2", lam2)],
@@ -55,6 +59,7 @@ def _theta(theta0) -> jax.Array:
     return theta0
 
 
+@x64
 def population_problem(lam1: float, lam2: float, theta0=THETA0) -> Problem:
     """The population loss ½λ₁(αβ₁)² + ½λ₂(αβ₂ − 1)² as a :class:`Problem` (exact, see module doc)."""
     root = jnp.sqrt(jnp.diag(covariance(lam1, lam2)))
@@ -63,6 +68,7 @@ def population_problem(lam1: float, lam2: float, theta0=THETA0) -> Problem:
     return Problem.from_model(predict, _theta(theta0), x, y, "mse", norm=1.0)
 
 
+@x64
 def sample(key, lam1: float, lam2: float, n: int) -> tuple[jax.Array, jax.Array]:
     """n samples ``x`` (n, 2) ~ N(0, diag(λ₁, λ₂)) and their targets ``y = x₂`` (n,)."""
     n = check_positive_int("n", n)
@@ -71,12 +77,14 @@ def sample(key, lam1: float, lam2: float, n: int) -> tuple[jax.Array, jax.Array]
     return x, x[:, 1]
 
 
+@x64
 def empirical_problem(key, lam1: float, lam2: float, n: int, theta0=THETA0) -> Problem:
     """The empirical loss (1/2n) Σᵢ (f(xᵢ) − yᵢ)² on n fresh samples (deterministic in ``key``)."""
     x, y = sample(key, lam1, lam2, n)
     return Problem.from_model(predict, _theta(theta0), x, y, "mse")
 
 
+@x64
 def problem_covariance(problem: Problem) -> jax.Array:
     """Σ of a two-layer problem: the loss is ½ rᵀΣr with Σ = XᵀX / norm (for either version)."""
     x = problem.data
@@ -84,17 +92,20 @@ def problem_covariance(problem: Problem) -> jax.Array:
 
 
 # ---- closed forms -------------------------------------------------------------------------
+@x64
 def end_to_end_residual(theta: jax.Array) -> jax.Array:
     """r = αβ − w* (..., 2) for θ (..., 3)."""
     return theta[..., :1] * theta[..., 1:] - W_STAR
 
 
+@x64
 def loss(theta: jax.Array, sigma: jax.Array) -> jax.Array:
     """L = ½ rᵀΣr for θ (3,) and Σ (2, 2)."""
     r = end_to_end_residual(theta)
     return 0.5 * r @ sigma @ r
 
 
+@x64
 def grad(theta: jax.Array, sigma: jax.Array) -> jax.Array:
     """∇L (3,): (βᵀΣr, αΣr)."""
     r = end_to_end_residual(theta)
@@ -102,6 +113,7 @@ def grad(theta: jax.Array, sigma: jax.Array) -> jax.Array:
     return jnp.concatenate([(theta[1:] @ sr)[None], theta[0] * sr])
 
 
+@x64
 def hessian(theta: jax.Array, sigma: jax.Array) -> jax.Array:
     """∇²L (3, 3) in closed form (see module doc)."""
     a, b = theta[0], theta[1:]
@@ -112,6 +124,7 @@ def hessian(theta: jax.Array, sigma: jax.Array) -> jax.Array:
     return jnp.concatenate([top[None], rest], axis=0)
 
 
+@x64
 def sharpness(theta: jax.Array, sigma: jax.Array) -> jax.Array:
     """S(θ) = λ_max(∇²L(θ)) (exact, 3×3 ``eigh``)."""
     return jnp.linalg.eigvalsh(hessian(theta, sigma))[-1]

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from eoslab._precision import follows
 from eoslab.problem import Params, Problem
 
 
@@ -30,18 +31,21 @@ def top_eigvals(M: jax.Array, k: int) -> jax.Array:
     return jnp.concatenate([ev, pad], axis=-1)
 
 
+@follows("problem", "params")
 def hessian_matrix(problem: Problem, params: Params | None = None) -> jax.Array:
     """The loss Hessian ∇²L(θ) as a dense (P, P) matrix (flattened parameters)."""
     flat, unravel = ravel_pytree(problem.params if params is None else params)
     return jax.hessian(lambda v: problem.loss_fn(unravel(v)))(flat)
 
 
+@follows("problem", "params")
 def jacobian_matrix(problem: Problem, params: Params | None = None) -> jax.Array:
     """J = ∂f/∂θ as a dense (N, P) matrix, N = number of scalar outputs (flattened)."""
     flat, unravel = ravel_pytree(problem.params if params is None else params)
     return jax.jacobian(lambda v: problem.predict(unravel(v)).reshape(-1))(flat)
 
 
+@follows("problem", "params")
 def ntk_matrix(problem: Problem, params: Params | None = None) -> jax.Array:
     """The NTK in the loss normalisation, ``K = J Jᵀ / norm`` (N, N), for MSE.
 
@@ -53,6 +57,7 @@ def ntk_matrix(problem: Problem, params: Params | None = None) -> jax.Array:
     return J @ J.T / problem.normaliser
 
 
+@follows("problem", "params")
 def gauss_newton_matrix(problem: Problem, params: Params | None = None) -> jax.Array:
     """The Gauss-Newton matrix ``Jᵀ (∂²L/∂f²) J`` (P, P)."""
     params = problem.params if params is None else params

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from eoslab._precision import follows
 from eoslab.errors import EoslabError
 from eoslab.problem import Params, Problem
 from eoslab.spectra.dense import hessian_matrix, ntk_matrix, top_eigvals
@@ -29,6 +30,7 @@ def _start(key, n, dtype):
     return jax.random.normal(key, (n,), dtype)
 
 
+@follows("problem", "params")
 def hessian_top(problem: Problem, params: Params | None = None, k: int = 2, method: str = "dense",
                 num_iters: int = 40, key=None) -> jax.Array:
     """The k largest algebraic eigenvalues of ∇²L(θ), (k,), descending. ``method="lanczos"``
@@ -42,6 +44,7 @@ def hessian_top(problem: Problem, params: Params | None = None, k: int = 2, meth
     return _pad(lanczos(mv, _start(key, n, dtype), num_iters, k).values, k)
 
 
+@follows("problem", "params")
 def ntk_top(problem: Problem, params: Params | None = None, k: int = 2, method: str = "dense",
             num_iters: int = 40, key=None) -> jax.Array:
     """The k largest eigenvalues of the NTK ``J Jᵀ / norm`` (see :func:`ntk_matrix`), (k,);

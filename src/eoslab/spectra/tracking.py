@@ -54,6 +54,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from eoslab._precision import follows
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.spectra.operators import gnvp, hvp, ntk_vp
 
@@ -501,6 +502,7 @@ def operator(problem, params, which: str):
     return builders[which](problem, params)
 
 
+@follows("problem")
 def spectra_init(problem, k: int = 1, key=None, which=OPERATORS, block: int | None = None,
                  params=None) -> dict:
     """Cold :class:`TrackState` s for the operators ``which`` of ``problem`` (dict by name).
@@ -517,6 +519,7 @@ def spectra_init(problem, k: int = 1, key=None, which=OPERATORS, block: int | No
     return states
 
 
+@follows("problem", "params")
 def track_spectra(problem, params, states: dict, *, tol=1e-3, atol=0.0, max_products=None):
     """Advance every tracker in ``states`` (from :func:`spectra_init`) to ``params``.
 

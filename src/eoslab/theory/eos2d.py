@@ -37,6 +37,7 @@ import numpy as np
 from eoslab.dynamics.quadratic2d import count_outcomes, scaled_step, simulate
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models.quadratic2d import DEFAULT_THETA1, DEFAULT_THETA2, check_eps, sample_inits
+from eoslab._precision import x64
 # --------------------------------------------------------------------------- the limit
 #: Slow manifold ℓ = 2 + H(x), H = Σ c_ij(e) εⁱ xʲ with x = ηz, e = ηE (every term of weight
 #: 2i + j ≤ 11). Entry (i, j) → (denominator, integer coefficients of 1, e, e², … of the
@@ -103,16 +104,19 @@ def _c(i: int, j: int, e: float) -> float:
     return sum(a * e**k for k, a in enumerate(num)) / den
 
 
+@x64
 def slow_manifold(x, eps: float, e: float = 0.0):
     """ℓ = ηλ on the slow manifold at scaled residual x = ηz (truncated at weight 11)."""
     return 2.0 + sum(_c(i, j, e) * eps**i * x**j for (i, j) in SLOW_MANIFOLD)
 
 
+@x64
 def series_coefficients(e: float = 0.0) -> list[float]:
     """[c_1, …, c_K] with ηλ∞ = 2 + Σ c_k ε^k + O(ε^{K+1}) (K = :data:`MAX_ORDER`)."""
     return [_c(k, 0, e) for k in range(1, MAX_ORDER + 1)]
 
 
+@x64
 def limit_series(eps, order: int = MAX_ORDER, e: float = 0.0):
     """ηλ∞ from the slow-manifold series truncated after ε^order (e = ηE)."""
     if not 1 <= order <= MAX_ORDER:
@@ -120,6 +124,7 @@ def limit_series(eps, order: int = MAX_ORDER, e: float = 0.0):
     return 2.0 + sum(c * eps ** (k + 1) for k, c in enumerate(series_coefficients(e)[:order]))
 
 
+@x64
 def limit_leading(eps):
     """The leading-order formula ηλ∞ ≈ 2 − 2ε/(4 − 3ε + 4ε²) (E = 0). Its ε term is
     right; its ε² term (3/8) is not (the true coefficient is 27/32)."""
@@ -155,6 +160,7 @@ def _run_to_minimum(x, l, eps, e, tol, max_steps):
     return jax.lax.while_loop(cond, body, (x, l, jnp.array(0)))
 
 
+@x64
 def limit_numeric(eps: float, e: float = 0.0) -> tuple[float, float]:
     """Numerically exact ηλ∞ and its uncertainty, from the exact map (e = ηE).
 
@@ -215,6 +221,7 @@ class EosLimit:
         return d
 
 
+@x64
 def eos_limit(eps: float, lr: float = 1.0, E: float = 0.0, order: str | int = "exact") -> EosLimit:
     """Predicted limit of the NTK eigenvalue of the 2-D model at the edge of stability.
 
@@ -245,6 +252,7 @@ def eos_limit(eps: float, lr: float = 1.0, E: float = 0.0, order: str | int = "e
     return EosLimit(eps=eps, lr=lr, E=float(E), order=str(order), eta_lambda=val, uncertainty=unc)
 
 
+@x64
 def limit_comparison(eps_values, *, n_inits: int = 256, seed: int = 0, steps: int | None = None) -> list[dict]:
     """Predicted vs simulated ηλ∞ for each ε (E = 0, η = 1): one row per ε with the
     reference run from θ₀ = (0.1, 2/√ε) (``sim_ref``, NaN unless it ends at the EoS having
@@ -273,6 +281,7 @@ def limit_comparison(eps_values, *, n_inits: int = 256, seed: int = 0, steps: in
     return rows
 
 
+@x64
 def batch_comparison(eps: float, lr: float, inits: int, steps: int, key, E: float = 0.0, theta1=None,
                      theta2=None, tail: int = 100, chunk: int = 20_000,
                      progress: Callable[[int], None] | None = None) -> tuple[dict, jax.Array]:
@@ -312,6 +321,7 @@ def batch_comparison(eps: float, lr: float, inits: int, steps: int, key, E: floa
 CHECKED_EPS = 0.05
 
 
+@x64
 def gd_check(eps: float, lr: float = 1.0, E: float = 0.0, n_inits: int = 128, seed: int = 0) -> dict:
     """Where exact GD settles, next to :func:`eos_limit`: the reference start θ₀ = (0.1, 2/√ε)/√η
     and ``n_inits`` starts from the default box, ``200/ε + 5000`` steps each. Counts only runs

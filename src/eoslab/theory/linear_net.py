@@ -30,19 +30,23 @@ from eoslab.errors import EoslabError, check_positive_int
 from eoslab.models import linear_net
 from eoslab.problem import Problem
 from eoslab.spectra.dense import hessian_matrix
+from eoslab._precision import x64
 
 
+@x64
 def least_squares_target(x, y) -> jax.Array:
     """W* = Yᵀ X (XᵀX)⁻¹ (d_out, d_in) for x (n, d_in), y (n, d_out)."""
     return jnp.linalg.solve(x.T @ x, x.T @ y).T
 
 
+@x64
 def minimum_loss(problem: Problem) -> float:
     """L at the global minimisers (0 when the data are realisable)."""
     W = least_squares_target(problem.data, problem.targets)
     return float(problem.loss_from_outputs(problem.data @ W.T))
 
 
+@x64
 def input_covariance(problem: Problem) -> jax.Array:
     """Σ = XᵀX / norm (d_in, d_in): the loss is ½ tr((W − W*) Σ (W − W*)ᵀ) + const."""
     return problem.data.T @ problem.data / problem.normaliser
@@ -52,6 +56,7 @@ def _widths(problem: Problem) -> tuple[int, ...]:
     return (problem.data.shape[1],) + tuple(w.shape[0] for w in problem.params)
 
 
+@x64
 def inf_sharpness_closed_form(problem: Problem) -> float | None:
     """inf over the global minimisers of λ_max(∇²L) = s·L·σ₁(W*)^{2−2/L} when Σ = s·I (whitened
     inputs, always true for d_in = 1) and no layer is narrower than rank W*; else ``None``."""
@@ -68,6 +73,7 @@ def inf_sharpness_closed_form(problem: Problem) -> float | None:
     return s * depth * float(sv[0]) ** (2.0 - 2.0 / depth)
 
 
+@x64
 def balanced_minimiser(problem: Problem) -> tuple[jax.Array, ...]:
     """A balanced global minimiser W_i = U_{i+1} S^{1/L} U_iᵀ (U_{L+1} = U, U_1 = V of W* = U S Vᵀ),
     hidden widths ≥ rank W*; the extra hidden units are zero."""
@@ -100,11 +106,13 @@ def _soft_max_eig(problem: Problem, W_star, free, tau):
     return val, g, top
 
 
+@x64
 def sharpness(problem: Problem, params) -> jax.Array:
     """λ_max(∇²L(θ)) (dense, small P)."""
     return jnp.linalg.eigvalsh(hessian_matrix(problem, params))[-1]
 
 
+@x64
 def inf_sharpness_numerical(problem: Problem, key, restarts: int = 4, temperatures=(1e-2, 1e-4)):
     """Minimise λ_max(∇²L) over the manifold of global minimisers numerically.
 
@@ -136,6 +144,7 @@ def inf_sharpness_numerical(problem: Problem, key, restarts: int = 4, temperatur
     return best, _chart(problem, W_star, jnp.asarray(best_f))
 
 
+@x64
 def inf_sharpness(problem: Problem, key=None) -> tuple[float, str]:
     """``(inf_M λ_max, method)``: the closed form when it applies, else the numerical minimum
     (which needs the PRNG ``key`` of its restarts)."""
@@ -147,17 +156,20 @@ def inf_sharpness(problem: Problem, key=None) -> tuple[float, str]:
     return inf_sharpness_numerical(problem, key)[0], "numerical"
 
 
+@x64
 def threshold(inf_lambda: float) -> float:
     """η* = 2 / inf_M λ_max: beyond it GD converges from a null set of initialisations only."""
     return 2.0 / inf_lambda
 
 
+@x64
 def gd_map_det(problem: Problem, params, lr) -> jax.Array:
     """det(I − η∇²L(θ)): the Jacobian determinant of the GD map θ ↦ θ − η∇L(θ)."""
     H = hessian_matrix(problem, params)
     return jnp.linalg.det(jnp.eye(H.shape[0]) - lr * H)
 
 
+@x64
 def threshold_comparison(problem, lrs, inits: int = 1000, steps: int = 2000, init_scale: float = 0.5,
                            seed: int = 0, grad_tol: float = 1e-6, sharpness_rtol: float = 1e-3,
                            track_det: bool = True) -> dict:

@@ -48,6 +48,7 @@ import jax.numpy as jnp
 from eoslab import progress
 from eoslab.errors import EoslabError, check_memory, check_positive, check_positive_int
 from eoslab.models.second_order import goe
+from eoslab._precision import x64
 
 
 class Moments(NamedTuple):
@@ -60,11 +61,13 @@ class Moments(NamedTuple):
     cond_lam_ddot: jax.Array
 
 
+@x64
 def theorem_norm(D: int, P: int, sigma_q: float = 1.0) -> float:
     """The loss normaliser ``n = √(2DP)·σ_q`` under which the asymptotic ratio is σ_z²."""
     return math.sqrt(2.0 * D * P) * sigma_q
 
 
+@x64
 def asymptotic_ratio(D: int, P: int, sigma_z: float, sigma_q: float = 1.0, norm: float | None = None) -> float:
     """The D, P → ∞ limit of E[λ̈]/E[λ] at fixed D/P: ``2 D P σ_q² σ_z² / n²`` (σ_z² for the default n)."""
     n = theorem_norm(D, P, sigma_q) if norm is None else norm
@@ -85,6 +88,7 @@ def _spectrum(J):
     return jnp.concatenate([evals, jnp.zeros(D - P, evals.dtype)]), U
 
 
+@x64
 def conditional_expectation(evals: jax.Array, P: int, sigma_z: float, sigma_q: float, norm: float) -> jax.Array:
     """E[λ̈ | J] from the full spectrum ``evals`` (D,) of K = J Jᵀ, descending (zeros included)."""
     lam, rest = evals[0], evals[1:]
@@ -110,6 +114,7 @@ def _from_contractions(z, J, evals, U, Qu_g, Qu_v, Qz_g, w, norm):
     return lam, lam_dot, lam_ddot
 
 
+@x64
 def derivatives(z: jax.Array, J: jax.Array, Q: jax.Array, norm: float):
     """Exact ``(λ, λ̇, λ̈)`` of the top eigenvalue of ``J Jᵀ`` at the state (z (D,), J (D, P)) of a
     model with curvature ``Q`` (D, P, P), along the gradient flow of ``‖z‖²/(2·norm)``."""
@@ -129,6 +134,7 @@ def _sample(key, D: int, P: int, sigma_z, sigma_j, sigma_q, norm, dtype):
     return sample_given_jacobian(key, J, sigma_z, sigma_q, norm)
 
 
+@x64
 def sample_given_jacobian(key, J: jax.Array, sigma_z: float, sigma_q: float, norm: float):
     """One exact draw of (λ, λ̇, λ̈, E[λ̈|J]) over z and Q for a fixed Jacobian J (D, P)."""
     D, P = J.shape
@@ -156,6 +162,7 @@ def sample_given_jacobian(key, J: jax.Array, sigma_z: float, sigma_q: float, nor
     return lam, lam_dot, lam_ddot, conditional_expectation(evals, P, sigma_z, sigma_q, norm)
 
 
+@x64
 def memory_bytes(D: int, P: int, chunk: int = 1) -> float:
     """Estimated peak memory (bytes) of :func:`sample_moments`: per draw in a chunk, J (D, P),
     two GOE matrices (P, P), the Gram matrix and its eigenvectors (min(D, P)²), float64, with
@@ -174,6 +181,7 @@ def _check(D, P, samples, chunk):
     check_memory(f"D = {D:,}, P = {P:,}", memory_bytes(D, P, min(chunk, samples)))
 
 
+@x64
 def sample_moments(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigma_q: float = 1.0,
                    samples: int = 500, norm: float | None = None, chunk: int = 1,
                    dtype=jnp.float64) -> Moments:
@@ -216,6 +224,7 @@ def _stats(x):
     return jnp.mean(x), jnp.std(x, ddof=1) / jnp.sqrt(n)
 
 
+@x64
 def ratio_with_stderr(num: jax.Array, den: jax.Array):
     """``mean(num)/mean(den)`` and its delta-method standard error from paired samples."""
     n = num.shape[0]
@@ -226,6 +235,7 @@ def ratio_with_stderr(num: jax.Array, den: jax.Array):
     return float(r), float(se)
 
 
+@x64
 def summarize(m: Moments, D: int, P: int, sigma_z: float, sigma_q: float = 1.0,
               norm: float | None = None) -> dict:
     """Means, standard errors and ratios of a :class:`Moments` batch.
@@ -249,6 +259,7 @@ def summarize(m: Moments, D: int, P: int, sigma_z: float, sigma_q: float = 1.0,
     return out
 
 
+@x64
 def check(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigma_q: float = 1.0,
           samples: int = 500, norm: float | None = None, chunk: int = 1) -> dict:
     """Monte Carlo check of Theorem 2: :func:`sample_moments` then :func:`summarize`."""
@@ -256,6 +267,7 @@ def check(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigma
     return summarize(m, D, P, sigma_z, sigma_q, norm)
 
 
+@x64
 def scaling_table(key, sizes, ratios, sigma_zs, samples: int = 400, chunk: int = 1) -> list[dict]:
     """E[λ̈]/E[λ] over a grid: for each D/P in ``ratios``, each D in ``sizes`` (P = D/ratio)
     and each σ_z in ``sigma_zs``; one row per point with D, P, sigma_z and :func:`summarize`."""

@@ -29,13 +29,16 @@ from eoslab.dynamics.projected import projected_gd
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import two_layer as model
 from eoslab.models.two_layer import W_STAR, grad, hessian, sharpness
+from eoslab._precision import x64
 
 
+@x64
 def balance(theta: jax.Array) -> jax.Array:
     """c = α² − ‖β‖² (...,) for θ (..., 3): conserved by gradient flow."""
     return theta[..., 0] ** 2 - jnp.sum(theta[..., 1:] ** 2, axis=-1)
 
 
+@x64
 def gfs_point(theta: jax.Array) -> jax.Array:
     """The limit of gradient flow from θ (3,), in closed form (branch with α∞ of the sign of α).
 
@@ -50,11 +53,13 @@ def gfs_point(theta: jax.Array) -> jax.Array:
     return jnp.concatenate([alpha[None], W_STAR / alpha])
 
 
+@x64
 def gfs_sharpness(theta: jax.Array, sigma: jax.Array) -> jax.Array:
     """S_GFS(θ): sharpness of the gradient-flow solution from θ (exact, no ODE integration)."""
     return sharpness(gfs_point(theta), sigma)
 
 
+@x64
 def minimiser_eigs(alpha, lam1: float, lam2: float) -> jax.Array:
     """Hessian eigenvalues (3,) of the population loss at the minimiser (α, 0, 1/α), descending
     when λ₁α² ≥ λ₂(α² + α⁻²): {λ₁α², λ₂(α² + α⁻²), 0}."""
@@ -62,6 +67,7 @@ def minimiser_eigs(alpha, lam1: float, lam2: float) -> jax.Array:
     return jnp.stack([lam1 * a, lam2 * (a + 1.0 / a), jnp.zeros_like(a)])
 
 
+@x64
 def stable_minimisers(lam1: float, lam2: float, lr: float) -> tuple[float, float] | None:
     """The interval of α² for which the population minimiser (α, 0, 1/α) is linearly stable,
     S ≤ 2/η, i.e. λ₁α² ≤ 2/η and λ₂(α² + α⁻²) ≤ 2/η; ``None`` if empty."""
@@ -75,6 +81,7 @@ def stable_minimisers(lam1: float, lam2: float, lr: float) -> tuple[float, float
     return (float(lo), float(hi)) if lo <= hi else None
 
 
+@x64
 def gradient_flow(theta0, sigma, t_max: float, rtol: float = 1e-11, atol: float = 1e-13):
     """Integrate dθ/dt = −∇L(θ) to ``t_max`` with SciPy's adaptive DOP853 (an independent
     reference for :func:`gfs_point`; NumPy/SciPy at the edge). Returns θ(t_max) (3,)."""
@@ -95,6 +102,7 @@ def _constraints(theta, sigma, lr):
     return jnp.stack([grad(theta, sigma) @ u, w[-1] - 2.0 / lr])
 
 
+@x64
 @functools.partial(jax.jit, static_argnames="iters")
 def distance_to_stable_set(theta: jax.Array, sigma: jax.Array, lr, iters: int = 30) -> jax.Array:
     """Distance from θ to the stable set {S ≤ 2/η, ∇L·u = 0}, by a minimum-norm Gauss–Newton
@@ -119,6 +127,7 @@ def distance_to_stable_set(theta: jax.Array, sigma: jax.Array, lr, iters: int = 
 
 
 # ---- per-step diagnostics and phases -----------------------------------------------------
+@x64
 @jax.jit
 def diagnostics(params: jax.Array, sigma: jax.Array, lr) -> dict:
     """Per-step diagnostics of a recorded trajectory ``params`` (T, 3) (NaN rows allowed).
@@ -136,6 +145,7 @@ def diagnostics(params: jax.Array, sigma: jax.Array, lr) -> dict:
     return jax.vmap(one)(params)
 
 
+@x64
 def phases(sharpness_t, loss_t, gfs_t, lr: float, gfs_rtol: float = 1e-10) -> dict:
     """Detect the three phases of a GD run from its per-step sharpness S_t, loss L_t and GFS sharpness.
 
@@ -197,6 +207,7 @@ def phases(sharpness_t, loss_t, gfs_t, lr: float, gfs_rtol: float = 1e-10) -> di
 
 
 # ---- GD with the diagnostics above ----------------------------------------------------------
+@x64
 def simulate_two_layer(lam1: float = 1.0, lam2: float = 0.01, lr: float = 4.0, steps: int = 1500,
                        theta0=model.THETA0, samples: int = 0, seed: int = 0,
                        lower=None, upper=None) -> dict:
@@ -244,6 +255,7 @@ def _nanmax(x) -> float:
     return float(np.nanmax(x)) if np.isfinite(x).any() else float("nan")
 
 
+@x64
 def balance_identity_error(params, sigma, lr) -> float:
     """max_t |c_{t+1} − c_t − η²(g_α² − ‖g_β‖²)| / (1 + |c_t|): GD moves the conserved quantity of
     gradient flow only at O(η²), by exactly this amount (plain GD only; NaN rows skipped)."""
