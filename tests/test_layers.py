@@ -4,7 +4,7 @@ Every ``import`` and ``from … import`` in ``src/eoslab`` counts, at module lev
 function: a lazy import is still a dependency. A module may import its own layer and the
 layers below it, never one above. Layers, lowest first::
 
-    foundation   eoslab.errors, eoslab.problem, eoslab.progress, eoslab.data
+    foundation   eoslab.errors, eoslab.problem, eoslab.progress, eoslab.data, eoslab._precision
     models       eoslab.models
     spectra      eoslab.spectra
     dynamics     eoslab.dynamics
@@ -16,7 +16,7 @@ layers below it, never one above. Layers, lowest first::
 ``eoslab.experiments.kinds`` is glue like the CLI (config → library → arrays, measures and
 figures drawn by ``plots``); the core of ``experiments`` finds the kinds by name at run time
 (``importlib``), never by a static import. The package root ``eoslab/__init__.py`` re-exports
-``EoslabError`` and ``Problem`` (foundation) at import time; its functions (``eoslab.load``) are
+``EoslabError``, ``Problem`` and ``x64`` (foundation) at import time; its functions (``eoslab.load``) are
 a facade and may reach any layer lazily. ``from eoslab import X`` counts as an import of the
 module ``X`` comes from.
 """
@@ -32,7 +32,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "eoslab"
 
 #: (module prefix, layer); the longest matching prefix decides.
 LAYERS = {
-    "eoslab.errors": 0, "eoslab.problem": 0, "eoslab.progress": 0, "eoslab.data": 0,
+    "eoslab.errors": 0, "eoslab.problem": 0, "eoslab.progress": 0, "eoslab.data": 0, "eoslab._precision": 0,
     "eoslab.models": 1,
     "eoslab.spectra": 2,
     "eoslab.dynamics": 3,
@@ -44,7 +44,7 @@ LAYERS = {
 NAMES = ["foundation", "models", "spectra", "dynamics", "theory", "experiments", "plots/report/view", "kinds/cli"]
 
 #: What ``from eoslab import X`` resolves to (names the root re-exports).
-ROOT_EXPORTS = {"EoslabError": "eoslab.errors", "Problem": "eoslab.problem"}
+ROOT_EXPORTS = {"EoslabError": "eoslab.errors", "Problem": "eoslab.problem", "x64": "eoslab._precision"}
 
 
 def layer_of(module: str) -> int | None:
