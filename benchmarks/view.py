@@ -10,7 +10,8 @@ Measured in one run:
   change would cost if the programs were compiled per call;
 * **browser** (when Chromium and chromedriver are installed): from setting η in the page to the
   first animation frame after the new trajectory (and then the new phase diagram) arrived,
-  timed inside headless Chromium against a server on a free loopback port.
+  timed inside headless Chromium against a server on a free loopback port, and the CPU time all
+  Chromium processes used per change (what the page costs on an idle machine).
 
     python benchmarks/view.py [--changes 10] [--steps 2000] [--no-browser]
 """
@@ -64,7 +65,7 @@ def server_times(changes: int, steps: int) -> tuple[list[float], list[float], li
     return upd, phase, cold
 
 
-def browser_times(changes: int) -> tuple[list[float], list[float]] | None:
+def browser_times(changes: int) -> tuple[list[float], list[float], list[float]] | None:
     chrome = shutil.which("chromium") or shutil.which("google-chrome")
     driver = shutil.which("chromedriver")
     if not chrome or not driver:
@@ -105,19 +106,47 @@ def browser_times(changes: int) -> tuple[list[float], list[float]] | None:
             const frame = (k) => requestAnimationFrame(() => {{ window.__t[k] = performance.now(); }});
             traj.connect(traj.properties.tags.change, () => frame('traj'));
             ph.connect(ph.properties.data.change, () => frame('phase'));""")
-        traj, phase = [], []
+        traj, phase, cpu = [], [], []
+        driver_pid = b.service.process.pid
         for lr in np.round(np.linspace(0.81, 1.41, changes), 4):
+            c0 = _tree_cpu(driver_pid)
             b.execute_script(f"window.__t = {{send: performance.now()}}; {m('lr')}.value = {lr};")
             _wait(b, "return window.__t.traj && window.__t.phase", poll=0.02)
             t = b.execute_script("return window.__t")
             traj.append((t["traj"] - t["send"]) / 1e3)
             phase.append((t["phase"] - t["send"]) / 1e3)
-            time.sleep(0.3)
-        return traj, phase
+            time.sleep(0.3)  # let the page go idle; its CPU is counted up to here
+            cpu.append(_tree_cpu(driver_pid) - c0)
+        return traj, phase, cpu
     finally:
         b.quit()
         loop = box["server"].io_loop
         loop.add_callback(lambda: (box["server"].stop(), loop.stop()))
+
+
+def _tree_cpu(root_pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``root_pid`` and all its descendants (Linux
+    /proc): the browser's work, independent of how busy the machine is."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parts = f.read().rsplit(")", 1)[1].split()
+                stats[int(d)] = (int(parts[1]), (int(parts[11]) + int(parts[12])) / tick)
+            except (OSError, IndexError, ValueError):
+                pass
+    keep, frontier = {root_pid}, [root_pid]
+    while frontier:
+        p = frontier.pop()
+        for c, (pp, _) in stats.items():
+            if pp == p and c not in keep:
+                keep.add(c)
+                frontier.append(c)
+    return sum(stats[p][1] for p in keep if p in stats)
 
 
 def _wait(b, js, timeout=30.0, poll=0.05):
@@ -157,6 +186,8 @@ def main():
                   f"{max(br[0]) * 1e3:.0f}", f"{med(br[0]) / ref:.3f}×")
         t.add_row("browser: η set → phase diagram drawn", f"{med(br[1]) * 1e3:.0f}",
                   f"{max(br[1]) * 1e3:.0f}", f"{med(br[1]) / ref:.3f}×")
+        t.add_row("browser CPU per change (all Chromium processes)", f"{med(br[2]) * 1e3:.0f}",
+                  f"{max(br[2]) * 1e3:.0f}", "")
     Console().print(t)
     Console().print(f"total {time.perf_counter() - t0:.1f} s")
 

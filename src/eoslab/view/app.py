@@ -570,8 +570,11 @@ def _escape(s: str) -> str:
 # =========================================================================== the document
 def build(doc, runs_root) -> dict:
     """Fill a Bokeh ``doc`` with the three tabs; returns the panel objects (for tests)."""
+    from bokeh.core.validation import silence
+    from bokeh.core.validation.warnings import MISSING_RENDERERS
     from bokeh.models import TabPanel, Tabs
 
+    silence(MISSING_RENDERERS, True)  # the run browser's panels are empty until runs are chosen
     args = {}
     ctx = getattr(doc, "session_context", None)
     if ctx is not None and getattr(ctx, "request", None) is not None:
