@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eoslab import progress
 from eoslab.dynamics.quadratic2d import count_outcomes, scaled_step, simulate
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models.quadratic2d import DEFAULT_THETA1, DEFAULT_THETA2, check_eps, sample_inits
@@ -260,25 +261,33 @@ def limit_comparison(eps_values, *, n_inits: int = 256, seed: int = 0, steps: in
     (``sim_median``, and their 5–95 % range), the leading-order formula, the series at each order
     and the exact slow-manifold limit with its uncertainty."""
     rows = []
-    for eps in eps_values:
-        n = steps or int(200 / eps) + 5000  # |z| shrinks by ~(1 − ε/2) per step at the EoS
-        th = jnp.concatenate([jnp.array([[0.1, 2 / math.sqrt(eps)]]),
-                              sample_inits(jax.random.PRNGKey(seed), n_inits, eps, 1.0)])
-        s = simulate(eps, 1.0, th, n)
-        r, cross = 2 * np.asarray(s["ratio"]), np.asarray(s["first_cross"]) >= 0
-        good = cross & (r > 1.8)
-        ex = limit_numeric(eps)
-        row = {"eps": float(eps), "steps": n,
-               "sim_ref": float(r[0]) if good[0] else math.nan,
-               "sim_median": float(np.median(r[1:][good[1:]])) if good[1:].any() else math.nan,
-               "sim_q05": float(np.quantile(r[1:][good[1:]], 0.05)) if good[1:].any() else math.nan,
-               "sim_q95": float(np.quantile(r[1:][good[1:]], 0.95)) if good[1:].any() else math.nan,
-               "n_eos": int(good[1:].sum()), "leading": float(limit_leading(eps)),
-               "exact": ex[0], "exact_uncertainty": ex[1]}
-        for k in range(1, MAX_ORDER + 1):
-            row[f"order{k}"] = float(limit_series(eps, k))
-        rows.append(row)
+    eps_values = list(eps_values)
+    bar = progress.task("EoS limit over ε", len(eps_values), "ε values")
+    with bar as b:
+        for eps in eps_values:
+            rows.append(_limit_row(eps, n_inits, seed, steps))
+            b.advance(1)
     return rows
+
+
+def _limit_row(eps, n_inits, seed, steps) -> dict:
+    n = steps or int(200 / eps) + 5000  # |z| shrinks by ~(1 − ε/2) per step at the EoS
+    th = jnp.concatenate([jnp.array([[0.1, 2 / math.sqrt(eps)]]),
+                          sample_inits(jax.random.PRNGKey(seed), n_inits, eps, 1.0)])
+    s = simulate(eps, 1.0, th, n)
+    r, cross = 2 * np.asarray(s["ratio"]), np.asarray(s["first_cross"]) >= 0
+    good = cross & (r > 1.8)
+    ex = limit_numeric(eps)
+    row = {"eps": float(eps), "steps": n,
+           "sim_ref": float(r[0]) if good[0] else math.nan,
+           "sim_median": float(np.median(r[1:][good[1:]])) if good[1:].any() else math.nan,
+           "sim_q05": float(np.quantile(r[1:][good[1:]], 0.05)) if good[1:].any() else math.nan,
+           "sim_q95": float(np.quantile(r[1:][good[1:]], 0.95)) if good[1:].any() else math.nan,
+           "n_eos": int(good[1:].sum()), "leading": float(limit_leading(eps)),
+           "exact": ex[0], "exact_uncertainty": ex[1]}
+    for k in range(1, MAX_ORDER + 1):
+        row[f"order{k}"] = float(limit_series(eps, k))
+    return row
 
 
 @x64

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eoslab import progress
 from eoslab.dynamics.convergence import convergence_sweep
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.models import linear_net
@@ -187,8 +188,17 @@ def threshold_comparison(problem, lrs, inits: int = 1000, steps: int = 2000, ini
     # numerical minimum (no closed form) restarts from one fixed key, whatever ``seed``.
     inf_lam, method = inf_sharpness(problem, jax.random.PRNGKey(0))
     thr = threshold(inf_lam)
-    out = convergence_sweep(problem, lrs, batch, steps, grad_tol=grad_tol,
-                            loss_min=minimum_loss(problem), track_det=track_det)
+    kw = dict(grad_tol=grad_tol, loss_min=minimum_loss(problem), track_det=track_det)
+    if not progress.active() or lrs.size == 1:
+        out = convergence_sweep(problem, lrs, batch, steps, **kw)
+    else:  # one step size at a time (one compilation), so that progress moves
+        parts = []
+        with progress.task(f"linear net, {inits:,} inits × {steps:,} steps", lrs.size, "step sizes") as bar:
+            for i in range(lrs.size):
+                parts.append(convergence_sweep(problem, lrs[i:i + 1], batch, steps, **kw))
+                bar.advance(1)
+        out = {k: (np.concatenate([np.asarray(q[k]) for q in parts]) if np.ndim(parts[0][k]) else parts[0][k])
+               for k in parts[0]}
     conv = np.asarray(out["converged"])
     ratio = np.where(conv, lrs[:, None] * np.asarray(out["final_sharpness"]) / 2, np.nan)
     with np.errstate(all="ignore"):

@@ -283,11 +283,13 @@ def scaling_table(key, sizes, ratios, sigma_zs, samples: int = 400, chunk: int =
     for r in ratios:
         for D in sizes:
             _check(int(D), max(int(round(D / r)), 1), samples, chunk)
-    for i, r in enumerate(ratios):
-        for j, D in enumerate(sizes):
-            P = max(int(round(D / r)), 1)
-            for k, sz in enumerate(sigma_zs):
-                sub = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, i), j), k)
-                row = check(sub, int(D), P, float(sz), samples=samples, chunk=chunk)
-                rows.append({"D": int(D), "P": P, "D_over_P": float(r), "sigma_z": float(sz), **row})
+    with progress.task("Theorem 2 scaling grid", len(ratios) * len(sizes) * len(sigma_zs), "points") as bar:
+        for i, r in enumerate(ratios):
+            for j, D in enumerate(sizes):
+                P = max(int(round(D / r)), 1)
+                for k, sz in enumerate(sigma_zs):
+                    sub = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, i), j), k)
+                    row = check(sub, int(D), P, float(sz), samples=samples, chunk=chunk)
+                    rows.append({"D": int(D), "P": P, "D_over_P": float(r), "sigma_z": float(sz), **row})
+                    bar.advance(1)
     return rows
