@@ -33,6 +33,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from eoslab import progress
+from eoslab._precision import follows
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.problem import Problem
 from eoslab.spectra import tracking
@@ -69,6 +70,7 @@ def _members(problem, lr, momentum):
     return probs, (problem if probs is None else probs[0]), B, lrs, moms
 
 
+@follows("problem")
 def train_batch(problem: Problem | Sequence[Problem], lr, steps: int, *, momentum=0.0, k: int = 2,
                 track_every: int = 1, track=("hessian",), tol: float = 1e-3, max_products: int | None = None,
                 seed: int | Sequence[int] = 0, chunk: int = 50, spectra: str = "map"):

@@ -13,9 +13,9 @@ Needs the optional extra ``[dask]`` (``dask.distributed``); see ``docs/cluster.m
   run already stored (by an earlier attempt, another sweep, a ``--shard`` job) is not
   recomputed, and if two copies finish the second rename fails and is dropped. The task key
   is the run id, so two clients of one scheduler share the task instead of computing it twice.
-* **Same numbers.** A task runs the kind on its one point, with the client's JAX precision
-  (``jax_enable_x64``) set on the worker, so its arrays are those of a serial run of that
-  point (``runner.execute`` with ``chunk = 1``).
+* **Same numbers.** A task runs the kind on its one point in float64 mode, as
+  :func:`eoslab.experiments.runner.execute` does, so its arrays are those of a serial run of
+  that point (bit for bit for kinds whose ``chunk`` is 1).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from eoslab._precision import x64
 from eoslab.errors import EoslabError
 from eoslab.experiments.registry import get_kind
 from eoslab.experiments.runner import PlannedRun, Shard, plan
@@ -44,13 +45,10 @@ def _require_distributed():
         raise EoslabError("--dask needs dask.distributed: pip install 'eoslab[dask]'") from None
 
 
-def compute_run(kind_name: str, module: str, point: dict, config: dict, meta: dict, root: str, x64: bool) -> str:
+def compute_run(kind_name: str, module: str, point: dict, config: dict, meta: dict, root: str) -> str:
     """The task: compute one run (unless it is already stored) and store it; returns its id.
     ``module`` is imported first so that kinds registered outside eoslab's own package
     exist on the worker too."""
-    import jax
-
-    jax.config.update("jax_enable_x64", bool(x64))
     from eoslab.experiments.registry import KINDS
     from eoslab.experiments.store import run_id
 
@@ -63,7 +61,8 @@ def compute_run(kind_name: str, module: str, point: dict, config: dict, meta: di
     if store.read(path) is not None:
         return rid
     t0, started = time.perf_counter(), _utc()
-    (arrays,) = kind.run([dict(point)])
+    with x64():  # as the in-process runner (float32 networks keep float32)
+        (arrays,) = kind.run([dict(point)])
     wall = time.perf_counter() - t0
     import socket
 
@@ -124,8 +123,6 @@ def execute_dask(exp: Experiment, mode: str, store: Store, *, address: str | Non
     _require_distributed()
     from dask.distributed import as_completed
 
-    import jax
-
     kind = get_kind(exp.kind)
     planned = plan(exp, mode, store, repair=True)
     todo = [pr for pr in planned if pr.run is None and shard.owns(pr.rid)]
@@ -136,7 +133,6 @@ def execute_dask(exp: Experiment, mode: str, store: Store, *, address: str | Non
     if not todo:
         return planned
     root = str(Path(store.root).resolve())
-    x64 = bool(jax.config.jax_enable_x64)
     own = client is None
     cluster = None
     if own:
@@ -147,7 +143,7 @@ def execute_dask(exp: Experiment, mode: str, store: Store, *, address: str | Non
         for pr in todo:
             meta = {"experiment": exp.name, "kind": kind.name, "mode": mode, "seed": pr.point["seed"],
                     "config_file": str(exp.path)}
-            f = client.submit(compute_run, kind.name, kind.run.__module__, pr.point, pr.config, meta, root, x64,
+            f = client.submit(compute_run, kind.name, kind.run.__module__, pr.point, pr.config, meta, root,
                               key=f"eoslab-run-{pr.rid}", retries=RETRIES, pure=False, resources=resources)
             by_key[f.key] = pr
             futures.append(f)
