@@ -21,6 +21,8 @@ TRIPWIRES = [
     ("eoslab.theory.two_layer", "simulate_two_layer"), ("eoslab.theory.linear_net", "threshold_comparison"),
     ("eoslab.models.mlp", "network_problem"), ("eoslab.dynamics.train", "train"),
     ("eoslab.experiments.runner", "execute"), ("eoslab.experiments.runner", "load_experiments"),
+    ("eoslab.experiments.sweeps", "run_sweep"), ("eoslab.experiments.distributed", "execute_dask"),
+    ("eoslab.experiments.distributed", "start_client"), ("eoslab.dynamics.batched", "train_batch"),
 ]
 
 
@@ -133,6 +135,14 @@ CASES = [
     (["reproduce", "--only", ""], "--only"), (["reproduce", "--only", "a,,b"], "--only"),
     (["reproduce", "--configs", "no-such-folder"], "--configs"), (["reproduce", "--shard", "3/2"], "--shard"),
     (["report", "--only", ""], "--only"), (["list", "--configs", "no-such-folder"], "--configs"),
+    (["reproduce", "--workers", "2"], "--workers"), (["reproduce", "--dask", "localhost:1"], "--dask"),
+    # sweep (A_FILE is not a sweep file: options are checked before the file is read)
+    (["sweep", "no-such.toml"], "no-such.toml"), (["sweep", A_FILE], "[experiment]"),
+    (["sweep", A_FILE, "--workers", "2"], "--workers"), (["sweep", A_FILE, "--dask", "localhost:1"], "--dask"),
+    (["sweep", A_FILE, "--dask", "--workers", "0"], "--workers"),
+    (["sweep", A_FILE, "--dask", "--resources", "GPU"], "--resources"),
+    (["sweep", A_FILE, "--resources", "GPU=1"], "--resources"), (["sweep", A_FILE, "--shard", "3/2"], "--shard"),
+    (["sweep", A_FILE, "--out", A_FILE], "--out"), (["sweep", A_FILE, "--runs", f"{A_FILE}/runs"], "--runs"),
 ]
 
 

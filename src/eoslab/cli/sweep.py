@@ -80,6 +80,7 @@ def sweep_cmd(
     from rich.table import Table
 
     from eoslab import progress
+    from eoslab.cli import _parse as cli
 
     from eoslab.errors import EoslabError
     from eoslab.experiments.runner import Shard
@@ -93,7 +94,13 @@ def sweep_cmd(
     needs = parse_resources(resources)
     if needs and dask is None:
         raise EoslabError("--resources needs --dask")
+    cli.output_dir(runs, "--runs")
+    if out is not None:
+        cli.output_dir(out, "--out")
     exp = load_sweep(file, mode=mode)
+    out = out if out is not None else Path("eoslab-sweeps") / exp.name
+    if part.count == 1:
+        cli.output_dir(out, "--out")
     console = Console(stderr=json_out)
     with progress.task(f"{exp.name:<28}", None, "runs") as bar:
         def update(done, total):
@@ -113,7 +120,6 @@ def sweep_cmd(
     for r in rows:
         t.add_row(*(_cell(r.get(c, "")) if c != "run_id" else r[c][:8] for c in cols))
     console.print(t)
-    out = out if out is not None else Path("eoslab-sweeps") / exp.name
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(rows, indent=1))
     written = [out / "summary.json"]
