@@ -4,7 +4,7 @@ Every ``import`` and ``from … import`` in ``src/eoslab`` counts, at module lev
 function: a lazy import is still a dependency. A module may import its own layer and the
 layers below it, never one above. Layers, lowest first::
 
-    foundation   eoslab.errors, eoslab.problem, eoslab.progress, eoslab.data, eoslab._precision
+    foundation   eoslab.errors, eoslab.problem, eoslab.progress, eoslab.typing, eoslab.data, eoslab._precision
     models       eoslab.models
     spectra      eoslab.spectra
     dynamics     eoslab.dynamics
@@ -32,7 +32,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "eoslab"
 
 #: (module prefix, layer); the longest matching prefix decides.
 LAYERS = {
-    "eoslab.errors": 0, "eoslab.problem": 0, "eoslab.progress": 0, "eoslab.data": 0, "eoslab._precision": 0,
+    "eoslab.errors": 0, "eoslab.problem": 0, "eoslab.progress": 0, "eoslab.typing": 0, "eoslab.data": 0,
+    "eoslab._precision": 0,
     "eoslab.models": 1,
     "eoslab.spectra": 2,
     "eoslab.dynamics": 3,

@@ -25,6 +25,7 @@ from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import linear_net
 from eoslab.problem import Problem
 from eoslab._precision import x64
+from eoslab.typing import ArrayLike, Float
 
 
 @x64
@@ -101,7 +102,8 @@ def _sweep(problem, lrs, inits, *, n_chunks, chunk, track_det):
 
 
 @x64
-def uv_paths(problem, lrs, n_paths: int = 8, steps: int = 200, init_scale: float = 1.0, seed: int = 0):
+def uv_paths(problem: Problem, lrs: Float[ArrayLike, " L"], n_paths: int = 8, steps: int = 200,
+             init_scale: float = 1.0, seed: int = 0) -> Float[np.ndarray, "L n_paths steps 2"]:
     """GD paths θ_t = (u, v) of a depth-2 scalar chain, (len(lrs), n_paths, steps, 2), from
     N(0, init_scale²) initialisations (one vmap over lrs × paths)."""
     if problem.num_params != 2:

@@ -27,6 +27,7 @@ from eoslab.models import second_order
 from eoslab.models.second_order import SecondOrder, jacobian, predict
 from eoslab.spectra.lanczos import lanczos
 from eoslab._precision import x64
+from eoslab.typing import Array, ArrayLike, Float
 
 NTK_METHODS = ("lanczos", "dense", "none")
 
@@ -43,7 +44,8 @@ HIGHDIM_KEYS = {
 
 
 @x64
-def batched_output_step(z, J, Q, lrs, norm: float):
+def batched_output_step(z: Float[Array, "B D"], J: Float[Array, "B D P"], Q: Float[Array, "D P P"],
+                        lrs: Float[Array, " B"], norm: float):
     """One GD step for B runs sharing Q.
 
     Args: z (B, D), J (B, D, P), Q (D, P, P), lrs (B,), norm the loss normaliser.
@@ -194,7 +196,7 @@ def sweep_highdim(keys, lrs, steps: int, *, D: int, P: int, sigma_z: float = 1.0
 
 # ----------------------------------------------------------------------------- analysis
 @x64
-def onset_step(eta_lambda_half, threshold: float = 0.95):
+def onset_step(eta_lambda_half: Float[ArrayLike, "*batch T"], threshold: float = 0.95):
     """First step t with ``ηλ_max/2 ≥ threshold`` (along the last axis), −1 if never.
     NaN rows (not computed, or diverged) never count."""
     x = jnp.asarray(eta_lambda_half)

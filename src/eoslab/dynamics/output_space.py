@@ -22,10 +22,12 @@ from eoslab.models.second_order import SecondOrder, jacobian, predict
 from eoslab.spectra.dense import top_eigvals
 from eoslab.spectra.lanczos import lanczos
 from eoslab._precision import x64
+from eoslab.typing import Array, Float
 
 
 @x64
-def output_step(z: jax.Array, J: jax.Array, Q: jax.Array, lr, norm: float):
+def output_step(z: Float[Array, " D"], J: Float[Array, "D P"], Q: Float[Array, "D P P"], lr, norm: float
+                ) -> tuple[Float[Array, " D"], Float[Array, "D P"], Float[Array, " D"], Float[Array, " D"]]:
     """One GD step in output space.
 
     Args: z (D,), J (D, P), Q (D, P, P), lr η, norm the loss normaliser.
@@ -40,13 +42,13 @@ def output_step(z: jax.Array, J: jax.Array, Q: jax.Array, lr, norm: float):
 
 
 @x64
-def output_hessian(z, J, Q, norm):
+def output_hessian(z: Float[Array, " D"], J: Float[Array, "D P"], Q: Float[Array, "D P P"], norm) -> Float[Array, "P P"]:
     """Loss Hessian ``(JᵀJ + Σ_α z_α Q_α) / norm`` (P, P)."""
     return (J.T @ J + jnp.einsum("a,apq->pq", z, Q)) / norm
 
 
 @x64
-def output_ntk(J, norm):
+def output_ntk(J: Float[Array, "D P"], norm) -> Float[Array, "D D"]:
     """NTK ``J Jᵀ / norm`` (D, D) (see :func:`eoslab.spectra.dense.ntk_matrix`)."""
     return J @ J.T / norm
 

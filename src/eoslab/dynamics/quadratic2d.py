@@ -28,12 +28,14 @@ from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import quadratic2d
 from eoslab.models.quadratic2d import check_eps
 from eoslab._precision import x64
+from eoslab.typing import Array, ArrayLike, Float
 
 # --------------------------------------------------------------------------- the exact map
 
 
 @x64
-def from_theta(theta, eps: float, E: float = 0.0):
+def from_theta(theta: Float[ArrayLike, "*batch 2"], eps: float, E: float = 0.0
+               ) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """``(z, λ)`` of θ (..., 2) given in Q's eigenbasis: z = ½(θ₁² − εθ₂²) − E, λ = θ₁² + ε²θ₂²."""
     theta = jnp.asarray(theta)
     t1, t2 = theta[..., 0], theta[..., 1]
@@ -143,7 +145,7 @@ BLOCK = 2048
 
 
 @x64
-def simulate(eps: float, lr: float, theta0, steps: int, *, E: float = 0.0, tail: int = 100,
+def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int, *, E: float = 0.0, tail: int = 100,
              chunk: int = 20_000, progress: Callable[[int], None] | None = None) -> dict:
     """GD from a batch of initialisations, summarised per run without storing trajectories.
 
@@ -222,7 +224,7 @@ def count_outcomes(summary: dict, threshold: float = EOS_THRESHOLD) -> dict:
 
 
 @x64
-def trajectories(eps: float, lr: float, theta0, steps: int, *, E: float = 0.0, max_points: int = 4000) -> dict:
+def trajectories(eps: float, lr: float, theta0: Float[ArrayLike, "K 2"], steps: int, *, E: float = 0.0, max_points: int = 4000) -> dict:
     """Full trajectories of a few runs, by parameter-space GD (:func:`eoslab.dynamics.gd`, one
     ``sweep``), decimated to at most ``max_points`` log-spaced steps for plotting.
 

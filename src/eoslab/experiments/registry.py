@@ -21,7 +21,7 @@ import dataclasses
 import importlib
 import math
 import pkgutil
-from typing import Callable
+from typing import Callable, Protocol
 
 from eoslab.errors import EoslabError
 from eoslab.experiments.schema import RESERVED
@@ -40,6 +40,20 @@ class Measurement:
         object.__setattr__(self, "uncertainty", float(self.uncertainty))
         if not (self.uncertainty >= 0 or math.isnan(self.uncertainty)):
             raise EoslabError(f"uncertainty must be ≥ 0, got {self.uncertainty}")
+
+
+class Measure(Protocol):
+    """A claim's measure or prediction: the selected runs (a list of
+    :class:`~eoslab.experiments.store.Run`) → a :class:`Measurement` or a plain number (exact).
+    Raises :class:`~eoslab.errors.MeasureError` when it cannot be computed from these runs."""
+
+    def __call__(self, runs: list, /) -> "Measurement | float": ...
+
+
+class RunFn(Protocol):
+    """A kind's ``run``: the resolved parameters of up to ``chunk`` runs → one dict of arrays each."""
+
+    def __call__(self, points: list[dict], /) -> list[dict]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,9 +76,9 @@ class Kind:
 
     name: str
     schema: dict
-    run: Callable
-    measures: dict = dataclasses.field(default_factory=dict)
-    predictions: dict = dataclasses.field(default_factory=dict)
+    run: RunFn
+    measures: dict[str, Measure] = dataclasses.field(default_factory=dict)
+    predictions: dict[str, Measure] = dataclasses.field(default_factory=dict)
     figures: Callable | None = None
     chunk: int = 64
     doc: str = ""

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.problem import Problem
 from eoslab._precision import x64
+from eoslab.typing import Array, Float, PRNGKeyArray
 
 LOSSES = ("half_mean", "sum")
 
@@ -42,7 +43,7 @@ def widths_for(depth: int, width: int, d_in: int | None = None, d_out: int | Non
 
 
 @x64
-def product(params) -> jax.Array:
+def product(params: tuple[Float[Array, "d_i d_prev"], ...]) -> Float[Array, "d_L d_0"]:
     """The end-to-end matrix W = W_L ⋯ W_1 (d_L, d_0) of θ = (W_1, …, W_L)."""
     W = params[0]
     for Wi in params[1:]:
@@ -51,7 +52,7 @@ def product(params) -> jax.Array:
 
 
 @x64
-def predict(params, x: jax.Array) -> jax.Array:
+def predict(params: tuple[Float[Array, "d_i d_prev"], ...], x: Float[Array, "n d_0"]) -> Float[Array, "n d_L"]:
     """Outputs (n, d_L) = X Wᵀ for inputs x (n, d_0)."""
     return x @ product(params).T
 
@@ -64,7 +65,7 @@ def normaliser(loss: str, n: int) -> float:
 
 
 @x64
-def init(key, widths, scale: float = 1.0) -> tuple[jax.Array, ...]:
+def init(key: PRNGKeyArray, widths, scale: float = 1.0) -> tuple[Float[Array, "d_i d_prev"], ...]:
     """θ with i.i.d. N(0, scale²) entries, W_i (d_i, d_{i−1}); deterministic in ``key``."""
     widths = check_widths(widths)
     scale = check_positive("init scale", scale)
@@ -74,7 +75,7 @@ def init(key, widths, scale: float = 1.0) -> tuple[jax.Array, ...]:
 
 
 @x64
-def identity_data(d: int, target: float = 1.0) -> tuple[jax.Array, jax.Array]:
+def identity_data(d: int, target: float = 1.0) -> tuple[Float[Array, "d d"], Float[Array, "d d"]]:
     """Whitened data X = I_d (n = d examples) with targets Y = target·I_d (so W* = target·I).
     For d = 1 this is x = 1, y = target."""
     d = check_positive_int("dimension", d)
@@ -107,7 +108,7 @@ def scalar_problem(depth: int = 2, params0=None, target: float = 1.0) -> Problem
 
 
 @x64
-def identity_problem(key, depth: int, width: int, loss: str = "half_mean", target: float = 1.0) -> Problem:
+def identity_problem(key: PRNGKeyArray, depth: int, width: int, loss: str = "half_mean", target: float = 1.0) -> Problem:
     """Widths (width, …, width), whitened data X = I (n = width examples), targets Y = target·I,
     θ₀ = :func:`init` from ``key``. depth 2, width 1: L = ½(uv − target)²."""
     x, y = identity_data(width, target)

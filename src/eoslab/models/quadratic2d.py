@@ -17,6 +17,7 @@ from eoslab.errors import EoslabError, check_positive_int
 from eoslab.models.second_order import SecondOrder
 from eoslab.problem import Problem
 from eoslab._precision import x64
+from eoslab.typing import Array, ArrayLike, Float, PRNGKeyArray
 
 
 @x64
@@ -28,7 +29,7 @@ def check_eps(eps: float) -> float:
 
 
 @x64
-def curvature(eps: float, angle: float = 0.0) -> jnp.ndarray:
+def curvature(eps: float, angle: float = 0.0) -> Float[Array, "2 2"]:
     """Q (2, 2) with eigenvalues {1, −ε}, rotated by ``angle`` radians."""
     c, s = jnp.cos(angle), jnp.sin(angle)
     R = jnp.array([[c, -s], [s, c]], dtype=jnp.float64)
@@ -36,13 +37,13 @@ def curvature(eps: float, angle: float = 0.0) -> jnp.ndarray:
 
 
 @x64
-def predict(theta, Q):
+def predict(theta: Float[Array, "2"], Q: Float[Array, "2 2"]) -> Float[Array, "1"]:
     """f(θ) as a (1,) array, for θ (2,)."""
     return (0.5 * theta @ Q @ theta)[None]
 
 
 @x64
-def problem(eps: float, theta0, E: float = 0.0, angle: float = 0.0) -> Problem:
+def problem(eps: float, theta0: Float[ArrayLike, "2"], E: float = 0.0, angle: float = 0.0) -> Problem:
     """The 2-D model as a :class:`Problem` with θ₀ = ``theta0`` (2,)."""
     theta0 = jnp.asarray(theta0, dtype=jnp.float64)
     if theta0.shape != (2,):
@@ -51,7 +52,7 @@ def problem(eps: float, theta0, E: float = 0.0, angle: float = 0.0) -> Problem:
 
 
 @x64
-def as_second_order(eps: float, theta0, E: float = 0.0, angle: float = 0.0) -> SecondOrder:
+def as_second_order(eps: float, theta0: Float[ArrayLike, "2"], E: float = 0.0, angle: float = 0.0) -> SecondOrder:
     """The same model as a :class:`SecondOrder` with D = 1, P = 2 (y = −E, G = 0)."""
     Q = curvature(check_eps(eps), angle)
     return SecondOrder(y=jnp.array([-E], jnp.float64), G=jnp.zeros((2, 1), jnp.float64), Q=Q[None],
@@ -59,13 +60,13 @@ def as_second_order(eps: float, theta0, E: float = 0.0, angle: float = 0.0) -> S
 
 
 @x64
-def ntk(theta, eps: float):
+def ntk(theta: Float[Array, "*batch 2"], eps: float) -> Float[Array, "*batch"]:
     """λ = θ₁² + ε²θ₂² in the eigenbasis (angle 0); θ (..., 2)."""
     return theta[..., 0] ** 2 + eps**2 * theta[..., 1] ** 2
 
 
 @x64
-def output(theta, eps: float):
+def output(theta: Float[Array, "*batch 2"], eps: float) -> Float[Array, "*batch"]:
     """f = ½(θ₁² − εθ₂²) in the eigenbasis; θ (..., 2)."""
     return 0.5 * (theta[..., 0] ** 2 - eps * theta[..., 1] ** 2)
 
@@ -78,7 +79,8 @@ DEFAULT_THETA2 = (1.8, 2.6)
 
 
 @x64
-def sample_inits(key, n: int, eps: float, lr: float, theta1=DEFAULT_THETA1, theta2=DEFAULT_THETA2):
+def sample_inits(key: PRNGKeyArray, n: int, eps: float, lr: float, theta1=DEFAULT_THETA1,
+                 theta2=DEFAULT_THETA2) -> Float[Array, "n 2"]:
     """(n, 2) initialisations uniform in θ₁√η ∈ ``theta1``, θ₂√(εη) ∈ ``theta2``.
 
     With E = 0, θ ↦ √η θ maps GD at step size η to GD at η = 1, so these scaled ranges give

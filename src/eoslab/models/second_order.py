@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from eoslab.errors import EoslabError
 from eoslab.problem import Problem
 from eoslab._precision import x64
+from eoslab.typing import Array, Float, PRNGKeyArray
 
 
 @jax.tree_util.register_dataclass
@@ -65,13 +66,13 @@ class SecondOrder:
 
 
 @x64
-def predict(theta: jax.Array, m: SecondOrder) -> jax.Array:
+def predict(theta: Float[Array, " P"], m: SecondOrder) -> Float[Array, " D"]:
     """f(θ) (D,) for θ (P,)."""
     return m.y + m.G.T @ theta + 0.5 * jnp.einsum("apq,p,q->a", m.Q, theta, theta)
 
 
 @x64
-def jacobian(theta: jax.Array, m: SecondOrder) -> jax.Array:
+def jacobian(theta: Float[Array, " P"], m: SecondOrder) -> Float[Array, "D P"]:
     """J(θ) = Gᵀ + Q(θ, ·), shape (D, P)."""
     return m.G.T + jnp.einsum("apq,q->ap", m.Q, theta)
 
@@ -83,7 +84,8 @@ def problem(m: SecondOrder) -> Problem:
 
 
 @x64
-def goe(key, P: int, sigma_q: float = 1.0, batch: tuple[int, ...] = (), dtype=jnp.float64) -> jax.Array:
+def goe(key: PRNGKeyArray, P: int, sigma_q: float = 1.0, batch: tuple[int, ...] = (),
+        dtype=jnp.float64) -> Float[Array, "*batch P P"]:
     """GOE matrices σ_q (A + Aᵀ)/√2, A i.i.d. N(0, 1), shape (*batch, P, P): symmetric,
     off-diagonal variance σ_q², diagonal variance 2σ_q² (``batch=(D,)``: one per datapoint,
     the Q of Theorem 2)."""
@@ -92,7 +94,7 @@ def goe(key, P: int, sigma_q: float = 1.0, batch: tuple[int, ...] = (), dtype=jn
 
 
 @x64
-def random(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigma_q: float = 1.0,
+def random(key: PRNGKeyArray, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigma_q: float = 1.0,
            norm: float | None = None, dist: str = "gaussian", dtype=jnp.float64) -> SecondOrder:
     """A random model as in Theorem 2, expanded around θ₀ = 0.
 
@@ -121,7 +123,8 @@ def random(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigm
 
 
 @x64
-def from_initial(z0: jax.Array, J0: jax.Array, Q: jax.Array, norm: float | None = None) -> SecondOrder:
+def from_initial(z0: Float[Array, " D"], J0: Float[Array, "D P"], Q: Float[Array, "D P P"],
+                 norm: float | None = None) -> SecondOrder:
     """The model with prescribed initial residuals ``z0`` (D,), Jacobian ``J0`` (D, P) and
     curvature ``Q`` (D, P, P), expanded around θ₀ = 0."""
     z0, J0, Q = jnp.asarray(z0), jnp.asarray(J0), jnp.asarray(Q)

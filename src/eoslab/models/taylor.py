@@ -28,6 +28,7 @@ from jax.flatten_util import ravel_pytree
 from eoslab.errors import EoslabError
 from eoslab.models.second_order import SecondOrder
 from eoslab.problem import Params, Problem
+from eoslab.typing import PredictFn
 
 
 @jax.tree_util.register_dataclass
@@ -40,7 +41,7 @@ class TaylorData:
     anchor: Params
 
 
-def expand(fn: Callable, anchor: Params, delta: Params, inputs):
+def expand(fn: PredictFn, anchor: Params, delta: Params, inputs):
     """``(f(θ₀), J₀δ, Q₀(δ, δ))`` of ``fn(·, inputs)`` at θ₀ = ``anchor``: one nested JVP."""
     f = lambda p: fn(p, inputs)
     inner = lambda p: jax.jvp(f, (p,), (delta,))

@@ -31,6 +31,7 @@ import numpy as np
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.problem import Problem
 from eoslab._precision import x64
+from eoslab.typing import Array, Float, PRNGKeyArray
 
 #: Target end-to-end weight: y = x₂.
 W_STAR = np.array([0.0, 1.0])  # NumPy: a float64 constant whatever the JAX mode at import
@@ -39,13 +40,13 @@ THETA0 = (0.05, 0.1, 0.05)
 
 
 @x64
-def predict(theta: jax.Array, x: jax.Array) -> jax.Array:
+def predict(theta: Float[Array, "3"], x: Float[Array, "n 2"]) -> Float[Array, " n"]:
     """f(x) = α β·x for θ = (α, β₁, β₂) (3,) and inputs x (n, 2); returns (n,)."""
     return theta[0] * (x @ theta[1:])
 
 
 @x64
-def covariance(lam1: float, lam2: float) -> jax.Array:
+def covariance(lam1: float, lam2: float) -> Float[Array, "2 2"]:
     """Σ = diag(λ₁, λ₂) (2, 2), after checking both variances are positive."""
     return jnp.diag(jnp.array([check_positive("lam1", lam1), check_positive("lam2", lam2)],
                               dtype=jnp.float64))
@@ -69,7 +70,7 @@ def population_problem(lam1: float, lam2: float, theta0=THETA0) -> Problem:
 
 
 @x64
-def sample(key, lam1: float, lam2: float, n: int) -> tuple[jax.Array, jax.Array]:
+def sample(key: PRNGKeyArray, lam1: float, lam2: float, n: int) -> tuple[Float[Array, "n 2"], Float[Array, " n"]]:
     """n samples ``x`` (n, 2) ~ N(0, diag(λ₁, λ₂)) and their targets ``y = x₂`` (n,)."""
     n = check_positive_int("n", n)
     std = jnp.sqrt(jnp.diag(covariance(lam1, lam2)))
@@ -78,14 +79,14 @@ def sample(key, lam1: float, lam2: float, n: int) -> tuple[jax.Array, jax.Array]
 
 
 @x64
-def empirical_problem(key, lam1: float, lam2: float, n: int, theta0=THETA0) -> Problem:
+def empirical_problem(key: PRNGKeyArray, lam1: float, lam2: float, n: int, theta0=THETA0) -> Problem:
     """The empirical loss (1/2n) Σᵢ (f(xᵢ) − yᵢ)² on n fresh samples (deterministic in ``key``)."""
     x, y = sample(key, lam1, lam2, n)
     return Problem.from_model(predict, _theta(theta0), x, y, "mse")
 
 
 @x64
-def problem_covariance(problem: Problem) -> jax.Array:
+def problem_covariance(problem: Problem) -> Float[Array, "2 2"]:
     """Σ of a two-layer problem: the loss is ½ rᵀΣr with Σ = XᵀX / norm (for either version)."""
     x = problem.data
     return x.T @ x / problem.normaliser
@@ -93,20 +94,20 @@ def problem_covariance(problem: Problem) -> jax.Array:
 
 # ---- closed forms -------------------------------------------------------------------------
 @x64
-def end_to_end_residual(theta: jax.Array) -> jax.Array:
+def end_to_end_residual(theta: Float[Array, "*batch 3"]) -> Float[Array, "*batch 2"]:
     """r = αβ − w* (..., 2) for θ (..., 3)."""
     return theta[..., :1] * theta[..., 1:] - W_STAR
 
 
 @x64
-def loss(theta: jax.Array, sigma: jax.Array) -> jax.Array:
+def loss(theta: Float[Array, "3"], sigma: Float[Array, "2 2"]) -> Float[Array, ""]:
     """L = ½ rᵀΣr for θ (3,) and Σ (2, 2)."""
     r = end_to_end_residual(theta)
     return 0.5 * r @ sigma @ r
 
 
 @x64
-def grad(theta: jax.Array, sigma: jax.Array) -> jax.Array:
+def grad(theta: Float[Array, "3"], sigma: Float[Array, "2 2"]) -> Float[Array, "3"]:
     """∇L (3,): (βᵀΣr, αΣr)."""
     r = end_to_end_residual(theta)
     sr = sigma @ r
@@ -114,7 +115,7 @@ def grad(theta: jax.Array, sigma: jax.Array) -> jax.Array:
 
 
 @x64
-def hessian(theta: jax.Array, sigma: jax.Array) -> jax.Array:
+def hessian(theta: Float[Array, "3"], sigma: Float[Array, "2 2"]) -> Float[Array, "3 3"]:
     """∇²L (3, 3) in closed form (see module doc)."""
     a, b = theta[0], theta[1:]
     r = end_to_end_residual(theta)
@@ -125,6 +126,6 @@ def hessian(theta: jax.Array, sigma: jax.Array) -> jax.Array:
 
 
 @x64
-def sharpness(theta: jax.Array, sigma: jax.Array) -> jax.Array:
+def sharpness(theta: Float[Array, "3"], sigma: Float[Array, "2 2"]) -> Float[Array, ""]:
     """S(θ) = λ_max(∇²L(θ)) (exact, 3×3 ``eigh``)."""
     return jnp.linalg.eigvalsh(hessian(theta, sigma))[-1]

@@ -8,9 +8,10 @@ from jax.flatten_util import ravel_pytree
 
 from eoslab._precision import follows
 from eoslab.problem import Params, Problem
+from eoslab.typing import Array, Float
 
 
-def top_eigvals(M: jax.Array, k: int) -> jax.Array:
+def top_eigvals(M: Float[Array, "n n"], k: int) -> Float[Array, " k"]:
     """The k largest *algebraic* eigenvalues of the symmetric matrix ``M`` (n, n), descending.
 
     Padded with NaN when k > n. 1×1 and 2×2 matrices use the closed form (it is exact,
@@ -32,21 +33,21 @@ def top_eigvals(M: jax.Array, k: int) -> jax.Array:
 
 
 @follows("problem", "params")
-def hessian_matrix(problem: Problem, params: Params | None = None) -> jax.Array:
+def hessian_matrix(problem: Problem, params: Params | None = None) -> Float[Array, "P P"]:
     """The loss Hessian ∇²L(θ) as a dense (P, P) matrix (flattened parameters)."""
     flat, unravel = ravel_pytree(problem.params if params is None else params)
     return jax.hessian(lambda v: problem.loss_fn(unravel(v)))(flat)
 
 
 @follows("problem", "params")
-def jacobian_matrix(problem: Problem, params: Params | None = None) -> jax.Array:
+def jacobian_matrix(problem: Problem, params: Params | None = None) -> Float[Array, "N P"]:
     """J = ∂f/∂θ as a dense (N, P) matrix, N = number of scalar outputs (flattened)."""
     flat, unravel = ravel_pytree(problem.params if params is None else params)
     return jax.jacobian(lambda v: problem.predict(unravel(v)).reshape(-1))(flat)
 
 
 @follows("problem", "params")
-def ntk_matrix(problem: Problem, params: Params | None = None) -> jax.Array:
+def ntk_matrix(problem: Problem, params: Params | None = None) -> Float[Array, "N N"]:
     """The NTK in the loss normalisation, ``K = J Jᵀ / norm`` (N, N), for MSE.
 
     With this scaling, linearised GD on the residuals is ``z' = (I − ηK) z``, so
@@ -58,7 +59,7 @@ def ntk_matrix(problem: Problem, params: Params | None = None) -> jax.Array:
 
 
 @follows("problem", "params")
-def gauss_newton_matrix(problem: Problem, params: Params | None = None) -> jax.Array:
+def gauss_newton_matrix(problem: Problem, params: Params | None = None) -> Float[Array, "P P"]:
     """The Gauss-Newton matrix ``Jᵀ (∂²L/∂f²) J`` (P, P)."""
     params = problem.params if params is None else params
     J = jacobian_matrix(problem, params)

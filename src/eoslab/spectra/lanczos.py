@@ -7,13 +7,15 @@ spectrum of A (for symmetric A).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from eoslab.typing import Array, Float, Matvec, PRNGKeyArray
 
-def orthogonalize(w: jax.Array, V: jax.Array) -> jax.Array:
+
+def orthogonalize(w: Float[Array, " n"], V: Float[Array, "m n"]) -> Float[Array, " n"]:
     """``w`` (n,) minus its projection on the rows of ``V`` (m, n), assumed orthonormal or zero:
     two passes of classical Gram-Schmidt ("twice is enough" in floating point)."""
     w = w - V.T @ (V @ w)
@@ -21,13 +23,13 @@ def orthogonalize(w: jax.Array, V: jax.Array) -> jax.Array:
 
 
 class LanczosResult(NamedTuple):
-    values: jax.Array     # (k,) largest Ritz values, descending
-    vectors: jax.Array    # (k, n) unit Ritz vectors
-    residuals: jax.Array  # (k,) ‖A v − θ v‖
+    values: Float[Array, " k"]      # largest Ritz values, descending
+    vectors: Float[Array, "k n"]    # unit Ritz vectors
+    residuals: Float[Array, " k"]   # ‖A v − θ v‖
 
 
-def lanczos(matvec: Callable[[jax.Array], jax.Array], v0: jax.Array, num_iters: int, k: int = 1,
-            key=None) -> LanczosResult:
+def lanczos(matvec: Matvec, v0: Float[Array, " n"], num_iters: int, k: int = 1,
+            key: PRNGKeyArray | None = None) -> LanczosResult:
     """Top-k eigenpairs of the symmetric operator ``matvec`` on R^n, ``num_iters`` products.
 
     Args:

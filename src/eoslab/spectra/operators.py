@@ -11,9 +11,10 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from eoslab.problem import Params, Problem
+from eoslab.typing import Array, Float, Matvec
 
 
-def hvp(problem: Problem, params: Params):
+def hvp(problem: Problem, params: Params) -> tuple[Matvec, int]:
     """``v ↦ ∇²L(θ) v`` by forward-over-reverse (one JVP of the gradient), on (P,) vectors."""
     flat, unravel = ravel_pytree(params)
     grad = jax.grad(lambda v: problem.loss_fn(unravel(v)))
@@ -24,7 +25,7 @@ def hvp(problem: Problem, params: Params):
     return mv, flat.size
 
 
-def ntk_vp(problem: Problem, params: Params):
+def ntk_vp(problem: Problem, params: Params) -> tuple[Matvec, int]:
     """``u ↦ J (Jᵀ u) / norm`` on (N,) output-space vectors (one VJP and one JVP)."""
     flat, unravel = ravel_pytree(params)
     f = lambda v: problem.predict(unravel(v)).reshape(-1)
@@ -37,7 +38,7 @@ def ntk_vp(problem: Problem, params: Params):
     return mv, out.size
 
 
-def gnvp(problem: Problem, params: Params):
+def gnvp(problem: Problem, params: Params) -> tuple[Matvec, int]:
     """``v ↦ Jᵀ (∂²L/∂f²) J v`` on (P,) vectors (Gauss-Newton; MSE or cross-entropy)."""
     flat, unravel = ravel_pytree(params)
     f = lambda v: problem.predict(unravel(v))
@@ -52,6 +53,6 @@ def gnvp(problem: Problem, params: Params):
     return mv, flat.size
 
 
-def dense_from_matvec(mv, dim: int, dtype=jnp.float64) -> jax.Array:
+def dense_from_matvec(mv: Matvec, dim: int, dtype=jnp.float64) -> Float[Array, "n n"]:
     """Materialise a matvec as a (dim, dim) matrix (tests, tiny problems)."""
     return jax.vmap(mv, out_axes=1)(jnp.eye(dim, dtype=dtype))

@@ -11,6 +11,7 @@ from eoslab.problem import Params, Problem
 from eoslab.spectra.dense import hessian_matrix, ntk_matrix, top_eigvals
 from eoslab.spectra.lanczos import lanczos
 from eoslab.spectra.operators import hvp, ntk_vp
+from eoslab.typing import Array, Float, PRNGKeyArray
 
 METHODS = ("dense", "lanczos")
 
@@ -32,7 +33,7 @@ def _start(key, n, dtype):
 
 @follows("problem", "params")
 def hessian_top(problem: Problem, params: Params | None = None, k: int = 2, method: str = "dense",
-                num_iters: int = 40, key=None) -> jax.Array:
+                num_iters: int = 40, key: PRNGKeyArray | None = None) -> Float[Array, " k"]:
     """The k largest algebraic eigenvalues of ∇²L(θ), (k,), descending. ``method="lanczos"``
     needs ``key``: its random start vector (the values depend on it at the Lanczos accuracy)."""
     params = problem.params if params is None else params
@@ -46,7 +47,7 @@ def hessian_top(problem: Problem, params: Params | None = None, k: int = 2, meth
 
 @follows("problem", "params")
 def ntk_top(problem: Problem, params: Params | None = None, k: int = 2, method: str = "dense",
-            num_iters: int = 40, key=None) -> jax.Array:
+            num_iters: int = 40, key: PRNGKeyArray | None = None) -> Float[Array, " k"]:
     """The k largest eigenvalues of the NTK ``J Jᵀ / norm`` (see :func:`ntk_matrix`), (k,);
     ``method="lanczos"`` needs ``key`` (as :func:`hessian_top`)."""
     params = problem.params if params is None else params
