@@ -40,6 +40,7 @@ def test_members_equal_separate_runs_and_diverge_alone():
         ok = ~ref["diverged"]
         _close(traj["loss"][ok], ref["loss"][ok], 1e-5)
         assert np.all(np.isnan(traj["loss"][~ok])) and float(traj["lr"]) == lr
+        np.testing.assert_allclose(traj["edge"][ok], 2 * (1 + mom) / lr, rtol=1e-6)  # the member's own edge
         if not ref["diverged"].any():
             for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(fin)):
                 np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-5, atol=1e-6)

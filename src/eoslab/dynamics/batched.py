@@ -90,7 +90,9 @@ def train_batch(problem: Problem | Sequence[Problem], lr, steps: int, *, momentu
       ``(trajectories, final_params)``: a list of B dicts of NumPy arrays with the keys of
       :func:`~eoslab.dynamics.train.train` (``loss``, ``grad_norm``, ``accuracy``,
       ``<op>_eigs`` (steps, k), ``<op>_residuals``, ``<op>_products``, ``<op>_entered``,
-      ``tracked``, ``diverged``, ``lr``, ``seconds``: the batch's wall time divided by B,
+      ``<op>_converged``, ``tracked``, ``edge`` (the member's threshold 2(1 + μ)/η),
+      ``edge_ratio`` (λ₁/edge, with ``"hessian"``), ``diverged``, ``lr``, ``seconds``: the
+      batch's wall time divided by B,
       ``batch_seconds``, ``batch_size``), and the members' final parameters (a pytree with a
       leading axis B).
     """
@@ -240,6 +242,10 @@ def _batch_chunk(problem, lr, momentum, tol, state, start, total, *, length, eve
         else:
             S_new = S
         rec["tracked"] = jnp.broadcast_to((t % every == 0) if S else jnp.array(False), div.shape)
+        # the heavy-ball map on a quadratic of curvature λ is stable iff λ < 2(1 + μ)/η (GD: μ = 0)
+        rec["edge"] = 2.0 * (1.0 + momentum) / lr
+        if "hessian_eigs" in rec:
+            rec["edge_ratio"] = rec["hessian_eigs"][:, 0] / rec["edge"]
         nVel = momentum[:, None] * Vel - lr[:, None] * G
         nV = V + nVel
         div = div | (active & ~(jnp.isfinite(rec["loss"]) & jax.vmap(_all_finite)(nV)))
