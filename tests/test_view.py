@@ -376,6 +376,26 @@ def test_browser_explorer_redraws_with_eoslab_values(served):
     assert tag["predicted_ratio"] == eos2d.eos_limit(tag["eps"], 1.3, tag["E"]).ratio
     text = b.execute_script(f"return {_model('outcome')}.text")
     assert tag["outcome"] in text and f"{tag['final_ratio']:.7g}" in text
+    # A click on the landscape sets θ₀ there (the data point under the pointer, from Bokeh).
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    x_px, y_px = b.execute_script(f"const m = {_model('landscape')}; for (const v of Bokeh.index.all_views()) "
+                                  "if (v.model === m) { const r = v.el.getBoundingClientRect(), f = v.frame.bbox; "
+                                  "return [r.left + f.left + 0.75 * f.width, r.top + f.top + 0.3 * f.height]; }")
+    clicker = ActionBuilder(b)
+    clicker.pointer_action.move_to_location(int(x_px), int(y_px))
+    clicker.pointer_action.click()
+    clicker.perform()
+    _wait(b, f"return {_model('traj')}.tags[0].theta0[0] !== {tag['theta0'][0]}")
+    tapped = b.execute_script(f"return {_model('traj')}.tags[0]")
+    assert tapped["theta0"][0] > 0 and tapped["theta0"][1] > 0 and tapped["lr"] == 1.3
+    ref, _ = gd(quadratic2d.problem(tapped["eps"], tapped["theta0"], tapped["E"]), 1.3, tapped["steps"], k=1,
+                spectra="dense", record_params=True)
+    np.testing.assert_array_equal(np.array(b.execute_script(f"return Array.from({_model('traj')}.data.x)")),
+                                  np.asarray(ref["params"])[:, 0])
+    # Dragging the θ₀ marker (Bokeh's point-drag tool) edits its data in the page: the server follows.
+    b.execute_script(f"{_model('theta0')}.data = {{x: [0.25], y: [7.5]}};")
+    _wait(b, f"return {_model('traj')}.tags[0].theta0[1] === 7.5")
     # The phase diagram follows, computed for the new η (its middle column).
     _wait(b, f"return Math.abs({_model('phase_data')}.data.x[0] - 1.3 * 0.1 + (1.3 * 1.8 / 48) / 2) < 1e-9")
     time.sleep(0.5)

@@ -82,8 +82,16 @@ class Explorer:
                        legend_label="GD trajectory")
         self.land.scatter("x", "y", source=self.src_traj, size=3, color=TRAJ)
         self.src_start = ColumnDataSource(dict(x=[st["theta1"]], y=[st["theta2"]]), name="theta0")
-        self.land.scatter("x", "y", source=self.src_start, size=11, marker="circle", fill_color="white",
-                          line_color="black", line_width=2, legend_label="θ₀")
+        start = self.land.scatter("x", "y", source=self.src_start, size=13, marker="circle", fill_color="white",
+                                  line_color="black", line_width=2, legend_label="θ₀ (click or drag)")
+        from bokeh.models import PointDrawTool
+
+        # Drag the θ₀ marker (Bokeh's point-drag tool: no adding or deleting points); a click
+        # elsewhere also sets θ₀. Pan and zoom are one click away in the toolbar.
+        drag = PointDrawTool(renderers=[start], add=False, drag=True, num_objects=1, description="drag θ₀")
+        self.land.add_tools(drag)
+        self.land.toolbar.active_drag = drag
+        self.src_start.on_change("data", self._on_drag)
         self.land.legend.location = "top_left"
         self.land.legend.background_fill_alpha = 0.7
         self.land.legend.label_text_font_size = "9pt"
@@ -171,6 +179,14 @@ class Explorer:
 
     def _on_slider(self, attr, old, new):
         self.w_lr.value = float(new)  # triggers _on_value
+
+    def _on_drag(self, attr, old, new):
+        try:
+            t1, t2 = float(new["x"][0]), float(new["y"][0])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return
+        if (t1, t2) != (self.w_t1.value, self.w_t2.value):  # not our own redraw of the marker
+            self._set(theta1=t1, theta2=t2)
 
     def _on_land_tap(self, event):
         self._set(theta1=float(event.x), theta2=float(event.y))
