@@ -170,3 +170,41 @@ def test_run_refuses_bad_input_before_any_work():
         cf.run(problem, -1.0, 10)
     with pytest.raises(EoslabError, match="stiffness"):
         cf.run(problem, 0.1, 10, stiffness=2.0)
+
+
+def _two_blocks(e1=0.05, e2=0.08):
+    """Two independent 2-D models (block-diagonal Hessian): both top eigenvalues reach 2/η."""
+    def fn(th, Q):
+        return jnp.stack([0.5 * th[:2] @ Q[0] @ th[:2], 0.5 * th[2:] @ Q[1] @ th[2:]])
+
+    Q = jnp.array([np.diag([1.0, -e1]), np.diag([1.0, -e2])])
+    th0 = jnp.array([0.1, 2 / np.sqrt(e1), 0.1, 1.9 / np.sqrt(e2)])
+    return Problem(fn, Q, jnp.zeros(2), th0, "mse", 1.0)
+
+
+@pytest.mark.slow
+def test_two_eigenvalues_at_the_edge_are_both_held_by_the_sdcp():
+    out = cf.run(_two_blocks(), 1.0, 150, k=2, k_max=2)
+    assert out["n_active"].max() == 2 and out["entered_at"][0][1] == 2
+    on = slice(int(np.flatnonzero(out["n_active"] == 2)[0]) + 5, None)
+    np.testing.assert_allclose(out["eigs"][on], 2.0, rtol=1e-5)
+    assert np.all(out["sdcp_residual"][on] < 1e-8)
+    assert np.all(np.diff(out["loss"]) <= 1e-15)
+    s = cf.summary(out, 1.0)
+    assert s["ratio_final"] < 0.1
+
+
+def test_self_stabilization_map_fixed_point_is_the_central_flow_sigma():
+    """Damian et al.'s (x, y) map with constant α, β: x² = 2α/β, y = 0 (the k = 1 σ²) is a fixed
+    point up to the sign flip of x, and a start off it cycles (the quantity stays bounded)."""
+    T, lr, alpha, beta = 200, 0.5, 0.3, 2.0
+    sigma2 = 2 * alpha / beta
+    out = {"n_active": np.ones(T, int), "alpha": np.full(T, alpha), "beta": np.full(T, beta),
+           "gd_x": np.full(T, np.sqrt(sigma2)), "gd_sharpness": np.full(T, 2 / lr)}
+    ss = cf.self_stabilization(out, lr)
+    np.testing.assert_allclose(ss["x"] ** 2, sigma2, rtol=1e-8)      # a centre: rounding drifts slowly
+    np.testing.assert_allclose(ss["y"], 0.0, atol=1e-9)
+    out["gd_x"] = np.full(T, 0.5 * np.sqrt(sigma2))
+    ss = cf.self_stabilization(out, lr)
+    assert np.all(np.isfinite(ss["x"])) and ss["y"].max() > 0 > ss["y"].min()
+    assert 0.1 * sigma2 < np.mean(ss["x"] ** 2) < 10 * sigma2

@@ -74,8 +74,10 @@ def flow_cmd(
     eps: float = typer.Option(0.1, help="quadratic2d: ε in f = ½(θ₁² − εθ₂²)"),
     theta0: Optional[str] = typer.Option(None, help="quadratic2d: θ₀ as 'a,b' (default 0.1,2/√ε)"),
     lr: float = typer.Option(0.3, help="step size η (the edge is 2/η)"),
+    edge_ratio: Optional[float] = typer.Option(None, help="instead of --lr: η with ηλ₁(θ₀)/2 = this value"),
     steps: int = typer.Option(300, help="GD steps (the flows run for the same time)"),
     substeps: int = typer.Option(4, help="Euler substeps of the flows per GD step"),
+    start: int = typer.Option(0, help="plain GD steps first; then all three start from GD's iterate"),
     k: int = typer.Option(1, help="Hessian eigenpairs tracked at the start"),
     k_max: int = typer.Option(4, help="most eigenpairs tracked (the set grows when its last one reaches 2/η)"),
     window: int = typer.Option(20, help="steps of GD's centred moving average (the 'smoothed' loss)"),
@@ -97,6 +99,9 @@ def flow_cmd(
                     ("--sigma-j", sigma_j)):
         check(name, v, positive)
     check("--seed", seed, seed_rule)
+    check("--start", start, integer(0))
+    if edge_ratio is not None:
+        check("--edge-ratio", edge_ratio, positive)
     if not 0.0 < eps < 1.0:
         cli.fail(f"--eps must lie in (0, 1), got {eps}")
     th = None
@@ -114,10 +119,21 @@ def flow_cmd(
     problem = flow_problem(model, depth=depth, width=width, activation=activation, data=data, data_dir=data_dir,
                            n=n, d=d, target_scale=target_scale, D=D, P=P, sigma_z=sigma_z, sigma_j=sigma_j,
                            eps=eps, theta0=th, seed=seed, dtype=dtype)
+    if edge_ratio is not None:
+        import jax
+
+        from eoslab.spectra import hessian_top
+
+        big = problem.num_params > 2000
+        lam = float(hessian_top(problem, k=1, method="lanczos" if big else "dense",
+                                key=jax.random.PRNGKey(seed) if big else None)[0])
+        if not lam > 0:
+            cli.fail(f"--edge-ratio needs λ₁(θ₀) > 0, got {lam:.4g}")
+        lr = 2.0 * edge_ratio / lam
     if not as_json:
         typer.echo(f"{model}: {problem.num_params} parameters, {dtype}; η = {lr} (2/η = {2 / lr:.4g}), "
                    f"{steps} steps, {substeps} substeps per step")
-    out = cf.run(problem, lr, steps, k=k, k_max=k_max, substeps=substeps, seed=seed)
+    out = cf.run(problem, lr, steps, k=k, k_max=k_max, substeps=substeps, seed=seed, start=start)
     s = cf.summary(out, lr, window)
     if not as_json:
         _print_summary(s)
@@ -131,8 +147,8 @@ def flow_cmd(
         curves = {key: v for key, v in out.items() if hasattr(v, "ndim") and v.ndim >= 1
                   and not key.startswith("w_")}
         curves["gd_loss_smoothed"] = cf.smooth(out["gd_loss"], window)
-        cli.emit_json({"config": {"model": model, "lr": lr, "steps": steps, "substeps": substeps, "k": k,
-                                  "k_max": k_max, "window": window, "seed": seed, "dtype": dtype,
+        cli.emit_json({"config": {"model": model, "lr": lr, "edge_ratio": edge_ratio, "steps": steps, "substeps": substeps, "k": k,
+                                  "k_max": k_max, "window": window, "start": start, "seed": seed, "dtype": dtype,
                                   "num_params": problem.num_params},
                        "summary": s, "curves": curves}, as_json, json_out)
 

@@ -57,6 +57,8 @@ CF_KEYS = {
     "avg_grad_norm2": "predicted time-averaged ‖∇L‖² of GD: ‖∇L + ½AΣ‖² + (2/η)² tr Σ",
     "sdcp_residual": "KKT residual of the SDCP at the last substep (relative)",
     "products": "Hessian-vector products spent tracking during this GD step",
+    "alpha": "α = −⟨∇L, ∇S⟩ (progressive sharpening rate of S along −∇L, per unit η)",
+    "beta": "β = ‖∇S‖² (self-stabilization strength)",
 }
 
 
@@ -188,8 +190,9 @@ def cf_velocity(problem, unravel, w, U, values, lr, sigma0, cfg: FlowConfig):
             lambda: solve_sdcp(M, q, k, mask, tol=cfg.sdcp_tol, max_iter=cfg.sdcp_iters, x0=sigma0)[:2],
             lambda: (single, _kkt_residual(single, M, q, k, mask)))
     d = g + 0.5 * A @ x
+    gS = A[:, 0]                                # ∇(u₁ᵀHu₁): svec coordinate (0, 0) has weight 1
     info = {"loss": L, "grad_norm2": g @ g, "d_norm2": d @ d, "trace_sigma": jnp.trace(smat(x, k)),
-            "n_active": jnp.sum(mask), "sdcp_residual": res}
+            "n_active": jnp.sum(mask), "sdcp_residual": res, "alpha": -(gS @ g), "beta": gS @ gS}
     return d, x, info
 
 
@@ -199,7 +202,7 @@ def _cf_substep(problem, unravel, lr, cfg, carry):
     st, tr = tracking.track(mv, st, tol=cfg.track_tol)
     d, sig, info = cf_velocity(problem, unravel, w, tr.vectors, tr.values, lr, sig, cfg)
     w = w - (lr / cfg.substeps) * d
-    info = dict(info, eigs=tr.values, products=tr.n_products)
+    info = dict(info, eigs=tr.values, products=tr.n_products, u=tr.vectors[0])
     return (w, st, sig), info
 
 
@@ -214,7 +217,8 @@ def _record_cf(info0, infos, lr):
     return {"loss": info0["loss"], "avg_loss": info0["loss"] + tr / lr, "sharpness": info0["eigs"][0],
             "eigs": info0["eigs"], "trace_sigma": tr, "n_active": info0["n_active"],
             "grad_norm2": info0["grad_norm2"], "avg_grad_norm2": info0["d_norm2"] + edge ** 2 * tr,
-            "sdcp_residual": info0["sdcp_residual"], "products": jnp.sum(infos["products"])}
+            "sdcp_residual": info0["sdcp_residual"], "products": jnp.sum(infos["products"]),
+            "alpha": info0["alpha"], "beta": info0["beta"]}
 
 
 @functools.partial(jax.jit, static_argnames=("unravel", "cfg", "length", "with_gd", "with_gf"))
@@ -234,7 +238,8 @@ def _chunk(problem, unravel, lr, state, *, cfg, length, with_gd, with_gf):
             mv, _ = hvp(problem, unravel(w_gd))
             st_gd, trg = tracking.track(mv, st_gd, tol=1e-4)
             rec.update(gd_loss=Lg, gd_sharpness=trg.values[0], gd_grad_norm2=g @ g,
-                       dist_gd_cf=jnp.linalg.norm(w_gd - w_cf_before))
+                       dist_gd_cf=jnp.linalg.norm(w_gd - w_cf_before),
+                       gd_x=info0["u"] @ (w_gd - w_cf_before))
             w_gd = w_gd - lr * g
         if with_gf:
             rec.update(gf_loss=problem.loss_fn(unravel(w_gf)), dist_gf_cf=jnp.linalg.norm(w_gf - w_cf_before))
@@ -380,6 +385,41 @@ def _concat(recs, k_max):
         keep = np.any(np.isfinite(out["eigs"]), axis=0)
         out["eigs"] = out["eigs"][:, keep]
     return out
+
+
+def self_stabilization(out: dict, lr: float, start: int | None = None) -> dict:
+    """The self-stabilization prediction (Damian, Nichani & Lee, ICLR 2023, §4) along the flow.
+
+    GD's displacement from the (constrained / central) trajectory is x along the top eigenvector
+    u and y = S_GD − 2/η along ∇S. Expanding ∇L to second order around the flow gives the
+    two-variable map, with α = −⟨∇L, ∇S⟩ and β = ‖∇S‖² evaluated on the flow at each step:
+
+        x_{t+1} = −(1 + η y_t) x_t,      y_{t+1} = y_t + η (α_t − β_t x_t² / 2).
+
+    Its fixed point x² = 2α/β is the central flow's σ² (k = 1); around it the map cycles (for
+    constant α, β it conserves a Lotka-Volterra-like quantity), so it predicts GD's oscillation
+    *period by period*, where the central flow predicts its average. Started from GD's measured
+    (x, y) at row ``start`` (default: the first row at the edge). Returns ``{"x": (T,), "y": (T,),
+    "start": int}`` (NaN before ``start``; the map's own overflow, when it runs away, becomes
+    NaN); needs a :func:`run` with ``gd=True``."""
+    na = np.asarray(out["n_active"])
+    T = na.size
+    if start is None:
+        # The first row at the edge where GD has moved off the flow (at a common start x = 0,
+        # a fixed point of the map).
+        on = np.flatnonzero((na > 0) & (np.abs(np.asarray(out["gd_x"])) > 0))
+        start = int(on[0]) if on.size else 0
+    x, y = np.full(T, np.nan), np.full(T, np.nan)
+    x[start] = out["gd_x"][start]
+    y[start] = out["gd_sharpness"][start] - 2.0 / lr
+    a, b = np.asarray(out["alpha"]), np.asarray(out["beta"])
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(start, T - 1):
+            x[t + 1] = -(1 + lr * y[t]) * x[t]
+            y[t + 1] = y[t] + lr * (a[t] - b[t] * x[t] ** 2 / 2)
+    bad = ~(np.isfinite(x) & np.isfinite(y))
+    x[bad], y[bad] = np.nan, np.nan
+    return {"x": x, "y": y, "start": start}
 
 
 def smooth(x: np.ndarray, window: int) -> np.ndarray:

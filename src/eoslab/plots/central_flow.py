@@ -6,17 +6,25 @@ import numpy as np
 
 from eoslab.plots.style import EDGE_COLOR, PREDICTED_COLOR, figure, save
 
-GD_COLOR, GF_COLOR, CF_COLOR = "#1f77b4", "#7f7f7f", PREDICTED_COLOR
+GD_COLOR, GF_COLOR, CF_COLOR, SS_COLOR = "#1f77b4", "#7f7f7f", PREDICTED_COLOR, "#9467bd"
 
 
 def plot_flow(out: dict, lr: float, path, *, window: int = 20, title: str = "") -> list:
     """Loss (GD raw and smoothed, the central flow's L and predicted time-averaged loss,
     gradient flow), sharpness vs 2/η, tr Σ, and ‖w_GD − w_CF‖, ‖w_GD − w_GF‖ over GD steps.
     ``out`` is :func:`eoslab.dynamics.central_flow.run`'s result. Returns the written paths."""
+    fig, axes = figure(ncols=4, width=3.6, height=2.9)
+    flow_axes(axes, out, lr, window=window)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return save(fig, path)
+
+
+def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
+    """Draw :func:`plot_flow`'s four panels on ``axes`` (4,)."""
     from eoslab.dynamics.central_flow import smooth
 
     t = np.arange(out["loss"].shape[0])
-    fig, axes = figure(ncols=4, width=3.6, height=2.9)
     ax = axes[0]
     if "gd_loss" in out:
         ax.semilogy(t, out["gd_loss"], color=GD_COLOR, alpha=0.3, lw=0.7, label="GD")
@@ -39,10 +47,35 @@ def plot_flow(out: dict, lr: float, path, *, window: int = 20, title: str = "") 
     ax.set_xlabel("step")
     ax.set_ylabel("Hessian eigenvalues")
     ax.legend(fontsize=7)
+    ss = None
+    if "gd_x" in out and "alpha" in out and np.any(np.asarray(out["n_active"]) > 0):
+        from eoslab.dynamics.central_flow import self_stabilization
+
+        ss = self_stabilization(out, lr)
+        lo, hi = axes[1].get_ylim()
+        axes[1].plot(t, 2.0 / lr + ss["y"], color=SS_COLOR, lw=0.8, alpha=0.8,
+                     label="self-stabilization 2/η + y")
+        axes[1].set_ylim(lo, hi)
+        axes[1].legend(fontsize=7)
     ax = axes[2]
-    ax.plot(t, out["trace_sigma"], color=CF_COLOR, label="tr Σ (σ² for k = 1)")
+    if "gd_x" in out:
+        ax.plot(t, np.asarray(out["gd_x"]) ** 2, color=GD_COLOR, lw=0.6, alpha=0.5, label="GD x² (along u)")
+        ax.plot(t, smooth(np.asarray(out["gd_x"]) ** 2, window), color=GD_COLOR, lw=1.2,
+                label=f"GD x², {window}-step mean")
+    if ss is not None:
+        ax.plot(t, ss["x"] ** 2, color=SS_COLOR, lw=0.8, alpha=0.8, label="self-stabilization x²")
+    ax.plot(t, out["trace_sigma"], color=CF_COLOR, lw=1.4, label="central flow tr Σ (σ² for k = 1)")
+    ax.set_yscale("log")
+    # Scale to the central flow and GD's smoothed x² (the undamped map's cycle can span 100 decades).
+    ref = [np.asarray(out["trace_sigma"], float)]
+    if "gd_x" in out:
+        ref.append(smooth(np.asarray(out["gd_x"], float) ** 2, window))
+    ref = np.concatenate(ref)
+    ref = ref[np.isfinite(ref) & (ref > 0)]
+    if ref.size:
+        ax.set_ylim(ref.min() / 10, ref.max() * 10)
     ax.set_xlabel("step")
-    ax.set_ylabel("predicted oscillation variance")
+    ax.set_ylabel("oscillation variance")
     ax.legend(fontsize=7)
     ax = axes[3]
     if "dist_gd_cf" in out:
@@ -52,6 +85,29 @@ def plot_flow(out: dict, lr: float, path, *, window: int = 20, title: str = "") 
     ax.set_xlabel("step")
     ax.set_ylabel("distance in weight space")
     ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    return save(fig, path)
+
+
+def plot_2d_axes(axes, rows) -> None:
+    """The 2-D model over ε: ``rows`` = [(ε, arrays)] with ``cf_limit``, ``gd_limit`` and
+    ``theory_limit`` (ηλ∞). Left: the three limits; right: the miss S_CF − λ_GD against the
+    slow-manifold δ = 2 − ηλ∞ and ε/2."""
+    rows = sorted(rows, key=lambda r: r[0])
+    eps = np.array([r[0] for r in rows])
+    cf = np.array([float(r[1]["cf_limit"]) for r in rows])
+    gd = np.array([float(r[1]["gd_limit"]) for r in rows])
+    th = np.array([float(r[1]["theory_limit"]) for r in rows])
+    ax = axes[0]
+    ax.plot(eps, cf, "o-", color=CF_COLOR, label="central flow ηS(∞)")
+    ax.plot(eps, gd, "s", color=GD_COLOR, label="exact GD ηλ∞")
+    ax.plot(eps, th, "-", color="k", lw=0.8, label="slow-manifold theory")
+    ax.axhline(2.0, color=EDGE_COLOR, ls="--", lw=1.0, label="2/η")
+    ax.set_xlabel("ε")
+    ax.set_ylabel("limit of ηλ₁")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    ax.loglog(eps, cf - gd, "o", color=CF_COLOR, label="miss S_CF − λ_GD")
+    ax.loglog(eps, 2.0 - th, "-", color="k", lw=0.8, label="δ = 2 − ηλ∞ (theory)")
+    ax.loglog(eps, eps / 2, ":", color=GF_COLOR, label="ε/2")
+    ax.set_xlabel("ε")
+    ax.set_ylabel("η × miss")
+    ax.legend(fontsize=7)

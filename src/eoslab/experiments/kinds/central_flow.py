@@ -1,0 +1,285 @@
+"""The central flow of GD (Cohen et al., ICLR 2025) against discrete GD and gradient flow.
+
+Kinds:
+
+* ``central_flow.network``: a tanh MLP on the synthetic data (float64), or a random
+  second-order model, run by :func:`eoslab.dynamics.central_flow.run` (GD, gradient flow and
+  the central flow from the same point). The step size is set by ``eta_s0_half`` = ηλ₁(θ₀)/2
+  (the dense Hessian at θ₀), so a config says how close to the edge training starts.
+* ``central_flow.quadratic2d``: the 2-D model of Theorem 1 over ε, where the exact GD limit
+  2/η − δ is known (:func:`eoslab.theory.eos2d.eos_limit`) and the central flow holds 2/η.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from eoslab import Problem
+from eoslab.errors import positive, positive_int
+from eoslab.experiments import Field, Kind, Measurement, register
+
+_frac = lambda v: None if 0.0 < v < 1.0 else "must lie in (0, 1)"
+_nonneg = lambda v: None if v >= 0 else "must be ≥ 0"
+
+NETWORK_SCHEMA = {
+    "model": {
+        "model": Field(str, "mlp", choices=("mlp", "second_order", "two_blocks"), static=True,
+                       doc="a tanh MLP on synthetic data, a random second-order model (Theorem 2 ensemble), "
+                           "or two independent 2-D models of Theorem 1 (block-diagonal Hessian)"),
+        "eps_pair": Field(list, [0.05, 0.08], length=2, doc="two_blocks: ε of each 2-D block"),
+        "theta2_pair": Field(list, [2.0, 1.9], length=2, doc="two_blocks: θ₂√ε of each block at the start (θ₁ = 0.1)"),
+        "depth": Field(int, 2, doc="hidden layers (mlp)", static=True, check=positive_int),
+        "width": Field(int, 8, doc="hidden units (mlp)", static=True, check=positive_int),
+        "outputs": Field(int, 1, doc="outputs (mlp: 1 = regression, C ≥ 2 = one-hot classes)", static=True,
+                         check=positive_int),
+        "D": Field(int, 10, doc="second-order model: datapoints", static=True, check=positive_int),
+        "P": Field(int, 20, doc="second-order model: parameters", static=True, check=positive_int),
+        "sigma_z": Field(float, 1.0, doc="second-order model: std of the initial residuals", check=positive),
+    },
+    "data": {
+        "n": Field(int, 50, doc="synthetic examples (mlp)", static=True, check=positive_int),
+        "d": Field(int, 16, doc="input dimension (mlp)", static=True, check=positive_int),
+        "target_scale": Field(float, 2.0, doc="std of the regression targets (mlp)", check=positive),
+    },
+    "dynamics": {
+        "eta_s0_half": Field(float, 0.68, doc="ηλ₁(θ₀)/2: the step size relative to the edge at θ₀", check=positive),
+        "lr": Field(float, 0.0, doc="η itself when > 0 (then eta_s0_half is not used)", check=_nonneg),
+        "steps": Field(int, 300, doc="GD steps (flows: the same time)", static=True, check=positive_int),
+        "start": Field(int, 20, doc="plain GD steps before the three dynamics start from the same point",
+                       static=True, check=_nonneg),
+        "substeps": Field(int, 4, doc="Euler substeps of the flows per GD step", static=True, check=positive_int),
+        "k": Field(int, 1, doc="Hessian eigenpairs tracked at the start", static=True, check=positive_int),
+        "k_max": Field(int, 3, doc="most eigenpairs tracked", static=True, check=positive_int),
+        "window": Field(int, 20, doc="steps of GD's centred moving average", static=True, check=positive_int),
+    },
+}
+
+CURVES = ("loss", "avg_loss", "sharpness", "eigs", "trace_sigma", "n_active", "gd_loss", "gd_sharpness",
+          "gf_loss", "dist_gd_cf", "dist_gd_gf", "products", "sdcp_residual", "alpha", "beta", "gd_x")
+
+
+def two_blocks(eps_pair, theta2_pair) -> Problem:
+    """Two independent 2-D models f_i = ½(θ_{i1}² − ε_i θ_{i2}²), L = ½(f₁² + f₂²): the Hessian is
+    block-diagonal, so both top eigenvalues sharpen to 2/η and stay there together."""
+    def fn(th, Q):
+        return jnp.stack([0.5 * th[:2] @ Q[0] @ th[:2], 0.5 * th[2:] @ Q[1] @ th[2:]])
+
+    Q = jnp.array([np.diag([1.0, -e]) for e in eps_pair], jnp.float64)
+    th0 = jnp.array([0.1, theta2_pair[0] / np.sqrt(eps_pair[0]), 0.1, theta2_pair[1] / np.sqrt(eps_pair[1])],
+                    jnp.float64)
+    return Problem(fn, Q, jnp.zeros(2, jnp.float64), th0, "mse", 1.0)
+
+
+def network_problem(point: dict) -> Problem:
+    """The point's problem in float64 (explicit dtypes: no reliance on a global switch)."""
+    if point["model"] == "two_blocks":
+        return two_blocks(point["eps_pair"], point["theta2_pair"])
+    if point["model"] == "second_order":
+        from eoslab.models import second_order
+
+        m = second_order.random(jax.random.PRNGKey(point["seed"]), point["D"], point["P"],
+                                sigma_z=point["sigma_z"], dtype=jnp.float64)
+        return second_order.problem(m)
+    from eoslab.data import synthetic
+    from eoslab.models.mlp import MLP
+
+    C = point["outputs"]
+    ds = synthetic(point["n"], point["d"], target_scale=point["target_scale"], seed=point["seed"],
+                   classes=C if C > 1 else None, dtype="float64")
+    net = MLP(point["depth"], point["width"], "tanh", ds.out_dim)
+    params = net.init(jax.random.PRNGKey(point["seed"]), ds.in_dim, jnp.float64)
+    return Problem.from_model(net, params, jnp.asarray(ds.x, jnp.float64), jnp.asarray(ds.y, jnp.float64))
+
+
+def top_eigenvalue(problem: Problem) -> float:
+    """λ₁ of the dense Hessian at θ₀ (small P)."""
+    flat, unravel = ravel_pytree(problem.params)
+    H = jax.jit(jax.hessian(lambda v: problem.loss_fn(unravel(v))))(flat)
+    return float(jnp.linalg.eigvalsh(H)[-1])
+
+
+def simulate_network(point: dict) -> dict:
+    from eoslab.dynamics import central_flow as cf
+
+    problem = network_problem(point)
+    lr = point["lr"] if point["lr"] > 0 else 2.0 * point["eta_s0_half"] / top_eigenvalue(problem)
+    out = cf.run(problem, lr, point["steps"], k=point["k"], k_max=point["k_max"], substeps=point["substeps"],
+                 start=point["start"], seed=point["seed"])
+    s = cf.summary(out, lr, point["window"])
+    arrays = {key: np.asarray(out[key]) for key in CURVES}
+    arrays["gd_loss_smoothed"] = cf.smooth(out["gd_loss"], point["window"])
+    arrays["lr"] = np.float64(lr)
+    for key in ("onset", "max_at_edge"):
+        arrays[key] = np.int64(s[key])
+    return arrays
+
+
+def _late(r):
+    """The second half of the EoS phase (from the first row at the edge to the end)."""
+    na = r.arrays["n_active"]
+    on = np.flatnonzero(na > 0)
+    if on.size == 0:
+        return slice(0, 0)
+    return slice((int(on[0]) + na.size) // 2, na.size)
+
+
+def distance_ratio(runs) -> Measurement:
+    """max over runs and the late EoS phase of ‖w_GD − w_CF‖ / ‖w_GD − w_GF‖."""
+    vals = []
+    for r in runs:
+        a, late = r.arrays, _late(r)
+        vals.append(np.max(a["dist_gd_cf"][late] / a["dist_gd_gf"][late]) if late.stop > late.start else np.nan)
+    return Measurement(value=float(np.max(vals)), uncertainty=0.0)
+
+
+def _rel_loss_errors(r):
+    a, late = r.arrays, _late(r)
+    return a["avg_loss"][late] / a["gd_loss_smoothed"][late] - 1
+
+
+def avg_loss_error(runs) -> Measurement:
+    """max over runs of |mean over the late EoS phase of (CF-predicted time-averaged loss / GD's
+    moving-average loss − 1)|: the systematic error of the prediction."""
+    vals = [abs(float(np.mean(_rel_loss_errors(r)))) if _late(r).stop > _late(r).start else np.nan for r in runs]
+    return Measurement(value=float(np.max(vals)), uncertainty=0.0)
+
+
+def avg_loss_max_error(runs) -> Measurement:
+    """max over runs and the late EoS phase of |CF-predicted time-averaged loss / GD's
+    moving-average loss − 1|: the pointwise error (GD's slow self-stabilization cycles included)."""
+    vals = [float(np.max(np.abs(_rel_loss_errors(r)))) if _late(r).stop > _late(r).start else np.nan for r in runs]
+    return Measurement(value=float(np.max(vals)), uncertainty=0.0)
+
+
+def cf_loss_rise(runs) -> Measurement:
+    """max over runs and steps of L(w_CF(t+1)) − L(w_CF(t)), relative to L(w_CF(0)) (≤ 0: non-increasing)."""
+    return Measurement(value=float(max(np.max(np.diff(r.arrays["loss"])) / abs(r.arrays["loss"][0])
+                                       for r in runs)), uncertainty=0.0)
+
+
+def at_edge(runs) -> Measurement:
+    """The largest number of Hessian eigenvalues at 2/η on the central flow."""
+    return Measurement(value=float(max(int(r.arrays["max_at_edge"]) for r in runs)), uncertainty=0.0)
+
+
+def edge_error(runs) -> Measurement:
+    """max over runs and the late EoS phase of |ηλ_i/2 − 1| for the eigenvalues at the edge
+    (the first ``max_at_edge`` tracked ones)."""
+    vals = []
+    for r in runs:
+        a, late = r.arrays, _late(r)
+        m = int(a["max_at_edge"])
+        vals.append(np.max(np.abs(a["eigs"][late, :m] * float(a["lr"]) / 2 - 1)) if m else np.nan)
+    return Measurement(value=float(np.max(vals)), uncertainty=0.0)
+
+
+def network_figures(results):
+    from eoslab.plots.central_flow import flow_axes
+    from eoslab.plots.style import figure
+
+    figs = []
+    for r in results.runs[:1]:
+        fig, axes = figure(ncols=4, width=3.4, height=2.8)
+        flow_axes(axes, r.arrays, float(r.arrays["lr"]), window=int(r.params["window"]))
+        figs.append((f"{results.experiment.name}-flow", fig,
+                     "GD (blue; light: raw loss, dark: moving average), gradient flow (grey, dotted) and the "
+                     "central flow (green; solid: predicted time-averaged loss L + trΣ/η) from the same point: "
+                     "loss, Hessian eigenvalues vs 2/η, tr Σ, and distances in weight space."))
+    return figs
+
+
+register(Kind(name="central_flow.network", schema=NETWORK_SCHEMA, run=lambda pts: [simulate_network(p) for p in pts],
+              measures={"distance_ratio": distance_ratio, "avg_loss_error": avg_loss_error,
+                        "avg_loss_max_error": avg_loss_max_error,
+                        "cf_loss_rise": cf_loss_rise, "at_edge": at_edge, "edge_error": edge_error},
+              figures=network_figures, chunk=1,
+              doc="central flow vs discrete GD and gradient flow on a tanh MLP or a random second-order model",
+              version=1))
+
+
+# ---- the 2-D model ----------------------------------------------------------------------------
+
+Q2D_SCHEMA = {
+    "model": {
+        "eps": Field(float, 0.02, doc="ε of f = ½(θ₁² − εθ₂²)", static=True, check=_frac),
+    },
+    "init": {
+        "theta1": Field(float, 0.1, doc="θ₁ at the start"),
+        "theta2_scaled": Field(float, 2.0, doc="θ₂√ε at the start"),
+    },
+    "dynamics": {
+        "steps_eps": Field(float, 30.0, doc="GD steps = steps_eps/ε + 200 (η = 1)", check=positive),
+        "substeps": Field(int, 4, doc="Euler substeps per GD step", static=True, check=positive_int),
+    },
+}
+
+
+def simulate_2d(point: dict) -> dict:
+    from eoslab.dynamics import central_flow as cf
+    from eoslab.models import quadratic2d
+    from eoslab.theory.eos2d import eos_limit
+
+    eps = point["eps"]
+    steps = int(point["steps_eps"] / eps) + 200
+    p = quadratic2d.problem(eps, [point["theta1"], point["theta2_scaled"] / eps ** 0.5])
+    out = cf.run(p, 1.0, steps, k=1, k_max=1, substeps=point["substeps"], seed=point["seed"])
+    lim = eos_limit(eps, lr=1.0)
+    arrays = {key: np.asarray(out[key]) for key in CURVES if key not in ("eigs", "sdcp_residual")}
+    arrays.update(w_cf=out["w_cf"], w_gd=out["w_gd"], w_gf=out["w_gf"],
+                  theory_limit=np.float64(lim.eta_lambda), gd_limit=np.float64(np.mean(out["gd_sharpness"][-10:])),
+                  cf_limit=np.float64(out["sharpness"][-1]), gd_loss_smoothed=cf.smooth(out["gd_loss"], 20))
+    return arrays
+
+
+def cf_edge_error(runs) -> Measurement:
+    """max over the runs whose central flow started below the edge and reached it, of
+    |ηS_CF(final) − 2| (the central flow holds the sharpness at 2/η); NaN when none did. (A start
+    above the edge is outside the flow's domain: it falls to the edge and may leave it.)"""
+    vals = [abs(float(r.arrays["cf_limit"]) - 2.0) for r in runs
+            if np.any(r.arrays["n_active"] > 0) and r.arrays["sharpness"][0] < 2.0]
+    return Measurement(value=float(max(vals)) if vals else float("nan"), uncertainty=0.0,
+                       note=f"{len(vals)} of {len(runs)} runs reached the edge from below")
+
+
+def gd_theory_error(runs) -> Measurement:
+    """max over runs of |ηλ_GD(final) − ηλ∞(exact slow-manifold theory)|."""
+    return Measurement(value=float(max(abs(float(r.arrays["gd_limit"] - r.arrays["theory_limit"])) for r in runs)),
+                       uncertainty=0.0)
+
+
+def miss_over_delta(runs) -> Measurement:
+    """max over runs of |(S_CF − λ_GD) / δ − 1| with δ = 2/η − λ∞ of the slow-manifold theory:
+    whether the central flow's miss of the limit is exactly the slow-manifold correction."""
+    vals = [abs((float(r.arrays["cf_limit"]) - float(r.arrays["gd_limit"])) / (2.0 - float(r.arrays["theory_limit"]))
+                - 1) for r in runs]
+    return Measurement(value=float(max(vals)), uncertainty=0.0)
+
+
+def miss_over_eps(runs) -> Measurement:
+    """(S_CF − λ_GD)/ε at the smallest ε of the selection (→ 1/2 as ε → 0: δ = ε/2 + O(ε²))."""
+    r = min(runs, key=lambda r: r.params["eps"])
+    return Measurement(value=(float(r.arrays["cf_limit"]) - float(r.arrays["gd_limit"])) / r.params["eps"],
+                       uncertainty=0.0)
+
+
+def figures_2d(results):
+    from eoslab.plots.central_flow import plot_2d_axes
+    from eoslab.plots.style import figure
+
+    fig, axes = figure(ncols=2, width=3.8, height=3.0)
+    plot_2d_axes(axes, [(r.params["eps"], r.arrays) for r in results.runs])
+    return [(f"{results.experiment.name}-limits", fig,
+             "2-D model: the central flow holds ηS = 2 while exact GD converges to the slow-manifold limit "
+             "2 − δ (left: ηλ∞ of each; right: the miss S_CF − λ_GD against δ and ε/2).")]
+
+
+register(Kind(name="central_flow.quadratic2d", schema=Q2D_SCHEMA, run=lambda pts: [simulate_2d(p) for p in pts],
+              measures={"cf_edge_error": cf_edge_error, "gd_theory_error": gd_theory_error,
+                        "miss_over_delta": miss_over_delta, "miss_over_eps": miss_over_eps,
+                        "distance_ratio": distance_ratio},
+              figures=figures_2d, chunk=1,
+              doc="the 2-D model of Theorem 1: central flow (held at 2/η) vs exact GD (2/η − δ) over ε",
+              version=1))
