@@ -397,8 +397,9 @@ def self_stabilization(out: dict, lr: float, start: int | None = None) -> dict:
         x_{t+1} = −(1 + η y_t) x_t,      y_{t+1} = y_t + η (α_t − β_t x_t² / 2).
 
     Its fixed point x² = 2α/β is the central flow's σ² (k = 1); around it the map cycles (for
-    constant α, β it conserves a Lotka-Volterra-like quantity), so it predicts GD's oscillation
-    *period by period*, where the central flow predicts its average. Started from GD's measured
+    constant α, β its continuous-time limit conserves a Lotka-Volterra-like quantity; the map
+    itself can spiral slowly outwards), so it predicts GD's oscillation *period by period*, where
+    the central flow predicts its average. Started from GD's measured
     (x, y) at row ``start`` (default: the first row at the edge). Returns ``{"x": (T,), "y": (T,),
     "start": int}`` (NaN before ``start``; the map's own overflow, when it runs away, becomes
     NaN); needs a :func:`run` with ``gd=True``."""
