@@ -76,7 +76,6 @@ def sweep_cmd(
     json_out: bool = typer.Option(False, "--json", help="print the summary rows as JSON to stdout"),
 ) -> None:
     """Run every missing point of a sweep file, then print its summary and write its figures."""
-    from rich.console import Console
     from rich.table import Table
 
     from eoslab import progress
@@ -101,7 +100,7 @@ def sweep_cmd(
     out = out if out is not None else Path("eoslab-sweeps") / exp.name
     if part.count == 1:
         cli.output_dir(out, "--out")
-    console = Console(stderr=json_out)
+    console = cli.console(stderr=json_out)
     with progress.task(f"{exp.name:<28}", None, "runs") as bar:
         def update(done, total):
             bar.total = total
