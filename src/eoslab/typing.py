@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, PyTree
 
-__all__ = ["Array", "ArrayLike", "Bool", "Float", "Int", "PRNGKeyArray", "PyTree", "Params", "Matvec",
+__all__ = ["Array", "ArrayLike", "Bool", "Float", "Int", "PRNGKeyArray", "PyTree", "Params", "Matvec", "LossFn",
            "ApplyFn", "PredictFn"]
 
 #: Parameters: any pytree of arrays (a flat vector (P,) for the second-order models).
@@ -24,6 +24,12 @@ class Matvec(Protocol):
     (Hessian-, NTK- and Gauss-Newton-vector products, :mod:`eoslab.spectra.operators`)."""
 
     def __call__(self, v: Float[Array, " n"], /) -> Float[Array, " n"]: ...
+
+
+class LossFn(Protocol):
+    """A loss of flat parameters: ``w (P,) ↦ L(w)`` (a scalar array), differentiable by JAX."""
+
+    def __call__(self, w: Float[Array, " P"], /) -> Float[Array, ""]: ...
 
 
 class ApplyFn(Protocol):

@@ -6,6 +6,7 @@ import dataclasses
 import math
 import traceback
 
+from eoslab.errors import EoslabError, MeasureError
 from eoslab.experiments.registry import Measurement
 from eoslab.experiments.runner import ExperimentResults
 from eoslab.experiments.schema import Claim
@@ -47,7 +48,7 @@ def decide(relation: str, measured: float, predicted: float, allowed: float) -> 
         return measured <= predicted + allowed
     if relation == "ge":
         return measured >= predicted - allowed
-    raise ValueError(relation)
+    raise EoslabError(f"unknown claim relation {relation!r}; expected approx, le or ge")
 
 
 def evaluate(results: ExperimentResults) -> list[ClaimResult]:
@@ -58,7 +59,7 @@ def evaluate(results: ExperimentResults) -> list[ClaimResult]:
         runs = results.select(**c.where)
         try:
             if not runs:
-                raise ValueError(f"no run matches where = {c.where}")
+                raise MeasureError(f"no run matches where = {c.where}")
             m = _as_measurement(results.kind.measures[c.measure](runs))
             p = (Measurement(c.predicted) if c.predicted is not None
                  else _as_measurement(results.kind.predictions[c.predict](runs)))

@@ -24,33 +24,38 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from eoslab.errors import EoslabError
+from eoslab.problem import Problem
+from eoslab.typing import Array, Float, LossFn, Params
 
 
-def flat_loss(problem, params=None):
+def flat_loss(problem: Problem, params: Params | None = None) -> tuple[LossFn, Float[Array, " P"]]:
     """``(L: (P,) -> scalar, w (P,))`` for ``problem`` at ``params`` (default θ₀)."""
     flat, unravel = ravel_pytree(problem.params if params is None else params)
     return (lambda v: problem.loss_fn(unravel(v))), flat
 
 
-def quad_form(loss, w, a, b):
+def quad_form(loss: LossFn, w: Float[Array, " P"], a: Float[Array, " P"], b: Float[Array, " P"]) -> Float[Array, ""]:
     """``aᵀ ∇²L(w) b`` (scalar) by forward-over-forward differentiation; a, b, w (P,)."""
     first = lambda v: jax.jvp(loss, (v,), (a,))[1]
     return jax.jvp(first, (w,), (b,))[1]
 
 
-def grad_quad_form(loss, w, a, b):
+def grad_quad_form(loss: LossFn, w: Float[Array, " P"], a: Float[Array, " P"], b: Float[Array, " P"]
+                   ) -> Float[Array, " P"]:
     """``∇_w (aᵀ ∇²L(w) b)`` (P,) with a, b held fixed: ``∇³L(w)[a, b, ·]``."""
     return jax.grad(lambda v: quad_form(loss, v, a, b))(w)
 
 
-def sharpness_gradient(loss, w, u):
+def sharpness_gradient(loss: LossFn, w: Float[Array, " P"], u: Float[Array, " P"]
+                       ) -> tuple[Float[Array, ""], Float[Array, " P"]]:
     """``(S, ∇S)``: the Rayleigh quotient S = uᵀ∇²L(w)u of the unit vector u (P,) and its
     gradient ∇_w(uᵀ∇²L(w)u) (P,). When u is the top eigenvector of a simple top eigenvalue
     this is the gradient of the sharpness λ₁(∇²L(w))."""
     return jax.value_and_grad(lambda v: quad_form(loss, v, u, u))(w)
 
 
-def block_gradient(loss, w, U, X):
+def block_gradient(loss: LossFn, w: Float[Array, " P"], U: Float[Array, "k P"], X: Float[Array, "k k"]
+                   ) -> Float[Array, " P"]:
     """``∇_w ⟨Uᵀ ∇²L(w) U, X⟩`` (P,) for a block U (k, P) (rows are the vectors) and a
     symmetric X (k, k): ``∇³L(w)[U X Uᵀ]``.
 
@@ -75,13 +80,13 @@ def svec_pairs(k: int):
     return ia, ib, wts
 
 
-def svec(X):
+def svec(X: Float[Array, "k k"]) -> Float[Array, " m"]:
     """Isometric coordinates (m,) of a symmetric (k, k) matrix: ⟨X, Y⟩ = svec(X)·svec(Y)."""
     ia, ib, wts = svec_pairs(X.shape[-1])
     return X[..., ia, ib] * wts.astype(X.dtype)
 
 
-def smat(x, k: int):
+def smat(x: Float[Array, " m"], k: int) -> Float[Array, "k k"]:
     """The symmetric (k, k) matrix of the isometric coordinates x (m,)."""
     ia, ib, wts = svec_pairs(k)
     vals = x / wts.astype(x.dtype)
@@ -90,7 +95,7 @@ def smat(x, k: int):
     return X.at[..., ib, ia].set(vals)
 
 
-def block_jacobian(loss, w, U):
+def block_jacobian(loss: LossFn, w: Float[Array, " P"], U: Float[Array, "k P"]) -> Float[Array, "P m"]:
     """The matrix A (P, m) of the linear map X ↦ ∇_w⟨Uᵀ∇²L(w)U, X⟩ in the isometric
     coordinates of X (:func:`svec`): ``A @ svec(X) = block_gradient(loss, w, U, X)``.
 
