@@ -145,6 +145,9 @@ def check(name: str, value, *rules: Rule):
 
 
 def _show(value) -> str:
+    shape = getattr(value, "shape", None)
+    if shape is not None and tuple(shape) != ():
+        return f"an array of shape {tuple(shape)}"
     if isinstance(value, (list, tuple)) and len(value) > 8:
         return f"a list of {len(value)} values"
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**12:

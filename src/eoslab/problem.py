@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from eoslab.errors import EoslabError
+from eoslab.errors import EoslabError, check_positive
 
 Params = Any
 LOSSES = ("mse", "cross_entropy")
@@ -51,6 +51,8 @@ class Problem:
     def __post_init__(self):
         if self.loss not in LOSSES:
             raise EoslabError(f"unknown loss {self.loss!r}; expected one of {LOSSES}")
+        if self.norm is not None:
+            check_positive("norm", self.norm)
 
     # ---- construction -------------------------------------------------------------
     @classmethod
@@ -60,8 +62,28 @@ class Problem:
 
         The outputs of ``apply_fn(params, inputs)`` must have the shape of ``targets``.
         """
-        targets = jnp.asarray(targets)
-        out = jax.eval_shape(apply_fn, params, inputs)
+        if targets is None or isinstance(targets, (str, bytes)):
+            raise EoslabError(f"targets must be a numeric array, got {type(targets).__name__}")
+        try:
+            targets = jnp.asarray(targets)
+        except (TypeError, ValueError) as e:
+            raise EoslabError(f"targets must be a numeric array ({e})") from None
+        if not (jnp.issubdtype(targets.dtype, jnp.number) or targets.dtype == bool) or targets.ndim == 0:
+            raise EoslabError(f"targets must be a numeric array of shape (n,) or (n, c), got dtype "
+                              f"{targets.dtype} and shape {targets.shape}")
+        if not callable(apply_fn):
+            raise EoslabError(f"apply_fn must be a function apply_fn(params, x), got {type(apply_fn).__name__}")
+        try:
+            out = jax.eval_shape(apply_fn, params, inputs)
+        except Exception as e:  # noqa: BLE001 - any failure of the user's model on its inputs
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise EoslabError(f"apply_fn(params, inputs) fails on these inputs ({type(e).__name__}: "
+                              f"{first[:200]}); check the input width and the parameters") from None
+        if not hasattr(out, "shape"):
+            raise EoslabError(f"apply_fn must return one array of outputs, got a {type(out).__name__} "
+                              "(return the outputs only, e.g. `lambda p, x: model(p, x)[0]`)")
+        if loss == "cross_entropy" and targets.ndim != 2:
+            raise EoslabError(f"cross_entropy needs one-hot targets of shape (n, c), got shape {targets.shape}")
         if out.shape != targets.shape:
             raise EoslabError(
                 f"model outputs have shape {out.shape} but targets have shape {targets.shape}")

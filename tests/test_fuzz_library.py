@@ -1,0 +1,40 @@
+"""Bad arguments to the library's entry points: an EoslabError with one line naming the
+argument, before any computation (no raw JAX/NumPy exception)."""
+
+import jax.numpy as jnp
+import pytest
+
+from eoslab import EoslabError, Problem
+from eoslab.dynamics.train import train
+
+P = {"w": jnp.ones((3, 1))}
+X, Y = jnp.ones((5, 3)), jnp.ones((5, 1))
+
+
+def f(p, x):
+    return x @ p["w"]
+
+
+CASES = [
+    (lambda: Problem.from_model(lambda p, x: (f(p, x), 0), P, X, Y), "one array"),
+    (lambda: Problem.from_model(lambda p, x: {"o": f(p, x)}, P, X, Y), "one array"),
+    (lambda: Problem.from_model(f, P, jnp.ones((5, 4)), Y), "input width"),
+    (lambda: Problem.from_model(f, P, X, "abc"), "targets"),
+    (lambda: Problem.from_model(f, P, X, None), "targets"),
+    (lambda: Problem.from_model(f, P, X, Y, norm=-1), "norm"),
+    (lambda: Problem.from_model(f, P, X, Y, loss="hinge"), "loss"),
+    (lambda: Problem.from_model(lambda p, x: f(p, x)[:, 0], P, X, jnp.ones(5), loss="cross_entropy"), "one-hot"),
+    (lambda: train(Problem.from_model(f, P, X, Y), lr=jnp.array([0.1, 0.2]), steps=2), "lr"),
+    (lambda: train(Problem.from_model(f, P, X, Y), lr=float("nan"), steps=2), "lr"),
+    (lambda: train(Problem.from_model(f, P, X, Y), lr=0.1, steps=2, k=3), "parameters"),
+    (lambda: train(Problem.from_model(f, P, X, Y), lr=0.1, steps=2, tol=float("nan")), "tol"),
+    (lambda: train(Problem.from_model(f, P, X, Y), lr=0.1, steps=10**20), "steps"),
+]
+
+
+@pytest.mark.parametrize("call,words", CASES, ids=[w + str(i) for i, (_, w) in enumerate(CASES)])
+def test_bad_library_argument_is_an_eoslab_error(call, words):
+    with pytest.raises(EoslabError) as exc:
+        call()
+    msg = str(exc.value)
+    assert words in msg and "\n" not in msg, msg
