@@ -198,6 +198,11 @@ def test_series_of_a_central_flow_run_and_standard_errors(tmp_path):
     sgd = store.write(run_config("sgd", "train", {"lr": 0.5, "seed": 0}),
                       {"loss": np.ones(T), "batch_sharpness": np.full(T, 3.0), "batch_sharpness_se": np.full(T, 0.1)},
                       {})
+    lrs = store.write(run_config("thr", "linear_net.threshold", {"seed": 0}),
+                      {"lr": np.linspace(0.5, 1.5, 5), "converged_fraction": np.ones(5)}, {})
+    s_lr = runs.series(runs.read(tmp_path, f"thr/{lrs.name}"))
+    assert s_lr["x_name"] == "lr" and np.array_equal(s_lr["x"], np.linspace(0.5, 1.5, 5))
+    assert [n for n, _ in s_lr["other"]] == ["converged_fraction"] and s_lr["edge"] is None
     (name, _, err), = runs.series(runs.read(tmp_path, f"sgd/{sgd.name}"))["eigs"]
     assert name == "batch_sharpness"
     np.testing.assert_array_equal(err, np.full(T, 0.1))  # the _se array as error bars

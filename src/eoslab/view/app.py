@@ -540,6 +540,9 @@ class RunBrowser:
                 continue
             label = ref.split("/")[0][:18] + "/" + ref.split("/")[1][:6]
             x = s["x"]
+            if i == 0:
+                for f in (self.f_loss, self.f_eigs, self.f_ratio, self.f_other):
+                    f.xaxis.axis_label = s["x_name"]
 
             def line(fig, y, name, dash="solid", width=1.3, alpha=1.0, positive=False):
                 ok = np.isfinite(y) & (y > 0 if positive else True)

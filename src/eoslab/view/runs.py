@@ -8,7 +8,8 @@ are refused.
 Arrays are classified generically, so kinds this module does not know still show:
 
 * per-step arrays: those whose first axis has the run's largest length T (as ``eoslab.load``);
-  an array named ``step``, ``steps`` or ``t`` of that length gives the x axis;
+  an array named ``step``, ``steps`` or ``t`` of that length gives the x axis (else ``lr``,
+  ``lrs`` or ``eta``, for a run that is a sweep over the step size; else the row index);
 * ``loss`` and ``*_loss`` → the loss panel;
 * ``*_eigs`` (T,) or (T, k), names containing ``sharpness`` and the tracker's ``tracked`` →
   the spectrum panel, with error bars from ``*_residuals`` (for ``X_eigs``: ``X_residuals``,
@@ -38,6 +39,8 @@ from eoslab.experiments.store import MARKER, Store
 
 #: x-axis array names, in order of preference.
 STEP_KEYS = ("step", "steps", "t")
+#: x-axis arrays of runs that are sweeps over the step size inside one run (e.g. linear_net.threshold).
+LR_KEYS = ("lr", "lrs", "eta")
 #: Parameters shown as table columns when a run has them (others are in the details).
 KEY_PARAMS = ("lr", "eps", "optimizer", "model", "D", "P", "width", "depth", "steps", "seed")
 
@@ -169,20 +172,21 @@ def _error_key(k: str, step: dict) -> str | None:
 def series(run) -> dict:
     """Plot-ready per-step curves of a run, by the rules of this module's docstring.
 
-    Returns ``{"x": (T,), "loss": [(name, y)], "eigs": [(name, y, err or None)],
+    Returns ``{"x": (T,), "x_name": "step" or the step-size key, "loss": [(name, y)],
+    "eigs": [(name, y, err or None)],
     "edge": y or None, "ratio": [(name, y)], "flow_loss": [(name, y)], "flow_eigs": [(name, y)],
     "other": [(name, y)]}`` with y (T,) float arrays (one entry per column of a (T, k) array,
     named ``key[j]``)."""
     arrays = run.arrays
     T = _length(arrays)
     step = {k: v for k, v in arrays.items() if v.ndim >= 1 and v.shape[0] == T and v.dtype.kind in "iuf"}
-    x = next((np.asarray(step[k], np.float64) for k in STEP_KEYS if k in step and step[k].ndim == 1),
-             np.arange(T, dtype=np.float64))
-    out = {"x": x, "loss": [], "eigs": [], "edge": None, "ratio": [], "flow_loss": [], "flow_eigs": [],
-           "other": []}
+    x_name = next((k for k in STEP_KEYS + LR_KEYS if k in step and step[k].ndim == 1), None)
+    x = np.asarray(step[x_name], np.float64) if x_name else np.arange(T, dtype=np.float64)
+    out = {"x": x, "x_name": "step" if x_name in (None, *STEP_KEYS) else x_name, "loss": [], "eigs": [],
+           "edge": None, "ratio": [], "flow_loss": [], "flow_eigs": [], "other": []}
     flow_kind = any(w in str(run.config.get("kind", "")).lower() for w in ("flow", "central"))
     errs = {k: _error_key(k, step) for k in step}
-    used = set(STEP_KEYS) | {e for e in errs.values() if e}
+    used = set(STEP_KEYS) | {x_name} | {e for e in errs.values() if e}
     for k, v in step.items():
         if k in used or v.dtype.kind != "f":
             continue
