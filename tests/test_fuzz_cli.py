@@ -207,3 +207,27 @@ def test_the_tripwires_are_live(tripwires):
         main(["theorem2", "--samples", "3", "--datapoints", "4", "--params", "4"])
     with pytest.raises(Started, match="network_problem"):
         main(["train", "--steps", "3"])
+
+
+def test_every_option_has_help_and_a_lower_case_name():
+    import typer
+
+    from eoslab.cli import _load_commands, app
+
+    _load_commands()
+
+    def walk(c, path):
+        if hasattr(c, "commands"):
+            for name, sub in c.commands.items():
+                yield from walk(sub, path + [name])
+        else:
+            yield " ".join(path), c
+
+    missing, upper = [], []
+    for path, c in walk(typer.main.get_command(app), []):
+        for p in c.params:
+            if p.name != "help" and not getattr(p, "help", None):
+                missing.append(f"{path} {p.name}")
+            upper += [f"{path} {o}" for o in getattr(p, "opts", []) if o.startswith("--") and o != o.lower()]
+    assert not missing, missing
+    assert not upper, upper
