@@ -118,8 +118,8 @@ CASES = [
     (["linear-net", "--target", "nan"], "--target"), (["linear-net", "--target", "0"], "--target"),
     (["linear-net", "--depth", "0"], "--depth"), (["linear-net", "--width", "-1"], "--width"),
     (["linear-net", "--inits", "0"], "--inits"), (["linear-net", "--steps", "0"], "--steps"),
-    (["linear-net", "--lr-grid", "1:0:3"], "--lr-grid"), (["linear-net", "--lr-grid", "-1,nan,inf"], "--lr-grid"),
-    (["linear-net", "--lr-grid", ""], "--lr-grid"), (["linear-net", "--grad-tol", "nan"], "--grad-tol"),
+    (["linear-net", "--lrs", "1:0:3"], "--lrs"), (["linear-net", "--lr-grid", "-1,nan,inf"], "--lrs"),
+    (["linear-net", "--lrs", ""], "--lrs"), (["linear-net", "--grad-tol", "nan"], "--grad-tol"),
     (["linear-net", "--init-scale", "0"], "--init-scale"), (["linear-net", "--loss", "l1"], "--loss"),
     (["linear-net", "--out", A_FILE], "--out"),
     # train
@@ -181,7 +181,7 @@ bad_lists = st.one_of(
     st.lists(st.floats(max_value=0.0, allow_nan=False), min_size=1, max_size=4).map(lambda v: ",".join(map(repr, v))),
     st.lists(st.sampled_from(["nan", "inf", "-inf", "x"]), min_size=1, max_size=3).map(",".join))
 LIST_OPTIONS = [("highdim-sweep", "--lrs"), ("theorem2-scaling", "--ratios"), ("theorem2-scaling", "--sigma-z"),
-                ("linear-net", "--lr-grid"), ("highdim-sweep", "--sigma-z")]
+                ("linear-net", "--lrs"), ("highdim-sweep", "--sigma-z")]
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -16,9 +16,9 @@ from eoslab.errors import (InvalidValue, check, check_memory, finite, integer, n
 
 def parse_grid(spec: str) -> np.ndarray:
     """Step sizes from ``"START:STOP:NUM"`` (inclusive, START ≤ STOP) or ``"a,b,c"``; all finite and > 0."""
-    grid = cli.floats(spec, "--lr-grid", positive)
+    grid = cli.floats(spec, "--lrs", positive)
     if ":" in spec and grid[0] > grid[-1]:
-        raise InvalidValue(f"--lr-grid: a range START:STOP:NUM needs START ≤ STOP, got {spec!r}")
+        raise InvalidValue(f"--lrs: a range START:STOP:NUM needs START ≤ STOP, got {spec!r}")
     return np.asarray(grid)
 
 
@@ -91,7 +91,8 @@ def two_layer_cmd(
 def linear_net_cmd(
     depth: int = typer.Option(2, help="number of layers L (≥ 1)"),
     width: int = typer.Option(1, help="every width (input, hidden, output; ≥ 1); data X = I, Y = target·I"),
-    lr_grid: str = typer.Option("0.5:1.5:21", "--lr-grid", help="step sizes (> 0): START:STOP:NUM or a,b,c"),
+    lr_grid: str = typer.Option("0.5:1.5:21", "--lrs", "--lr-grid",
+                                help="step sizes (> 0): START:STOP:NUM or a,b,c (--lr-grid: the old name)"),
     inits: int = typer.Option(1000, help="random initialisations per step size (≥ 1)"),
     steps: int = typer.Option(2000, help="GD steps N (≥ 1)"),
     init_scale: float = typer.Option(0.5, help="weights i.i.d. N(0, init_scale²), init_scale > 0"),
