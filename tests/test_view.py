@@ -181,6 +181,7 @@ def test_scan_series_and_nothing_changes(tmp_path):
     assert [n for n, _ in q["ratio"]] == ["eta_ntk_half"] and np.all(q["edge"] == 1.0)  # 2/η from params
     with pytest.raises(EoslabError, match="not a valid run"):
         runs.read(root, "net/0123456789abcdef")
+    assert runs.writing(root) == 0
     assert _tree(root) == before  # nothing moved (the invalid run is not quarantined), nothing written
 
 
@@ -218,6 +219,7 @@ def test_app_document(tmp_path):
 
     root = tmp_path / "runs"
     refs = _make_store(root)
+    (root / "net" / ".tmp-feedfacefeedface.host.1.ab").mkdir()  # a run being written by someone
     before = _tree(root)
     make_app(root)  # builds without serving
     parts = build(Document(), root)
@@ -232,6 +234,7 @@ def test_app_document(tmp_path):
     ex.w_eps.value = 1.5  # refused with a message, nothing redrawn
     assert "eps must lie in (0, 1)" in ex.error.text and ex.src_traj.tags[0]["lr"] == 1.2
     br = parts["runs"]
+    assert "1 being written now" in br.status.text
     assert sorted(br.src_table.data["ref"]) == sorted(refs + ["net/0123456789abcdef"])
     br.src_table.selected.indices = [br.src_table.data["ref"].index(r) for r in refs]
     drawn = [r for f in (br.f_loss, br.f_eigs, br.f_ratio) for r in f.renderers if r.tags == ["run"]]

@@ -453,6 +453,7 @@ class RunBrowser:
         self.other_choice.on_change("value", lambda attr, old, new: self._draw())
         self.selected: list[str] = []
         self._quiet = False
+        self._writing = 0
         self.refresh()
         self._preselect(preselect or [])
 
@@ -472,8 +473,10 @@ class RunBrowser:
         """Rescan the root; update the table when runs appeared, vanished or changed, and the
         plots only when a drawn run changed (the periodic callback of the page)."""
         entries = runs.scan(self.root)
-        if entries == self.entries and self.src_table.data["ref"]:
+        n_writing = runs.writing(self.root)
+        if entries == self.entries and self.src_table.data["ref"] and n_writing == self._writing:
             return False
+        self._writing = n_writing
         old = {e.ref: e.stamp for e in self.entries}
         self.entries = entries
         rows = [self._row(e) for e in entries]
@@ -489,6 +492,7 @@ class RunBrowser:
         n_bad = sum(e.problem is not None for e in entries)
         self.status.text = (f"{len(entries)} run(s) in {len({e.experiment for e in entries})} experiment(s)"
                             + (f", {n_bad} incomplete or invalid (listed, not read)" if n_bad else "")
+                            + (f", {n_writing} being written now" if n_writing else "")
                             + f" · scanned {time.strftime('%H:%M:%S', time.gmtime())} UTC")
         changed = any(old.get(e.ref) != e.stamp for e in entries if e.ref in keep)
         if keep != self.selected or changed:

@@ -107,6 +107,19 @@ def scan(root: str | os.PathLike) -> list[Entry]:
     return out
 
 
+def writing(root: str | os.PathLike) -> int:
+    """How many runs are being written now (the store's ``.tmp-*`` folders: a run appears whole
+    once its writer renames the folder)."""
+    base = Path(os.path.realpath(root))
+    if not base.is_dir():
+        return 0
+    n = 0
+    for exp in base.iterdir():
+        if exp.is_dir() and not exp.name.startswith(".") and _inside(base, exp):
+            n += sum(1 for d in exp.glob(".tmp-*") if d.is_dir())
+    return n
+
+
 def read(root: str | os.PathLike, ref: str):
     """The valid run at ``ref`` (a :class:`eoslab.experiments.store.Run`), read without repair."""
     path = resolve(root, ref)
