@@ -130,3 +130,17 @@ def test_bad_input():
         hd.batched_gd_output(m, [-0.1], 10)
     with pytest.raises(eoslab.EoslabError):
         hd.batched_gd_output(m, [0.1], 10, ntk="dense", record_nonlinear=True)
+
+
+def test_step_size_check_fires_under_jit():
+    """Concrete step sizes are refused at once; traced ones (a caller's jit) when the program
+    runs, instead of the check switching off."""
+    from eoslab.errors import EoslabError
+
+    m = _model(D=3, P=4)
+    with pytest.raises(EoslabError, match="finite and positive"):
+        hd.batched_gd_output(m, jnp.array([0.1, -0.1]), 3, ntk="dense")
+    run = jax.jit(lambda lrs: hd.batched_gd_output(m, lrs, 3, ntk="dense")[0]["loss"])
+    assert np.all(np.isfinite(np.asarray(run(jnp.array([0.1, 0.2])))))
+    with pytest.raises(Exception, match="finite and positive"):
+        jax.block_until_ready(run(jnp.array([0.1, -0.1])))

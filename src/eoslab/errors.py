@@ -135,6 +135,31 @@ def one_of(choices: Iterable) -> Rule:
 
 
 # ---- checks (raise) ---------------------------------------------------------------------------
+def runtime_check(ok, message: str, shown=None) -> None:
+    """Refuse with :class:`InvalidValue` (``message``, and ``got {shown}`` when known) unless
+    ``ok``, a boolean array (``shown``: the offending value, or a function giving its text).
+
+    A concrete ``ok`` is checked here, at once. A traced one (the caller is under ``jit`` or
+    ``vmap``, so the values are not known yet) is checked when the computation runs, through
+    ``jax.debug.callback``: the check still fires, and JAX reports it as its runtime error
+    carrying this message (the exception type cannot cross the compiled boundary)."""
+    import jax
+    import numpy as np
+
+    if not isinstance(ok, jax.core.Tracer):
+        if not bool(np.all(np.asarray(ok))):
+            shown = shown() if callable(shown) else shown
+            got = "" if shown is None or isinstance(shown, jax.core.Tracer) else f", got {shown}"
+            raise InvalidValue(message + got)
+        return
+
+    def host(v):
+        if not bool(np.all(v)):
+            raise InvalidValue(message)
+
+    jax.debug.callback(host, ok)
+
+
 def check(name: str, value, *rules: Rule):
     """Return ``value`` if every rule accepts it, else raise :class:`InvalidValue` naming ``name``."""
     for rule in rules:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from eoslab.dynamics.gd import EOS_THRESHOLD, first_true
-from eoslab.errors import EoslabError, check_positive_int
+from eoslab.errors import EoslabError, check_positive_int, runtime_check
 from eoslab.models import second_order
 from eoslab.models.second_order import SecondOrder, jacobian, predict
 from eoslab.spectra.lanczos import lanczos
@@ -99,9 +99,7 @@ def batched_gd_output(model: SecondOrder, lrs, steps: int, *, k: int = 2, ntk: s
         raise EoslabError("record_nonlinear needs ntk='lanczos' (the top eigenvector)")
     if int(hessian_every) != hessian_every or hessian_every < 0:
         raise EoslabError(f"hessian_every must be a non-negative integer, got {hessian_every!r}")
-    if not isinstance(lrs, jax.core.Tracer):  # concrete step sizes can be checked
-        if not bool(jnp.all((lrs > 0) & jnp.isfinite(lrs))):
-            raise EoslabError(f"step sizes must be finite and positive, got {lrs}")
+    runtime_check(jnp.all((lrs > 0) & jnp.isfinite(lrs)), "step sizes must be finite and positive", lrs)
     theta0 = model.theta0 if theta0 is None else theta0
     return _batched(model, lrs, theta0, steps=steps, k=k, ntk=ntk, lanczos_iters=lanczos_iters,
                     hessian_every=int(hessian_every), hessian_iters=hessian_iters,

@@ -16,7 +16,7 @@ from jax.flatten_util import ravel_pytree
 
 from eoslab.dynamics.gd import check_run_args, masked_scan, record
 from eoslab._precision import follows
-from eoslab.errors import EoslabError
+from eoslab.errors import EoslabError, runtime_check
 from eoslab.problem import Params, Problem
 from eoslab.spectra.dense import hessian_matrix, ntk_matrix, top_eigvals
 
@@ -50,8 +50,8 @@ def projected_gd(problem: Problem, lr, steps: int, lower, upper, *, k: int = 2, 
     flat0, _ = ravel_pytree(params0)
     lower = jnp.broadcast_to(jnp.asarray(lower, flat0.dtype), flat0.shape)
     upper = jnp.broadcast_to(jnp.asarray(upper, flat0.dtype), flat0.shape)
-    if not isinstance(lower, jax.core.Tracer) and bool(jnp.any(lower > upper)):
-        raise EoslabError(f"projection box is empty: lower {lower} > upper {upper} somewhere")
+    runtime_check(~jnp.any(lower > upper), "projection box is empty: lower > upper somewhere",
+                  lambda: f"lower {lower}, upper {upper}")
     return _projected_gd(problem, jnp.asarray(lr), params0, lower, upper, steps=steps, k=k,
                          spectra=spectra, record_params=record_params)
 
