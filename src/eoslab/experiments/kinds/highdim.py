@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from eoslab import progress
 from eoslab.errors import MeasureError, integer, positive
 from eoslab.experiments import Field, Kind, Measurement, register
 
@@ -119,28 +120,34 @@ EOS_SCHEMA = {
 
 def run_eos(points: list[dict]) -> list[dict]:
     """Per point (σ_z, seed): one model, all step sizes in one batched output-space run."""
+    out = []
+    with progress.task("random second-order models", len(points), "models") as bar:
+        for p in points:
+            out.append(_run_eos_point(p))
+            bar.advance(1)
+    return out
+
+
+def _run_eos_point(p: dict) -> dict:
     from eoslab.dynamics import highdim as hd
     from eoslab.models import second_order
 
-    out = []
-    for p in points:
-        sj, sq = hd.natural_scales(p["D"], p["P"], p["sharpening"])
-        m = second_order.random(jax.random.PRNGKey(p["seed"]), p["D"], p["P"], p["sigma_z"], sj, sq)
-        traj, _ = hd.batched_gd_output(m, list(p["lrs"]), p["steps"], record_nonlinear=True, lanczos_iters=20)
-        traj = {k: np.asarray(v) for k, v in traj.items()}
-        rows = hd.summarize(traj, p["lrs"])
-        ev = [hd.nonlinear_events(traj["eta_ntk_half"][b], traj["nonlinear_norm"][b], traj["linear_norm"][b])
-              for b in range(len(p["lrs"]))]
-        res = {k: traj[k] for k in ("eta_ntk_half", "loss", "ntk_eigs", "linear_norm", "nonlinear_norm",
-                                    "linear_top", "nonlinear_top", "diverged")}
-        for key in ("onset_ntk", "final_eta_ntk_half", "mean_eta_ntk_half_after_onset", "eta_ntk2_half", "final_loss"):
-            res[key] = np.array([r[key] for r in rows], float)
-        res["outcome"] = np.array([("converged", "eos", "diverged").index(r["outcome"]) for r in rows])
-        for key in ("onset", "grow", "fall"):
-            res[f"nonlinear_{key}"] = np.array([e[key] for e in ev])
-        res["nonlinear_ok"] = np.array([e["ok"] for e in ev])
-        out.append(res)
-    return out
+    sj, sq = hd.natural_scales(p["D"], p["P"], p["sharpening"])
+    m = second_order.random(jax.random.PRNGKey(p["seed"]), p["D"], p["P"], p["sigma_z"], sj, sq)
+    traj, _ = hd.batched_gd_output(m, list(p["lrs"]), p["steps"], record_nonlinear=True, lanczos_iters=20)
+    traj = {k: np.asarray(v) for k, v in traj.items()}
+    rows = hd.summarize(traj, p["lrs"])
+    ev = [hd.nonlinear_events(traj["eta_ntk_half"][b], traj["nonlinear_norm"][b], traj["linear_norm"][b])
+          for b in range(len(p["lrs"]))]
+    res = {k: traj[k] for k in ("eta_ntk_half", "loss", "ntk_eigs", "linear_norm", "nonlinear_norm",
+                                "linear_top", "nonlinear_top", "diverged")}
+    for key in ("onset_ntk", "final_eta_ntk_half", "mean_eta_ntk_half_after_onset", "eta_ntk2_half", "final_loss"):
+        res[key] = np.array([r[key] for r in rows], float)
+    res["outcome"] = np.array([("converged", "eos", "diverged").index(r["outcome"]) for r in rows])
+    for key in ("onset", "grow", "fall"):
+        res[f"nonlinear_{key}"] = np.array([e[key] for e in ev])
+    res["nonlinear_ok"] = np.array([e["ok"] for e in ev])
+    return res
 
 
 def eos_after_onset(runs) -> Measurement:
