@@ -195,7 +195,9 @@ def test_killed_sweep_resumes_reusing_completed_runs(tmp_path):
     deadline = time.time() + 180
     try:
         while time.time() < deadline:
-            done = [p for p in exp_dir.glob("*/COMPLETE")] if exp_dir.exists() else []
+            # only renamed (complete) runs: a .tmp-* folder also holds COMPLETE just before its rename
+            done = [p for p in exp_dir.glob("*/COMPLETE") if not p.parent.name.startswith(".")] \
+                if exp_dir.exists() else []
             if len(done) >= 4 or proc.poll() is not None:
                 break
             time.sleep(0.05)
