@@ -175,7 +175,7 @@ def test_cli_train_track_every_subset_summary(tmp_path):
             "--spectra-examples", "4", "--tol", "1e-8", "--dtype", "float64"]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert "crossed 2/η upward" in r.output and "second eigenvalue" in r.output
+    assert "the gd edge 2/η" in r.output and "crossed it upward" in r.output and "second eigenvalue" in r.output
     res = json.loads(out.read_text())
     s, curves = res["summary"], res["curves"]
     assert s["steps"] == 7 and curves["tracked"] == [True, False, False, True, False, False, True]

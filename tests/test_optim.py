@@ -100,6 +100,7 @@ def test_as_optimizer_and_errors():
     o = optim.as_optimizer(optax.lion(1e-3))
     assert o.quantity == "unknown" and np.isnan(float(o.edge(o.init(_params()))))
     assert optim.as_optimizer(optim.gd(0.1)).name == "gd"
+    assert optim.gd(0.1) == optim.gd(0.2) and hash(optim.adam(0.1)) == hash(optim.adam(0.3))  # one compilation
     for bad in (lambda: optim.gd(-1.0), lambda: optim.heavy_ball(0.1, 1.0), lambda: optim.adam(0.1, b2=1.5),
                 lambda: optim.rmsprop(0.1, eps=-1.0), lambda: optim.as_optimizer(3), lambda: optim.cosine(1.0, 5, 5)):
         with pytest.raises(EoslabError):

@@ -29,14 +29,22 @@ def format_summary(s: dict, prefix: str = "") -> str:
     lines = [f"{prefix}final loss {s['final_loss']:.5g} (min {s['min_loss']:.5g})"
              + (f", final accuracy {s['final_accuracy']:.3f}" if "final_accuracy" in s else "")
              + (" — DIVERGED" if s["diverged"] else "")]
+    from eoslab.plots.networks import EDGE_LABELS
+
+    name = EDGE_LABELS.get(s.get("optimizer", "gd"), "edge")
+    what = "preconditioned sharpness λ₁(P⁻¹H)" if s.get("operator") == "preconditioned" else "sharpness λ₁"
     if "max_sharpness" in s:
-        lines.append(f"{prefix}sharpness λ₁: {s['initial_sharpness']:.4g} at step 0, max {s['max_sharpness']:.4g}"
-                     f" vs 2/η = {s['edge']:.4g}; crossed 2/η upward {s['crossings']} times"
+        line = (f"{prefix}{what}: {s['initial_sharpness']:.4g} at step 0, max {s['max_sharpness']:.4g}")
+        if "crossings" in s:
+            line += (f" vs the {s['optimizer']} edge {name} = {s['edge']:.4g}; crossed it upward {s['crossings']} times"
                      + (f" (first at step {s['first_crossing_step']}, {s['steps_above_edge']} steps above)"
                         if s["crossings"] else ""))
-        if "max_second" in s:
+        else:
+            line += f" (edge of {s.get('optimizer', 'this optimizer')} unknown)"
+        lines.append(line)
+        if "second_below_edge" in s:
             lines.append(f"{prefix}second eigenvalue λ₂: max {s['max_second']:.4g} — "
-                         + ("stayed below 2/η" if s["second_below_edge"] else "went ABOVE 2/η"))
+                         + (f"stayed below {name}" if s["second_below_edge"] else f"went ABOVE {name}"))
         lines.append(f"{prefix}tracking: {s['products_per_track']:.2f} Hessian-vector products per tracked step,"
                      f" max residual ‖Hv − λv‖ of λ₁ {s['max_residual']:.2g}")
     lines.append(f"{prefix}wall time {s['seconds']:.1f} s")
@@ -124,7 +132,7 @@ def train_cmd(
             traj = cmp["network"]
         else:
             traj, _ = train(problem, lr, steps, progress=False, **kw)
-    op = "hessian" if "hessian" in ops else (ops[0] if ops else "hessian")
+    op = None if "hessian" in ops else (ops[0] if ops else "hessian")
     s = summarize(traj, op)
     say(format_summary(s))
     result = {"config": {"model": model, "depth": depth, "width": width, "activation": activation,

@@ -1,7 +1,7 @@
 """Does GD converge to a critical point? A grid of step sizes × many initialisations, one ``vmap``.
 
 For each step size η_k and initial point θ₀⁽ᵇ⁾ GD runs ``steps`` steps (in chunks of ``chunk`` steps
-inside :func:`~eoslab.dynamics.gd.masked_scan`, so an overflow is a recorded divergence, and only
+of the one stepper, :mod:`eoslab.dynamics.stepper`, so an overflow is a recorded divergence, and only
 one row per chunk is stored). A run **converged to a critical point** iff
 
     it never produced a non-finite value  and  ‖∇L(θ_N)‖ ≤ grad_tol      (N = ``steps``).
@@ -20,7 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from eoslab.dynamics.gd import gd, masked_scan
+from eoslab.dynamics import optim
+from eoslab.dynamics.gd import gd
+from eoslab.dynamics.stepper import init_state, make_step, scan
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import linear_net
 from eoslab.problem import Problem
@@ -70,21 +72,25 @@ def _sweep(problem, lrs, inits, *, n_chunks, chunk, track_det):
     def one(lr, params0):
         v0, _ = ravel_pytree(params0)
         eye = jnp.eye(v0.size, dtype=v0.dtype)
+        opt = optim.gd(lr)
 
-        def gd_step(_, state):
-            v, logdet = state
-            if track_det:
-                logdet = jnp.fmin(logdet, jnp.linalg.slogdet(eye - lr * hess(v))[1])
-            return v - lr * jax.grad(loss_flat)(v), logdet
+        def observe(ctx):  # min_t log|det(I − η∇²L(θ_t))|, the GD map's Jacobian
+            logdet = jnp.linalg.slogdet(eye - lr * hess(ravel_pytree(ctx.params)[0]))[1]
+            return jnp.fmin(ctx.aux, logdet), {}
 
-        def advance(state):
-            new = jax.lax.fori_loop(0, chunk, gd_step, state)
-            loss, g = jax.value_and_grad(loss_flat)(new[0])
-            return new, {"loss": loss, "grad_norm": jnp.linalg.norm(g)}, loss
+        step = make_step(loss_flat, opt, observe=observe if track_det else None, stochastic=False)
 
-        # log|det| starts at the largest finite float: masked_scan flags non-finite states.
-        (v, logdet), rec = masked_scan(advance, (v0, jnp.array(jnp.finfo(v0.dtype).max, v0.dtype)), n_chunks)
-        diverged = rec["diverged"][-1]
+        def chunk_end(state, _):
+            state, _ = scan(step, state, chunk, records=False)
+            loss, g = jax.value_and_grad(loss_flat)(state.params)
+            nan = jnp.array(jnp.nan, v0.dtype)
+            rec = {"loss": jnp.where(state.diverged, nan, loss),
+                   "grad_norm": jnp.where(state.diverged, nan, jnp.linalg.norm(g))}
+            return state, rec
+
+        state0 = init_state(v0, opt, aux=jnp.array(jnp.finfo(v0.dtype).max, v0.dtype))
+        state, rec = jax.lax.scan(chunk_end, state0, None, length=n_chunks)
+        v, diverged = state.params, state.diverged
         loss, g = jax.value_and_grad(loss_flat)(v)
         top = jnp.linalg.eigvalsh(hess(v))[-1]
         nan = jnp.array(jnp.nan, v.dtype)
@@ -93,7 +99,7 @@ def _sweep(problem, lrs, inits, *, n_chunks, chunk, track_det):
             "final_loss": jnp.where(diverged, nan, loss),
             "final_grad_norm": jnp.where(diverged, jnp.inf, jnp.linalg.norm(g)),
             "final_sharpness": jnp.where(diverged, nan, top),
-            "min_abs_det": jnp.exp(logdet) if track_det else nan,
+            "min_abs_det": jnp.exp(state.aux) if track_det else nan,
             "loss_chunks": rec["loss"],
             "grad_norm_chunks": rec["grad_norm"],
         }

@@ -8,26 +8,36 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 
 from eoslab._precision import follows, like
+
+from eoslab.dynamics import optim
+from eoslab.dynamics.optim import Optimizer
+from eoslab.dynamics.stepper import all_finite, init_state, make_step, masked_scan, scan  # noqa: F401
 from eoslab.errors import EoslabError
 from eoslab.problem import Params, Problem
 from eoslab.spectra.dense import hessian_matrix, ntk_matrix, top_eigvals
 from eoslab.spectra.lanczos import lanczos
 from eoslab.spectra.operators import hvp, ntk_vp
 
-#: Keys of a trajectory; every array has the step index as its (first non-batch) axis.
-#: Row t describes the iterate θ_t *before* the t-th update (t = 0 … steps−1).
+#: Keys of a trajectory, shared by :func:`gd`, :func:`eoslab.dynamics.train.train` (which adds
+#: the tracked spectra's residuals and products, see :data:`eoslab.dynamics.train.TRAIN_KEYS`)
+#: and the output-space / high-dimensional steppers. Every array has the step index as its
+#: (first non-batch) axis; row t describes the iterate θ_t *before* the t-th update.
 TRAJECTORY_KEYS = {
     "loss": "L(θ_t)",
     "residual_norm": "‖z_t‖ (Euclidean norm of the residuals f(θ_t) − y)",
-    "grad_norm": "‖∇L(θ_t)‖",
+    "grad_norm": "‖∇L(θ_t)‖ (of the gradient the update used)",
     "hessian_eigs": "(k,) top-k algebraic eigenvalues of ∇²L(θ_t), descending",
     "ntk_eigs": "(k,) top-k eigenvalues of the NTK J Jᵀ/norm (NaN-padded when k > N)",
-    "eta_lambda_half": "η·λ_max(∇²L)/2: 1 is the edge of stability",
-    "eta_ntk_half": "η·λ_max(NTK)/2",
-    "diverged": "True from the first step whose loss or state is non-finite; other rows are NaN there",
+    "preconditioned_eigs": "(k,) top-k eigenvalues of P^{-1/2}∇²L P^{-1/2} (adaptive optimizers only)",
+    "edge": "the optimizer's stability threshold for this update (2/η for GD, 2(1+β)/η heavy-ball, ...)",
+    "edge_ratio": "λ₁ of the optimizer's stability operator (∇²L, or P^{-1/2}∇²L P^{-1/2}) / edge: 1 is its edge",
+    "eta_lambda_half": "η·λ_max(∇²L)/2 (GD's normalisation, 1 is GD's edge; see edge_ratio otherwise)",
+    "eta_ntk_half": "η·λ_max(NTK)/2 (GD's normalisation)",
+    "diverged": "True from the first step whose loss or new state is non-finite; other rows are NaN there",
 }
 
 #: A run that did not diverge ended at the edge of stability when its final η·λ_max/2 exceeds
@@ -37,54 +47,28 @@ EOS_THRESHOLD = 0.9
 SPECTRA = ("dense", "lanczos", "none")
 
 
-def all_finite(tree) -> jax.Array:
-    """True (a scalar array) when every inexact leaf of ``tree`` is finite; integer leaves are ignored."""
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
-
-
-def masked_scan(advance: Callable, state0, steps: int):
-    """Iterate ``state, rec, check = advance(state)`` ``steps`` times, stacking ``rec``.
-
-    ``rec`` describes the state *before* the update and ``check`` is a pytree (e.g. the
-    loss) that must be finite. At the first step where ``check`` or the state holds a
-    non-finite value the run is marked diverged: from there on every float in the record
-    is NaN, ``diverged`` is True and the state is frozen, so an overflow at large η is a
-    result, never an exception. Returns ``(final_state, records)``.
-    """
-
-    def body(carry, _):
-        state, div = carry
-        new, rec, check = advance(state)
-        div = div | ~(all_finite(check) & all_finite(state))
-        rec = jax.tree_util.tree_map(
-            lambda x: jnp.where(div, jnp.nan, x) if jnp.issubdtype(x.dtype, jnp.inexact) else x, rec)
-        rec["diverged"] = div
-        new = jax.tree_util.tree_map(lambda a, b: jnp.where(div, a, b), state, new)
-        return (new, div), rec
-
-    (state, _), recs = jax.lax.scan(body, (state0, jnp.array(False)), None, length=steps)
-    return state, recs
-
-
-def record(loss, residuals, grad_norm, hess_eigs, ntk_eigs, lr) -> dict:
-    """The standard per-step record (shared by parameter- and output-space dynamics)."""
+def record(loss, residuals, grad_norm, hess_eigs, ntk_eigs, lr, edge=None) -> dict:
+    """The standard per-step record (shared by parameter- and output-space dynamics); ``edge``
+    defaults to GD's 2/η."""
+    lr = jnp.asarray(lr, jnp.result_type(loss))
+    edge = 2.0 / lr if edge is None else edge
     return {
         "loss": loss,
         "residual_norm": jnp.linalg.norm(residuals.reshape(-1)),
         "grad_norm": grad_norm,
         "hessian_eigs": hess_eigs,
         "ntk_eigs": ntk_eigs,
-        "eta_lambda_half": lr * hess_eigs[0] / 2,
-        "eta_ntk_half": lr * ntk_eigs[0] / 2,
+        "edge": jnp.broadcast_to(edge, jnp.shape(loss)).astype(jnp.result_type(loss)),
+        "edge_ratio": hess_eigs[..., 0] / edge,
+        "eta_lambda_half": lr * hess_eigs[..., 0] / 2,
+        "eta_ntk_half": lr * ntk_eigs[..., 0] / 2,
     }
 
 
 def check_run_args(lr, steps: int, k: int, spectra: str) -> None:
     if isinstance(lr, (int, float)) and not (lr > 0 and lr < float("inf")):
         raise EoslabError(f"step size must be a finite positive number, got {lr!r}")
-    if int(steps) != steps or steps <= 0:
+    if steps is None or int(steps) != steps or steps <= 0:
         raise EoslabError(f"steps must be a positive integer, got {steps!r}")
     if int(k) != k or k <= 0:
         raise EoslabError(f"k (number of eigenvalues) must be a positive integer, got {k!r}")
@@ -96,15 +80,26 @@ def _nan_eigs(k, dtype):
     return jnp.full((k,), jnp.nan, dtype)
 
 
-def gd(problem: Problem, lr, steps: int, *, k: int = 2, spectra: str = "dense", momentum: float = 0.0,
-       lanczos_iters: int = 20, record_params: bool = False, params0: Params | None = None):
-    """Full-batch GD ``θ ← θ − η ∇L(θ)`` (heavy-ball if ``momentum`` > 0) for ``steps`` steps.
+def default_optimizer(lr, momentum=0.0) -> Optimizer:
+    """GD, or heavy-ball when ``momentum`` is non-zero (or traced)."""
+    if isinstance(momentum, (int, float)) and momentum == 0:
+        return optim.gd(lr)
+    return optim.heavy_ball(lr, momentum)
+
+
+def gd(problem: Problem, lr=None, steps: int | None = None, *, optimizer=None, k: int = 2, spectra: str = "dense",
+       momentum: float = 0.0, lanczos_iters: int = 20, record_params: bool = False, params0: Params | None = None):
+    """Full-batch gradient descent ``θ ← θ − η ∇L(θ)`` (or any optimizer) for ``steps`` steps.
 
     Args:
       problem: the model, data and θ₀ (``params0`` overrides θ₀).
-      lr: step size η (scalar; traced, so it can be ``vmap``-ped).
+      lr: step size η (scalar; traced, so it can be ``vmap``-ped). With ``momentum`` β ≠ 0 the
+        run is heavy-ball (:func:`eoslab.dynamics.optim.heavy_ball`).
       steps: number of updates (static).
-      k: number of top eigenvalues recorded for the Hessian and the NTK.
+      optimizer: instead of ``lr``/``momentum``: any :class:`~eoslab.dynamics.optim.Optimizer`
+        or optax ``GradientTransformation`` (full batch).
+      k: number of top eigenvalues recorded for the Hessian and the NTK (and, for adaptive
+        optimizers with dense spectra, of P^{-1/2}∇²L P^{-1/2}).
       spectra: ``"dense"`` (jax.hessian/jacobian + eigh, small P), ``"lanczos"``
         (matrix-free, ``lanczos_iters`` products per step, warm-started from the previous
         step's top eigenvector) or ``"none"``.
@@ -112,53 +107,80 @@ def gd(problem: Problem, lr, steps: int, *, k: int = 2, spectra: str = "dense", 
 
     Returns:
       ``(trajectory, final_params)`` with trajectory a dict of (steps, ...) arrays, keys
-      :data:`TRAJECTORY_KEYS` (+ ``"params"``).
+      :data:`TRAJECTORY_KEYS` (+ ``"params"``); ``edge`` is the optimizer's threshold.
     """
-    check_run_args(lr, steps, k, spectra)
+    if optimizer is None:
+        if lr is None:
+            raise EoslabError("gd needs a step size lr or an optimizer")
+        check_run_args(lr, steps, k, spectra)
+        opt = default_optimizer(lr, momentum)
+    else:
+        if lr is not None or (isinstance(momentum, (int, float)) and momentum != 0):
+            raise EoslabError("give either lr/momentum or optimizer, not both")
+        check_run_args(1.0, steps, k, spectra)
+        opt = optim.as_optimizer(optimizer)
     params0 = problem.params if params0 is None else params0
     with like(problem, params0):  # float64 problems compute in float64; float32 ones stay float32
-        return _gd(problem, jnp.asarray(lr), params0, steps=steps, k=k, spectra=spectra, momentum=momentum,
-                   lanczos_iters=lanczos_iters, record_params=record_params)
+        # The state (η, β, ... in the parameters' dtype) is built outside the jitted run: one
+        # compilation for all η.
+        state = init_state(params0, opt, aux=_warm0(problem, params0, spectra))
+        return _gd(problem, state, opt, steps=steps, k=k, spectra=spectra, lanczos_iters=lanczos_iters,
+                   record_params=record_params)
 
 
-@functools.partial(jax.jit, static_argnames=("steps", "k", "spectra", "lanczos_iters", "record_params"))
-def _gd(problem, lr, params0, *, steps, k, spectra, momentum, lanczos_iters, record_params):
-    flat0, unravel = ravel_pytree(params0)
-    dtype = flat0.dtype
-    # Hyper-parameters take the parameters' dtype: a float64 step size (e.g. a batched
-    # jnp.linspace under x64) must not promote a float32 model's iterates (scan carry type).
-    lr, momentum = jnp.asarray(lr, dtype), jnp.asarray(momentum, dtype)
-    loss_flat = lambda v: problem.loss_fn(unravel(v))
-    n_out = problem.targets.size
-
-    def spectra_of(v, warm):
-        p = unravel(v)
-        if spectra == "dense":
-            return top_eigvals(hessian_matrix(problem, p), k), top_eigvals(ntk_matrix(problem, p), k), warm
-        if spectra == "none":
-            return _nan_eigs(k, dtype), _nan_eigs(k, dtype), warm
-        hmv, _ = hvp(problem, p)
-        nmv, _ = ntk_vp(problem, p)
-        h = lanczos(hmv, warm[0], lanczos_iters, k)
-        nt = lanczos(nmv, warm[1], lanczos_iters, k)
-        pad = lambda x: jnp.concatenate([x, _nan_eigs(max(k - x.shape[0], 0), dtype)])
-        return pad(h.values), pad(nt.values), (h.vectors[0], nt.vectors[0])
-
-    def advance(state):
-        v, vel, warm = state
-        loss, g = jax.value_and_grad(loss_flat)(v)
-        he, ne, warm = spectra_of(v, warm)
-        rec = record(loss, problem.residuals(unravel(v)), jnp.linalg.norm(g), he, ne, lr)
-        if record_params:
-            rec["params"] = v
-        vel = momentum * vel - lr * g
-        return (v + vel, vel, warm), rec, loss
-
+def _warm0(problem, params0, spectra):
+    if spectra != "lanczos":
+        return ()
+    flat0 = ravel_pytree(params0)[0]
     key = jax.random.PRNGKey(0)
-    warm0 = (jax.random.normal(key, flat0.shape, dtype),
-             jax.random.normal(jax.random.fold_in(key, 1), (n_out,), dtype))
-    (v, _, _), traj = masked_scan(advance, (flat0, jnp.zeros_like(flat0), warm0), steps)
-    return traj, unravel(v)
+    return (jax.random.normal(key, flat0.shape, flat0.dtype),
+            jax.random.normal(jax.random.fold_in(key, 1), (problem.targets.size,), flat0.dtype))
+
+
+def spectra_observer(problem: Problem, optimizer: Optimizer, *, k: int, spectra: str, lanczos_iters: int = 20,
+                     record_params: bool = False):
+    """The ``observe`` of :func:`gd`: the :data:`TRAJECTORY_KEYS` record of θ_t (dense, Lanczos or no spectra)."""
+
+    def observe(ctx):
+        p, warm = ctx.params, ctx.aux
+        flat = ravel_pytree(p)[0]
+        dtype = flat.dtype
+        extra = {}
+        if spectra == "dense":
+            H = hessian_matrix(problem, p)
+            he, ne = top_eigvals(H, k), top_eigvals(ntk_matrix(problem, p), k)
+            if optimizer.quantity == "preconditioned":
+                s = 1.0 / jnp.sqrt(ravel_pytree(optimizer.preconditioner(ctx.opt_state))[0])
+                extra["preconditioned_eigs"] = top_eigvals(s[:, None] * H * s[None, :], k)
+        elif spectra == "none":
+            he, ne = _nan_eigs(k, dtype), _nan_eigs(k, dtype)
+        else:
+            hmv, _ = hvp(problem, p)
+            nmv, _ = ntk_vp(problem, p)
+            h = lanczos(hmv, warm[0], lanczos_iters, k)
+            nt = lanczos(nmv, warm[1], lanczos_iters, k)
+            pad = lambda x: jnp.concatenate([x, _nan_eigs(max(k - x.shape[0], 0), dtype)])
+            he, ne, warm = pad(h.values), pad(nt.values), (h.vectors[0], nt.vectors[0])
+        edge = jnp.asarray(optimizer.edge(ctx.opt_state), dtype)
+        lr = getattr(ctx.opt_state, "lr", jnp.asarray(jnp.nan, dtype))
+        rec = record(ctx.loss, problem.residuals(p), optax.tree.norm(ctx.grads), he, ne, lr, edge)
+        if "preconditioned_eigs" in extra:
+            rec["edge_ratio"] = extra["preconditioned_eigs"][0] / edge
+        rec.update(extra)
+        if record_params:
+            rec["params"] = flat
+        return warm, rec
+
+    return observe
+
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "steps", "k", "spectra", "lanczos_iters", "record_params"))
+def _gd(problem, state, optimizer, *, steps, k, spectra, lanczos_iters, record_params):
+    observe = spectra_observer(problem, optimizer, k=k, spectra=spectra, lanczos_iters=lanczos_iters,
+                               record_params=record_params)
+    step = make_step(problem.loss_fn, optimizer, observe=observe, stochastic=False)
+    state, traj = scan(step, state, steps)
+    return traj, state.params
 
 
 def sweep(run: Callable, *, batched: dict, **fixed):
@@ -190,8 +212,10 @@ def first_true(flags: jax.Array) -> jax.Array:
 @follows("traj")
 def summarize(traj: dict, tail: int = 100) -> dict:
     """Scalars of a (possibly batched) trajectory: ``diverged``, ``diverged_at`` (−1 if
-    not), ``final_loss`` and ``final_eta_ntk_half`` (mean of the last ``tail`` finite rows:
-    at EoS the iterates oscillate with period 2, so a single row is not the limit).
+    not), ``final_loss``, ``final_eta_ntk_half``, ``final_eta_lambda_half`` and
+    ``final_edge_ratio`` (means of the last ``tail`` finite rows: at EoS the iterates
+    oscillate with period 2, so a single row is not the limit) and ``steps_above_edge``
+    (rows whose λ₁ exceeds the optimizer's own edge, ``edge_ratio > 1``).
     Outside a trace the values are NumPy arrays, so that arithmetic on them keeps the
     trajectory's precision (float64 trajectories stay float64 in a float32 program)."""
     div = traj["diverged"]
@@ -202,6 +226,8 @@ def summarize(traj: dict, tail: int = 100) -> dict:
         "final_loss": last(traj["loss"]),
         "final_eta_ntk_half": last(traj["eta_ntk_half"]),
         "final_eta_lambda_half": last(traj["eta_lambda_half"]),
+        "final_edge_ratio": last(traj["edge_ratio"]),
+        "steps_above_edge": jnp.sum(traj["edge_ratio"] > 1, axis=-1),
     }
     if any(isinstance(v, jax.core.Tracer) for v in out.values()):
         return out

@@ -32,10 +32,11 @@ from eoslab.typing import Array, ArrayLike, Float
 NTK_METHODS = ("lanczos", "dense", "none")
 
 #: Extra keys of a batched high-dimensional trajectory (besides loss, residual_norm, ntk_eigs,
-#: eta_ntk_half, diverged).
+#: eta_ntk_half, diverged, with the meanings of :data:`eoslab.dynamics.TRAJECTORY_KEYS`).
 HIGHDIM_KEYS = {
-    "hessian_top": "λ_max(∇²L) by Lanczos every `hessian_every` steps (NaN on other rows)",
-    "eta_lambda_half": "η·hessian_top/2",
+    "hessian_eigs": "(1,) λ_max(∇²L) by Lanczos every `hessian_every` steps (NaN on other rows)",
+    "eta_lambda_half": "η·λ_max(∇²L)/2",
+    "edge": "2/η, GD's stability threshold (per row, as in every trajectory)",
     "linear_norm": "‖ηJg‖",
     "nonlinear_norm": "‖½η²Q(g,g)‖",
     "linear_top": "|u·ηJg|, u the top NTK eigenvector",
@@ -143,11 +144,11 @@ def _batched(model, lrs, theta0, *, steps, k, ntk, lanczos_iters, hessian_every,
         loss = jnp.sum(z**2, axis=1) / (2 * norm)
         ev, warm2 = ntk_spectrum(J, warm)
         rec = {"loss": loss, "residual_norm": jnp.linalg.norm(z, axis=1), "ntk_eigs": ev,
-               "eta_ntk_half": lrs * ev[:, 0] / 2}
+               "eta_ntk_half": lrs * ev[:, 0] / 2, "edge": 2.0 / lrs}
         if hessian_every:
             h, warm_h2 = jax.lax.cond(t % hessian_every == 0, lambda: hessian_top(z, J, warm_h),
                                       lambda: (nan_b, warm_h))
-            rec["hessian_top"], rec["eta_lambda_half"] = h, lrs * h / 2
+            rec["hessian_eigs"], rec["eta_lambda_half"] = h[:, None], lrs * h / 2
         else:
             warm_h2 = warm_h
         z2, J2, lin, nonlin = batched_output_step(z, J, Q, lrs, norm)

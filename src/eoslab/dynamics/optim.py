@@ -25,6 +25,7 @@ GD 2/η; heavy-ball 2(1+β)/η; Nesterov (optax's form below) 2(1+β)/((1+2β)η
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -36,26 +37,28 @@ from eoslab.errors import EoslabError
 QUANTITIES = ("hessian", "preconditioned", "unknown")
 
 
-class Optimizer(NamedTuple):
-    """An optax ``GradientTransformation`` (fields ``init``, ``update``) that also knows its edge.
+@dataclasses.dataclass(frozen=True, eq=True)
+class Optimizer:
+    """An optax ``GradientTransformation`` (``init``, ``update``) that also knows its edge.
 
     ``edge(state) -> scalar`` and ``preconditioner(state) -> pytree | None`` read the state
     returned by ``update`` at step t (the update just made); ``quantity`` names what the edge
     bounds (:data:`QUANTITIES`); ``name`` and ``hyper`` (the constructor's arguments) are for
-    reports.
+    reports. Equality and hashing ignore ``init`` and ``hyper``: built-ins of one kind share
+    their ``update`` (the numbers live in the state), so a jitted run is compiled once for all
+    step sizes.
     """
 
-    init: Callable
+    init: Callable = dataclasses.field(compare=False)
     update: Callable
     edge: Callable
     preconditioner: Callable
     quantity: str
     name: str
-    hyper: dict
+    hyper: dict = dataclasses.field(default_factory=dict, compare=False)
 
-    def edge_of(self, state):
-        """The threshold for the update that produced ``state`` (alias of ``edge``)."""
-        return self.edge(state)
+    def __iter__(self):  # unpacks like optax's (init, update) pair
+        return iter((self.init, self.update))
 
 
 def as_optimizer(tx, *, name: str = "optax", edge: Callable | None = None,
@@ -73,9 +76,13 @@ def as_optimizer(tx, *, name: str = "optax", edge: Callable | None = None,
         quantity = "unknown" if edge is None else ("preconditioned" if preconditioner is not None else "hessian")
     if quantity not in QUANTITIES:
         raise EoslabError(f"quantity must be one of {QUANTITIES}, got {quantity!r}")
-    edge_fn = edge if edge is not None else (lambda state: jnp.asarray(jnp.nan))
-    pre = preconditioner if preconditioner is not None else (lambda state: None)
+    edge_fn = edge if edge is not None else _unknown_edge
+    pre = preconditioner if preconditioner is not None else _no_preconditioner
     return Optimizer(tx.init, tx.update, edge_fn, pre, quantity, name, {})
+
+
+def _unknown_edge(state):
+    return jnp.asarray(jnp.nan)
 
 
 # ---- schedules (optax schedules: callables of the int step count) -------------------------------
@@ -172,6 +179,38 @@ def _tmap(f, *trees):
     return jax.tree_util.tree_map(f, *trees)
 
 
+def _no_preconditioner(state):
+    return None
+
+
+def _cached(make):
+    """``make(schedule)`` builds an update; constant step sizes share one (module-level) function,
+    so the jitted dynamics compile once for every η."""
+    cache = {}
+
+    def get(lr, *flags):
+        if callable(lr):
+            return make(lr, *flags)
+        if flags not in cache:
+            cache[flags] = make(None, *flags)
+        return cache[flags]
+
+    return get
+
+
+@_cached
+def _gd_update(schedule):
+    def update(grads, state, params=None):
+        eta = _lr_now(schedule, state.count, state.lr)
+        return _tmap(lambda g: -eta * g, grads), GDState(state.count + 1, eta)
+
+    return update
+
+
+def _gd_edge(s):
+    return 2.0 / s.lr
+
+
 def gd(lr) -> Optimizer:
     """Gradient descent: θ_{t+1} = θ_t − η_t g_t (g_t = ∇L(θ_t)). Equals ``optax.sgd(lr)``.
 
@@ -183,11 +222,29 @@ def gd(lr) -> Optimizer:
     def init(params):
         return GDState(jnp.zeros([], jnp.int32), _lr0(lr, _dtype(params)))
 
-    def update(grads, state, params=None):
-        eta = _lr_now(lr, state.count, state.lr)
-        return _tmap(lambda g: -eta * g, grads), GDState(state.count + 1, eta)
+    return Optimizer(init, _gd_update(lr), _gd_edge, _no_preconditioner, "hessian", "gd", {"lr": lr})
 
-    return Optimizer(init, update, lambda s: 2.0 / s.lr, lambda s: None, "hessian", "gd", {"lr": lr})
+
+@_cached
+def _momentum_update(schedule, nesterov):
+    def update(grads, state, params=None):
+        eta, b = _lr_now(schedule, state.count, state.lr), state.beta
+        m = _tmap(lambda g, m: g + b * m, grads, state.momentum)
+        if nesterov:
+            u = _tmap(lambda g, m: -eta * (g + b * m), grads, m)
+        else:
+            u = _tmap(lambda m: -eta * m, m)
+        return u, MomentumState(state.count + 1, eta, b, m)
+
+    return update
+
+
+def _heavy_ball_edge(s):
+    return 2.0 * (1 + s.beta) / s.lr
+
+
+def _nesterov_edge(s):
+    return 2.0 * (1 + s.beta) / ((1 + 2 * s.beta) * s.lr)
 
 
 def _momentum(lr, beta, nesterov: bool) -> Optimizer:
@@ -198,21 +255,8 @@ def _momentum(lr, beta, nesterov: bool) -> Optimizer:
         dt = _dtype(params)
         return MomentumState(jnp.zeros([], jnp.int32), _lr0(lr, dt), jnp.asarray(beta, dt), _tmap(jnp.zeros_like, params))
 
-    def update(grads, state, params=None):
-        eta, b = _lr_now(lr, state.count, state.lr), state.beta
-        m = _tmap(lambda g, m: g + b * m, grads, state.momentum)
-        if nesterov:
-            u = _tmap(lambda g, m: -eta * (g + b * m), grads, m)
-        else:
-            u = _tmap(lambda m: -eta * m, m)
-        return u, MomentumState(state.count + 1, eta, b, m)
-
-    if nesterov:
-        edge = lambda s: 2.0 * (1 + s.beta) / ((1 + 2 * s.beta) * s.lr)
-    else:
-        edge = lambda s: 2.0 * (1 + s.beta) / s.lr
-    name = "nesterov" if nesterov else "heavy_ball"
-    return Optimizer(init, update, edge, lambda s: None, "hessian", name, {"lr": lr, "beta": beta})
+    return Optimizer(init, _momentum_update(lr, nesterov), _nesterov_edge if nesterov else _heavy_ball_edge,
+                     _no_preconditioner, "hessian", "nesterov" if nesterov else "heavy_ball", {"lr": lr, "beta": beta})
 
 
 def heavy_ball(lr, beta: float = 0.9) -> Optimizer:
@@ -235,6 +279,21 @@ def nesterov(lr, beta: float = 0.9) -> Optimizer:
     return _momentum(lr, beta, nesterov=True)
 
 
+@_cached
+def _rmsprop_update(schedule):
+    def update(grads, state, params=None):
+        eta, b2, e = _lr_now(schedule, state.count, state.lr), state.beta2, state.eps
+        nu = _tmap(lambda g, n: (1 - b2) * g**2 + b2 * n, grads, state.nu)
+        u = _tmap(lambda g, n: -eta * (jax.lax.rsqrt(n + e) * g), grads, nu)
+        return u, RMSPropState(state.count + 1, eta, b2, e, nu)
+
+    return update
+
+
+def _rmsprop_preconditioner(s):
+    return _tmap(lambda n: jnp.sqrt(n + s.eps), s.nu)
+
+
 def rmsprop(lr, beta2: float = 0.99, eps: float = 1e-8) -> Optimizer:
     """RMSProp: ν_{t+1} = β₂ ν_t + (1−β₂) g_t², θ_{t+1} = θ_t − η_t g_t / √(ν_{t+1} + ε) (ν₀ = 0).
     Equals ``optax.rmsprop(lr, decay=beta2, eps=eps)`` (ε inside the root, optax's default).
@@ -251,17 +310,41 @@ def rmsprop(lr, beta2: float = 0.99, eps: float = 1e-8) -> Optimizer:
         return RMSPropState(jnp.zeros([], jnp.int32), _lr0(lr, dt), jnp.asarray(beta2, dt), jnp.asarray(eps, dt),
                             _tmap(jnp.zeros_like, params))
 
-    def update(grads, state, params=None):
-        eta, b2, e = _lr_now(lr, state.count, state.lr), state.beta2, state.eps
-        nu = _tmap(lambda g, n: (1 - b2) * g**2 + b2 * n, grads, state.nu)
-        u = _tmap(lambda g, n: -eta * (jax.lax.rsqrt(n + e) * g), grads, nu)
-        return u, RMSPropState(state.count + 1, eta, b2, e, nu)
-
-    def precond(s):
-        return _tmap(lambda n: jnp.sqrt(n + s.eps), s.nu)
-
-    return Optimizer(init, update, lambda s: 2.0 / s.lr, precond, "preconditioned", "rmsprop",
+    return Optimizer(init, _rmsprop_update(lr), _gd_edge, _rmsprop_preconditioner, "preconditioned", "rmsprop",
                      {"lr": lr, "beta2": beta2, "eps": eps})
+
+
+def _adam_hat(s, bias_correction):
+    if not bias_correction:
+        return s.mu, s.nu
+    c1, c2 = 1 - s.b1 ** s.count, 1 - s.b2 ** s.count
+    return _tmap(lambda m: m / c1, s.mu), _tmap(lambda n: n / c2, s.nu)
+
+
+@_cached
+def _adam_update(schedule, bias_correction):
+    def update(grads, state, params=None):
+        eta, B1, B2 = _lr_now(schedule, state.count, state.lr), state.b1, state.b2
+        mu = _tmap(lambda g, m: (1 - B1) * g + B1 * m, grads, state.mu)
+        nu = _tmap(lambda g, n: (1 - B2) * g**2 + B2 * n, grads, state.nu)
+        new = AdamState(state.count + 1, eta, B1, B2, state.eps, mu, nu)
+        mh, nh = _adam_hat(new, bias_correction)
+        u = _tmap(lambda m, n: -eta * (m / (jnp.sqrt(n) + new.eps)), mh, nh)
+        return u, new
+
+    return update
+
+
+def _adam_pre_bc(s):
+    return _tmap(lambda n: jnp.sqrt(n) + s.eps, _adam_hat(s, True)[1])
+
+
+def _adam_pre_raw(s):
+    return _tmap(lambda n: jnp.sqrt(n) + s.eps, s.nu)
+
+
+def _adam_edge(s):
+    return (2.0 + 2.0 * s.b1) / ((1.0 - s.b1) * s.lr)
 
 
 def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, bias_correction: bool = True) -> Optimizer:
@@ -287,26 +370,8 @@ def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, bias_correct
         return AdamState(jnp.zeros([], jnp.int32), _lr0(lr, dt), jnp.asarray(b1, dt), jnp.asarray(b2, dt),
                          jnp.asarray(eps, dt), z, z)
 
-    def _hat(s):
-        if not bias_correction:
-            return s.mu, s.nu
-        c1, c2 = 1 - s.b1 ** s.count, 1 - s.b2 ** s.count
-        return _tmap(lambda m: m / c1, s.mu), _tmap(lambda n: n / c2, s.nu)
-
-    def update(grads, state, params=None):
-        eta, B1, B2 = _lr_now(lr, state.count, state.lr), state.b1, state.b2
-        mu = _tmap(lambda g, m: (1 - B1) * g + B1 * m, grads, state.mu)
-        nu = _tmap(lambda g, n: (1 - B2) * g**2 + B2 * n, grads, state.nu)
-        new = AdamState(state.count + 1, eta, B1, B2, state.eps, mu, nu)
-        mh, nh = _hat(new)
-        u = _tmap(lambda m, n: -eta * (m / (jnp.sqrt(n) + new.eps)), mh, nh)
-        return u, new
-
-    def precond(s):
-        return _tmap(lambda n: jnp.sqrt(n) + s.eps, _hat(s)[1])
-
-    edge = lambda s: (2.0 + 2.0 * s.b1) / ((1.0 - s.b1) * s.lr)
-    return Optimizer(init, update, edge, precond, "preconditioned", "adam",
+    return Optimizer(init, _adam_update(lr, bias_correction), _adam_edge,
+                     _adam_pre_bc if bias_correction else _adam_pre_raw, "preconditioned", "adam",
                      {"lr": lr, "b1": b1, "b2": b2, "eps": eps, "bias_correction": bias_correction})
 
 

@@ -17,7 +17,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from eoslab.dynamics.gd import check_run_args, masked_scan, record
+from eoslab.dynamics.gd import check_run_args, record
+from eoslab.dynamics.stepper import masked_scan
 from eoslab.models.second_order import SecondOrder, jacobian, predict
 from eoslab.spectra.dense import top_eigvals
 from eoslab.spectra.lanczos import lanczos
@@ -96,7 +97,7 @@ def _gd_output(model, lr, theta0, *, steps, k, spectra, lanczos_iters, record_no
         if record_nonlinear:
             rec["linear_norm"] = jnp.linalg.norm(lin)
             rec["nonlinear_norm"] = jnp.linalg.norm(nonlin)
-        return (z2, J2, warm), rec, loss
+        return (z2, J2, warm), rec, (loss, z2, J2)
 
     z0, J0 = predict(theta0, model), jacobian(theta0, model)
     warm0 = jax.random.normal(jax.random.PRNGKey(0), (theta0.shape[-1],), dtype)

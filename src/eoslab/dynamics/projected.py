@@ -3,7 +3,7 @@
 The Euclidean projection onto a box is a coordinate-wise clip, so Π_C is exact, cheap and
 non-expansive; bounds may be ±inf (an unbounded side). Inside C the iteration is plain GD, so a
 box containing the whole GD trajectory reproduces :func:`eoslab.dynamics.gd` exactly. The
-records and divergence masking are those of :func:`~eoslab.dynamics.gd` (same keys).
+records and divergence masking are those of :func:`~eoslab.dynamics.gd` (the same stepper, same keys).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from eoslab.dynamics.gd import check_run_args, masked_scan, record
+from eoslab.dynamics import optim
+from eoslab.dynamics.gd import check_run_args, spectra_observer
+from eoslab.dynamics.stepper import init_state, make_step, scan
 from eoslab._precision import follows
 from eoslab.errors import EoslabError, runtime_check
 from eoslab.problem import Params, Problem
-from eoslab.spectra.dense import hessian_matrix, ntk_matrix, top_eigvals
 
 
 def project_box(theta: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Array:
@@ -59,23 +60,9 @@ def projected_gd(problem: Problem, lr, steps: int, lower, upper, *, k: int = 2, 
 @functools.partial(jax.jit, static_argnames=("steps", "k", "spectra", "record_params"))
 def _projected_gd(problem, lr, params0, lower, upper, *, steps, k, spectra, record_params):
     flat0, unravel = ravel_pytree(params0)
-    lr = jnp.asarray(lr, flat0.dtype)
-    loss_flat = lambda v: problem.loss_fn(unravel(v))
-
-    def advance(v):
-        loss, g = jax.value_and_grad(loss_flat)(v)
-        p = unravel(v)
-        if spectra == "dense":
-            he, ne = top_eigvals(hessian_matrix(problem, p), k), top_eigvals(ntk_matrix(problem, p), k)
-        else:
-            he = ne = jnp.full((k,), jnp.nan, v.dtype)
-        rec = record(loss, problem.residuals(p), jnp.linalg.norm(g), he, ne, lr)
-        if record_params:
-            rec["params"] = v
-        step = v - lr * g
-        new = project_box(step, lower, upper)
-        rec["projected"] = jnp.any(new != step)
-        return new, rec, loss
-
-    v, traj = masked_scan(advance, project_box(flat0, lower, upper), steps)
-    return traj, unravel(v)
+    opt = optim.gd(jnp.asarray(lr, flat0.dtype))
+    observe = spectra_observer(problem, opt, k=k, spectra=spectra, record_params=record_params)
+    project = lambda p: unravel(project_box(ravel_pytree(p)[0], lower, upper))
+    step = make_step(problem.loss_fn, opt, observe=observe, project=project, stochastic=False)
+    state, traj = scan(step, init_state(project(params0), opt), steps)
+    return traj, state.params

@@ -1,7 +1,8 @@
 """Full-batch training of any :class:`~eoslab.Problem` (networks included) with matrix-free
 spectral tracking at every step, and the network-vs-Taylor-model comparison.
 
-:func:`train` runs GD (or heavy-ball momentum) in jitted chunks of ``lax.scan`` (so a rich
+:func:`train` runs any optimizer (GD by default, :mod:`eoslab.dynamics.optim`, or any optax
+one), full batch or mini-batch, through the one stepper (:mod:`eoslab.dynamics.stepper`) in jitted chunks of ``lax.scan`` (so a rich
 progress bar with ETA can be shown between chunks) and records, per step, the loss, the
 accuracy (classification) and, every ``track_every`` steps, the top-k eigenvalues of the
 loss Hessian, the NTK and/or the Gauss-Newton matrix with their residual norms. The
@@ -25,13 +26,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+import optax
+
+from eoslab.dynamics import optim
+from eoslab.dynamics.gd import default_optimizer
+from eoslab.dynamics.stepper import init_state, make_step, scan
 from eoslab import progress as eoslab_progress
 from eoslab._precision import follows
-from eoslab.dynamics.gd import all_finite
 from eoslab.errors import EoslabError, between, check, check_positive, check_positive_int
 from eoslab.models.taylor import TaylorData, expand, is_taylor, taylor_problem
 from eoslab.problem import Params, Problem
 from eoslab.spectra import tracking
+from eoslab.spectra.operators import hvp
 
 #: Operators that can be tracked (see :data:`eoslab.spectra.tracking.OPERATORS`).
 OPERATORS = tracking.OPERATORS
@@ -39,20 +45,27 @@ OPERATORS = tracking.OPERATORS
 #: Keys of a :func:`train` trajectory; arrays indexed by step t = 0 … steps−1, row t
 #: describing θ_t before its update. ``<op>`` is each tracked operator.
 TRAIN_KEYS = {
-    "loss": "L(θ_t)",
+    "loss": "L(θ_t) (full batch, also under mini-batch SGD)",
+    "batch_loss": "the loss of step t's mini-batch (batch_size only)",
     "accuracy": "fraction of examples whose argmax output is the argmax target (NaN for regression)",
-    "grad_norm": "‖∇L(θ_t)‖",
+    "grad_norm": "‖g_t‖, the gradient the update used (the mini-batch's under SGD)",
+    "edge": "the optimizer's stability threshold for this update (2/η GD, 2(1+β)/η heavy-ball, ...; NaN unknown)",
+    "edge_ratio": "λ₁ of the optimizer's stability operator / edge at tracked steps: 1 is its edge",
     "tracked": "True at the steps where the spectra were computed (t % track_every == 0)",
     "<op>_eigs": "(k,) top-k algebraic eigenvalues of the operator at θ_t (NaN when not tracked)",
     "<op>_residuals": "(k,) ‖Av − θv‖ of each: a rigorous bound on its distance to the spectrum",
     "<op>_products": "operator-vector products spent tracking it at this step",
     "<op>_converged": "True when the tracker's stopping rule held at this step (False: its product cap was hit)",
     "<op>_entered": "True when a new eigenvector entered the top-k set at this step",
+    "preconditioned_eigs": "(k,) top-k eigenvalues of P^{-1/2}∇²L P^{-1/2}, P the update's preconditioner "
+                           "(adaptive optimizers; also _residuals, _products, _entered)",
+    "batch_sharpness": "E_B[g_Bᵀ H_B g_B / ‖g_B‖²] over random mini-batches, Monte Carlo (batch_size only)",
+    "batch_sharpness_se": "its standard error (std / √samples)",
     "linear_norm": "‖J_t δ_t‖, δ_t the parameter update (only with nonlinear=True)",
     "nonlinear_norm": "‖½Q_t(δ_t, δ_t)‖: the η² part of the output change (nonlinear=True)",
-    "nonlinear_top": "u·½Q_t(δ_t, δ_t), u the top NTK eigenvector (nonlinear=True, NTK tracked on all data)",
+    "nonlinear_top": "|u·½Q_t(δ_t, δ_t)|, u the top NTK eigenvector (nonlinear=True, NTK tracked on all data)",
     "nonlinear_actual": "‖f(θ_t+δ_t) − f(θ_t) − J_t δ_t‖: all orders beyond linear (nonlinear=True)",
-    "diverged": "True from the first step whose loss or parameters are non-finite (rows NaN there)",
+    "diverged": "True from the first step whose loss or new state is non-finite (rows NaN there)",
 }
 
 
@@ -76,33 +89,79 @@ def _track_step(problem, params, states, tol, max_products):
     return tracking.track_spectra(problem, params, states, tol=tol, max_products=max_products)
 
 
-def _check(lr, steps, k, track_every, track, momentum, tol=1e-3):
-    check_positive("lr", lr)
+class Trajectory(dict):
+    """A :func:`train` trajectory: a dict of per-step NumPy arrays (keys :data:`TRAIN_KEYS`)
+    with the run's metadata kept apart in ``.meta`` (``lr`` η₀, ``optimizer`` name,
+    ``hyper`` its arguments, ``quantity`` what its edge bounds, ``batch_size``, ``seconds``
+    wall time with compilation, ``first_chunk_seconds`` compilation + the first chunk)."""
+
+    def __init__(self, arrays=(), meta=None):
+        super().__init__(arrays)
+        self.meta = dict(meta or {})
+
+
+def _check(lr, steps, k, track_every, track, momentum, optimizer, tol=1e-3):
     check_positive_int("steps", steps)
     check_positive_int("k", k)
     check_positive_int("track_every", track_every)
     check("tol", tol, between(0, 1, lo_open=True, hi_open=True))
-    if not 0.0 <= float(momentum) < 1.0:
-        raise EoslabError(f"momentum must be in [0, 1), got {momentum!r}")
+    if optimizer is None:
+        check_positive("lr", lr)
+        if not 0.0 <= float(momentum) < 1.0:
+            raise EoslabError(f"momentum must be in [0, 1), got {momentum!r}")
+    elif lr is not None or float(momentum) != 0.0:
+        raise EoslabError("give either lr/momentum or optimizer, not both")
     for op in track:
         if op not in OPERATORS:
             raise EoslabError(f"unknown operator {op!r} to track; expected some of {OPERATORS}")
 
 
+def take(problem: Problem, idx) -> Problem:
+    """The problem restricted to the examples ``idx`` (a traced int array; jittable). The loss
+    stays a mean (an explicit ``norm`` is scaled by the kept fraction), as in :func:`subset`."""
+    def cut(p):
+        norm = None if p.norm is None else p.norm * idx.shape[0] / p.n
+        return dataclasses.replace(p, data=jax.tree_util.tree_map(lambda x: jnp.asarray(x)[idx], p.data),
+                                   targets=jnp.asarray(p.targets)[idx], norm=norm)
+
+    if isinstance(problem.data, TaylorData):
+        inner = cut(dataclasses.replace(problem, data=problem.data.inputs))
+        return dataclasses.replace(inner, data=TaylorData(inner.data, problem.data.anchor))
+    return cut(problem)
+
+
+def sample_batch(key, n: int, batch_size: int):
+    """The mini-batch of one step: ``batch_size`` distinct examples drawn uniformly at random
+    among the ``n``, independently at every step (int32 indices, (batch_size,))."""
+    return jax.random.choice(key, n, (batch_size,), replace=False)
+
+
 @follows("problem")
-def train(problem: Problem, lr: float, steps: int, *, momentum: float = 0.0, k: int = 2,
-          track_every: int = 1, track=("hessian", "ntk"), tol: float = 1e-3, spectra_examples=None,
-          max_products: int | None = None, nonlinear: bool = False, seed: int = 0,
-          chunk: int = 50, progress: bool = False, description: str = "training"):
-    """Full-batch GD ``v ← μv − η∇L(θ); θ ← θ + v`` (μ = ``momentum``; 0 is plain GD).
+def train(problem: Problem, lr: float | None = None, steps: int | None = None, *, optimizer=None,
+          momentum: float = 0.0, batch_size: int | None = None, k: int = 2, track_every: int = 1,
+          track=("hessian", "ntk"), tol: float = 1e-3, spectra_examples=None, max_products: int | None = None,
+          batch_sharpness_samples: int = 32, nonlinear: bool = False, seed: int = 0, chunk: int = 50,
+          progress: bool = False, description: str = "training", callback=None):
+    """Train ``problem`` with full-batch GD ``θ ← θ − η∇L(θ)`` (heavy-ball with ``momentum``), or
+    any optimizer, full batch or mini-batch, tracking spectra along the way.
 
     Args:
       problem: model, data and θ₀ (any pytree; float32 parameters stay float32).
-      lr: step size η. steps: number of updates.
+      lr: step size η (with ``momentum`` β: heavy-ball, :func:`eoslab.dynamics.optim.heavy_ball`).
+      steps: number of updates.
+      optimizer: instead of ``lr``/``momentum``: an :mod:`eoslab.dynamics.optim` optimizer
+        or any optax ``GradientTransformation`` (e.g. ``optax.adam(1e-3)``; its edge is then
+        unknown, NaN, and only the raw spectra are reported).
+      batch_size: mini-batch SGD: each step's gradient is that of ``batch_size`` distinct
+        examples drawn uniformly at random, independently at each step, from ``seed``
+        (:func:`sample_batch`). ``None``: full batch. With it, every tracked step also records
+        the batch sharpness E_B[g_Bᵀ H_B g_B / ‖g_B‖²] over ``batch_sharpness_samples``
+        independent batches (Monte Carlo, with its standard error).
       k: top eigenvalues tracked per operator (the tracker's block is k + 1).
       track_every: compute the spectra at steps t with t % track_every == 0 (1: every step).
       track: operators to follow, among ``"hessian"``, ``"ntk"``, ``"gauss_newton"``
-        (empty: no spectra).
+        (empty: no spectra). With an adaptive optimizer (``quantity == "preconditioned"``)
+        and ``"hessian"``, the preconditioned Hessian P^{-1/2}∇²L P^{-1/2} is tracked too.
       tol: relative accuracy of the tracked eigenvalues (stopping rule of the tracker).
       spectra_examples: compute the spectra on a fixed subset of the data, as Cohen et al.
         do for large datasets: an int m (the first m examples) or an index array. The
@@ -111,34 +170,50 @@ def train(problem: Problem, lr: float, steps: int, *, momentum: float = 0.0, k: 
       max_products: cap on products per tracking call (default: the tracker's).
       nonlinear: also record the linear / non-linear parts of each step's output change
         (:data:`TRAIN_KEYS`); costs a nested JVP and a forward pass per step.
-      seed: seeds the trackers' cold start. chunk: steps per jitted scan (progress updates).
+      seed: seeds the trackers' cold start and the mini-batches. chunk: steps per jitted
+        scan (progress updates, callbacks).
       progress: show a rich progress bar with ETA.
+      callback: ``callback(t, record)`` called on the host for every step, in order, after
+        the chunk holding it has run (``record``: that row of every key, NumPy scalars and
+        arrays); e.g. a TensorBoard or W&B logger (docs/optimizers.md). Its return value is
+        ignored.
 
     Returns:
-      ``(trajectory, final_params)``: trajectory is a dict of NumPy arrays (keys
-      :data:`TRAIN_KEYS`, plus ``"seconds"`` (wall time, compilation included),
-      ``"first_chunk_seconds"`` (the first chunk: compilation + ``chunk`` steps) and ``"lr"``).
+      ``(trajectory, final_params)``: trajectory is a :class:`Trajectory` (a dict of NumPy
+      arrays, keys :data:`TRAIN_KEYS`, with the run's metadata in ``.meta``).
     """
     track = tuple(track)
-    _check(lr, steps, k, track_every, track, momentum, tol)
+    _check(lr, steps, k, track_every, track, momentum, optimizer, tol)
     chunk = check_positive_int("chunk", chunk)
-    flat0, _ = ravel_pytree(problem.params)
+    n_mc = check_positive_int("batch_sharpness_samples", batch_sharpness_samples)
+    if batch_size is not None:
+        batch_size = check_positive_int("batch_size", batch_size)
+        if batch_size > problem.n:
+            raise EoslabError(f"batch_size {batch_size} is larger than the number of examples {problem.n}")
+    if callback is not None and not callable(callback):
+        raise EoslabError("callback must be callable as callback(t, record)")
+    flat0, unravel = ravel_pytree(problem.params)
     if track and k >= flat0.size:
         raise EoslabError(f"k = {k} tracked eigenvalues needs more than k parameters; the model has {flat0.size}")
     dtype = flat0.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise EoslabError(f"parameters must be floating point, got {dtype}")
+    opt = default_optimizer(jnp.asarray(lr, dtype), momentum) if optimizer is None else optim.as_optimizer(optimizer)
     spec = problem
     if spectra_examples is not None:
         idx = np.arange(int(spectra_examples)) if np.ndim(spectra_examples) == 0 else np.asarray(spectra_examples)
         spec = subset(problem, idx)
     project = bool(nonlinear and "ntk" in track and spectra_examples is None)
-    states = tracking.spectra_init(spec, k=k, key=jax.random.PRNGKey(seed), which=track) if track else {}
-
-    state = (flat0, jnp.zeros_like(flat0), states, jnp.array(False))
-    lr_a, mom_a, tol_a = (jnp.asarray(v, dtype) for v in (lr, momentum, tol))
+    key = jax.random.PRNGKey(seed)
+    aux = tracking.spectra_init(spec, k=k, key=key, which=track) if track else {}
+    if track and "hessian" in track and opt.quantity == "preconditioned":
+        aux["preconditioned"] = tracking.track_init(flat0.size, min(k, flat0.size),
+                                                    jax.random.fold_in(key, 99), dtype)
+    state = init_state(problem.params, opt, aux=aux, key=jax.random.fold_in(key, 1))
     static = dict(length=min(chunk, steps), every=int(track_every), nonlinear=bool(nonlinear),
-                  project=project, max_products=max_products, classify=_is_classification(problem))
+                  project=project, max_products=max_products, classify=_is_classification(problem),
+                  batch_size=batch_size, n_mc=n_mc)
+    tol_a = jnp.asarray(tol, dtype)
 
     records, t_first = [], None
     bar = _progress(progress, steps, description)
@@ -148,30 +223,42 @@ def train(problem: Problem, lr: float, steps: int, *, momentum: float = 0.0, k: 
     report = listener.__enter__()
     try:
         while done < steps:
-            state, rec = _chunk(problem, spec, lr_a, mom_a, tol_a, state, jnp.asarray(done), jnp.asarray(steps),
-                                **static)
+            state, rec = _chunk(problem, spec, tol_a, state, jnp.asarray(steps), opt, **static)
             rec = jax.tree_util.tree_map(np.asarray, rec)
             if t_first is None:
                 t_first = time.perf_counter() - start
-            take = min(static["length"], steps - done)
-            records.append(jax.tree_util.tree_map(lambda a: a[:take], rec))
-            done += take
-            info = f"loss {float(rec['loss'][take - 1]):.4g}" + _eig_info(rec, take - 1)
+            take_n = min(static["length"], steps - done)
+            rec = jax.tree_util.tree_map(lambda a: a[:take_n], rec)
+            records.append(rec)
+            if callback is not None:
+                for i in range(take_n):
+                    callback(done + i, {key_: v[i] for key_, v in rec.items()})
+            done += take_n
+            info = f"loss {float(rec['loss'][take_n - 1]):.4g}" + _eig_info(rec, take_n - 1)
             report.update(done, info)
             if bar is not None:
                 bar[0].update(bar[1], completed=done, info=info)
-            if bool(state[3]):  # diverged: nothing more to compute
+            if bool(state.diverged):  # nothing more to compute
                 records.append(_nan_rows(records[-1], steps - done))
                 done = steps
     finally:
         listener.__exit__(None, None, None)
         if bar is not None:
             bar[0].stop()
-    traj = {key: np.concatenate([r[key] for r in records]) for key in records[0]}
-    traj["seconds"] = np.asarray(time.perf_counter() - start)
-    traj["first_chunk_seconds"] = np.asarray(t_first)
-    traj["lr"] = np.asarray(float(lr))
-    return traj, ravel_pytree(problem.params)[1](state[0])
+    arrays = {key_: np.concatenate([r[key_] for r in records]) for key_ in records[0]}
+    hyper = {name: (v if isinstance(v, (bool, int, float, str)) else "schedule" if callable(v) else float(v))
+             for name, v in opt.hyper.items()}
+    meta = {"lr": float(lr) if lr is not None else _float_or_nan(opt.hyper.get("lr")), "optimizer": opt.name,
+            "hyper": hyper, "quantity": opt.quantity, "batch_size": batch_size,
+            "seconds": time.perf_counter() - start, "first_chunk_seconds": t_first}
+    return Trajectory(arrays, meta), state.params
+
+
+def _float_or_nan(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
 
 
 def _eig_info(rec, i) -> str:
@@ -181,15 +268,15 @@ def _eig_info(rec, i) -> str:
 
 
 def _nan_rows(template: dict, count: int) -> dict:
-    def fill(a):
+    def fill(key, a):
         shape = (count,) + a.shape[1:]
         if a.dtype == bool:
-            return np.ones(shape, bool) if a is template.get("diverged") else np.zeros(shape, bool)
+            return np.full(shape, key == "diverged", bool)
         if np.issubdtype(a.dtype, np.floating):
             return np.full(shape, np.nan, a.dtype)
         return np.zeros(shape, a.dtype)
 
-    return {key: fill(a) for key, a in template.items()}
+    return {key: fill(key, a) for key, a in template.items()}
 
 
 def _progress(enabled: bool, steps: int, description: str):
@@ -206,82 +293,116 @@ def _progress(enabled: bool, steps: int, description: str):
     return p, task
 
 
-@functools.partial(jax.jit, static_argnames=("length", "every", "nonlinear", "project", "max_products", "classify"))
-def _chunk(problem, spec, lr, momentum, tol, state, start, total, *, length, every, nonlinear, project,
-           max_products, classify):
-    _, unravel = ravel_pytree(problem.params)
-    loss_flat = lambda v: problem.loss_fn(unravel(v))
+def batch_sharpness(problem: Problem, params, key, batch_size: int, samples: int):
+    """Monte Carlo batch sharpness: the mean and standard error over ``samples`` independent
+    mini-batches B (:func:`sample_batch`) of g_Bᵀ H_B g_B / ‖g_B‖², with g_B, H_B the gradient
+    and Hessian of the loss of B (Andreyev & Beneventano 2024). One gradient and one HVP per
+    sample; returns two scalars."""
+    def one(k):
+        sub = take(problem, sample_batch(k, problem.n, batch_size))
+        grad = jax.grad(sub.loss_fn)
+        g, hg = jax.jvp(grad, (params,), (grad(params),))
+        gf, hgf = ravel_pytree(g)[0], ravel_pytree(hg)[0]
+        return (gf @ hgf) / (gf @ gf)
 
-    def spectra(v, states):
-        if not states:
-            return states, {}
-        new, res = _track_step(spec, unravel(v), states, tol, max_products)
+    vals = jax.vmap(one)(jax.random.split(key, samples))
+    se = jnp.std(vals, ddof=1) / jnp.sqrt(samples) if samples > 1 else jnp.asarray(jnp.nan, vals.dtype)
+    return jnp.mean(vals), se
+
+
+def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, project, max_products, classify,
+                      batch_size, n_mc):
+    _, unravel = ravel_pytree(problem.params)
+
+    def tracked(ctx):
+        params, aux = ctx.params, ctx.aux
+        ops = {op: st for op, st in aux.items() if op in OPERATORS}
+        new, res = _track_step(spec, params, ops, tol, max_products) if ops else ({}, {})
         out = {}
         for op, r in res.items():
             out[f"{op}_eigs"], out[f"{op}_residuals"] = r.values, r.residuals
             out[f"{op}_products"], out[f"{op}_entered"] = r.n_products, r.entered
             out[f"{op}_converged"] = r.converged
-        return new, (out, res)
+        tops = {op: r.vectors[0] for op, r in res.items()}
+        if "preconditioned" in aux:
+            s = jax.lax.rsqrt(ravel_pytree(optimizer.preconditioner(ctx.opt_state))[0].astype(aux["preconditioned"].vectors.dtype))
+            hmv, _ = hvp(spec, params)
+            st, r = tracking.track(lambda v: s * hmv(s * v), aux["preconditioned"], tol=tol, max_products=max_products)
+            new["preconditioned"] = st
+            out["preconditioned_eigs"], out["preconditioned_residuals"] = r.values, r.residuals
+            out["preconditioned_products"], out["preconditioned_entered"] = r.n_products, r.entered
+            out["preconditioned_converged"] = r.converged
+        if batch_size is not None:
+            out["batch_sharpness"], out["batch_sharpness_se"] = batch_sharpness(problem, params, ctx.key,
+                                                                                batch_size, n_mc)
+        return new, (out, tops)
 
-    def skip_spectra(v, states):
-        out = {}
-        for op, st in states.items():
+    def skipped(ctx):
+        out, tops = {}, {}
+        for op, st in ctx.aux.items():
             nan = jnp.full((st.k,), jnp.nan, st.vectors.dtype)
             out[f"{op}_eigs"], out[f"{op}_residuals"] = nan, nan
             out[f"{op}_products"], out[f"{op}_entered"] = jnp.zeros((), jnp.int32), jnp.array(False)
             out[f"{op}_converged"] = jnp.array(False)
-        top = {op: jnp.zeros((st.vectors.shape[1],), st.vectors.dtype) for op, st in states.items()}
-        return states, (out, top)
+            if op in OPERATORS:
+                tops[op] = jnp.zeros((st.vectors.shape[1],), st.vectors.dtype)
+        if batch_size is not None:
+            nan = jnp.asarray(jnp.nan, ctx.loss.dtype)
+            out["batch_sharpness"], out["batch_sharpness_se"] = nan, nan
+        return ctx.aux, (out, tops)
 
-    def one_step(v, vel, states, t):
-        loss, g = jax.value_and_grad(loss_flat)(v)
-        rec = {"loss": loss, "grad_norm": jnp.linalg.norm(g)}
+    def observe(ctx):
+        v = ctx.params
+        rec = {}
+        if batch_size is not None:
+            rec["batch_loss"] = ctx.loss
+            rec["loss"] = problem.loss_fn(v)
         outputs = None
         if classify:
-            outputs = problem.predict(unravel(v))
+            outputs = problem.predict(v)
             hit = jnp.argmax(outputs, -1) == jnp.argmax(problem.targets, -1)
-            rec["accuracy"] = jnp.mean(hit.astype(v.dtype))
+            rec["accuracy"] = jnp.mean(hit.astype(ctx.loss.dtype))
         else:
-            rec["accuracy"] = jnp.asarray(jnp.nan, v.dtype)
-        top_ntk = None
-        if states:
-            def do(v, states):
-                new, (out, res) = spectra(v, states)
-                return new, (out, {op: r.vectors[0] for op, r in res.items()})
-
+            rec["accuracy"] = jnp.asarray(jnp.nan, ctx.loss.dtype)
+        aux, top_ntk = ctx.aux, None
+        if aux:
             if every == 1:
-                states, (out, tops) = do(v, states)
+                aux, (out, tops) = tracked(ctx)
             else:
-                states, (out, tops) = jax.lax.cond(t % every == 0, do, skip_spectra, v, states)
+                aux, (out, tops) = jax.lax.cond(ctx.t % every == 0, tracked, skipped, ctx)
             rec.update(out)
             top_ntk = tops.get("ntk")
-        rec["tracked"] = (t % every == 0) if states else jnp.array(False)
-        vel = momentum * vel - lr * g
+            edge = jnp.asarray(optimizer.edge(ctx.opt_state), ctx.loss.dtype)
+            key = "preconditioned_eigs" if "preconditioned_eigs" in out else "hessian_eigs"
+            if key in out:
+                rec["edge_ratio"] = out[key][0] / edge
+        rec["tracked"] = (ctx.t % every == 0) if aux else jnp.array(False)
         if nonlinear:
-            p, delta = unravel(v), unravel(vel)
-            f0, jd, qdd = expand(problem.fn, p, delta, problem.data)
+            delta = ctx.updates
+            f0, jd, qdd = expand(problem.fn, v, delta, problem.data)
             nl = 0.5 * qdd.reshape(-1)
             rec["linear_norm"] = jnp.linalg.norm(jd)
             rec["nonlinear_norm"] = jnp.linalg.norm(nl)
-            rec["nonlinear_top"] = (top_ntk @ nl) if (project and top_ntk is not None) else jnp.asarray(jnp.nan, v.dtype)
-            rec["nonlinear_actual"] = jnp.linalg.norm((problem.predict(unravel(v + vel)) - f0 - jd).reshape(-1))
-        return v + vel, vel, states, rec, loss
+            rec["nonlinear_top"] = (jnp.abs(top_ntk @ nl) if (project and top_ntk is not None)
+                                    else jnp.asarray(jnp.nan, ctx.loss.dtype))
+            moved = optax.apply_updates(v, delta)
+            rec["nonlinear_actual"] = jnp.linalg.norm((problem.predict(moved) - f0 - jd).reshape(-1))
+        return aux, rec
 
-    def body(carry, i):
-        v, vel, states, div = carry
-        t = start + i
-        active = t < total
-        nv, nvel, nstates, rec, loss = one_step(v, vel, states, t)
-        div = div | (active & ~(jnp.isfinite(loss) & all_finite(nv)))
-        rec = jax.tree_util.tree_map(
-            lambda x: jnp.where(div, jnp.nan, x) if jnp.issubdtype(x.dtype, jnp.inexact) else x, rec)
-        rec["diverged"] = div
-        keep = div | ~active
-        new = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), (v, vel, states), (nv, nvel, nstates))
-        return (*new, div), rec
+    return observe
 
-    carry, recs = jax.lax.scan(body, state, jnp.arange(length))
-    return carry, recs
+
+@functools.partial(jax.jit, static_argnames=("optimizer", "length", "every", "nonlinear", "project", "max_products",
+                                             "classify", "batch_size", "n_mc"))
+def _chunk(problem, spec, tol, state, total, optimizer, *, length, every, nonlinear, project, max_products,
+           classify, batch_size, n_mc):
+    observe = _spectra_observer(problem, spec, optimizer, tol, every=every, nonlinear=nonlinear, project=project,
+                                max_products=max_products, classify=classify, batch_size=batch_size, n_mc=n_mc)
+    batch_loss = None
+    if batch_size is not None:
+        batch_loss = lambda p, key: take(problem, sample_batch(key, problem.n, batch_size)).loss_fn(p)
+    step = make_step(problem.loss_fn, optimizer, observe=observe, batch_loss=batch_loss)
+    return scan(step, state, length, total=total)
 
 
 # ---- summaries ---------------------------------------------------------------------------
@@ -303,34 +424,56 @@ def first_above(values: np.ndarray, threshold: float) -> int:
     return int(hit[0]) if hit.size else -1
 
 
-def summarize(traj: dict, op: str = "hessian") -> dict:
-    """Scalars of a :func:`train` trajectory for the operator ``op``: final loss, max
-    sharpness, number of upward crossings of 2/η by λ₁, whether λ₂ stayed below 2/η, …"""
-    lr = float(traj["lr"])
-    edge = 2.0 / lr
-    out = {"lr": lr, "edge": edge, "steps": int(traj["loss"].shape[0]),
+def summarize(traj: dict, op: str | None = None) -> dict:
+    """Scalars of a :func:`train` trajectory for the operator ``op`` against the optimizer's
+    own edge at every step (the ``edge`` key): final loss, max sharpness, number of upward
+    crossings of the edge by λ₁, steps above it, whether λ₂ stayed below, …
+
+    ``op`` defaults to the optimizer's stability operator: ``"preconditioned"`` for adaptive
+    optimizers (when tracked), else ``"hessian"``. For an optax optimizer with an unknown edge
+    (NaN) the edge counts are absent and only the spectra are summarised."""
+    meta = getattr(traj, "meta", {})
+    if op is None:
+        op = "preconditioned" if "preconditioned_eigs" in traj else "hessian"
+    lr = float(meta["lr"]) if "lr" in meta else float(traj.get("lr", np.nan))
+    if "edge" in traj:
+        edge_t = np.asarray(traj["edge"], float)
+    else:  # a plain dict of GD arrays (no optimizer recorded): GD's 2/η
+        edge_t = np.full(traj["loss"].shape[0], 2.0 / lr)
+    finite_edge = edge_t[np.isfinite(edge_t)]
+    edge = float(finite_edge[-1]) if finite_edge.size else float("nan")
+    seconds = meta.get("seconds", traj.get("seconds", np.nan))
+    out = {"optimizer": meta.get("optimizer", "gd"), "lr": lr,
+           "quantity": meta.get("quantity", "hessian"), "batch_size": meta.get("batch_size"),
+           "edge": edge, "steps": int(traj["loss"].shape[0]),
            "final_loss": float(traj["loss"][-1]), "min_loss": float(np.nanmin(traj["loss"])),
-           "diverged": bool(traj["diverged"][-1]), "seconds": float(traj["seconds"])}
+           "diverged": bool(traj["diverged"][-1]), "seconds": float(seconds)}
     if not np.all(np.isnan(traj["accuracy"])):
         out["final_accuracy"] = float(traj["accuracy"][-1])
     key = f"{op}_eigs"
     if key in traj and np.any(np.isfinite(traj[key])):
         e = traj[key]
+        ratio = e[:, 0] / edge_t
         out.update({
             "operator": op,
             "initial_sharpness": float(e[np.isfinite(e[:, 0])][0, 0]),
             "max_sharpness": float(np.nanmax(e[:, 0])),
-            "crossings": crossings(e[:, 0], edge),
-            "first_crossing_step": first_above(e[:, 0], edge),
-            "steps_above_edge": int(np.sum(e[:, 0] > edge)),
             "max_residual": float(np.nanmax(traj[f"{op}_residuals"][:, 0])),
             "products_per_track": float(np.mean(traj[f"{op}_products"][traj["tracked"]])),
             "unconverged_steps": int(np.sum(traj["tracked"] & ~traj[f"{op}_converged"]))
             if f"{op}_converged" in traj else 0,
         })
+        if finite_edge.size:
+            out.update({"crossings": crossings(ratio, 1.0), "first_crossing_step": first_above(ratio, 1.0),
+                        "steps_above_edge": int(np.sum(ratio > 1.0)), "max_edge_ratio": float(np.nanmax(ratio))})
         if e.shape[1] > 1:
             out["max_second"] = float(np.nanmax(e[:, 1]))
-            out["second_below_edge"] = bool(np.nanmax(e[:, 1]) < edge)
+            if finite_edge.size:
+                out["second_below_edge"] = bool(np.nanmax(e[:, 1] / edge_t) < 1.0)
+    if "batch_sharpness" in traj and np.any(np.isfinite(traj["batch_sharpness"])):
+        bs = traj["batch_sharpness"]
+        out["final_batch_sharpness"] = float(bs[np.isfinite(bs)][-1])
+        out["max_batch_sharpness"] = float(np.nanmax(bs))
     return out
 
 

@@ -21,17 +21,34 @@ def _eig_panel(ax, traj: dict, op: str, label_prefix: str = "", colors=_COLORS, 
         ax.fill_between(t, e[:, i] - r[:, i], e[:, i] + r[:, i], color=c, alpha=0.25 * alpha, lw=0)
 
 
-def _edge(ax, lr: float):
-    ax.axhline(2.0 / lr, color=EDGE_COLOR, ls="--", lw=1.0, label="2/η")
+def edge_label(traj) -> str:
+    """The edge's formula for the trajectory's optimizer (from ``traj.meta``), e.g. 2(1+β)/η."""
+    meta = getattr(traj, "meta", {})
+    return EDGE_LABELS.get(meta.get("optimizer", "gd"), "edge")
+
+
+#: The dashed line's label per optimizer (see docs/optimizers.md).
+EDGE_LABELS = {"gd": "2/η", "heavy_ball": "2(1+β)/η", "nesterov": "2(1+β)/((1+2β)η)", "rmsprop": "2/η",
+               "adam": "(2+2β₁)/((1−β₁)η)"}
+
+
+def _edge(ax, edge, label: str = "edge"):
+    """The optimizer's edge, dashed: a constant (a line) or one value per step (a schedule)."""
+    e = np.asarray(edge, float)
+    if e.ndim == 0 or np.nanmin(e) == np.nanmax(e):
+        ax.axhline(float(np.nanmax(e)), color=EDGE_COLOR, ls="--", lw=1.0, label=label)
+    else:
+        ax.plot(np.arange(e.size), e, color=EDGE_COLOR, ls="--", lw=1.0, label=label)
 
 
 def plot_training(traj: dict, path, title: str = "") -> list:
     """Loss (and accuracy) plus one panel per tracked operator (top-k eigenvalues, bands =
-    residual norms, dashed = 2/η). Writes PNG and SVG; returns the paths."""
+    residual norms, dashed = the optimizer's edge: 2/η for GD, 2(1+β)/η heavy-ball, … on the
+    Hessian, or Adam's / RMSProp's on the preconditioned Hessian). Writes PNG and SVG; returns the paths."""
     ops = [op for op in _NAMES if f"{op}_eigs" in traj]
+    pre = "preconditioned_eigs" in traj
     fig, axes = figure(ncols=1 + len(ops), width=4.0, height=3.0)
     axes = np.atleast_1d(axes)
-    lr = float(traj["lr"])
     steps = np.arange(traj["loss"].shape[0])
     ax = axes[0]
     ax.semilogy(steps, traj["loss"], color="k", lw=0.9, label="loss")
@@ -42,10 +59,20 @@ def plot_training(traj: dict, path, title: str = "") -> list:
         ax2.plot(steps, traj["accuracy"], color="#7f7f7f", lw=0.8)
         ax2.set_ylabel("accuracy", color="#7f7f7f")
         ax2.set_ylim(0, 1)
-    ax.set_title(title or "full-batch GD")
+    meta = getattr(traj, "meta", {})
+    ax.set_title(title or meta.get("optimizer", "gd") + (" (full batch)" if not meta.get("batch_size")
+                                                          else f" (batch {meta['batch_size']})"))
     for ax, op in zip(axes[1:], ops):
         _eig_panel(ax, traj, op)
-        _edge(ax, lr)
+        if op == "hessian" and pre:
+            _eig_panel(ax, traj, "preconditioned", label_prefix="P⁻¹H ", colors=("#d62728", "#e377c2"))
+        if op == "hessian" and "batch_sharpness" in traj:
+            t = np.nonzero(traj["tracked"])[0]
+            ax.errorbar(t, traj["batch_sharpness"][t], yerr=traj["batch_sharpness_se"][t], fmt=".", ms=2,
+                        color="#8c564b", lw=0.5, label="batch sharpness")
+        quantity = meta.get("quantity", "hessian")
+        if quantity == "hessian" or (quantity == "preconditioned" and op == "hessian" and pre):
+            _edge(ax, traj["edge"], edge_label(traj))
         ax.set_xlabel("step")
         ax.set_ylabel(f"top {_NAMES[op]} eigenvalues")
         ax.set_title(f"{_NAMES[op]} (band: residual norm)")
@@ -58,7 +85,6 @@ def plot_taylor(cmp: dict, path, title: str = "") -> list:
     :func:`eoslab.dynamics.train.compare_taylor`): loss, top Hessian eigenvalue with 2/η,
     and the non-linear dynamical contribution ‖½Q(δ, δ)‖ / ‖Jδ‖ of every step."""
     net, tay = cmp["network"], cmp["taylor"]
-    lr = float(net["lr"])
     fig, axes = figure(ncols=3, width=4.0, height=3.0)
     steps = np.arange(net["loss"].shape[0])
     ax = axes[0]
@@ -76,7 +102,7 @@ def plot_taylor(cmp: dict, path, title: str = "") -> list:
         if net["hessian_eigs"].shape[1] > 1:
             ax.plot(t, net["hessian_eigs"][t, 1], color="k", lw=0.6, alpha=0.5, label="network λ₂")
             ax.plot(t, tay["hessian_eigs"][t, 1], color=_COLORS[1], lw=0.6, ls="--", alpha=0.5, label="Taylor λ₂")
-        _edge(ax, lr)
+        _edge(ax, net["edge"], edge_label(net))
         ax.legend(loc="lower right")
     ax.set_xlabel("step")
     ax.set_ylabel("top Hessian eigenvalues")
@@ -114,7 +140,7 @@ def eos_panels(a: dict, lr: float):
         axes[1].plot(t, a["hessian_eigs"][t, i], color=c, lw=0.9, label=f"network λ{i + 1}")
     if has_t:
         axes[1].plot(t, a["taylor_hessian_eigs"][t, 0], color="#ff7f0e", ls="--", lw=0.8, label="Taylor λ₁")
-    _edge(axes[1], lr)
+    _edge(axes[1], a["edge"] if "edge" in a else 2.0 / lr, "2/η")
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("top Hessian eigenvalues")
     axes[1].legend(loc="lower right")

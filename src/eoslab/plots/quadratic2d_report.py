@@ -33,7 +33,7 @@ def sharpness_to_edge(results, predictions: dict):
         a = r.arrays
         keep = _log_subset(a["t"])
         t = a["t"][keep] + 1
-        ax.plot(t, a["eta_hessian_half"][keep], color=c, lw=0.5, alpha=0.3)
+        ax.plot(t, a["eta_lambda_half"][keep], color=c, lw=0.5, alpha=0.3)
         ax.plot(t, a["eta_ntk_half"][keep], color=c, lw=0.6, alpha=0.8, label=_label(r.params))
         zoom.plot(t, a["eta_ntk_half_avg2"][keep], color=c, lw=1.0)
         measured = r.scalars()["eta_ntk_limit"] / 2

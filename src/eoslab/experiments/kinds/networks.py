@@ -59,9 +59,9 @@ def simulate(point: dict) -> dict:
             out[key] = np.asarray(net_tr[key])
     else:
         net_tr, _ = train(problem, point["lr"], point["steps"], **kw)
-    for key in ("loss", "hessian_eigs", "hessian_residuals", "hessian_products", "tracked", "diverged"):
+    for key in ("loss", "hessian_eigs", "hessian_residuals", "hessian_products", "tracked", "edge", "diverged"):
         out[key] = np.asarray(net_tr[key])
-    out["seconds"] = np.float64(net_tr["seconds"])
+    out["seconds"] = np.float64(net_tr.meta["seconds"])
     return out
 
 
@@ -70,8 +70,11 @@ def run(points: list[dict]) -> list[dict]:
 
 
 def _edge_ratio(run, col: int, key: str = "hessian_eigs") -> np.ndarray:
+    """λ/edge at the tracked steps (edge = 2/η: GD)."""
     e = np.asarray(run.arrays[key], np.float64)[:, col]
-    return run.params["lr"] * e[np.isfinite(e)] / 2.0
+    edge = np.asarray(run.arrays["edge"], np.float64) if "edge" in run.arrays else 2.0 / run.params["lr"]
+    ratio = e / edge
+    return ratio[np.isfinite(ratio)]
 
 
 def initial_sharpness(runs) -> Measurement:
@@ -140,6 +143,6 @@ register(Kind(
     measures={"initial_sharpness": initial_sharpness, "max_sharpness": max_sharpness,
               "late_sharpness": late_sharpness, "edge_crossings": edge_crossings, "max_second": max_second,
               "taylor_max_sharpness": taylor_max_sharpness, "taylor_agreement_steps": taylor_agreement_steps},
-    predictions={}, figures=figures, chunk=1, version=1,
+    predictions={}, figures=figures, chunk=1, version=2,
     doc="Full-batch GD of a tanh MLP on synthetic data with the top Hessian eigenvalues tracked at "
         "every step (progressive sharpening into the edge of stability), and its Taylor model."))

@@ -104,7 +104,8 @@ def run_limit(points: list[dict]) -> list[dict]:
             "eta_ntk_half": traj["eta_ntk_half"][i, idx],
             # mean of two consecutive steps: removes the period-2 oscillation around the limit
             "eta_ntk_half_avg2": (traj["eta_ntk_half"][i, idx] + traj["eta_ntk_half"][i, np.minimum(idx + 1, idx[-1])]) / 2,
-            "eta_hessian_half": traj["eta_lambda_half"][i, idx],
+            "eta_lambda_half": traj["eta_lambda_half"][i, idx],
+            "edge": traj["edge"][i, idx],
             "loss": traj["loss"][i, idx],
             "theta": traj["params"][i, idx],
             "eta_ntk_limit": np.float64(limit),
@@ -190,7 +191,7 @@ register(Kind(
     measures={"eta_ntk_limit": eta_ntk_limit, "first_edge_step": first_edge_step,
               "diverged_fraction": diverged_fraction},
     predictions={"leading_order": leading_order, "theory": theory},
-    figures=limit_figures, chunk=16, version=2,
+    figures=limit_figures, chunk=16, version=3,
     doc="GD on the 2-D model from given initialisations; the limit ηλ∞ of the NTK eigenvalue."))
 
 
@@ -224,7 +225,7 @@ def _phase_batch(prob, lr, theta0, steps):
     period-2-averaged ηλ∞/2 (λ at the last iterate and one step further), the diverged flag, the
     step it diverged at (−1 if not) and the final loss."""
     traj, final = sweep(gd, batched={"params0": theta0}, problem=prob, lr=lr, steps=steps, k=1, spectra="none")
-    nxt = final - lr * jax.vmap(jax.grad(prob.loss_fn))(final)
+    _, nxt = sweep(gd, batched={"params0": final}, problem=prob, lr=lr, steps=1, k=1, spectra="none")
     ratio = lr * (_ntk(final, prob.data) + _ntk(nxt, prob.data)) / 4
     div = traj["diverged"][:, -1]
     div_at = jnp.where(div, jnp.argmax(traj["diverged"], axis=1), -1)
@@ -316,5 +317,5 @@ register(Kind(
     measures={"max_converged_ratio": max_converged_ratio, "eos_median_ratio": eos_median_ratio,
               "frac_eos": _frac(1), "frac_below": _frac(0), "frac_diverged": _frac(2)},
     predictions={"half_leading_order": half_leading_order, "half_theory": half_theory},
-    figures=phase_figures, chunk=1,
+    figures=phase_figures, chunk=1, version=2,
     doc="Phase diagram of the 2-D model over (η, initialisation): at EoS / below / diverged."))

@@ -13,9 +13,12 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from eoslab import Problem
+from eoslab.dynamics import optim
+from eoslab.dynamics.stepper import init_state, make_step, scan
 from eoslab.errors import positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
 from eoslab.spectra import hvp, track, track_init
+from eoslab.spectra.dense import hessian_matrix
 
 SCHEMA = {
     "model": {
@@ -51,23 +54,23 @@ def simulate(point: dict) -> dict:
               "w2": jax.random.normal(ks[3], (w, w)) / w**0.5, "b2": jnp.zeros(w),
               "w3": jax.random.normal(ks[4], (w, 1)) / w**0.5}
     problem = Problem.from_model(_apply, params, x, y)
-    flat0, unravel = ravel_pytree(params)
-    loss = lambda f: problem.loss_fn(unravel(f))
+    flat0 = ravel_pytree(params)[0]
     lr, tol = point["lr"], point["tol"]
 
-    def step(carry, _):
-        f, st = carry
-        st, r = track(hvp(problem, unravel(f))[0], st, tol=tol)
-        eigs = jnp.linalg.eigvalsh(jax.hessian(loss)(f))[::-1]
-        rec = (r.values, r.residuals, r.n_products, r.entered, r.converged, eigs)
-        return (f - lr * jax.grad(loss)(f), st), rec
+    def observe(ctx):  # tracked (warm-started) and dense spectra of θ_t
+        st, r = track(hvp(problem, ctx.params)[0], ctx.aux, tol=tol)
+        eigs = jnp.linalg.eigvalsh(hessian_matrix(problem, ctx.params))[::-1]
+        return st, {"tracked": r.values, "residuals": r.residuals, "products": r.n_products,
+                    "entered": r.entered, "converged": r.converged, "spectrum": eigs}
 
-    st0 = track_init(flat0.size, k, jax.random.fold_in(ks[0], 7), flat0.dtype)
-    _, (vals, res, prods, entered, converged, eigs) = jax.jit(
-        lambda f, s: jax.lax.scan(step, (f, s), None, length=point["steps"]))(flat0, st0)
-    return {"tracked": np.asarray(vals), "residuals": np.asarray(res), "products": np.asarray(prods),
-            "entered": np.asarray(entered), "converged": np.asarray(converged), "spectrum": np.asarray(eigs),
-            "eta_lambda_half": np.asarray(lr * eigs[:, 0] / 2)}
+    opt = optim.gd(lr)
+    step = make_step(problem.loss_fn, opt, observe=observe, stochastic=False)
+    state = init_state(params, opt, aux=track_init(flat0.size, k, jax.random.fold_in(ks[0], 7), flat0.dtype))
+    _, rec = jax.jit(lambda s: scan(step, s, point["steps"]))(state)
+    out = {key: np.asarray(rec[key]) for key in ("tracked", "residuals", "products", "entered", "converged", "spectrum",
+                                                    "edge")}
+    out["eta_lambda_half"] = lr * out["spectrum"][:, 0] / 2
+    return out
 
 
 def run(points: list[dict]) -> list[dict]:
@@ -118,4 +121,4 @@ register(Kind(name="tracking.accuracy", schema=SCHEMA, run=run,
               measures={"max_rel_error": max_rel_error, "bound_violations": bound_violations,
                         "warm_cost_ratio": warm_cost_ratio},
               predictions={}, figures=figures, chunk=1,
-              doc="warm-started top-k Hessian tracking along GD vs dense eigh", version=2))
+              doc="warm-started top-k Hessian tracking along GD vs dense eigh", version=3))

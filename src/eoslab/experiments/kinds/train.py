@@ -5,7 +5,7 @@ setting) per point, with the top Hessian eigenvalues tracked, as the unit of a u
 
 Stored per run: the per-step arrays of :func:`eoslab.dynamics.train.train` (``loss``,
 ``grad_norm``, ``hessian_eigs`` (steps, k), ``hessian_residuals``, ``tracked``, ``diverged``)
-and the scalars of :func:`eoslab.dynamics.train.summarize`, plus the edge ratios ηλ₁/2
+and the scalars of :func:`eoslab.dynamics.train.summarize`, plus the edge ratios λ₁/edge (ηλ₁/2 for GD)
 (``max_edge_ratio``, ``late_edge_ratio``: mean over the last quarter of the tracked steps,
 ``final_edge_ratio``), so a sweep's summary and figures need no recomputation.
 """
@@ -65,7 +65,7 @@ SCHEMA = {
 BATCH = 16
 
 PER_STEP = ("loss", "grad_norm", "accuracy", "hessian_eigs", "hessian_residuals", "hessian_products", "tracked",
-            "diverged")
+            "edge", "diverged")
 
 
 def problem(point: dict) -> Problem:
@@ -82,10 +82,13 @@ def problem(point: dict) -> Problem:
 
 
 def edge_ratios(traj: dict, lr: float) -> dict:
-    """ηλ₁/2 at the tracked steps: its max, its mean over the last quarter, its last value
+    """λ₁/edge at the tracked steps, with the optimizer's own edge (2/η for GD, 2(1+β)/η for
+    heavy-ball: the ``edge`` key): its max, its mean over the last quarter, its last value
     (NaN when nothing finite was tracked, e.g. a run that diverged at once)."""
     e = np.asarray(traj["hessian_eigs"], np.float64)[:, 0]
-    r = lr * e[np.isfinite(e)] / 2.0
+    edge = np.asarray(traj["edge"], np.float64) if "edge" in traj else 2.0 / lr
+    r = e / edge
+    r = r[np.isfinite(r)]
     if r.size == 0:
         return {"max_edge_ratio": np.nan, "late_edge_ratio": np.nan, "final_edge_ratio": np.nan}
     return {"max_edge_ratio": float(r.max()), "late_edge_ratio": float(r[-max(r.size // 4, 1):].mean()),
@@ -144,13 +147,13 @@ def run(points: list[dict]) -> list[dict]:
 
 
 def max_edge_ratio(runs) -> Measurement:
-    """max_t ηλ₁(t)/2 of one run (tracker accuracy: ``tol`` relative)."""
+    """max_t λ₁(t)/edge of one run (ηλ₁/2 for GD; tracker accuracy: ``tol`` relative)."""
     v = float(runs[0].scalars()["max_edge_ratio"])
     return Measurement(v, runs[0].params["tol"] * v)
 
 
 def late_edge_ratio(runs) -> Measurement:
-    """Mean of ηλ₁/2 over the last quarter of the tracked steps (1 at the edge of stability)."""
+    """Mean of λ₁/edge over the last quarter of the tracked steps (1 at the edge of stability)."""
     v = float(runs[0].scalars()["late_edge_ratio"])
     return Measurement(v, runs[0].params["tol"] * v)
 
@@ -158,6 +161,6 @@ def late_edge_ratio(runs) -> Measurement:
 register(Kind(
     name="networks.train", schema=SCHEMA, run=run,
     measures={"max_edge_ratio": max_edge_ratio, "late_edge_ratio": late_edge_ratio},
-    chunk=BATCH if batching() else 1, version=1,
+    chunk=BATCH if batching() else 1, version=2,
     doc="One full-batch training run of an MLP/CNN with the top Hessian eigenvalues tracked at every step "
         "(the unit of a user sweep: lr, seed, width, depth, momentum, n, ... as axes)."))

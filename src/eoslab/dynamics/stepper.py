@@ -1,0 +1,193 @@
+"""The one stepper: a pure step function of an explicit state, and one divergence-masking scan.
+
+Every parameter-space dynamics in eoslab (:func:`~eoslab.dynamics.gd`, :func:`~eoslab.dynamics.train.train`,
+projected GD, the convergence sweeps, the experiment kinds) is
+
+    state = init_state(params, optimizer, aux=..., key=...)
+    step  = make_step(loss_fn, optimizer, observe=..., project=..., batch_loss=...)
+    state, records = scan(step, state, length)        # or several chunks of it
+
+* ``step(state) -> (state', record)`` is pure: no host round trip, no Python state; every
+  number it needs (η, β, moments, tracker vectors, PRNG key, step index) is in ``state``, so
+  ``jax.vmap(step)`` over a batch of states (e.g. made by ``jax.vmap(lambda lr: init_state(p,
+  heavy_ball(lr, 0.9)))(lrs)``) advances a batch of runs, and ``jax.vmap(lambda s: scan(step, s,
+  n))`` runs them.
+* ``record`` describes θ_t *before* the update: ``loss`` (of the gradient used: the mini-batch
+  loss when ``batch_loss`` is given), ``grad_norm`` (‖g_t‖), ``edge`` (the optimizer's
+  threshold for this update, :meth:`eoslab.dynamics.optim.Optimizer.edge`) and whatever
+  ``observe`` adds.
+* :func:`scan` masks divergence: at the first step whose loss, new parameters or new optimizer
+  state hold a non-finite value the run is flagged, that row and all later rows have NaN floats
+  and ``diverged`` True, and the state is frozen at the last finite iterate.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from eoslab.dynamics.optim import Optimizer, as_optimizer
+
+
+class StepState(NamedTuple):
+    """The whole state of a run (a pytree; batch it with ``vmap``).
+
+    params: the parameters θ_t (the user's pytree and dtype).
+    opt_state: the optimizer's state (its hyperparameters included, for the built-ins).
+    aux: the diagnostics' state (e.g. the tracker states of :mod:`eoslab.spectra.tracking`); ``()`` if none.
+    key: PRNG key, split once per step when the step is stochastic.
+    t: int32, index of the next update (rows are numbered by it).
+    diverged: bool, the run has produced a non-finite value.
+    """
+
+    params: Any
+    opt_state: Any
+    aux: Any
+    key: jax.Array
+    t: jax.Array
+    diverged: jax.Array
+
+
+class Context(NamedTuple):
+    """What an ``observe`` function sees at step t (all traced arrays / pytrees).
+
+    params θ_t; loss and grads the value and gradient the update used; updates the
+    optimizer's update u_t (θ_{t+1} = θ_t + u_t, before any projection); new_params θ_{t+1};
+    opt_state the optimizer state after the update (so ``optimizer.edge(opt_state)`` and
+    ``optimizer.preconditioner(opt_state)`` describe this update); aux the diagnostics'
+    state; t the step index; key a PRNG key for this step's diagnostics (independent of the
+    mini-batch's).
+    """
+
+    params: Any
+    loss: jax.Array
+    grads: Any
+    updates: Any
+    new_params: Any
+    opt_state: Any
+    aux: Any
+    t: jax.Array
+    key: jax.Array
+
+
+def init_state(params, optimizer, *, aux=(), key=None) -> StepState:
+    """The state before step 0: ``optimizer.init(params)``, the diagnostics' ``aux``, a PRNG ``key``."""
+    optimizer = as_optimizer(optimizer)
+    key = jax.random.PRNGKey(0) if key is None else key
+    return StepState(params, optimizer.init(params), aux, key, jnp.zeros([], jnp.int32), jnp.array(False))
+
+
+def make_step(loss_fn: Callable, optimizer, *, observe: Callable | None = None, project: Callable | None = None,
+              batch_loss: Callable | None = None, stochastic: bool | None = None) -> Callable:
+    """The pure step ``step(state) -> (state', record)``.
+
+    Args:
+      loss_fn: ``params -> scalar`` (the full-batch loss).
+      optimizer: an :class:`~eoslab.dynamics.optim.Optimizer` or any optax ``GradientTransformation``.
+      observe: ``Context -> (aux', dict)``: per-step diagnostics; the dict is merged into the record.
+      project: ``params -> params`` applied after the update (projected methods).
+      batch_loss: ``(params, key) -> scalar``: the loss of a random mini-batch drawn with
+        ``key``; when given, the update uses its gradient (SGD).
+      stochastic: split ``state.key`` every step (default: when ``batch_loss`` or ``observe``
+        is given; plain GD skips the split).
+    """
+    optimizer = as_optimizer(optimizer)
+    stochastic = (batch_loss is not None or observe is not None) if stochastic is None else bool(stochastic)
+
+    def step(state: StepState):
+        params = state.params
+        if stochastic:
+            key, k_batch, k_obs = jax.random.split(state.key, 3)
+        else:
+            key = k_batch = k_obs = state.key
+        if batch_loss is None:
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+        else:
+            loss, grads = jax.value_and_grad(batch_loss)(params, k_batch)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        rec = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+               "edge": jnp.asarray(optimizer.edge(opt_state), loss.dtype)}
+        if project is not None:
+            projected = project(new_params)
+            rec["projected"] = jnp.any(jnp.stack([jnp.any(a != b) for a, b in zip(
+                jax.tree_util.tree_leaves(projected), jax.tree_util.tree_leaves(new_params))]))
+            new_params = projected
+        aux = state.aux
+        if observe is not None:
+            aux, extra = observe(Context(params, loss, grads, updates, new_params, opt_state, aux, state.t, k_obs))
+            rec.update(extra)
+        return StepState(new_params, opt_state, aux, key, state.t + 1, state.diverged), rec
+
+    return step
+
+
+def all_finite(tree) -> jax.Array:
+    """True iff every inexact leaf of ``tree`` is finite (a scalar bool)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _nan_where(flag, rec):
+    return jax.tree_util.tree_map(
+        lambda x: jnp.where(flag, jnp.nan, x) if jnp.issubdtype(x.dtype, jnp.inexact) else x, rec)
+
+
+def masked(step: Callable, *, total=None) -> Callable:
+    """``step`` with divergence masking (see the module docstring) and, if ``total`` is given,
+    inactivity from step ``total`` on (the state is kept; for a scan padded to a chunk size)."""
+
+    def body(state: StepState):
+        new, rec = step(state)
+        active = jnp.array(True) if total is None else state.t < total
+        bad = ~(jnp.isfinite(rec["loss"]) & all_finite(new.params) & all_finite(new.opt_state))
+        div = state.diverged | (active & bad)
+        rec = _nan_where(div, rec)
+        rec["diverged"] = div
+        keep = div | ~active
+        out = jax.tree_util.tree_map(lambda a, b: jnp.where(keep, a, b), state, new)
+        return out._replace(diverged=div), rec
+
+    return body
+
+
+def scan(step: Callable, state: StepState, length: int, *, total=None, records: bool = True):
+    """Run ``length`` masked steps in one ``lax.scan``: ``(final_state, records)``.
+
+    ``records`` are the stacked per-step dicts (leading axis ``length``) with ``diverged``
+    added; ``records=False`` keeps none (``None``), for long runs that only need the end.
+    ``total`` (traced int): steps with ``t ≥ total`` are inactive (state unchanged)."""
+    body = masked(step, total=total)
+
+    def f(s, _):
+        s, rec = body(s)
+        return s, (rec if records else None)
+
+    return jax.lax.scan(f, state, None, length=length)
+
+
+def masked_scan(advance: Callable, state0, steps: int):
+    """The same divergence masking for recurrences that are not parameter-space optimizers
+    (the exact output-space (z, J) maps of second-order models).
+
+    Iterates ``state, rec, check = advance(state)`` ``steps`` times, ``rec`` describing the
+    state *before* the update and ``check`` a pytree that must be finite (the loss and the new
+    state). From the first non-finite ``check`` every float of the record is NaN, ``diverged``
+    is True and the state is frozen. Returns ``(final_state, records)``.
+    """
+
+    def body(carry, _):
+        state, div = carry
+        new, rec, check = advance(state)
+        div = div | ~all_finite(check)
+        rec = _nan_where(div, rec)
+        rec["diverged"] = div
+        new = jax.tree_util.tree_map(lambda a, b: jnp.where(div, a, b), state, new)
+        return (new, div), rec
+
+    (state, _), recs = jax.lax.scan(body, (state0, jnp.array(False)), None, length=steps)
+    return state, recs

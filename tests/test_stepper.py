@@ -1,0 +1,56 @@
+"""The one stepper: optimizer edges in every summary (the momentum case), vmapped states, masking."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from eoslab import Problem
+from eoslab.dynamics import gd, init_state, make_step, optim, scan, summarize
+from eoslab.dynamics.train import summarize as train_summary
+from eoslab.dynamics.train import train
+
+
+def _quadratic():
+    # L(θ) = (3θ₁² + θ₂²)/2 (f = √c ⊙ θ, y = 0, norm 1): sharpness 3
+    c = jnp.array([3.0, 1.0])
+    return Problem.from_model(lambda th, x: jnp.sqrt(c) * th * x, jnp.array([1.0, 1.0]), jnp.ones(2),
+                              jnp.zeros(2), norm=1.0)
+
+
+def test_momentum_run_is_below_its_own_edge():
+    """L = (3θ₁² + θ₂²)/2, η = 1, β = 0.9 converges (ηλ = 3 < 2(1 + β) = 3.8): nothing is above the edge."""
+    p = _quadratic()
+    tr, _ = gd(p, 1.0, 200, momentum=0.9)
+    s = summarize(tr)
+    assert float(tr["loss"][-1]) < 1e-7 and int(s["steps_above_edge"]) == 0
+    np.testing.assert_allclose(tr["edge"], 3.8)
+    assert float(s["final_edge_ratio"]) == pytest.approx(3 / 3.8)
+    tt, _ = train(p, 1.0, 200, momentum=0.9, track=("hessian",), k=1)
+    st = train_summary(tt)
+    assert st["steps_above_edge"] == 0 and st["crossings"] == 0 and st["edge"] == pytest.approx(3.8)
+    assert tt.meta["optimizer"] == "heavy_ball" and "seconds" not in tt
+    np.testing.assert_allclose(tt["loss"], tr["loss"], rtol=1e-12)
+    # plain GD at η = 1 is above its edge 2/η = 2 and diverges, flagged, rows NaN from there
+    g, _ = gd(p, 1.0, 2000)
+    first = int(np.argmax(np.asarray(g["diverged"])))
+    assert bool(g["diverged"][-1]) and np.all(np.isnan(g["loss"][first:])) and np.all(np.isfinite(g["loss"][:first]))
+
+
+def test_vmapped_states_equal_separate_runs():
+    x = jnp.linspace(-1, 1, 9)[:, None]
+    p = Problem.from_model(lambda q, x: jnp.tanh(x @ q["w"]) @ q["v"], {"w": jnp.ones((1, 3)), "v": jnp.ones(3) / 3},
+                           x, jnp.sin(2 * x[:, 0]))
+    lrs = jnp.array([0.1, 0.3, 0.5])
+    opt = optim.heavy_ball(0.1, 0.8)
+    step = make_step(p.loss_fn, opt)
+    states = jax.vmap(lambda lr: init_state(p.params, optim.heavy_ball(lr, 0.8)))(lrs)
+    _, rec = jax.vmap(lambda s: scan(step, s, 25))(states)
+    for i, lr in enumerate(lrs):
+        ref, _ = gd(p, float(lr), 25, momentum=0.8, spectra="none")
+        np.testing.assert_allclose(rec["loss"][i], ref["loss"], rtol=1e-12)
+        np.testing.assert_allclose(rec["edge"][i], 2 * 1.8 / lr, rtol=1e-12)
+    # any optax optimizer runs unchanged (its edge is unknown: NaN)
+    tr, _ = gd(p, steps=10, optimizer=optax.adam(1e-2), spectra="none")
+    assert np.all(np.isnan(tr["edge"])) and np.all(np.isfinite(tr["loss"]))
