@@ -157,4 +157,7 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import eoslab
+
+    with eoslab.x64():
+        main()

@@ -56,7 +56,8 @@ def _random_sdcp(seed, k, P=12):
 _SOLVE = {k: jax.jit(lambda M, q, mask, k=k: cf.solve_sdcp(M, q, k, mask, tol=1e-13)) for k in (1, 2, 3)}
 
 
-@pytest.mark.parametrize("seed,k", [(0, 2), (1, 2), (2, 3), (3, 3)])
+@pytest.mark.parametrize("seed,k", [(0, 2), (1, 2), pytest.param(2, 3, marks=pytest.mark.slow),
+                                    pytest.param(3, 3, marks=pytest.mark.slow)])
 def test_sdcp_solver_matches_an_independent_reference_and_satisfies_kkt(seed, k):
     M, q = _random_sdcp(seed, k)
     x, res, it = _SOLVE[k](M, q, jnp.ones((k,), bool))

@@ -39,6 +39,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from eoslab import progress
+from eoslab._precision import follows
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.problem import Problem
 from eoslab.spectra import tracking
@@ -282,6 +283,7 @@ def _grow(st: tracking.TrackState, dim, key) -> tracking.TrackState:
     return dataclasses.replace(new, vectors=new.vectors.at[:b].set(st.vectors[:b]), count=st.count)
 
 
+@follows("problem", "params0")
 def run(problem: Problem, lr: float, steps: int, *, k: int = 1, k_max: int = 4, substeps: int = 4,
         gd: bool = True, gf: bool = True, stiffness: float = 0.5, edge_rtol: float = 1e-3,
         track_tol: float = 1e-6, sdcp_tol: float = 1e-10, chunk: int = 50, seed: int = 0,
@@ -337,14 +339,16 @@ def run(problem: Problem, lr: float, steps: int, *, k: int = 1, k_max: int = 4, 
     state = ((w0, st, sig), w0, w0, st_gd)
     lr_arr = jnp.asarray(lr, w0.dtype)
     recs, grown, t0, done = [], [], time.perf_counter(), 0
+    # Equal chunk lengths when a divisor of `steps` in [chunk/2, chunk] exists: one compilation.
+    n = next((c for c in range(min(chunk, steps), max(1, chunk // 2) - 1, -1) if steps % c == 0), chunk)
     with progress.task("central flow", total=steps) as bar:
         while done < steps:
-            n = min(chunk, steps - done)
-            state, rec = _chunk(problem, unravel, lr_arr, state, cfg=cfg, length=n, with_gd=gd, with_gf=gf)
+            keep = min(n, steps - done)
+            state, rec = _chunk(problem, unravel, lr_arr, state, cfg=cfg, length=keep, with_gd=gd, with_gf=gf)
             rec = jax.device_get(rec)
             recs.append(rec)
-            done += n
-            bar.advance(n, info=f"λ₁η/2 {float(rec['sharpness'][-1]) * lr / 2:.4f}, "
+            done += keep
+            bar.advance(keep, info=f"λ₁η/2 {float(rec['sharpness'][-1]) * lr / 2:.4f}, "
                                 f"at edge {int(rec['n_active'][-1])}")
             (w, st, sig), w_gd, w_gf, st_gd = state
             last = rec["eigs"][-1]

@@ -53,7 +53,7 @@ def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
 
         ss = self_stabilization(out, lr)
         lo, hi = axes[1].get_ylim()
-        axes[1].plot(t, 2.0 / lr + ss["y"], color=SS_COLOR, lw=0.8, alpha=0.8,
+        axes[1].plot(t, np.clip(2.0 / lr + ss["y"], -1e300, 1e300), color=SS_COLOR, lw=0.8, alpha=0.8,
                      label="self-stabilization 2/η + y")
         axes[1].set_ylim(lo, hi)
         axes[1].legend(fontsize=7)
@@ -63,7 +63,9 @@ def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
         ax.plot(t, smooth(np.asarray(out["gd_x"]) ** 2, window), color=GD_COLOR, lw=1.2,
                 label=f"GD x², {window}-step mean")
     if ss is not None:
-        ax.plot(t, ss["x"] ** 2, color=SS_COLOR, lw=0.8, alpha=0.8, label="self-stabilization x²")
+        with np.errstate(over="ignore"):
+            ax.plot(t, np.minimum(ss["x"] ** 2, 1e300), color=SS_COLOR, lw=0.8, alpha=0.8,
+                    label="self-stabilization x²")
     ax.plot(t, out["trace_sigma"], color=CF_COLOR, lw=1.4, label="central flow tr Σ (σ² for k = 1)")
     ax.set_yscale("log")
     # Scale to the central flow and GD's smoothed x² (the undamped map's cycle can span 100 decades).

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from eoslab import Problem
+from eoslab import Problem, x64
 from eoslab.errors import positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
 
@@ -61,6 +61,7 @@ CURVES = ("loss", "avg_loss", "sharpness", "eigs", "trace_sigma", "n_active", "g
           "gf_loss", "dist_gd_cf", "dist_gd_gf", "products", "sdcp_residual", "alpha", "beta", "gd_x")
 
 
+@x64
 def two_blocks(eps_pair, theta2_pair) -> Problem:
     """Two independent 2-D models f_i = ½(θ_{i1}² − ε_i θ_{i2}²), L = ½(f₁² + f₂²): the Hessian is
     block-diagonal, so both top eigenvalues sharpen to 2/η and stay there together."""
@@ -94,6 +95,7 @@ def network_problem(point: dict) -> Problem:
     return Problem.from_model(net, params, jnp.asarray(ds.x, jnp.float64), jnp.asarray(ds.y, jnp.float64))
 
 
+@x64
 def top_eigenvalue(problem: Problem) -> float:
     """λ₁ of the dense Hessian at θ₀ (small P)."""
     flat, unravel = ravel_pytree(problem.params)
@@ -101,6 +103,7 @@ def top_eigenvalue(problem: Problem) -> float:
     return float(jnp.linalg.eigvalsh(H)[-1])
 
 
+@x64
 def simulate_network(point: dict) -> dict:
     from eoslab.dynamics import central_flow as cf
 
@@ -217,6 +220,7 @@ Q2D_SCHEMA = {
 }
 
 
+@x64
 def simulate_2d(point: dict) -> dict:
     from eoslab.dynamics import central_flow as cf
     from eoslab.models import quadratic2d
