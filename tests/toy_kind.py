@@ -105,23 +105,35 @@ GD_SCHEMA = {"dynamics": {"dim": Field(int, 8, doc="dimension", static=True),
                           "steps": Field(int, 50, doc="GD steps", static=True)}}
 
 
-def run_gd(points):
-    """GD θ ← θ − η A θ on A = MᵀM/dim (M from the seed), one ``lax.scan`` per point; stores
-    the loss ½θᵀAθ at every step. ``EOSLAB_TOY_DELAY`` seconds of sleep per point."""
+def _gd_losses(seed, lr, dim, steps):
     import jax
     import jax.numpy as jnp
+
+    m = jax.random.normal(jax.random.PRNGKey(seed), (dim, dim), jnp.float64)
+    a = m.T @ m / dim
+
+    def step(th, _):
+        return th - lr * (a @ th), 0.5 * th @ a @ th
+
+    return jax.lax.scan(step, jnp.ones(dim, jnp.float64), None, length=steps)[1]
+
+
+_GD_JIT = {}
+
+
+def run_gd(points):
+    """GD θ ← θ − η A θ on A = MᵀM/dim (M from the seed), one compiled ``lax.scan`` per point
+    (compiled once per process and shape); stores the loss ½θᵀAθ at every step.
+    ``EOSLAB_TOY_DELAY`` seconds of sleep per point."""
+    import jax
 
     out = []
     for p in points:
         time.sleep(float(os.environ.get("EOSLAB_TOY_DELAY", "0")))
-        m = jax.random.normal(jax.random.PRNGKey(p["seed"]), (p["dim"], p["dim"]), jnp.float64)
-        a = m.T @ m / p["dim"]
-        theta0 = jnp.ones(p["dim"], jnp.float64)
-
-        def step(th, _):
-            return th - p["lr"] * (a @ th), 0.5 * th @ a @ th
-
-        _, losses = jax.lax.scan(step, theta0, None, length=p["steps"])
+        key = (p["dim"], p["steps"])
+        if key not in _GD_JIT:
+            _GD_JIT[key] = jax.jit(_gd_losses, static_argnums=(2, 3))
+        losses = _GD_JIT[key](p["seed"], p["lr"], p["dim"], p["steps"])
         out.append({"loss": np.asarray(losses), "final_loss": np.asarray(losses[-1])})
     return out
 
