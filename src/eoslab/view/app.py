@@ -351,16 +351,21 @@ def _greys():
 class SecondOrderExplorer:
     """GD on a random second-order model of Theorem 2 (output space, exact)."""
 
-    def __init__(self):
+    #: The inputs shown first (computed on the first click: compiling them at start-up would
+    #: delay every server start).
+    DEFAULTS = {"D": 40, "P": 80, "sigma_z": 1.0, "sigma_j": 1.0, "sigma_q": 1.0, "lr": 0.25, "steps": 2000, "seed": 0}
+
+    def __init__(self, autorun: bool = False):
         from bokeh.models import Button, Div, NumericInput, Span
         from bokeh.plotting import figure
 
         mk = lambda title, v, mode="float", name=None: NumericInput(title=title, value=v, mode=mode, name=name,
                                                                      width=100)
-        self.w = {"D": mk("D (data)", 40, "int", "so_D"), "P": mk("P (params)", 80, "int", "so_P"),
-                  "sigma_z": mk("σ_z", 1.0, name="so_sz"), "sigma_j": mk("σ_J", 1.0, name="so_sj"),
-                  "sigma_q": mk("σ_q", 1.0, name="so_sq"), "lr": mk("η", 0.25, name="so_lr"),
-                  "steps": mk("steps", 2000, "int", "so_steps"), "seed": mk("seed", 0, "int", "so_seed")}
+        d = self.DEFAULTS
+        self.w = {"D": mk("D (data)", d["D"], "int", "so_D"), "P": mk("P (params)", d["P"], "int", "so_P"),
+                  "sigma_z": mk("σ_z", d["sigma_z"], name="so_sz"), "sigma_j": mk("σ_J", d["sigma_j"], name="so_sj"),
+                  "sigma_q": mk("σ_q", d["sigma_q"], name="so_sq"), "lr": mk("η", d["lr"], name="so_lr"),
+                  "steps": mk("steps", d["steps"], "int", "so_steps"), "seed": mk("seed", d["seed"], "int", "so_seed")}
         self.button = Button(label="run GD", button_type="primary", width=100, name="so_run")
         self.button.on_click(self.update)
         self.outcome = Div(text="press <i>run GD</i> (a new D, P or number of steps compiles once, a few seconds)",
@@ -379,6 +384,8 @@ class SecondOrderExplorer:
                            x_range=self.rat.x_range, tools="pan,wheel_zoom,box_zoom,reset,save")
         self.src_loss = ColumnDataSource(dict(t=[], loss=[]))
         self.loss.line("t", "loss", source=self.src_loss, color="black")
+        if autorun:
+            self.update()
 
     def layout(self):
         from bokeh.layouts import column, row
