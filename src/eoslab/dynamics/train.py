@@ -332,9 +332,6 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
             out["preconditioned_eigs"], out["preconditioned_residuals"] = r.values, r.residuals
             out["preconditioned_products"], out["preconditioned_entered"] = r.n_products, r.entered
             out["preconditioned_converged"] = r.converged
-        if batch_size is not None:
-            out["batch_sharpness"], out["batch_sharpness_se"] = batch_sharpness(problem, params, ctx.key,
-                                                                                batch_size, n_mc)
         return new, (out, tops)
 
     def skipped(ctx):
@@ -346,9 +343,6 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
             out[f"{op}_converged"] = jnp.array(False)
             if op in OPERATORS:
                 tops[op] = jnp.zeros((st.vectors.shape[1],), st.vectors.dtype)
-        if batch_size is not None:
-            nan = jnp.asarray(jnp.nan, ctx.loss.dtype)
-            out["batch_sharpness"], out["batch_sharpness_se"] = nan, nan
         return ctx.aux, (out, tops)
 
     def observe(ctx):
@@ -377,6 +371,12 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
             if key in out:
                 rec["edge_ratio"] = out[key][0] / edge
         rec["tracked"] = (ctx.t % every == 0) if aux else jnp.array(False)
+        if batch_size is not None:  # every track_every steps, with or without tracked operators
+            measure = lambda c: batch_sharpness(problem, c.params, c.key, batch_size, n_mc)
+            nan = jnp.asarray(jnp.nan, ctx.loss.dtype)
+            skip = lambda c: (nan, nan)
+            bs = measure(ctx) if every == 1 else jax.lax.cond(ctx.t % every == 0, measure, skip, ctx)
+            rec["batch_sharpness"], rec["batch_sharpness_se"] = bs
         if nonlinear:
             delta = ctx.updates
             f0, jd, qdd = expand(problem.fn, v, delta, problem.data)
