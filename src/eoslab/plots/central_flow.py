@@ -62,10 +62,6 @@ def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
         ax.plot(t, np.asarray(out["gd_x"]) ** 2, color=GD_COLOR, lw=0.6, alpha=0.5, label="GD x² (along u)")
         ax.plot(t, smooth(np.asarray(out["gd_x"]) ** 2, window), color=GD_COLOR, lw=1.2,
                 label=f"GD x², {window}-step mean")
-    if ss is not None:
-        with np.errstate(over="ignore"):
-            ax.plot(t, np.minimum(ss["x"] ** 2, 1e300), color=SS_COLOR, lw=0.8, alpha=0.8,
-                    label="self-stabilization x²")
     ax.plot(t, out["trace_sigma"], color=CF_COLOR, lw=1.4, label="central flow tr Σ (σ² for k = 1)")
     ax.set_yscale("log")
     # Scale to the central flow and GD's smoothed x² (the undamped map's cycle can span 100 decades).
@@ -74,6 +70,15 @@ def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
         ref.append(smooth(np.asarray(out["gd_x"], float) ** 2, window))
     ref = np.concatenate(ref)
     ref = ref[np.isfinite(ref) & (ref > 0)]
+    if ss is not None:
+        # The undamped map's cycle can span 100 decades: draw it only inside the panel's range.
+        with np.errstate(over="ignore", invalid="ignore"):
+            x2 = ss["x"] ** 2
+        top = ref.max() * 10 if ref.size else np.inf
+        bottom = ref.min() / 10 if ref.size else 0.0
+        ax.plot(t, np.where((x2 <= top) & (x2 >= bottom), x2, np.nan), color=SS_COLOR, lw=0.8, alpha=0.8,
+                label="self-stabilization x²")
+        ax.legend(fontsize=7)
     if ref.size:
         ax.set_ylim(ref.min() / 10, ref.max() * 10)
     ax.set_xlabel("step")
