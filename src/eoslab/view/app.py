@@ -492,6 +492,9 @@ class RunBrowser:
         keep = [r for r in self.selected if r in refs]
         self._quiet = True  # re-selecting the same runs at their new rows is not a new selection
         try:
+            height = int(min(320, 30 + 25 * max(len(rows), 1)))
+            if self.table.height != height:
+                self.table.height = height
             self.src_table.data = data
             self.src_table.selected.indices = [refs.index(r) for r in keep]
         finally:
