@@ -1,4 +1,6 @@
-"""``eoslab train``: full-batch GD of a network on data, tracking Hessian/NTK eigenvalues.
+"""``eoslab train``: a network trained on data by GD, momentum, Nesterov, RMSProp or Adam (full batch
+or mini-batch), tracking Hessian/NTK (and preconditioned Hessian) eigenvalues against the
+optimizer's own edge.
 
 Example (the paper's network experiment, on the synthetic data)::
 
@@ -52,6 +54,56 @@ def format_summary(s: dict, prefix: str = "") -> str:
 
 
 DATASETS = ("synthetic", "cifar10")
+OPTIMIZERS = ("gd", "momentum", "nesterov", "rmsprop", "adam")
+#: Which optimizer takes which option (anything else is a bad combination).
+_TAKES = {"gd": (), "momentum": ("--momentum",), "nesterov": ("--momentum",), "rmsprop": ("--b2", "--eps"),
+          "adam": ("--b1", "--b2", "--eps")}
+
+
+def _optimizer_choice(optimizer, momentum, b1, b2, eps) -> str:
+    """The optimizer's name, after refusing options it does not take (one line, exit 2)."""
+    if optimizer is None:
+        optimizer = "momentum" if momentum else "gd"
+    cli.choice(optimizer, "--optimizer", OPTIMIZERS)
+    given = {"--momentum": momentum, "--b1": b1, "--b2": b2, "--eps": eps}
+    for opt, value in given.items():
+        if value is not None and opt not in _TAKES[optimizer] and not (opt == "--momentum" and value == 0
+                                                                       and optimizer == "gd"):
+            raise InvalidValue(f"{opt} does not apply to --optimizer {optimizer} (it takes "
+                               f"{', '.join(_TAKES[optimizer]) or 'no optimizer options'})")
+    for opt in ("--momentum", "--b1", "--b2"):
+        if given[opt] is not None:
+            check(opt, given[opt], between(0, 1, hi_open=True))
+    if eps is not None:
+        check("--eps", eps, between(0, float("inf"), hi_open=True))
+    return optimizer
+
+
+def build_optimizer(name: str, lr: float, momentum=None, b1=None, b2=None, eps=None, warmup: int = 0):
+    """``(optimizer, hyperparameters)`` of ``eoslab train``'s options (defaults filled in)."""
+    from eoslab.dynamics import optim
+
+    rate = optim.warmup(lr, warmup) if warmup else lr
+    if name == "gd":
+        return optim.gd(rate), {}
+    if name in ("momentum", "nesterov"):
+        beta = 0.9 if momentum is None else momentum
+        return (optim.heavy_ball if name == "momentum" else optim.nesterov)(rate, beta), {"momentum": beta}
+    e = 1e-8 if eps is None else eps
+    if name == "rmsprop":
+        beta2 = 0.99 if b2 is None else b2
+        return optim.rmsprop(rate, beta2, e), {"b2": beta2, "eps": e}
+    beta1, beta2 = (0.9 if b1 is None else b1), (0.999 if b2 is None else b2)
+    return optim.adam(rate, beta1, beta2, e), {"b1": beta1, "b2": beta2, "eps": e}
+
+
+def _edge_value(opt, params) -> float:
+    """The edge at η (one zero-gradient update from the initial state)."""
+    import jax
+
+    state = opt.init(params)
+    _, state = opt.update(jax.tree_util.tree_map(lambda x: 0 * x, params), state, params)
+    return float(opt.edge(state))
 OPERATORS = ("hessian", "ntk", "gauss_newton")
 
 
@@ -70,7 +122,17 @@ def train_cmd(
     loss: str = typer.Option("mse", help="mse or cross_entropy"),
     lr: float = typer.Option(0.02, help="step size η > 0"),
     steps: int = typer.Option(2000, help="number of GD steps (≥ 1)"),
-    momentum: float = typer.Option(0.0, help="heavy-ball momentum in [0, 1) (0: plain GD)"),
+    optimizer: Optional[str] = typer.Option(None, help="gd, momentum (heavy ball), nesterov, rmsprop or adam "
+                                                       "(default: gd, or momentum when --momentum > 0)"),
+    momentum: Optional[float] = typer.Option(None, help="momentum β in [0, 1) of momentum / nesterov (default 0.9; "
+                                                        "alone, > 0, it selects heavy ball)"),
+    b1: Optional[float] = typer.Option(None, help="Adam's β₁ in [0, 1) (default 0.9; adam only)"),
+    b2: Optional[float] = typer.Option(None, help="second-moment decay β₂ in [0, 1) of adam (default 0.999) "
+                                                  "and rmsprop (default 0.99)"),
+    eps: Optional[float] = typer.Option(None, help="ε ≥ 0 of adam / rmsprop (default 1e-8)"),
+    batch_size: Optional[int] = typer.Option(None, help="mini-batch SGD: B distinct random examples per step "
+                                                        "(1 ≤ B ≤ --n; default full batch)"),
+    warmup: int = typer.Option(0, help="linear learning-rate warm-up from 0 over this many steps (0 ≤ W < --steps)"),
     k: int = typer.Option(2, help="top eigenvalues tracked (1 ≤ k < number of parameters)"),
     track_every: int = typer.Option(1, help="compute the spectra every this many steps (≥ 1)"),
     track: str = typer.Option("hessian,ntk", help="operators to track: a list of hessian, ntk, gauss_newton; "
@@ -87,7 +149,8 @@ def train_cmd(
     json_out: Optional[Path] = cli.json_out_option("also write the summary, config and curves as JSON to this file"),
     show_progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
-    """Train a network with full-batch GD, tracking top Hessian/NTK eigenvalues matrix-free."""
+    """Train a network (GD, momentum, Nesterov, RMSProp or Adam; full batch or mini-batch), tracking top
+    Hessian/NTK eigenvalues matrix-free against the optimizer's own edge."""
     cli.choice(model, "--model", ("mlp", "cnn"))
     check("--depth", depth, integer(1, 1000))
     check("--width", width, integer(1, 1_000_000))
@@ -98,13 +161,16 @@ def train_cmd(
     cli.choice(loss, "--loss", ("mse", "cross_entropy"))
     check("--lr", lr, positive)
     check("--steps", steps, positive_int)
-    check("--momentum", momentum, between(0, 1, hi_open=True))
+    opt_name = _optimizer_choice(optimizer, momentum, b1, b2, eps)
+    check("--warmup", warmup, integer(0, steps - 1))
     check("--k", k, positive_int)
     check("--track-every", track_every, positive_int)
     ops = () if track.strip() == "none" else tuple(cli.choices(track, "--track", OPERATORS))
     check("--tol", tol, between(0, 1, lo_open=True, hi_open=True))
     if spectra_examples is not None:
         check("--spectra-examples", spectra_examples, integer(1, n))
+    if batch_size is not None:
+        check("--batch-size", batch_size, integer(1, n))
     check("--seed", seed, seed_rule)
     cli.choice(dtype, "--dtype", ("float32", "float64"))
     cli.output_file(plot, "--plot")
@@ -120,24 +186,35 @@ def train_cmd(
     if ops and k >= problem.num_params:
         raise InvalidValue(f"--k {k}: the network has {problem.num_params} parameters; track k < that")
     say = (lambda text: typer.echo(text, err=True)) if as_json else typer.echo
+    if batch_size is not None and batch_size > ds.n:
+        raise InvalidValue(f"--batch-size {batch_size}: larger than the {ds.n} examples")
+    opt, hyper = build_optimizer(opt_name, lr, momentum, b1, b2, eps, warmup)
+    from eoslab.plots.networks import EDGE_LABELS
+
+    edge0 = _edge_value(build_optimizer(opt_name, lr, momentum, b1, b2, eps, 0)[0], problem.params)
     say(f"{model} depth {depth} width {width} {activation} ({parametrisation}), {problem.num_params} "
-        f"parameters, {dtype}; {ds.name}; loss {loss}; η = {lr} (2/η = {2 / lr:.4g})")
-    kw = dict(momentum=momentum, k=k, track_every=track_every, track=ops, tol=tol,
+        f"parameters, {dtype}; {ds.name}; loss {loss}; {opt.name} η = {lr}"
+        + (f" (warm-up {warmup} steps)" if warmup else "")
+        + (f", batch {batch_size}" if batch_size else ", full batch")
+        + f"; edge {EDGE_LABELS.get(opt.name, '?')} = {edge0:.4g}"
+        + (" on λ(P⁻¹H)" if opt.quantity == "preconditioned" else ""))
+    kw = dict(optimizer=opt, batch_size=batch_size, k=k, track_every=track_every, track=ops, tol=tol,
               spectra_examples=spectra_examples, seed=seed)
     cli.kept("nothing (the training was not finished; nothing is saved along the way)")
     # the progress bar is the CLI's reporter (rich on a terminal, plain lines in a log)
     with progress.reporting(cli.progress_reporter(show_progress)):
         if taylor:
-            cmp = compare_taylor(problem, lr, steps, progress=False, **kw)
+            cmp = compare_taylor(problem, None, steps, progress=False, **kw)
             traj = cmp["network"]
         else:
-            traj, _ = train(problem, lr, steps, progress=False, **kw)
+            traj, _ = train(problem, None, steps, progress=False, **kw)
     op = None if "hessian" in ops else (ops[0] if ops else "hessian")
     s = summarize(traj, op)
     say(format_summary(s))
     result = {"config": {"model": model, "depth": depth, "width": width, "activation": activation,
                          "parametrisation": parametrisation, "data": data, "n": ds.n, "loss": loss, "lr": lr,
-                         "steps": steps, "momentum": momentum, "k": k, "track_every": track_every,
+                         "steps": steps, "optimizer": opt.name, **hyper, "batch_size": batch_size,
+                         "warmup": warmup, "k": k, "track_every": track_every,
                          "track": list(ops), "tol": tol, "seed": seed, "dtype": dtype,
                          "num_params": problem.num_params},
               "summary": s}

@@ -248,7 +248,9 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
     arrays = {key_: np.concatenate([r[key_] for r in records]) for key_ in records[0]}
     hyper = {name: (v if isinstance(v, (bool, int, float, str)) else "schedule" if callable(v) else float(v))
              for name, v in opt.hyper.items()}
-    meta = {"lr": float(lr) if lr is not None else _float_or_nan(opt.hyper.get("lr")), "optimizer": opt.name,
+    rate = opt.hyper.get("lr")
+    lr0 = float(lr) if lr is not None else (_float_or_nan(rate(steps - 1)) if callable(rate) else _float_or_nan(rate))
+    meta = {"lr": lr0, "optimizer": opt.name,
             "hyper": hyper, "quantity": opt.quantity, "batch_size": batch_size,
             "seconds": time.perf_counter() - start, "first_chunk_seconds": t_first}
     return Trajectory(arrays, meta), state.params
