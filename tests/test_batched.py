@@ -82,3 +82,20 @@ def test_bad_input_refused(kw, message):
         train_batch(_problem(0), steps=5, **kw)
     with pytest.raises(EoslabError, match="differs from problem 0"):
         train_batch([_problem(0), _problem(1, width=7)], 0.1, 5)
+
+
+@pytest.mark.slow
+def test_networks_train_chunk_batched_equals_one_by_one():
+    """The `networks.train` kind's batched path (accelerators, or EOSLAB_BATCH=1) stores what
+    its one-by-one path stores, to rounding: a GD member and a heavy-ball member of another seed."""
+    from eoslab.experiments.kinds import train as kind
+
+    base = dict(model="mlp", depth=1, width=6, activation="tanh", parametrisation="standard", dtype="float32",
+                data="synthetic", data_dir="", n=24, d=4, classes=0, target_scale=4.0, loss="mse", optimizer="gd",
+                lr=0.1, momentum=0.0, b1=0.9, b2=0.999, opt_eps=1e-8, steps=20, k=1, track_every=1, tol=1e-3, seed=0)
+    points = [dict(base), dict(base, lr=0.3, optimizer="momentum", momentum=0.5, seed=1)]
+    for one, batch, p in zip([kind.simulate(q) for q in points], kind.simulate_batch(points), points):
+        assert set(one) == set(batch)
+        np.testing.assert_allclose(batch["edge"], 2 * (1 + p["momentum"]) / p["lr"], rtol=1e-6)
+        for key in ("loss", "hessian_eigs", "max_edge_ratio", "final_loss"):
+            _close(batch[key], one[key], 1e-3)

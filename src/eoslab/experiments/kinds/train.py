@@ -20,12 +20,18 @@ import numpy as np
 
 from eoslab import Problem
 from eoslab.data import load as load_data
+from eoslab.dynamics import optim
+from eoslab.dynamics.batched import train_batch
 from eoslab.dynamics.train import summarize, train
 from eoslab.errors import positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
 from eoslab.models.mlp import ACTIVATIONS, PARAMETRISATIONS, build
 
 _nonneg = lambda v: None if v >= 0 else "must be ≥ 0"
+
+#: The optimizers a point may use (:mod:`eoslab.dynamics.optim`); gd and momentum can be batched.
+OPTIMIZERS = ("gd", "momentum", "nesterov", "rmsprop", "adam")
+BATCHABLE = ("gd", "momentum")
 
 SCHEMA = {
     "model": {
@@ -49,11 +55,17 @@ SCHEMA = {
         "loss": Field(str, "mse", choices=("mse", "cross_entropy"), static=True),
     },
     "dynamics": {
-        "optimizer": Field(str, "gd", choices=("gd", "momentum"),
-                           doc="gd, or momentum (heavy ball, coefficient `momentum`)"),
+        "optimizer": Field(str, "gd", choices=OPTIMIZERS,
+                           doc="gd; momentum or nesterov (coefficient `momentum`); rmsprop (`b2`, `opt_eps`); "
+                               "adam (`b1`, `b2`, `opt_eps`): eoslab.dynamics.optim"),
         "lr": Field(float, 0.05, doc="step size η", check=positive),
-        "momentum": Field(float, 0.0, doc="heavy-ball coefficient β ∈ [0, 1) (optimizer = momentum)",
+        "momentum": Field(float, 0.0, doc="momentum coefficient β ∈ [0, 1) (optimizer = momentum, nesterov)",
                           check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
+        "b1": Field(float, 0.9, doc="Adam's first-moment decay β₁ ∈ [0, 1)",
+                    check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
+        "b2": Field(float, 0.999, doc="Adam's / RMSProp's second-moment decay β₂ ∈ [0, 1)",
+                    check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
+        "opt_eps": Field(float, 1e-8, doc="Adam's / RMSProp's ε (added to √v)", check=positive),
         "steps": Field(int, 200, doc="training steps", static=True, check=positive_int),
         "k": Field(int, 2, doc="tracked top Hessian eigenvalues", static=True, check=positive_int),
         "track_every": Field(int, 1, doc="spectra every this many steps", static=True, check=positive_int),
@@ -65,7 +77,7 @@ SCHEMA = {
 BATCH = 16
 
 PER_STEP = ("loss", "grad_norm", "accuracy", "hessian_eigs", "hessian_residuals", "hessian_products", "tracked",
-            "edge", "diverged")
+            "edge", "preconditioned_eigs", "preconditioned_residuals", "diverged")
 
 
 def problem(point: dict) -> Problem:
@@ -85,7 +97,8 @@ def edge_ratios(traj: dict, lr: float) -> dict:
     """λ₁/edge at the tracked steps, with the optimizer's own edge (2/η for GD, 2(1+β)/η for
     heavy-ball: the ``edge`` key): its max, its mean over the last quarter, its last value
     (NaN when nothing finite was tracked, e.g. a run that diverged at once)."""
-    e = np.asarray(traj["hessian_eigs"], np.float64)[:, 0]
+    key = "preconditioned_eigs" if "preconditioned_eigs" in traj else "hessian_eigs"  # what the edge bounds
+    e = np.asarray(traj[key], np.float64)[:, 0]
     edge = np.asarray(traj["edge"], np.float64) if "edge" in traj else 2.0 / lr
     r = e / edge
     r = r[np.isfinite(r)]
@@ -108,11 +121,29 @@ def results(traj: dict, lr: float) -> dict:
     return out
 
 
+def optimizer(point: dict):
+    """The point's optimizer (None for gd / momentum: ``train``'s own heavy-ball path)."""
+    name, lr = point["optimizer"], point["lr"]
+    if name == "nesterov":
+        return optim.nesterov(lr, point["momentum"])
+    if name == "rmsprop":
+        return optim.rmsprop(lr, point["b2"], point["opt_eps"])
+    if name == "adam":
+        return optim.adam(lr, point["b1"], point["b2"], point["opt_eps"])
+    return None
+
+
 def simulate(point: dict) -> dict:
-    """One training run of ``point``."""
-    mom = point["momentum"] if point["optimizer"] == "momentum" else 0.0
-    traj, _ = train(problem(point), point["lr"], point["steps"], momentum=mom, k=point["k"],
-                    track_every=point["track_every"], track=("hessian",), tol=point["tol"], seed=point["seed"])
+    """One training run of ``point`` (adaptive optimizers: the preconditioned Hessian is
+    tracked too, and the edge ratios are of the preconditioned sharpness)."""
+    kw = dict(k=point["k"], track_every=point["track_every"], track=("hessian",), tol=point["tol"],
+              seed=point["seed"])
+    opt = optimizer(point)
+    if opt is None:
+        mom = point["momentum"] if point["optimizer"] == "momentum" else 0.0
+        traj, _ = train(problem(point), point["lr"], point["steps"], momentum=mom, **kw)
+    else:
+        traj, _ = train(problem(point), steps=point["steps"], optimizer=opt, **kw)
     return results(traj, point["lr"])
 
 
@@ -141,7 +172,7 @@ def batching() -> bool:
 
 
 def run(points: list[dict]) -> list[dict]:
-    if len(points) > 1 and batching():
+    if len(points) > 1 and batching() and all(p["optimizer"] in BATCHABLE for p in points):
         return simulate_batch(points)
     return [simulate(p) for p in points]
 
