@@ -62,3 +62,17 @@ def test_blocks_for_progress_give_the_same_numbers():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=0)
     updates = [e[2] for e in rec.events if e[0] == "update"]
     assert len(updates) > 5 and updates[-1] == 45 and updates == sorted(updates)
+
+
+def test_rich_reporter_with_an_unknown_total_then_a_known_one():
+    from rich.console import Console
+
+    buf = io.StringIO()
+    r = progress.RichReporter(Console(file=buf, force_terminal=True, width=100))
+    with progress.reporting(r):
+        with progress.task("experiment", None, "runs") as t:
+            t.update(0)
+            with progress.task("training", 10, "steps") as u:
+                u.update(5, info="loss 1")
+            t.update(2, total=3)
+    assert "0/?" in buf.getvalue() and "5/10" in buf.getvalue()

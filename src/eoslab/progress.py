@@ -42,8 +42,13 @@ class Task:
     def advance(self, n: float = 1, info: str = "") -> None:
         self.update(self.completed + n, info)
 
-    def update(self, completed: float, info: str = "") -> None:
+    def update(self, completed: float, info: str = "", total: float | None = None) -> None:
+        """Set the work done (and, when it becomes known, the ``total``)."""
         self.completed = completed
+        if total is not None and total != self.total:
+            self.total = total
+            if self._r is not None and hasattr(self._r, "set_total"):
+                self._r.set_total(self._h, total)
         if self._r is not None:
             self._r.update(self._h, completed, info)
 
@@ -103,6 +108,10 @@ class PlainReporter:
                     f"{el:.0f} s elapsed" + ("" if final else f", ETA {eta_s}"))
         return f"{t['d']}: {t['done']:,.0f} {t['unit']}, {el:.0f} s elapsed"
 
+    def set_total(self, handle, total):
+        if handle in self._tasks:
+            self._tasks[handle]["total"] = total
+
     def update(self, handle, completed, info=""):
         t = self._tasks.get(handle)
         if t is None:
@@ -125,10 +134,12 @@ class RichReporter:
 
     def __init__(self, console=None):
         from rich.console import Console
-        from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(),
-                                 TextColumn("{task.completed:,.0f}/{task.total:,.0f} {task.fields[unit]}"),
+        # MofNCompleteColumn shows "?" while a total is unknown (None)
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[unit]}"),
                                  TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
                                  TextColumn("{task.fields[info]}"),
                                  console=console or Console(stderr=True), transient=True)
@@ -139,6 +150,9 @@ class RichReporter:
             self.progress.start()
         self._depth += 1
         return self.progress.add_task(description, total=total, unit=unit, info="")
+
+    def set_total(self, handle, total):
+        self.progress.update(handle, total=total)
 
     def update(self, handle, completed, info=""):
         self.progress.update(handle, completed=completed, info=info)

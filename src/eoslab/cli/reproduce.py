@@ -140,8 +140,7 @@ def reproduce(
                         cli.kept(f"{computed[0]} new runs are stored under {store.root} (the run in flight is "
                                  f"lost); the same command resumes from there")
                     counts.append(done)
-                    bar.total = total
-                    bar.update(done)
+                    bar.update(done, total=total)
 
                 t1, c1 = time.perf_counter(), time.process_time()
                 if client is None:
