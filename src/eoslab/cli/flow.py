@@ -111,6 +111,8 @@ def flow_cmd(
             cli.fail(f"--theta0 needs two numbers 'a,b', got {theta0!r}")
     if data == "cifar10" and data_dir is None:
         cli.fail("--data cifar10 needs --data-dir")
+    if model == "cnn" and data == "synthetic" and int(round(d ** 0.5)) ** 2 != d:
+        cli.fail(f"--model cnn on synthetic data needs --d a perfect square (√d × √d images), got {d}")
     cli.output_file(plot, "--plot")
     cli.output_file(json_out, "--json-out")
 
