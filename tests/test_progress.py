@@ -74,5 +74,8 @@ def test_rich_reporter_with_an_unknown_total_then_a_known_one():
             t.update(0)
             with progress.task("training", 10, "steps") as u:
                 u.update(5, info="loss 1")
+                r.progress.refresh()  # render now (the live display otherwise refreshes on a timer)
             t.update(2, total=3)
-    assert "0/?" in buf.getvalue() and "5/10" in buf.getvalue()
+            r.progress.refresh()
+    out = buf.getvalue()
+    assert "0/?" in out and "5/10" in out and "2/3" in out
