@@ -242,3 +242,13 @@ def test_cli_sweep_dask_end_to_end(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(args + ["--runs", str(tmp_path / "b")])
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == rows
+
+
+def test_point_combinations_refused_before_any_run(tmp_path):
+    """A batch larger than the data is refused for the whole sweep before any run is computed."""
+    f = tmp_path / "bs.toml"
+    f.write_text("[experiment]\nname = 'bs'\nkind = 'networks.train'\n[data]\nn = 16\n[dynamics]\nsteps = 5\n"
+                 "[sweep]\nbatch_size = [0, 8, 32]\n")
+    with pytest.raises(EoslabError, match=r"batch_size 32 is larger than the number of examples n = 16 \(at batch_size = 32\)"):
+        run_sweep(f, tmp_path / "runs")
+    assert not [p for p in (tmp_path / "runs" / "bs").iterdir() if p.is_dir()]

@@ -70,6 +70,9 @@ class Kind:
       figures: ``figures(results: ExperimentResults) -> list[(name, fig, caption)]``.
       chunk: the largest number of runs passed to ``run`` at once.
       doc: one paragraph for ``docs``/``eoslab list``.
+      check_point: ``check_point(point) -> str | None``: an error for a combination of
+        parameters that each field accepts alone (e.g. a batch larger than the data); every
+        point to compute is checked before the first is computed.
       version: part of every run's identity: bump it when ``run`` changes what it computes
         or stores, so stored runs of the old code are not reused.
     """
@@ -83,6 +86,7 @@ class Kind:
     chunk: int = 64
     doc: str = ""
     version: int = 1
+    check_point: Callable | None = None
 
     def __post_init__(self):
         seen = {}

@@ -167,6 +167,17 @@ def _chunks(kind: Kind, todo: list[PlannedRun]) -> list[list[PlannedRun]]:
     return out
 
 
+def check_points(exp: Experiment, kind: Kind, points: list[dict]) -> None:
+    """Refuse, before any run is computed, a point the kind's ``check_point`` rejects."""
+    if kind.check_point is None:
+        return
+    for p in points:
+        msg = kind.check_point(p)
+        if msg:
+            axes = ", ".join(f"{a} = {p[a]!r}" for a in exp.sweep if a in p)
+            raise EoslabError(f"{exp.path}: {msg}" + (f" (at {axes})" if axes else ""))
+
+
 def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
             on_progress: Callable[[int, int], None] | None = None) -> list[PlannedRun]:
     """Compute the missing runs of ``exp`` owned by ``shard``, writing each atomically as soon
@@ -176,6 +187,7 @@ def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
     kind = get_kind(exp.kind)
     planned = plan(exp, mode, store, repair=True)
     todo = [pr for pr in planned if pr.run is None and shard.owns(pr.rid)]
+    check_points(exp, kind, [pr.point for pr in todo])
     done = sum(pr.run is not None for pr in planned)
     total = done + len(todo)
     if on_progress:

@@ -66,6 +66,8 @@ SCHEMA = {
         "b2": Field(float, 0.999, doc="Adam's / RMSProp's second-moment decay β₂ ∈ [0, 1)",
                     check=lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"),
         "opt_eps": Field(float, 1e-8, doc="Adam's / RMSProp's ε (added to √v)", check=positive),
+        "batch_size": Field(int, 0, doc="mini-batch size of SGD (0: full batch); batch sharpness recorded too",
+                            static=True, check=lambda v: None if v >= 0 else "must be ≥ 0 (0: full batch)"),
         "steps": Field(int, 200, doc="training steps", static=True, check=positive_int),
         "k": Field(int, 2, doc="tracked top Hessian eigenvalues", static=True, check=positive_int),
         "track_every": Field(int, 1, doc="spectra every this many steps", static=True, check=positive_int),
@@ -77,7 +79,8 @@ SCHEMA = {
 BATCH = 16
 
 PER_STEP = ("loss", "grad_norm", "accuracy", "hessian_eigs", "hessian_residuals", "hessian_products", "tracked",
-            "edge", "preconditioned_eigs", "preconditioned_residuals", "diverged")
+            "edge", "preconditioned_eigs", "preconditioned_residuals", "batch_loss", "batch_sharpness",
+            "batch_sharpness_se", "diverged")
 
 
 def problem(point: dict) -> Problem:
@@ -121,6 +124,13 @@ def results(traj: dict, lr: float) -> dict:
     return out
 
 
+def check_point(point: dict) -> str | None:
+    """What the fields cannot check alone."""
+    if point["batch_size"] > point["n"]:
+        return f"batch_size {point['batch_size']} is larger than the number of examples n = {point['n']}"
+    return None
+
+
 def optimizer(point: dict):
     """The point's optimizer (None for gd / momentum: ``train``'s own heavy-ball path)."""
     name, lr = point["optimizer"], point["lr"]
@@ -137,7 +147,7 @@ def simulate(point: dict) -> dict:
     """One training run of ``point`` (adaptive optimizers: the preconditioned Hessian is
     tracked too, and the edge ratios are of the preconditioned sharpness)."""
     kw = dict(k=point["k"], track_every=point["track_every"], track=("hessian",), tol=point["tol"],
-              seed=point["seed"])
+              seed=point["seed"], batch_size=point["batch_size"] or None)
     opt = optimizer(point)
     if opt is None:
         mom = point["momentum"] if point["optimizer"] == "momentum" else 0.0
@@ -172,7 +182,7 @@ def batching() -> bool:
 
 
 def run(points: list[dict]) -> list[dict]:
-    if len(points) > 1 and batching() and all(p["optimizer"] in BATCHABLE for p in points):
+    if len(points) > 1 and batching() and all(p["optimizer"] in BATCHABLE and not p["batch_size"] for p in points):
         return simulate_batch(points)
     return [simulate(p) for p in points]
 
@@ -192,6 +202,6 @@ def late_edge_ratio(runs) -> Measurement:
 register(Kind(
     name="networks.train", schema=SCHEMA, run=run,
     measures={"max_edge_ratio": max_edge_ratio, "late_edge_ratio": late_edge_ratio},
-    chunk=BATCH if batching() else 1, version=2,
+    chunk=BATCH if batching() else 1, version=2, check_point=check_point,
     doc="One full-batch training run of an MLP/CNN with the top Hessian eigenvalues tracked at every step "
         "(the unit of a user sweep: lr, seed, width, depth, momentum, n, ... as axes)."))
