@@ -176,6 +176,8 @@ def test_scan_series_and_nothing_changes(tmp_path):
     np.testing.assert_array_equal(s["edge"], np.full(60, 20.0))
     assert [n for n, _ in s["flow_eigs"]] == ["central_flow_sharpness"]
     assert [n for n, _ in s["other"]] == ["grad_norm"] and [n for n, _ in s["loss"]] == ["loss"]
+    (rname, ry), = s["ratio"]  # the top eigenvalue over the edge
+    assert rname == "hessian_eigs[0] / edge" and np.allclose(ry, (10 + 0.1 * np.arange(60)) / 20.0)
     q = runs.series(runs.read(root, refs[1]))
     np.testing.assert_array_equal(q["x"], 3 * np.arange(60))  # the stored step index is the x axis
     assert [n for n, _ in q["ratio"]] == ["eta_ntk_half"] and np.all(q["edge"] == 1.0)  # 2/η from params

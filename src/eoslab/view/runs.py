@@ -15,7 +15,8 @@ Arrays are classified generically, so kinds this module does not know still show
   the spectrum panel, with error bars from ``*_residuals`` (for ``X_eigs``: ``X_residuals``,
   ‖Hv − λv‖, a rigorous error bar for a symmetric operator; for ``tracked``: ``residuals``) or
   ``<name>_se`` (a standard error, e.g. ``batch_sharpness_se``) of the same shape;
-* ``eta_*_half*`` (η·λ/2, the edge at 1) → the ratio panel;
+* ``eta_*_half*`` (η·λ/2, the edge at 1) → the ratio panel; without them, the first spectral
+  curve divided by the edge goes there;
 * ``edge`` → the optimizer's edge (dashed) on the spectrum panel; without it, 2/η from the
   run's parameter ``lr`` when it has one;
 * a central-flow prediction: a loss-like or spectral name that contains ``central`` or ``flow``,
@@ -226,6 +227,11 @@ def series(run) -> dict:
         lr = run.params.get("lr")
         if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
             out["edge"] = np.full(T, 2.0 / lr)
+    if out["edge"] is not None and out["eigs"] and not out["ratio"]:
+        # The top tracked eigenvalue over the edge: runs at different step sizes on one scale.
+        name, y, _ = out["eigs"][0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["ratio"].append((f"{name} / edge", y / out["edge"]))
     return out
 
 
