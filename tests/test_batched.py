@@ -92,7 +92,8 @@ def test_networks_train_chunk_batched_equals_one_by_one():
 
     base = dict(model="mlp", depth=1, width=6, activation="tanh", parametrisation="standard", dtype="float32",
                 data="synthetic", data_dir="", n=24, d=4, classes=0, target_scale=4.0, loss="mse", optimizer="gd",
-                lr=0.1, momentum=0.0, b1=0.9, b2=0.999, opt_eps=1e-8, steps=20, k=1, track_every=1, tol=1e-3, seed=0)
+                lr=0.1, momentum=0.0, b1=0.9, b2=0.999, opt_eps=1e-8, batch_size=0, steps=20, k=1, track_every=1,
+                tol=1e-3, seed=0)
     points = [dict(base), dict(base, lr=0.3, optimizer="momentum", momentum=0.5, seed=1)]
     for one, batch, p in zip([kind.simulate(q) for q in points], kind.simulate_batch(points), points):
         assert set(one) == set(batch)
