@@ -62,7 +62,8 @@ def main():
     kw = dict(k=2, track=track, track_every=every, chunk=chunk)
     console = Console(width=150)
     console.print(f"MLP {d} → {width} → {width} → 1 (tanh, float32, {p.num_params} parameters), n = {n}; "
-                  f"{args.steps} steps per member; spectra: {'top-2 Hessian every ' + str(every) if track else 'none'}; "
+                  f"{args.steps} steps per member; "
+                  f"spectra: {'top-2 Hessian every ' + str(every) if track else 'none'}; "
                   f"JAX {jax.__version__} on {jax.devices()[0].platform}")
     c_seq = timed(lambda: train(p, 0.05, chunk, **kw))
     console.print(f"compile (sequential train): {c_seq:.1f} s")

@@ -249,6 +249,7 @@ def test_point_combinations_refused_before_any_run(tmp_path):
     f = tmp_path / "bs.toml"
     f.write_text("[experiment]\nname = 'bs'\nkind = 'networks.train'\n[data]\nn = 16\n[dynamics]\nsteps = 5\n"
                  "[sweep]\nbatch_size = [0, 8, 32]\n")
-    with pytest.raises(EoslabError, match=r"batch_size 32 is larger than the number of examples n = 16 \(at batch_size = 32\)"):
+    with pytest.raises(EoslabError, match=r"batch_size 32 is larger than the number of examples n = 16 "
+                                          r"\(at batch_size = 32\)"):
         run_sweep(f, tmp_path / "runs")
     assert not [p for p in (tmp_path / "runs" / "bs").iterdir() if p.is_dir()]
