@@ -130,3 +130,22 @@ def test_sharded_reproduce_then_report(tmp_path, capsys):
     n = len([p for p in (runs / "toy").iterdir() if not p.name.startswith(".")])
     assert n == 10
     assert _cli("report", *common) == 0 and "1/1 claims pass" in (out / "report.md").read_text()
+
+
+def test_report_order_and_readable_claims():
+    """Sections follow the papers (Theorem 1, Theorem 2, networks, companions, eoslab's checks),
+    every shipped claim's statement reads in one or two table lines, and no source is an
+    internal note."""
+    from eoslab.report.order import PARTS, ordered, part_of
+
+    exps = ordered(load_experiments())
+    parts = [part_of(e.kind) for e in exps]
+    assert parts == sorted(parts) and parts[0] == 0 and exps[0].name == "quadratic2d-eos-limit"
+    assert [PARTS[p][0].split(":")[0] for p in sorted(set(parts))] == [
+        "Theorem 1", "Theorem 2", "Networks", "Companion papers", "eoslab's own checks"]
+    assert part_of("tracking.accuracy") == len(PARTS) - 1 and part_of("networks.digits_eos") == 2
+    for e in exps:
+        for text in (e.source, *(c.source for c in e.claims)):
+            assert not re.search(r"science\.md|\bissue \d|work item", text), f"{e.name}: {text}"
+        for c in e.claims:
+            assert len(c.statement) <= 130, f"{e.name}/{c.id}: {len(c.statement)} characters"

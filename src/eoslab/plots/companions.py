@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eoslab.plots.style import EDGE_COLOR, PREDICTED_COLOR, figure
+from eoslab.plots.style import EDGE_COLOR, PREDICTED_COLOR, figure, legend_below
 
 PHASE_COLORS = {"PS": "#9ecae1", "EoS": "#fdae6b", "convergence": "#a1d99b"}
 
@@ -77,11 +77,11 @@ def convergence_fraction(result, threshold, title=""):
     frac = np.asarray(result["converged_fraction"], np.float64)
     ratio = np.array([np.nan if r is None else r for r in result["max_final_sharpness_ratio"]], np.float64)
     fig, ax = figure()
-    ax.plot(lr, frac, "o-", ms=3, label="converged fraction")
-    ax.plot(lr, ratio, "s", ms=3, color=PREDICTED_COLOR, label="max η·λ_max(θ_N)/2 (converged)")
-    ax.axvline(threshold, color=EDGE_COLOR, ls="--", lw=1, label=f"2 / inf λ_max = {threshold:.4g}")
+    ax.plot(lr, frac, "o-", ms=3, zorder=3, label="converged fraction (measured)")
+    ax.plot(lr, ratio, "s", ms=3, color=PREDICTED_COLOR, zorder=3, label="max η·λ_max(θ_N)/2 (converged)")
+    ax.axvline(threshold, color=EDGE_COLOR, ls="--", lw=1, zorder=1, label=f"predicted threshold 2 / inf λ_max = {threshold:.4g}")
     ax.set(xlabel="step size η", ylabel="fraction / ratio", ylim=(-0.05, 1.15), title=title)
-    ax.legend(fontsize=7)
+    legend_below(ax, ncol=1)
     return fig
 
 
@@ -104,5 +104,5 @@ def uv_trajectories(trajs, lrs, target=1.0, title=""):
             ok = np.all(np.isfinite(path), axis=1) & np.all(np.abs(path) < 3, axis=1)
             ax.plot(path[ok, 0], path[ok, 1], lw=0.5, marker=".", ms=1)
         ax.set(xlim=(-2.5, 2.5), ylim=(-2.5, 2.5), xlabel="u", ylabel="v", title=f"{title} η = {lr:g}", aspect="equal")
-        ax.legend(fontsize=7, loc="lower left")
+        legend_below(ax, ncol=1)
     return fig

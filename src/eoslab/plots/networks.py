@@ -8,6 +8,12 @@ import numpy as np
 from eoslab.plots.style import EDGE_COLOR, figure, save
 
 _NAMES = {"hessian": "Hessian", "ntk": "NTK", "gauss_newton": "Gauss-Newton"}
+_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def lam(i: int) -> str:
+    """λ with a subscript index: λ₁, λ₂, … (one spelling in every figure)."""
+    return "λ" + str(i).translate(_SUB)
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
 
 
@@ -17,7 +23,7 @@ def _eig_panel(ax, traj: dict, op: str, label_prefix: str = "", colors=_COLORS, 
     e, r = traj[f"{op}_eigs"][t], traj[f"{op}_residuals"][t]
     for i in range(e.shape[1]):
         c = colors[i % len(colors)]
-        ax.plot(t, e[:, i], color=c, alpha=alpha, lw=0.9, label=f"{label_prefix}λ{i + 1}")
+        ax.plot(t, e[:, i], color=c, alpha=alpha, lw=0.9, label=f"{label_prefix}{lam(i + 1)}", zorder=3)
         ax.fill_between(t, e[:, i] - r[:, i], e[:, i] + r[:, i], color=c, alpha=0.25 * alpha, lw=0)
 
 
@@ -35,10 +41,11 @@ EDGE_LABELS = {"gd": "2/η", "heavy_ball": "2(1+β)/η", "nesterov": "2(1+β)/((
 def _edge(ax, edge, label: str = "edge"):
     """The optimizer's edge, dashed: a constant (a line) or one value per step (a schedule)."""
     e = np.asarray(edge, float)
-    if e.ndim == 0 or np.nanmin(e) == np.nanmax(e):
-        ax.axhline(float(np.nanmax(e)), color=EDGE_COLOR, ls="--", lw=1.0, label=label)
+    if e.ndim == 0 or np.nanmin(e) == np.nanmax(e):  # drawn under the measured curves, its value named
+        value = float(np.nanmax(e))
+        ax.axhline(value, color=EDGE_COLOR, ls="--", lw=1.0, zorder=1, label=f"edge {label} = {value:.4g}")
     else:
-        ax.plot(np.arange(e.size), e, color=EDGE_COLOR, ls="--", lw=1.0, label=label)
+        ax.plot(np.arange(e.size), e, color=EDGE_COLOR, ls="--", lw=1.0, zorder=1, label=f"edge {label}")
 
 
 def plot_training(traj: dict, path, title: str = "") -> list:
@@ -137,13 +144,14 @@ def eos_panels(a: dict, lr: float):
     axes[0].legend()
     t = np.nonzero(a["tracked"])[0]
     for i, c in zip(range(a["hessian_eigs"].shape[1]), ("#1f77b4", "#2ca02c")):
-        axes[1].plot(t, a["hessian_eigs"][t, i], color=c, lw=0.9, label=f"network λ{i + 1}")
+        axes[1].plot(t, a["hessian_eigs"][t, i], color=c, lw=0.9, zorder=3, label=f"network {lam(i + 1)}")
     if has_t:
         axes[1].plot(t, a["taylor_hessian_eigs"][t, 0], color="#ff7f0e", ls="--", lw=0.8, label="Taylor λ₁")
-    _edge(axes[1], a["edge"] if "edge" in a else 2.0 / lr, "2/η")
+    _edge(axes[1], a["edge"] if "edge" in a else 2.0 / lr, f"2/η (η = {lr:g})")
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("top Hessian eigenvalues")
-    axes[1].legend(loc="lower right")
+    axes[1].set_title(f"full-batch GD, η = {lr:g}")
+    axes[1].legend(loc="lower right", framealpha=0.85)
     if has_t:
         axes[2].semilogy(steps, a["nonlinear_norm"] / a["linear_norm"], color="k", lw=0.8, label="network")
         axes[2].semilogy(steps, a["taylor_nonlinear_norm"] / a["taylor_linear_norm"], color="#ff7f0e",

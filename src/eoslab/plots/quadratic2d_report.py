@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.ticker
 import numpy as np
 
-from eoslab.plots.style import EDGE_COLOR, PREDICTED_COLOR, figure
+from eoslab.plots.style import EDGE_COLOR, PREDICTED_COLOR, figure, legend_below
 
 
 def _label(p: dict) -> str:
@@ -35,7 +35,7 @@ def sharpness_to_edge(results, predictions: dict):
         t = a["t"][keep] + 1
         ax.plot(t, a["eta_lambda_half"][keep], color=c, lw=0.5, alpha=0.3)
         ax.plot(t, a["eta_ntk_half"][keep], color=c, lw=0.6, alpha=0.8, label=_label(r.params))
-        zoom.plot(t, a["eta_ntk_half_avg2"][keep], color=c, lw=1.0)
+        zoom.plot(t, a["eta_ntk_half_avg2"][keep], color=c, lw=1.0, zorder=3)  # measured over theory
         measured = r.scalars()["eta_ntk_limit"] / 2
         lims.append(measured)
         zoom.axhline(measured, color=c, ls=":", lw=1.0, label=f"ε={r.params['eps']:g} measured {measured:.6f}")
@@ -54,8 +54,8 @@ def sharpness_to_edge(results, predictions: dict):
     zoom.set_xlim(left=30)  # before, the transient jumps across the whole range
     zoom.set_ylabel("two-step mean of η λ_max / 2")
     zoom.set_title("the limit, just below 2/η")
-    ax.legend(fontsize=6, loc="upper right")
-    zoom.legend(fontsize=6, loc="lower left")
+    legend_below(ax, fontsize=6)      # outside the axes: the curves fill the panels
+    legend_below(zoom, fontsize=6)
     return fig
 
 

@@ -37,6 +37,12 @@ def figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3
     return fig, axes
 
 
+def legend_below(ax, ncol: int = 2, **kw):
+    """A legend under the axes, outside the data (constrained layout makes room for it)."""
+    kw.setdefault("fontsize", 7)
+    return ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, frameon=False, **kw)
+
+
 def save(fig, path: str | os.PathLike, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
     """Save ``fig`` as ``path`` with each suffix in ``formats`` (the given suffix is replaced),
     close it, and return the written paths."""

@@ -125,12 +125,13 @@ def figures(results):
     from eoslab.plots.networks import eos_panels
 
     out = []
-    for r in results.runs:
+    for j, r in enumerate(results.runs):
         a, lr = r.arrays, r.params["lr"]
         has_t = "taylor_loss" in a
         fig = eos_panels(a, lr)
         p = r.params
-        out.append((f"network_eos_{r.id}", fig,
+        name = "network_eos" if len(results.runs) == 1 else f"network_eos_{j}"  # stable: no run hash
+        out.append((name, fig,
                     f"{p['depth']}-hidden-layer {p['activation']} network, width {p['width']}, synthetic data "
                     f"(n={p['n']}), full-batch GD at η = {lr}: loss, top-2 Hessian eigenvalues with 2/η"
                     + (", and the second-order Taylor model around θ₀ with the non-linear dynamical "
