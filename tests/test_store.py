@@ -177,3 +177,32 @@ def dataclasses_replace(exp, **kw):
     import dataclasses
 
     return dataclasses.replace(exp, **kw)
+
+
+def test_save_a_trajectory_and_load_it_as_xarray(tmp_path):
+    """gd's trajectory saved with eoslab.save, read back with eoslab.load_dataset: dims step and
+    eig, values bit-identical, parameters as attributes; several runs stack along run."""
+    xr = pytest.importorskip("xarray")
+    import json as _json
+
+    from eoslab.dynamics import gd
+    from eoslab.models import quadratic2d
+
+    p = quadratic2d.problem(eps=0.1, theta0=[0.1, 3.0])
+    paths = []
+    for lr in (0.5, 1.0):
+        traj, _ = gd(p, lr=lr, steps=50, k=2)
+        before = _tree(tmp_path) if paths else None
+        paths.append(eoslab.save(traj, tmp_path / "runs", "q2d", lr=lr, steps=50, theta0=[0.1, 3.0]))
+        if before is not None:
+            assert eoslab.save(traj, tmp_path / "runs", "q2d", lr=lr, steps=50, theta0=[0.1, 3.0]) == paths[-1]
+    ds = eoslab.load_dataset(paths[1])
+    assert isinstance(ds, xr.Dataset) and ds.sizes["step"] == 50 and ds.sizes["eig"] == 2
+    assert ds["hessian_eigs"].dims == ("step", "eig") and ds["loss"].dims == ("step",)
+    np.testing.assert_array_equal(ds["hessian_eigs"].values, np.asarray(traj["hessian_eigs"]))
+    assert _json.loads(ds.attrs["params"])["lr"] == 1.0
+    both = eoslab.load_dataset(tmp_path / "runs" / "q2d")
+    assert both.sizes["run"] == 2 and sorted(both["lr"].values.tolist()) == [0.5, 1.0]
+    assert both["loss"].dims == ("run", "step")
+    df = eoslab.load(paths[0])                              # pandas still available
+    assert len(df) == 50 and df.attrs["params"]["lr"] == 0.5

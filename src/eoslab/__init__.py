@@ -27,5 +27,22 @@ def load(path):
     return _load(path)
 
 
-__all__ = ["EoslabError", "Problem", "load", "x64"]
+def load_dataset(path):
+    """Stored results as an xarray Dataset (``step``, ``eig``, ``run`` or sweep dimensions; see
+    :func:`eoslab.experiments.store.load_dataset`)."""
+    from eoslab.experiments.store import load_dataset as _load_dataset
+
+    return _load_dataset(path)
+
+
+def save(traj, root="eoslab-runs", name="trajectories", **params):
+    """Store a trajectory dict (``gd``, ``train``, …) as a run; ``params`` identify it (e.g.
+    ``lr=0.1, steps=500``). Returns the run folder (see
+    :func:`eoslab.experiments.store.save_trajectory`)."""
+    from eoslab.experiments.store import save_trajectory
+
+    return save_trajectory(traj, root, name, params=params)
+
+
+__all__ = ["EoslabError", "Problem", "load", "load_dataset", "save", "x64"]
 __version__ = "0.1.0"

@@ -471,3 +471,86 @@ def load(path: str | os.PathLike):
     if not rows:
         raise EoslabError(f"{path}: no valid runs ({len(skipped)} invalid, left in place)")
     return pd.DataFrame(rows)
+
+
+# ---- a user's own results: trajectories of gd / train / any run ------------------------------
+def _jsonable(value):
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    a = np.asarray(value)
+    if a.ndim == 0 and a.dtype.kind in "biuf":
+        return a.item()
+    if a.ndim == 1 and a.dtype.kind in "biuf" and a.size <= 64:
+        return a.tolist()
+    raise EoslabError(f"parameter value {value!r} cannot be stored (numbers, strings, short lists)")
+
+
+def save_trajectory(traj: dict, root: str | os.PathLike = DEFAULT_ROOT, name: str = "trajectories", *,
+                    params: dict | None = None, kind: str = "user") -> Path:
+    """Store a trajectory (the dict of arrays of :func:`eoslab.dynamics.gd`, ``train``,
+    ``gd_output``, a sweep's batched output …) as one run of experiment ``name`` under ``root``:
+    atomic, checksummed, identified by ``name``, ``kind`` and ``params`` (e.g. ``lr``, ``steps``,
+    ``seed``: what makes the run; saving the same again keeps the first copy). Non-numeric
+    entries of ``traj`` (strings, None) are kept in ``meta.json``. Returns the run folder, which
+    :func:`load` / :func:`load_dataset` read back."""
+    params = {k: _jsonable(v) for k, v in (params or {}).items()}
+    params.setdefault("seed", 0)
+    arrays, extra = {}, {}
+    for k, v in traj.items():
+        a = np.asarray(v) if not isinstance(v, (str, type(None))) else None
+        if a is not None and a.dtype != object and a.dtype.kind in "biufc":
+            arrays[k] = a
+        else:
+            extra[k] = v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
+    if not arrays:
+        raise EoslabError("save_trajectory: the trajectory holds no numeric arrays")
+    config = run_config(name, kind, params)
+    return Store(root).write(config, arrays, {"mode": "user", "seed": params["seed"], "extra": extra})
+
+
+def load_dataset(path: str | os.PathLike):
+    """Stored results as an :class:`xarray.Dataset` (needs xarray: ``pip install 'eoslab[analysis]'``).
+    Read-only, like :func:`load`.
+
+    * a run folder: its arrays with dimensions ``step`` (first axis of the per-step arrays) and
+      ``eig`` (second axis of ``*_eigs`` / ``*_residuals``), scalars as 0-d variables, the run's
+      parameters in ``attrs["params"]`` (JSON) and ``attrs["run_id"]``;
+    * an experiment folder: its valid runs stacked along a dimension ``run`` (coordinate: the
+      run id; every parameter a coordinate along ``run``; runs of different lengths NaN-padded);
+    * a sweep folder (``eoslab sweep``): the sweep with its axes as dimensions.
+    """
+    try:
+        import xarray as xr
+    except ImportError:
+        raise EoslabError("eoslab.load_dataset needs xarray: pip install 'eoslab[analysis]'") from None
+    from eoslab.experiments.sweeps import is_sweep_folder, run_dataset, sweep_dataset
+
+    path = Path(path)
+    if is_sweep_folder(path):
+        return sweep_dataset(path)
+    what = folder_kind(path)
+    if what == "run":
+        run = Store(path.parent).read(path)
+        if run is None:
+            raise EoslabError(f"{path} is not a valid run: {Store.problem(path) or 'config does not hash to its name'}")
+        return run_dataset(run)
+    if what != "experiment":
+        raise EoslabError(f"{path}: give an experiment folder, a run folder or a sweep folder "
+                          f"(this is a {what} folder)")
+    skipped: list = []
+    runs = Store(path.parent).runs(path.name, skipped=skipped)
+    _warn_skipped(skipped)
+    if not runs:
+        raise EoslabError(f"{path}: no valid runs ({len(skipped)} invalid, left in place)")
+    ds = xr.concat([run_dataset(r) for r in runs], dim="run", join="outer", fill_value=np.nan,
+                   combine_attrs="drop")
+    coords = {"run": [r.id for r in runs]}
+    for k in sorted({k for r in runs for k in r.params}):
+        vals = [r.params.get(k) for r in runs]
+        if all(isinstance(v, (int, float, bool, str)) for v in vals):
+            coords[k] = ("run", np.asarray(vals))
+    ds = ds.assign_coords(coords)
+    ds.attrs.update({"experiment": path.name, "runs": len(runs)})
+    return ds
