@@ -35,7 +35,9 @@ class Problem:
       targets: array with the same shape as the outputs (one-hot for cross-entropy).
       params: initial parameters θ₀, any pytree.
       loss: ``"mse"``: ``L = Σ (f − y)² / (2·norm)``; ``"cross_entropy"``: mean softmax
-        cross-entropy over the ``n`` examples. Static.
+        cross-entropy over the ``n`` examples; or a callable ``loss(outputs, targets)`` (e.g.
+        ``optax.softmax_cross_entropy``, ``optax.l2_loss``) whose result, per example or per
+        element, is summed over the output axes and averaged over the ``n`` examples. Static.
       norm: the MSE normaliser; ``None`` means ``n`` (number of examples), so the 2-D
         model (n = 1) has ``L = ½(f − E)²`` and a second-order model ``1/(2D) Σ z²``.
         Static.
@@ -45,12 +47,13 @@ class Problem:
     data: Any
     targets: jax.Array
     params: Params
-    loss: str = dataclasses.field(default="mse", metadata=dict(static=True))
+    loss: str | Callable = dataclasses.field(default="mse", metadata=dict(static=True))
     norm: float | None = dataclasses.field(default=None, metadata=dict(static=True))
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise EoslabError(f"unknown loss {self.loss!r}; expected one of {LOSSES}")
+        if not callable(self.loss) and self.loss not in LOSSES:
+            raise EoslabError(f"unknown loss {self.loss!r}; expected one of {LOSSES} or a callable "
+                              "loss(outputs, targets) such as optax.softmax_cross_entropy")
         if self.norm is not None:
             check_positive("norm", self.norm)
 
@@ -60,8 +63,13 @@ class Problem:
                    loss: str = "mse", norm: float | None = None) -> "Problem":
         """Wrap any JAX ``apply_fn(params, x) -> outputs`` and its data.
 
-        The outputs of ``apply_fn(params, inputs)`` must have the shape of ``targets``.
+        The outputs of ``apply_fn(params, inputs)`` must have the shape of ``targets``, except that
+        integer class labels (n,) are accepted for a classification loss with outputs (n, c): they
+        become one-hot targets in the outputs' dtype. ``params`` must hold only what is trained:
+        a model with mutable state (Flax ``batch_stats``, caches) is refused with a recipe, since
+        its state would otherwise be differentiated and updated as parameters.
         """
+        _refuse_mutable_state(params)
         if targets is None or isinstance(targets, (str, bytes)):
             raise EoslabError(f"targets must be a numeric array, got {type(targets).__name__}")
         try:
@@ -82,6 +90,13 @@ class Problem:
         if not hasattr(out, "shape"):
             raise EoslabError(f"apply_fn must return one array of outputs, got a {type(out).__name__} "
                               "(return the outputs only, e.g. `lambda p, x: model(p, x)[0]`)")
+        if (jnp.issubdtype(targets.dtype, jnp.integer) and targets.ndim == 1 and len(out.shape) == 2
+                and out.shape[0] == targets.shape[0] and loss != "mse"):
+            c = out.shape[1]  # integer class labels: one-hot targets in the outputs' dtype
+            if targets.size and (int(targets.min()) < 0 or int(targets.max()) >= c):
+                raise EoslabError(f"integer labels must lie in 0..{c - 1} (the model has {c} outputs), "
+                                  f"got {int(targets.min())}..{int(targets.max())}")
+            targets = jax.nn.one_hot(targets, c, dtype=out.dtype)
         if loss == "cross_entropy" and targets.ndim != 2:
             raise EoslabError(f"cross_entropy needs one-hot targets of shape (n, c), got shape {targets.shape}")
         if out.shape != targets.shape:
@@ -111,6 +126,8 @@ class Problem:
         return self.predict(params) - self.targets
 
     def loss_from_outputs(self, outputs: jax.Array) -> jax.Array:
+        if callable(self.loss):
+            return jnp.sum(self.loss(outputs, self.targets)) / self.n
         if self.loss == "mse":
             return jnp.sum((outputs - self.targets) ** 2) / (2.0 * self.normaliser)
         logp = jax.nn.log_softmax(outputs, axis=-1)
@@ -132,6 +149,22 @@ class Problem:
         """∂²L/∂f² as a linear map's diagonal-free form: returns ``M`` with the
         Gauss-Newton matrix ``G = Jᵀ M J`` (flattened outputs). For MSE ``M = I/norm``."""
         flat = outputs.reshape(-1)
-        if self.loss == "mse":
+        if not callable(self.loss) and self.loss == "mse":
             return jnp.eye(flat.size, dtype=flat.dtype) / self.normaliser
         return jax.hessian(lambda o: self.loss_from_outputs(o.reshape(outputs.shape)))(flat)
+
+
+#: Flax (linen) variable collections that are state, not parameters.
+STATE_COLLECTIONS = ("batch_stats", "cache", "intermediates", "state")
+
+
+def _refuse_mutable_state(params) -> None:
+    if isinstance(params, dict):
+        found = [k for k in params if k in STATE_COLLECTIONS]
+        if found:
+            raise EoslabError(
+                f"params hold mutable model state {found} (e.g. BatchNorm statistics): eoslab would "
+                "differentiate and update it as parameters. Pass only the trainable collection and close "
+                "over the state in eval mode, e.g. Problem.from_model(lambda p, x: model.apply({'params': p, "
+                "'batch_stats': stats}, x, train=False), variables['params'], x, y); for Flax NNX split with "
+                "nnx.split(model, nnx.Param, ...) and merge the rest inside apply_fn")

@@ -81,7 +81,9 @@ def subset(problem: Problem, indices) -> Problem:
 
 def _is_classification(problem: Problem) -> bool:
     # the loss says so: a multi-output regression (targets (n, c > 1) under MSE) has no accuracy
-    return getattr(problem, "loss", None) == "cross_entropy" and problem.targets.ndim == 2
+    loss = getattr(problem, "loss", None)
+    ce = loss == "cross_entropy" or "cross_entropy" in getattr(loss, "__name__", "")  # also optax's
+    return ce and problem.targets.ndim == 2
 
 
 def _track_step(problem, params, states, tol, max_products):
