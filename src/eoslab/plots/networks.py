@@ -43,9 +43,11 @@ def _edge(ax, edge, label: str = "edge"):
     e = np.asarray(edge, float)
     if e.ndim == 0 or np.nanmin(e) == np.nanmax(e):  # drawn under the measured curves, its value named
         value = float(np.nanmax(e))
-        ax.axhline(value, color=EDGE_COLOR, ls="--", lw=1.0, zorder=1, label=f"edge {label} = {value:.4g}")
+        name = label if label.startswith("edge") else f"edge {label}"
+        ax.axhline(value, color=EDGE_COLOR, ls="--", lw=1.0, zorder=1, label=f"{name} = {value:.4g}")
     else:
-        ax.plot(np.arange(e.size), e, color=EDGE_COLOR, ls="--", lw=1.0, zorder=1, label=f"edge {label}")
+        name = label if label.startswith("edge") else f"edge {label}"
+        ax.plot(np.arange(e.size), e, color=EDGE_COLOR, ls="--", lw=1.0, zorder=1, label=name)
 
 
 def plot_training(traj: dict, path, title: str = "") -> list:
