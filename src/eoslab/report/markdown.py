@@ -7,16 +7,16 @@ from pathlib import Path
 from eoslab.report.cells import claim_cells
 from eoslab.report.model import Report
 from eoslab.report.order import PARTS, part_of
-from eoslab.report.text import _anchor, _header, _md_escape, _sentence
+from eoslab.report.text import anchor, header_rows, md_escape, sentence
 
 
 def render_md(report: Report) -> str:
     L = ["# eoslab reproduction report", ""]
-    L += [f"- **{k}**: {v}" for k, v in _header(report)]
+    L += [f"- **{k}**: {v}" for k, v in header_rows(report)]
     L += ["", "| experiment | runs | computation (s) | claims |", "| --- | --- | --- | --- |"]
     for s in report.sections:
         k = sum(c.passed for c in s.claims)
-        L.append(f"| [{s.results.experiment.name}](#{_anchor(s.results.experiment.title)}) | {len(s.results.runs)} | "
+        L.append(f"| [{s.results.experiment.name}](#{anchor(s.results.experiment.title)}) | {len(s.results.runs)} | "
                  f"{s.wall_s:.1f} | {k}/{len(s.claims)} pass |")
     L += ["", "## Claims", "",
           "Each claim's source (paper, section or equation, or a page of these docs) is given with its experiment "
@@ -26,8 +26,8 @@ def render_md(report: Report) -> str:
     for c in report.claims:
         cell = claim_cells(c)
         status = "**PASS**" if c.passed else "**FAIL**"
-        L.append(f"| {status} | `{c.claim.id}`: {_md_escape(c.claim.statement)} | "
-                 f"{cell['predicted']} | {cell['relation']} {_md_escape(cell['measured'])} | {cell['tolerance']} |")
+        L.append(f"| {status} | `{c.claim.id}`: {md_escape(c.claim.statement)} | "
+                 f"{cell['predicted']} | {cell['relation']} {md_escape(cell['measured'])} | {cell['tolerance']} |")
     L += ["", "Rule: `approx` passes when |measured − predicted| ≤ tolerance; `le` when measured ≤ predicted + "
           "tolerance; `ge` when measured ≥ predicted − tolerance. The tolerance column is what was applied "
           "(a fixed part plus, where the config says so, multiples σ of the combined standard uncertainty). "
@@ -46,9 +46,9 @@ def render_md(report: Report) -> str:
         for c in s.claims:
             cell = claim_cells(c)
             L.append(f"- **{c.status}** `{c.claim.id}`: {c.claim.statement}. Predicted {cell['predicted']}, "
-                     f"measured {cell['measured']}, tolerance {cell['tolerance']}. *Source:* {_sentence(c.claim.source)} "
-                     f"*Tolerance:* {_sentence(c.claim.why)}"
-                     + (f" *Note:* {_sentence(c.measured.note)}" if c.measured is not None and c.measured.note else ""))
+                     f"measured {cell['measured']}, tolerance {cell['tolerance']}. *Source:* {sentence(c.claim.source)} "
+                     f"*Tolerance:* {sentence(c.claim.why)}"
+                     + (f" *Note:* {sentence(c.measured.note)}" if c.measured is not None and c.measured.note else ""))
         L.append("")
         for err in s.errors:
             L += [f"> **warning**: {err}", ""]

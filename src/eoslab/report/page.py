@@ -8,7 +8,7 @@ import html
 from eoslab.report.cells import claim_cells
 from eoslab.report.model import Report
 from eoslab.report.order import PARTS, part_of
-from eoslab.report.text import _header, _sentence
+from eoslab.report.text import header_rows, sentence
 
 
 _CSS = """
@@ -32,7 +32,7 @@ def render_html(report: Report) -> str:
          "<meta name='viewport' content='width=device-width, initial-scale=1'>",
          "<title>eoslab reproduction report</title>", f"<style>{_CSS}</style></head><body>",
          "<h1>eoslab reproduction report</h1>", "<table>"]
-    H += [f"<tr><th>{e_(k)}</th><td>{e_(v)}</td></tr>" for k, v in _header(report)]
+    H += [f"<tr><th>{e_(k)}</th><td>{e_(v)}</td></tr>" for k, v in header_rows(report)]
     H += ["</table>", "<table><tr><th>experiment</th><th>runs</th><th>computation (s)</th><th>claims</th></tr>"]
     for i, s in enumerate(report.sections):
         k = sum(c.passed for c in s.claims)
@@ -63,11 +63,11 @@ def render_html(report: Report) -> str:
         H.append(f"<p><small>{len(s.results.runs)} runs, {s.wall_s:.1f} s of computation.</small></p><ul>")
         for c in s.claims:
             cell = claim_cells(c)
-            note = f" <i>Note:</i> {e_(_sentence(c.measured.note))}" if c.measured is not None and c.measured.note else ""
+            note = f" <i>Note:</i> {e_(sentence(c.measured.note))}" if c.measured is not None and c.measured.note else ""
             H.append(f"<li><b class='{c.status}'>&nbsp;{c.status}&nbsp;</b> <code>{e_(c.claim.id)}</code>: "
                      f"{e_(c.claim.statement)}. Predicted {e_(cell['predicted'])}, measured {e_(cell['measured'])}, "
-                     f"tolerance {e_(cell['tolerance'])}. <i>Source:</i> {e_(_sentence(c.claim.source))} "
-                     f"<i>Tolerance:</i> {e_(_sentence(c.claim.why))}{note}</li>")
+                     f"tolerance {e_(cell['tolerance'])}. <i>Source:</i> {e_(sentence(c.claim.source))} "
+                     f"<i>Tolerance:</i> {e_(sentence(c.claim.why))}{note}</li>")
         H.append("</ul>")
         for err in s.errors:
             H.append(f"<p class='warn'>warning: {e_(err)}</p>")

@@ -9,7 +9,7 @@ import time
 from eoslab.report.model import Report
 
 
-def _header(report: Report) -> list[tuple[str, str]]:
+def header_rows(report: Report) -> list[tuple[str, str]]:
     import eoslab
 
     n = len(report.claims)
@@ -29,17 +29,17 @@ def _header(report: Report) -> list[tuple[str, str]]:
     return rows
 
 
-def _anchor(title: str) -> str:
+def anchor(title: str) -> str:
     """GitHub-style heading anchor."""
     import re
 
     return re.sub(r"[^\w\- ]", "", title.lower()).strip().replace(" ", "-")
 
 
-def _sentence(s: str) -> str:
+def sentence(s: str) -> str:
     s = " ".join(s.split())
     return s if s.endswith((".", "!", "?")) else s + "."
 
 
-def _md_escape(s: str) -> str:
+def md_escape(s: str) -> str:
     return s.replace("|", "\\|").replace("\n", " ")
