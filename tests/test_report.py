@@ -142,7 +142,7 @@ def test_report_order_and_readable_claims():
     parts = [part_of(e.kind) for e in exps]
     assert parts == sorted(parts) and parts[0] == 0 and exps[0].name == "quadratic2d-eos-limit"
     assert [PARTS[p][0].split(":")[0] for p in sorted(set(parts))] == [
-        "Theorem 1", "Theorem 2", "Networks", "Companion papers", "eoslab's own checks"]
+        "Theorem 1", "Theorem 2", "Networks", "Companion papers", "Beyond the papers", "eoslab's own checks"]
     assert part_of("tracking.accuracy") == len(PARTS) - 1 and part_of("networks.digits_eos") == 2
     for e in exps:
         for text in (e.source, *(c.source for c in e.claims)):

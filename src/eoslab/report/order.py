@@ -5,7 +5,8 @@ then ordered within a part by :data:`WITHIN` and finally by experiment name, so 
 like the papers: Agarwala, Pedregosa & Pennington (ICML 2023) Theorem 1 (the 2-D model), Theorem 2
 (random second-order models), their connection with deep networks; then the companion papers
 (Liu et al. 2025, the minimalist two-layer net; Crăciun & Ghoshdastidar 2024, deep linear nets);
-then what eoslab checks about itself (the eigenvalue tracker)."""
+then the extensions (central flows, the edges of other optimizers); then what eoslab checks about
+itself (the eigenvalue tracker)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ PARTS = (
     ("Theorem 2: random second-order models", ("second_order.",)),
     ("Networks", ("networks.",)),
     ("Companion papers: the two-layer net and deep linear nets", ("two_layer.", "linear_net.")),
+    ("Beyond the papers: central flows and other optimizers", ("central_flow.", "optim.")),
     ("eoslab's own checks", ()),
 )
 
