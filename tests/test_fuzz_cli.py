@@ -135,6 +135,10 @@ CASES = [
     (["train", "--n", "0"], "--n"), (["train", "--spectra-examples", "0"], "--spectra-examples"),
     (["train", "--dtype", "float16"], "--dtype"), (["train", "--seed", BIG], "--seed"),
     (["train", "--json-out", f"{A_FILE}/x.json"], "--json-out"), (["train", "--plot", "."], "--plot"),
+    (["train", "--optimizer", "sgdx"], "--optimizer"), (["train", "--b1", "0.9"], "--b1"),
+    (["train", "--optimizer", "adam", "--b1", "1"], "--b1"), (["train", "--optimizer", "adam", "--b2", "nan"], "--b2"),
+    (["train", "--batch-size", "0"], "--batch-size"), (["train", "--warmup", "-1"], "--warmup"),
+    (["train", "--optimizer", "momentum", "--momentum", "1"], "--momentum"),
     # reproduce, report, list, show
     (["reproduce", "--only", ""], "--only"), (["reproduce", "--only", "a,,b"], "--only"),
     (["reproduce", "--configs", "no-such-folder"], "--configs"), (["reproduce", "--shard", "3/2"], "--shard"),
