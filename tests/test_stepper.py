@@ -54,3 +54,12 @@ def test_vmapped_states_equal_separate_runs():
     # any optax optimizer runs unchanged (its edge is unknown: NaN)
     tr, _ = gd(p, steps=10, optimizer=optax.adam(1e-2), spectra="none")
     assert np.all(np.isnan(tr["edge"])) and np.all(np.isfinite(tr["loss"]))
+
+
+def test_train_callback_sees_every_step_in_order():
+    p = _quadratic()
+    seen = []
+    tr, _ = train(p, 0.1, 7, track=(), chunk=3, callback=lambda t, r: seen.append((t, float(r["loss"]), float(r["edge"]))))
+    assert [t for t, _, _ in seen] == list(range(7))
+    np.testing.assert_allclose([v for _, v, _ in seen], tr["loss"], rtol=0)
+    assert all(e == pytest.approx(20.0) for _, _, e in seen)
