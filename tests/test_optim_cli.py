@@ -35,6 +35,7 @@ def test_bad_optimizer_options_are_refused(args, word, capsys, monkeypatch):
     assert exc.value.code == 2 and len(err) == 1 and word in err[0], err
 
 
+@pytest.mark.slow
 def test_train_json_names_optimizer_and_edge(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--width", "4", "--n", "8", "--steps", "3", "--optimizer", "adam", "--lr", "0.01",
