@@ -8,6 +8,7 @@ import pytest
 
 from eoslab import Problem
 from eoslab.data import synthetic
+from eoslab.dynamics import optim
 from eoslab.dynamics.batched import train_batch
 from eoslab.dynamics.train import train
 from eoslab.errors import EoslabError
@@ -45,6 +46,31 @@ def test_members_equal_separate_runs_and_diverge_alone():
             for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(fin)):
                 np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert trajs[2]["diverged"][-1] and not any(trajs[i]["diverged"].any() for i in (0, 1, 3))
+
+
+def test_adam_members_equal_separate_runs():
+    """Adam members (own η, β₁, β₂, seed) through the one stepper equal `train` runs with the
+    same optimizer and seed: loss, gradient norm, the (preconditioned) edge, final parameters."""
+    p = _problem(0)
+    opts = [optim.adam(0.01), optim.adam(0.05, b1=0.5), optim.adam(0.02, b2=0.9)]
+    trajs, final = train_batch(p, steps=25, optimizer=opts, track=(), seed=[0, 1, 2], chunk=10)
+    for i, (traj, opt) in enumerate(zip(trajs, opts)):
+        ref, fin = train(p, steps=25, optimizer=opt, track=(), seed=i, chunk=10)
+        assert traj["diverged"].tolist() == ref["diverged"].tolist() and set(ref) <= set(traj)
+        assert traj.meta["optimizer"] == "adam" and traj.meta["quantity"] == "preconditioned"
+        for key in ("loss", "grad_norm", "edge"):
+            _close(traj[key], ref[key], 1e-5)
+        if not ref["diverged"].any():
+            for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(fin)):
+                np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert not any(t["diverged"].any() for t in trajs)
+
+
+def test_mixed_optimizer_kinds_refused():
+    with pytest.raises(EoslabError, match="optimizers of one kind"):
+        train_batch(_problem(0), steps=5, optimizer=[optim.adam(0.1), optim.rmsprop(0.1)])
+    with pytest.raises(EoslabError, match="not both"):
+        train_batch(_problem(0), [0.1], 5, optimizer=optim.adam(0.1))
 
 
 @pytest.mark.slow
@@ -87,16 +113,21 @@ def test_bad_input_refused(kw, message):
 @pytest.mark.slow
 def test_networks_train_chunk_batched_equals_one_by_one():
     """The `networks.train` kind's batched path (accelerators, or EOSLAB_BATCH=1) stores what
-    its one-by-one path stores, to rounding: a GD member and a heavy-ball member of another seed."""
+    its one-by-one path stores, to rounding: GD, heavy-ball and Adam members of two seeds (one
+    batch per optimizer kind, results back in the points' order)."""
     from eoslab.experiments.kinds import train as kind
 
     base = dict(model="mlp", depth=1, width=6, activation="tanh", parametrisation="standard", dtype="float32",
                 data="synthetic", data_dir="", n=24, d=4, classes=0, target_scale=4.0, loss="mse", optimizer="gd",
                 lr=0.1, momentum=0.0, b1=0.9, b2=0.999, opt_eps=1e-8, batch_size=0, steps=20, k=1, track_every=1,
                 tol=1e-3, seed=0)
-    points = [dict(base), dict(base, lr=0.3, optimizer="momentum", momentum=0.5, seed=1)]
+    points = [dict(base), dict(base, optimizer="adam", lr=0.01, seed=1),
+              dict(base, lr=0.3, optimizer="momentum", momentum=0.5, seed=1), dict(base, optimizer="adam", lr=0.02)]
     for one, batch, p in zip([kind.simulate(q) for q in points], kind.simulate_batch(points), points):
         assert set(one) == set(batch)
-        np.testing.assert_allclose(batch["edge"], 2 * (1 + p["momentum"]) / p["lr"], rtol=1e-6)
-        for key in ("loss", "hessian_eigs", "max_edge_ratio", "final_loss"):
+        if p["optimizer"] != "adam":
+            np.testing.assert_allclose(batch["edge"], 2 * (1 + p["momentum"]) / p["lr"], rtol=1e-6)
+        else:
+            _close(batch["preconditioned_eigs"], one["preconditioned_eigs"], 1e-3)
+        for key in ("loss", "edge", "hessian_eigs", "max_edge_ratio", "final_loss"):
             _close(batch[key], one[key], 1e-3)

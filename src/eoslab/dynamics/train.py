@@ -206,15 +206,9 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
         idx = np.arange(int(spectra_examples)) if np.ndim(spectra_examples) == 0 else np.asarray(spectra_examples)
         spec = subset(problem, idx)
     project = bool(nonlinear and "ntk" in track and spectra_examples is None)
-    key = jax.random.PRNGKey(seed)
-    aux = tracking.spectra_init(spec, k=k, key=key, which=track) if track else {}
-    if track and "hessian" in track and opt.quantity == "preconditioned":
-        aux["preconditioned"] = tracking.track_init(flat0.size, min(k, flat0.size),
-                                                    jax.random.fold_in(key, 99), dtype)
-    state = init_state(problem.params, opt, aux=aux, key=jax.random.fold_in(key, 1))
+    state = initial_state(problem, opt, spec=spec, k=k, track=track, seed=seed)
     static = dict(length=min(chunk, steps), every=int(track_every), nonlinear=bool(nonlinear),
-                  project=project, max_products=max_products, classify=_is_classification(problem),
-                  batch_size=batch_size, n_mc=n_mc)
+                  project=project, max_products=max_products, batch_size=batch_size, n_mc=n_mc)
     tol_a = jnp.asarray(tol, dtype)
 
     records, t_first = [], None
@@ -295,6 +289,37 @@ def _progress(enabled: bool, steps: int, description: str):
     task = p.add_task(description, total=steps, info="compiling…")
     p.start()
     return p, task
+
+
+def initial_state(problem: Problem, optimizer, *, spec: Problem | None = None, k: int = 2, track=("hessian",),
+                  seed: int = 0):
+    """The :class:`~eoslab.dynamics.stepper.StepState` :func:`train` starts from: θ₀, the
+    optimizer's state, the trackers' cold states (seeded by ``seed``; on ``spec``, default
+    ``problem``) and the step key. Call it outside jit."""
+    spec = problem if spec is None else spec
+    key = jax.random.PRNGKey(seed)
+    aux = tracking.spectra_init(spec, k=k, key=key, which=tuple(track)) if track else {}
+    if track and "hessian" in track and optimizer.quantity == "preconditioned":
+        flat0 = ravel_pytree(problem.params)[0]
+        aux["preconditioned"] = tracking.track_init(flat0.size, min(k, flat0.size),
+                                                    jax.random.fold_in(key, 99), flat0.dtype)
+    return init_state(problem.params, optimizer, aux=aux, key=jax.random.fold_in(key, 1))
+
+
+def train_step(problem: Problem, optimizer, tol, *, spec: Problem | None = None, every: int = 1,
+               nonlinear: bool = False, project: bool = False, max_products: int | None = None,
+               batch_size: int | None = None, n_mc: int = 32):
+    """:func:`train`'s pure step ``step(state) -> (state', record)`` (traceable; the
+    :func:`~eoslab.dynamics.stepper.make_step` of the optimizer with the spectra observer),
+    for :func:`~eoslab.dynamics.stepper.scan`, alone or ``vmap``-ped over a batch of states."""
+    spec = problem if spec is None else spec
+    observe = _spectra_observer(problem, spec, optimizer, tol, every=every, nonlinear=nonlinear, project=project,
+                                max_products=max_products, classify=_is_classification(problem),
+                                batch_size=batch_size, n_mc=n_mc)
+    batch_loss = None
+    if batch_size is not None:
+        batch_loss = lambda p, key: take(problem, sample_batch(key, problem.n, batch_size)).loss_fn(p)
+    return make_step(problem.loss_fn, optimizer, observe=observe, batch_loss=batch_loss)
 
 
 def batch_sharpness(problem: Problem, params, key, batch_size: int, samples: int):
@@ -397,15 +422,11 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "length", "every", "nonlinear", "project", "max_products",
-                                             "classify", "batch_size", "n_mc"))
+                                             "batch_size", "n_mc"))
 def _chunk(problem, spec, tol, state, total, optimizer, *, length, every, nonlinear, project, max_products,
-           classify, batch_size, n_mc):
-    observe = _spectra_observer(problem, spec, optimizer, tol, every=every, nonlinear=nonlinear, project=project,
-                                max_products=max_products, classify=classify, batch_size=batch_size, n_mc=n_mc)
-    batch_loss = None
-    if batch_size is not None:
-        batch_loss = lambda p, key: take(problem, sample_batch(key, problem.n, batch_size)).loss_fn(p)
-    step = make_step(problem.loss_fn, optimizer, observe=observe, batch_loss=batch_loss)
+           batch_size, n_mc):
+    step = train_step(problem, optimizer, tol, spec=spec, every=every, nonlinear=nonlinear, project=project,
+                      max_products=max_products, batch_size=batch_size, n_mc=n_mc)
     return scan(step, state, length, total=total)
 
 

@@ -29,9 +29,8 @@ from eoslab.models.mlp import ACTIVATIONS, PARAMETRISATIONS, build
 
 _nonneg = lambda v: None if v >= 0 else "must be ≥ 0"
 
-#: The optimizers a point may use (:mod:`eoslab.dynamics.optim`); gd and momentum can be batched.
+#: The optimizers a point may use (:mod:`eoslab.dynamics.optim`); every one can be batched (full batch).
 OPTIMIZERS = ("gd", "momentum", "nesterov", "rmsprop", "adam")
-BATCHABLE = ("gd", "momentum")
 
 SCHEMA = {
     "model": {
@@ -159,16 +158,27 @@ def simulate(point: dict) -> dict:
 
 def simulate_batch(points: list[dict]) -> list[dict]:
     """The points of one chunk (equal static parameters: model, data sizes, steps, spectra
-    settings) trained at once by :func:`eoslab.dynamics.batched.train_batch`: members differ
-    by ``lr``, ``momentum``/``optimizer`` and ``seed`` (one shared problem when every seed is
-    the same, else one per member). The arrays agree with :func:`simulate`'s up to rounding."""
-    p0 = points[0]
-    seeds = [p["seed"] for p in points]
-    probs = problem(p0) if len(set(seeds)) == 1 else [problem(p) for p in points]
-    moms = [p["momentum"] if p["optimizer"] == "momentum" else 0.0 for p in points]
-    trajs, _ = train_batch(probs, [p["lr"] for p in points], p0["steps"], momentum=moms, k=p0["k"],
-                           track_every=p0["track_every"], track=("hessian",), tol=p0["tol"], seed=seeds)
-    return [results(t, p["lr"]) for t, p in zip(trajs, points)]
+    settings) trained by :func:`eoslab.dynamics.batched.train_batch`, one batch per optimizer
+    kind (gd and momentum together): members differ by ``lr``, the optimizer's numbers and
+    ``seed`` (one shared problem when every seed is the same, else one per member). The arrays
+    agree with :func:`simulate`'s up to rounding."""
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(points):
+        groups.setdefault("momentum" if optimizer(p) is None else p["optimizer"], []).append(i)
+    out = [None] * len(points)
+    for members in groups.values():
+        pts = [points[i] for i in members]
+        p0, seeds = pts[0], [p["seed"] for p in pts]
+        probs = problem(p0) if len(set(seeds)) == 1 else [problem(p) for p in pts]
+        kw = dict(k=p0["k"], track_every=p0["track_every"], track=("hessian",), tol=p0["tol"], seed=seeds)
+        if optimizer(p0) is None:
+            moms = [p["momentum"] if p["optimizer"] == "momentum" else 0.0 for p in pts]
+            trajs, _ = train_batch(probs, [p["lr"] for p in pts], p0["steps"], momentum=moms, **kw)
+        else:
+            trajs, _ = train_batch(probs, steps=p0["steps"], optimizer=[optimizer(p) for p in pts], **kw)
+        for i, t, p in zip(members, trajs, pts):
+            out[i] = results(t, p["lr"])
+    return out
 
 
 def batching() -> bool:
@@ -182,7 +192,7 @@ def batching() -> bool:
 
 
 def run(points: list[dict]) -> list[dict]:
-    if len(points) > 1 and batching() and all(p["optimizer"] in BATCHABLE and not p["batch_size"] for p in points):
+    if len(points) > 1 and batching() and not any(p["batch_size"] for p in points):
         return simulate_batch(points)
     return [simulate(p) for p in points]
 
