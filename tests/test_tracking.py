@@ -10,7 +10,7 @@ from eoslab import EoslabError, Problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eoslab.spectra import TrackState, data_subset, spectra_init, track, track_init, track_spectra
+from eoslab.spectra import TrackState, spectra_init, track, track_init, track_spectra
 
 N, K, B = 40, 3, 4   # one shape for all matrix tests: a single compilation
 
@@ -180,10 +180,10 @@ def test_network_hessian_ntk_gauss_newton_vs_dense_autodiff():
         params = jax.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grad)
 
 
-def test_data_subset_is_the_mean_loss_on_those_examples():
+def test_problem_subset_is_the_mean_loss_on_those_examples():
     problem = _tiny_net(n=12)
     idx = np.array([0, 3, 4, 9, 11])
-    sub = data_subset(problem, idx)
+    sub = problem.subset(idx)
     direct = lambda p: 0.5 * jnp.mean(jnp.sum((problem.predict(p)[idx] - problem.targets[idx]) ** 2, -1))
     # Same function of the parameters (so the same Hessian): equal values and gradients at two points.
     for scale in (1.0, 0.5):
@@ -194,20 +194,28 @@ def test_data_subset_is_the_mean_loss_on_those_examples():
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
     assert sub.n == idx.size
     with pytest.raises(EoslabError, match="out of range"):
-        data_subset(problem, [0, 12])
+        problem.subset([0, 12])
     with pytest.raises(EoslabError, match="non-empty"):
-        data_subset(problem, [])
+        problem.subset([])
+    # A Taylor model keeps its expansion point: same function as the subset's own Taylor model.
+    from eoslab.models.taylor import taylor_problem
+    tay = taylor_problem(problem)
+    p = jax.tree_util.tree_map(lambda a: 0.9 * a, problem.params)
+    np.testing.assert_allclose(tay.subset(idx).loss_fn(p), taylor_problem(sub).loss_fn(p), rtol=1e-12)
 
 
 def test_bad_inputs_raise_eoslab_errors():
+    key = jax.random.PRNGKey(0)
     with pytest.raises(EoslabError, match="cannot track"):
-        track_init(3, 4)
+        track_init(3, 4, key)
     with pytest.raises(EoslabError, match="block"):
-        track_init(10, 3, block=2)
+        track_init(10, 3, key, block=2)
+    with pytest.raises(EoslabError, match="explicit PRNG key"):
+        track_init(10, 3, None)
     with pytest.raises(EoslabError, match="unknown operator"):
-        spectra_init(_tiny_net(), which=("hessian", "fisher"))
+        spectra_init(_tiny_net(), key=key, which=("hessian", "fisher"))
     with pytest.raises(EoslabError, match="between 1 and the block size"):
-        track(lambda v: v, track_init(10, 2), k=5)
+        track(lambda v: v, track_init(10, 2, key), k=5)
 
 
 # ---- the cold start and the periodic check: a top cluster larger than the block ----------

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from eoslab.errors import EoslabError, check_positive
@@ -106,6 +107,25 @@ class Problem:
 
     def with_params(self, params: Params) -> "Problem":
         return dataclasses.replace(self, params=params)
+
+    def subset(self, indices) -> "Problem":
+        """The same problem restricted to the examples ``indices`` (Cohen et al.'s fixed subset).
+
+        Slices the leading axis of the targets and of every leaf of ``data`` (data that is not
+        one array per example, e.g. a Taylor model's expansion point, provides its own
+        ``subset(indices)`` method). With the default normaliser (``norm=None``) the MSE loss stays
+        a *mean* over the kept examples, and an explicit ``norm`` is scaled by the kept fraction,
+        so the subset's Hessian estimates the full one."""
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+            raise EoslabError("indices must be a non-empty 1-D array of integer example indices")
+        if idx.min() < -self.n or idx.max() >= self.n:
+            raise EoslabError(f"indices out of range for a problem with {self.n} examples")
+        take = lambda x: jnp.asarray(x)[idx]
+        data = (self.data.subset(idx) if hasattr(self.data, "subset")
+                else jax.tree_util.tree_map(take, self.data))
+        norm = None if self.norm is None else self.norm * idx.size / self.n
+        return dataclasses.replace(self, data=data, targets=take(self.targets), norm=norm)
 
     # ---- the maps -----------------------------------------------------------------
     @property

@@ -34,7 +34,7 @@ from eoslab.dynamics.stepper import init_state, make_step, scan
 from eoslab import progress as eoslab_progress
 from eoslab._precision import follows
 from eoslab.errors import EoslabError, between, check, check_positive, check_positive_int
-from eoslab.models.taylor import TaylorData, expand, is_taylor, taylor_problem
+from eoslab.models.taylor import expand, is_taylor, taylor_problem
 from eoslab.problem import Params, Problem
 from eoslab.spectra import tracking
 from eoslab.spectra.operators import hvp
@@ -67,16 +67,6 @@ TRAIN_KEYS = {
     "nonlinear_actual": "‖f(θ_t+δ_t) − f(θ_t) − J_t δ_t‖: all orders beyond linear (nonlinear=True)",
     "diverged": "True from the first step whose loss or new state is non-finite (rows NaN there)",
 }
-
-
-def subset(problem: Problem, indices) -> Problem:
-    """The problem restricted to the examples ``indices`` (works for Taylor problems too,
-    whose expansion point must not be sliced). See
-    :func:`eoslab.spectra.tracking.data_subset`."""
-    if isinstance(problem.data, TaylorData):
-        inner = tracking.data_subset(dataclasses.replace(problem, data=problem.data.inputs), indices)
-        return dataclasses.replace(inner, data=TaylorData(inner.data, problem.data.anchor))
-    return tracking.data_subset(problem, indices)
 
 
 def _is_classification(problem: Problem) -> bool:
@@ -204,7 +194,7 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
     spec = problem
     if spectra_examples is not None:
         idx = np.arange(int(spectra_examples)) if np.ndim(spectra_examples) == 0 else np.asarray(spectra_examples)
-        spec = subset(problem, idx)
+        spec = problem.subset(idx)
     project = bool(nonlinear and "ntk" in track and spectra_examples is None)
     state = initial_state(problem, opt, spec=spec, k=k, track=track, seed=seed)
     static = dict(length=min(chunk, steps), every=int(track_every), nonlinear=bool(nonlinear),

@@ -40,6 +40,11 @@ class TaylorData:
     inputs: Any
     anchor: Params
 
+    def subset(self, indices) -> "TaylorData":
+        """The examples ``indices`` of the inputs; the expansion point is not sliced
+        (used by :meth:`eoslab.Problem.subset`)."""
+        return TaylorData(jax.tree_util.tree_map(lambda x: jnp.asarray(x)[indices], self.inputs), self.anchor)
+
 
 def expand(fn: PredictFn, anchor: Params, delta: Params, inputs):
     """``(f(θ₀), J₀δ, Q₀(δ, δ))`` of ``fn(·, inputs)`` at θ₀ = ``anchor``: one nested JVP."""

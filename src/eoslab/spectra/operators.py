@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from eoslab.errors import EoslabError
 from eoslab.problem import Params, Problem
 from eoslab.typing import Array, Float, Matvec
 
@@ -56,3 +57,17 @@ def gnvp(problem: Problem, params: Params) -> tuple[Matvec, int]:
 def dense_from_matvec(mv: Matvec, dim: int, dtype=jnp.float64) -> Float[Array, "n n"]:
     """Materialise a matvec as a (dim, dim) matrix (tests, tiny problems)."""
     return jax.vmap(mv, out_axes=1)(jnp.eye(dim, dtype=dtype))
+
+
+#: Operators of a Problem that can be tracked. For MSE the Hessian is the Gauss-Newton term
+#: ``JᵀJ/norm`` plus the residual term ``Σ_α z_α ∇²f_α / norm``; the NTK ``J Jᵀ/norm`` has
+#: the same non-zero eigenvalues as the Gauss-Newton matrix (it acts on outputs, not params).
+OPERATORS = ("hessian", "ntk", "gauss_newton")
+
+
+def operator(problem: Problem, params: Params, which: str):
+    """``(matvec, dim)`` of the named operator of ``problem`` at ``params`` (see :data:`OPERATORS`)."""
+    builders = {"hessian": hvp, "ntk": ntk_vp, "gauss_newton": gnvp}
+    if which not in builders:
+        raise EoslabError(f"unknown operator {which!r}; expected one of {OPERATORS}")
+    return builders[which](problem, params)

@@ -1,0 +1,552 @@
+"""Warm-started block Davidson for the top-k eigenpairs of a slowly changing symmetric operator.
+
+Along a GD trajectory the loss Hessian (or the NTK) moves a little at each step, so last step's
+eigenvectors are excellent starting vectors for this step. :func:`track` carries a block of
+``b = k + guard`` orthonormal vectors (the top-k Ritz vectors and guard vectors that watch the
+eigenvalues just below) and, at each call:
+
+1. orthonormalises the block and multiplies the k tracked vectors (one ``vmap``-ped call); if
+   the previous call multiplied its guards and the tracked values pass the guard-skipping check
+   (:func:`_skip_guards`), it stops: k products;
+2. otherwise multiplies the guards too and starts from the block, except at the first call
+   (count 0: the block is grown into a block Krylov space of ``cold_basis`` vectors, because a
+   random block can converge to a lower member of a top cluster larger than the block and pass
+   the stopping rule) and every ``check_every`` calls (``check_depth`` Lanczos vectors from a
+   pseudo-random vector in the complement of the block join it, so an eigenvalue above the
+   tracked set that the warm start cannot see is found);
+3. Rayleigh-Ritz, error estimates of the top-k values (:func:`_errors`), and while they exceed
+   ``max(tol·|θ|, atol)``: add the residual of the Ritz vector that limits the estimate most
+   (block Davidson without preconditioner, i.e. a block Krylov space grown where it is needed),
+   thick-restarting to the top Ritz vectors when the basis is full;
+4. carries the top-b Ritz vectors, their values and each tracked value's effective gap.
+
+Error bars. For symmetric A and a unit vector v with Rayleigh quotient θ, ``‖Av − θv‖`` bounds
+the distance from θ to the *nearest* eigenvalue (rigorously), which need not be the i-th
+largest: it is stored with every value. That the values are the top k rests on the Krylov space
+having seen the top of the spectrum (cold depth, warm start, periodic check). The stopping rule
+uses the quadratic estimate ``‖R_c‖²_F / (θ_c − θ_{c+1})`` minimised over cuts c ≥ i (R_c the
+residuals of the top c Ritz vectors, θ_{c+1} a carried tracked or guard value), capped by the
+residual: inside a tight cluster the error is governed by the gap *below* the cluster. At the
+block-only check it may also be ``SCALE_SAFETY·‖r‖²/g``, g the residual's effective gap measured
+by an earlier call that expanded (``TrackState.scales``). Estimates, not proofs; the benchmark
+checks them against a float64 reference. Measurements and the variants tried: docs/tracking.md.
+
+Everything is a pure function of arrays (``lax.while_loop``), so :func:`track` runs inside
+``jax.jit`` and ``lax.scan``. Eigenvalues are the largest *algebraic* ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from eoslab.errors import EoslabError, check_positive_int
+from eoslab.spectra.lanczos import orthogonalize
+
+Matvec = Callable[[jax.Array], jax.Array]
+
+#: Cosine threshold: a new eigenvalue "entered" when some direction of the new top-k
+#: subspace has less than this overlap with the previous one (more than 45° away).
+ENTRY_OVERLAP = 0.5 ** 0.5
+
+#: Effective-gap error estimate at the block-only check: ``SCALE_SAFETY · ‖r‖² / g`` with g
+#: the residual's effective gap measured by an earlier call; g shrinks by SCALE_DECAY at
+#: each call that reuses it without re-measuring.
+SCALE_SAFETY = 2.0
+SCALE_DECAY = 0.5
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class TrackState:
+    """What :func:`track` carries from one call to the next (a pytree).
+
+    Attributes:
+      vectors: (b, n) orthonormal rows: the top-b Ritz vectors of the last call, descending
+        (rows ``:k`` are the tracked ones, the other ``b − k`` are guard vectors).
+      values: (b,) their Ritz values (NaN before the first call).
+      count: int32, number of calls to :func:`track` so far (0: the next call is cold).
+      k: number of tracked eigenpairs (static).
+      scales: (k,) the effective gap of each tracked value's residual measured by the last
+        call that expanded the subspace (``‖r‖² / (Ritz-value rise + final error)``; 0: not yet),
+        shrunk each time it is reused.
+      lazy: bool, the last call stopped after the k tracked products without multiplying the
+        guard rows (their vectors and values are then one call old).
+    """
+
+    vectors: jax.Array
+    values: jax.Array
+    count: jax.Array
+    k: int = dataclasses.field(metadata=dict(static=True))
+    scales: jax.Array | None = None
+    lazy: jax.Array | None = None
+
+    @property
+    def block(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+
+class TrackResult(NamedTuple):
+    """The outcome of one :func:`track` call (all arrays; stackable by ``lax.scan``).
+
+    values: (k,) top-k algebraic Ritz values, descending.
+    residuals: (k,) ``‖A v − θ v‖``, a rigorous bound on each value's distance to the nearest
+      eigenvalue (not necessarily the i-th largest).
+    errors: (k,) the error estimate used by the stopping rule (≤ residuals).
+    vectors: (k, n) unit Ritz vectors.
+    n_products: int32, operator-vector products spent in this call (k when the guards were
+      skipped; otherwise at least the block size; the first call at least ``cold_basis``).
+    converged: bool, the stopping rule held (False: ``max_products`` was reached).
+    entered: bool, a new eigenvalue entered the tracked top-k set since the previous call
+      (the smallest cosine between the new and the previous top-k subspaces fell below
+      :data:`ENTRY_OVERLAP`); always False on the first call.
+    overlap: the smallest cosine of the principal angles between the new and the previous
+      top-k subspaces (1: unchanged; 0: a direction is entirely new; NaN at the first call).
+    """
+
+    values: jax.Array
+    residuals: jax.Array
+    errors: jax.Array
+    vectors: jax.Array
+    n_products: jax.Array
+    converged: jax.Array
+    entered: jax.Array
+    overlap: jax.Array
+
+
+def track_init(dim: int, k: int, key: jax.Array, dtype=jnp.float64, block: int | None = None) -> TrackState:
+    """A cold tracker state: ``block`` random orthonormal vectors in R^dim.
+
+    Args:
+      dim: dimension n of the operator (P for a Hessian, N outputs for an NTK).
+      k: number of top eigenpairs to track.
+      key: PRNG key of the random start.
+      dtype: dtype of the vectors; use the parameters' dtype (float32 networks: float32).
+      block: block size b ≥ k; the ``b − k`` extra (guard) vectors watch the eigenvalues
+        just below the tracked ones, which speeds up convergence and lets an eigenvalue that
+        rises from below be seen entering. Default ``k + 1``; capped at ``dim``.
+    """
+    dim = check_positive_int("dim", dim)
+    k = check_positive_int("k", k)
+    if key is None:
+        raise EoslabError("track_init needs an explicit PRNG key (key=jax.random.PRNGKey(seed))")
+    if k > dim:
+        raise EoslabError(f"cannot track k={k} eigenvalues of an operator of dimension {dim}")
+    b = min(k + 1 if block is None else check_positive_int("block", block), dim)
+    if b < k:
+        raise EoslabError(f"block size {block} must be at least k={k}")
+    X = jnp.linalg.qr(jax.random.normal(key, (dim, b), dtype))[0].T
+    return TrackState(X, jnp.full((b,), jnp.nan, dtype), jnp.zeros((), jnp.int32), k,
+                      jnp.zeros((k,), dtype), jnp.asarray(False))
+
+
+# ---- static sizes and the loop state ------------------------------------------------------
+
+class _Sizes(NamedTuple):
+    """Static sizes of one call: k tracked, b block, n dimension, M basis capacity, nr Ritz
+    pairs examined, keep (rows kept at a thick restart), cold (depth of the first call's
+    Krylov space, b: none), check (basis of the periodic check, b: none), every (its period)."""
+    k: int
+    b: int
+    n: int
+    M: int
+    nr: int
+    keep: int
+    cold: int
+    check: int
+    every: int
+
+
+class _Basis(NamedTuple):
+    """The subspace: rows ``:m`` of V (M, n) are orthonormal, AV their products, T = V AVᵀ
+    (M, M) on the valid block (kept up to date one row at a time)."""
+    V: jax.Array
+    AV: jax.Array
+    T: jax.Array
+    m: jax.Array
+
+
+class _Ritz(NamedTuple):
+    """Rayleigh-Ritz on a basis: values (descending), coefficients Y (M, ·), the top nr Ritz
+    vectors U, their residual rows R and norms."""
+    theta: jax.Array
+    Y: jax.Array
+    U: jax.Array
+    R: jax.Array
+    rnorm: jax.Array
+
+
+class _Loop(NamedTuple):
+    """State of the expansion loop: the basis, its Ritz pairs, the top-k error estimates, their
+    ratio to the requested accuracy, the Ritz vector whose residual the next product adds, and
+    the products spent so far in this call."""
+    basis: _Basis
+    ritz: _Ritz
+    err: jax.Array
+    ratio: jax.Array
+    target: jax.Array
+    nprod: jax.Array
+
+
+def _sizes(state: TrackState, k, max_basis, cold_basis, check_every, check_depth) -> _Sizes:
+    b, n = state.vectors.shape
+    if not 1 <= k <= b:
+        raise EoslabError(f"k={k} must be between 1 and the block size {b}")
+    M = min(n, b + max(8, b) if max_basis is None else int(max_basis))
+    if M < b:
+        raise EoslabError(f"max_basis={max_basis} is smaller than the block size {b}")
+    cold = min(n, max(32, 4 * b) if cold_basis is None else int(cold_basis))
+    every, depth = int(check_every), int(check_depth)
+    if every < 0 or depth < 0:
+        raise EoslabError(f"check_every and check_depth must be ≥ 0, got {every}, {depth}")
+    check = min(n, b + depth) if every > 0 and depth > 0 else b
+    keep = max(b + 1, (M + b) // 2) if M > b + 1 else b
+    return _Sizes(k, b, n, M, min(b + 1, M), keep, max(cold, b), check, max(every, 1))
+
+
+# ---- linear algebra helpers ---------------------------------------------------------------
+
+def _pseudo_random(shape, salt, dtype) -> jax.Array:
+    """Cheap deterministic pseudo-random entries in [−½, ½) (a sine hash), used only to
+    replace degenerate directions; avoids compiling a PRNG into every tracking step."""
+    i = jnp.arange(int(np.prod(shape)), dtype=jnp.float32).reshape(shape)
+    x = jnp.sin(12.9898 * jnp.mod(i, 7919.0) + 78.233 * jnp.floor(i / 7919.0)
+                + 0.618 * jnp.asarray(salt, jnp.float32)) * 43758.5453
+    return (x - jnp.floor(x) - 0.5).astype(dtype)
+
+
+def _orthonormal_block(X: jax.Array, salt) -> jax.Array:
+    """Orthonormal rows spanning X; degenerate or non-finite rows are replaced (the
+    replacement is computed only when needed)."""
+    finite = jnp.all(jnp.isfinite(X))
+    Q, R = jnp.linalg.qr(jnp.where(finite, X, 0.0).T)
+    d = jnp.abs(jnp.diagonal(R))
+    bad = d <= 100 * jnp.finfo(X.dtype).eps * jnp.maximum(jnp.max(d), jnp.finfo(X.dtype).tiny)
+
+    def repair(Q):
+        fresh = _pseudo_random(X.shape, salt, X.dtype)
+        return jnp.linalg.qr(jnp.where(bad[None, :] | ~finite, fresh.T, Q))[0]
+
+    return jax.lax.cond(jnp.any(bad) | ~finite, repair, lambda Q: Q, Q).T
+
+
+def _unit_or_fallback(w, V, scale, salt):
+    """``(w/‖w‖, True)`` if w (already orthogonal to the rows of V) is not negligible against
+    ``scale``, else a pseudo-random unit vector orthogonal to V (computed only then), and
+    False if that vanishes too (V spans everything)."""
+    dtype = w.dtype
+    tiny = 1e3 * jnp.finfo(dtype).eps
+    nw = jnp.linalg.norm(w)
+
+    def fallback(_):
+        alt = orthogonalize(_pseudo_random(w.shape, salt, dtype), V)
+        na = jnp.linalg.norm(alt)
+        return alt / jnp.where(na > 0, na, 1.0), na > tiny
+
+    return jax.lax.cond(nw > tiny * jnp.maximum(scale, jnp.finfo(dtype).tiny),
+                        lambda _: (w / nw, jnp.asarray(True)), fallback, None)
+
+
+def _ritz_from_T(T, valid, count: int):
+    """Top ``count`` eigenpairs (descending) of the symmetric T restricted to the rows/columns
+    where ``valid`` (a boolean mask, or an int m: the first m) holds."""
+    M = T.shape[0]
+    valid = valid if getattr(valid, "dtype", None) == jnp.bool_ else jnp.arange(M) < valid
+    T = jnp.where(valid[:, None] & valid[None, :], T, 0.0)
+    # Padding rows get a diagonal strictly below every valid eigenvalue (Gershgorin), so
+    # the valid block's eigenpairs come first and never mix with the padding.
+    d = jnp.diagonal(T)
+    lo = jnp.min(jnp.where(valid, d - (jnp.sum(jnp.abs(T), 1) - jnp.abs(d)), jnp.inf))
+    T = T + jnp.diag(jnp.where(valid, 0.0, lo - jnp.max(jnp.abs(T)) - 1.0))
+    w, S = jnp.linalg.eigh(T)
+    return w[::-1][:count], S[:, ::-1][:, :count]
+
+
+def _projected(V, AV):
+    """``V AVᵀ`` symmetrised."""
+    T = V @ AV.T
+    return 0.5 * (T + T.T)
+
+
+def _rayleigh_ritz(basis: _Basis, nr: int, count: int) -> _Ritz:
+    """Ritz pairs of the basis: ``count`` values and coefficients, the top nr vectors and residuals."""
+    theta, Y = _ritz_from_T(basis.T, basis.m, count)
+    Yr = Y[:, :nr]
+    U, AU = Yr.T @ basis.V, Yr.T @ basis.AV
+    R = AU - theta[:nr, None] * U
+    return _Ritz(theta, Y, U, R, jnp.linalg.norm(R, axis=1))
+
+
+def _errors(theta, rnorm, m, k: int, b: int):
+    """Quadratic (cluster-aware) error estimates of the top-k Ritz values, capped by the
+    rigorous residual bound, and for each of them the Ritz vector whose residual to add next.
+
+    Cut c separates the top c Ritz values from the (c+1)-th; its estimate is
+    ``‖R_c‖²_F / (θ_c − θ_{c+1})``, and err_i is the minimum over cuts c ≥ i + 1 (capped by
+    ‖r_i‖). Only cuts whose lower value is a carried (tracked or guard) Ritz value count:
+    the Ritz values of fresh Krylov directions beyond the block are crude lower bounds of
+    the eigenvalues below, and would make the gap, hence the estimate, far too optimistic.
+    The vector to expand for value i is the one with the largest residual among those its
+    best cut depends on (the top c and the one below, all in the block), so an unconverged
+    guard gets refined when it limits the estimate.
+
+    Returns ``(err (k,), expand (k,) int)``.
+    """
+    nr = theta.shape[0]
+    i = jnp.arange(k)
+    if nr == 1:
+        return rnorm[:k], i.astype(jnp.int32)
+    c = jnp.arange(1, nr)                       # cut: top c values vs the (c+1)-th
+    f2 = jnp.cumsum(rnorm**2)[c - 1]            # ‖R_c‖_F²
+    gap = theta[c - 1] - theta[c]
+    usable = (c < m) & (c < b) & (gap > 0)
+    est = jnp.where(usable, f2 / jnp.where(usable, gap, 1.0), jnp.inf)
+    per = jnp.where(c[None, :] >= i[:, None] + 1, est[None, :], jnp.inf)   # (k, cuts)
+    err = jnp.minimum(rnorm[:k], jnp.min(per, axis=1))
+    cut = jnp.argmin(per, axis=1) + 1
+    idx = jnp.arange(nr)
+    expand = jnp.argmax(jnp.where(idx[None, :] <= cut[:, None], rnorm[None, :], -1.0), axis=1)
+    expand = jnp.where(jnp.isfinite(jnp.min(per, axis=1)), expand, i)
+    return err, expand.astype(jnp.int32)
+
+
+def _effective_gap_estimate(r2, scales):
+    """``SCALE_SAFETY · r2 / g`` for each carried effective gap g > 0 (inf where none)."""
+    return jnp.where(scales > 0, SCALE_SAFETY * r2 / jnp.where(scales > 0, scales, 1.0), jnp.inf)
+
+
+# ---- the starting basis: warm block, cold block Krylov space, periodic check ----------------
+
+def _pad_basis(V, AV, m, M: int) -> _Basis:
+    """The basis of rows (V, AV) in buffers of capacity M (T computed on the rows only)."""
+    rows, n = V.shape
+    pad = jnp.zeros((M - rows, n), V.dtype)
+    T = jnp.zeros((M, M), V.dtype).at[:rows, :rows].set(_projected(V, AV))
+    return _Basis(jnp.concatenate([V, pad]), jnp.concatenate([AV, pad]), T, jnp.asarray(m, jnp.int32))
+
+
+def _grow_krylov(mv, V, AV, valid, start: int, stride: int, seed0, salt):
+    """Append Krylov directions to the basis ``V`` (rows ``start:``), one product each.
+
+    Row j ≥ start is the product of row ``j − stride`` orthogonalised against every earlier
+    row (a block Krylov space of block size ``stride``); with ``seed0`` given, the first new
+    row is that vector instead (a Lanczos run in the complement of rows ``:start``). A
+    direction that vanishes (an invariant subspace was found) is replaced by a pseudo-random
+    one, and left out (``valid`` False) if that vanishes too. Returns ``(V, AV, valid)``.
+    """
+    def body(j, carry):
+        V, AV, valid = carry
+        src = AV[j - stride]
+        if seed0 is not None:
+            src = jnp.where(j == start, seed0, src)
+        w, good = _unit_or_fallback(orthogonalize(src, V), V, jnp.linalg.norm(src), j + 31 * salt)
+        w = jnp.where(good, w, 0.0)
+        return V.at[j].set(w), AV.at[j].set(jnp.where(good, mv(w), 0.0)), valid.at[j].set(good)
+
+    return jax.lax.fori_loop(start, V.shape[0], body, (V, AV, valid))
+
+
+def _deep_start(mv, X, AX, size: int, stride: int, seed0, salt, sz: _Sizes) -> _Basis:
+    """The block (X, AX) extended by Krylov directions to ``size`` rows (``size − b``
+    products), reduced by Rayleigh-Ritz to its top ``keep`` Ritz vectors (A times them is a
+    combination of the stored products)."""
+    b, n = X.shape
+    V = jnp.zeros((size, n), X.dtype).at[:b].set(X)
+    AV = jnp.zeros((size, n), X.dtype).at[:b].set(AX)
+    V, AV, valid = _grow_krylov(mv, V, AV, jnp.arange(size) < b, b, stride, seed0, salt)
+    nk = min(sz.keep, size)
+    _, Y = _ritz_from_T(_projected(V, AV), valid, nk)
+    m = jnp.minimum(nk, jnp.sum(valid))
+    Y = jnp.where((jnp.arange(nk) < m)[None, :], Y, 0.0)
+    return _pad_basis(Y.T @ V, Y.T @ AV, m, sz.M)
+
+
+def _start(mv, X, AX, first, checking, count, sz: _Sizes):
+    """``(basis, products)`` the expansion loop starts from (see the module docstring, step 2)."""
+    warm = lambda X, AX: (_pad_basis(X, AX, sz.b, sz.M), jnp.asarray(sz.b, jnp.int32))
+    branches, mode = [warm], jnp.asarray(0)
+    if sz.cold > sz.b:
+        cold = lambda X, AX: (_deep_start(mv, X, AX, sz.cold, sz.b, None, count, sz),
+                              jnp.asarray(sz.cold, jnp.int32))
+        branches.append(cold)
+        mode = jnp.where(first, len(branches) - 1, mode)
+    if sz.check > sz.b:
+        seed = _pseudo_random((sz.n,), 17 + count, X.dtype)
+        check = lambda X, AX: (_deep_start(mv, X, AX, sz.check, 1, seed, count + 1, sz),
+                               jnp.asarray(sz.check, jnp.int32))
+        branches.append(check)
+        mode = jnp.where(checking, len(branches) - 1, mode)
+    if len(branches) == 1:
+        return warm(X, AX)
+    return jax.lax.switch(mode, branches, X, AX)
+
+
+# ---- the expansion loop -------------------------------------------------------------------
+
+def _evaluate(basis: _Basis, nprod, scales, at_start: bool, tol, atol, sz: _Sizes) -> _Loop:
+    """Rayleigh-Ritz on the basis, the top-k error estimates and the next expansion target.
+
+    At the start (``at_start``), the effective-gap estimate may also stop the call; later it
+    only chooses the direction: where it is the smaller one, the error sits in the tracked
+    vector's own residual rather than in the gap to a guard."""
+    k = sz.k
+    ritz = _rayleigh_ritz(basis, sz.nr, max(sz.nr, sz.keep))
+    err, choice = _errors(ritz.theta[:sz.nr], ritz.rnorm, basis.m, k, sz.b)
+    est = _effective_gap_estimate(ritz.rnorm[:k] ** 2, scales)
+    choice = jnp.where(est < err, jnp.arange(k, dtype=jnp.int32), choice)
+    if at_start:
+        err = jnp.minimum(err, est)
+    ratio = err / jnp.maximum(tol * jnp.abs(ritz.theta[:k]), atol)
+    return _Loop(basis, ritz, err, ratio, choice[jnp.argmax(ratio)], nprod)
+
+
+def _restart(basis: _Basis, ritz: _Ritz, keep: int) -> _Basis:
+    """Thick restart: the top ``keep`` Ritz vectors (A times them is known)."""
+    Yk = ritz.Y[:, :keep]
+    M, n = basis.V.shape
+    pad = jnp.zeros((M - keep, n), basis.V.dtype)
+    T = Yk.T @ basis.T @ Yk
+    return _Basis(jnp.concatenate([Yk.T @ basis.V, pad]), jnp.concatenate([Yk.T @ basis.AV, pad]),
+                  jnp.zeros_like(basis.T).at[:keep, :keep].set(0.5 * (T + T.T)), jnp.asarray(keep, jnp.int32))
+
+
+def _expand(mv, loop: _Loop, salt, sz: _Sizes) -> _Basis:
+    """Add the residual of Ritz vector ``loop.target`` to the basis (one product)."""
+    basis = jax.lax.cond(loop.basis.m >= sz.M, lambda b: _restart(b, loop.ritz, sz.keep), lambda b: b, loop.basis)
+    r = loop.ritz.R[loop.target]
+    w, _ = _unit_or_fallback(orthogonalize(r, basis.V), basis.V, jnp.linalg.norm(r), basis.m + 7 * salt)
+    Aw = mv(w)
+    m = basis.m
+    t = (basis.V @ Aw).at[m].set(w @ Aw)  # the new column of T (rows > m are zero)
+    T = basis.T.at[:, m].set(t).at[m, :].set(t)
+    return _Basis(basis.V.at[m].set(w), basis.AV.at[m].set(Aw), T, m + 1)
+
+
+def _keep_going(loop: _Loop, cap, k: int):
+    finite = jnp.all(jnp.isfinite(loop.ritz.theta[:k])) & ~jnp.any(jnp.isnan(loop.ratio))
+    return (jnp.max(loop.ratio) > 1.0) & (loop.nprod < cap) & finite
+
+
+def _effective_gaps(start: _Loop, end: _Loop, nprod0, scales, k: int):
+    """Each tracked value's effective gap ‖r‖² / (rise of the Ritz value + final error estimate),
+    measured between the start and the end of a call that expanded; otherwise the carried one,
+    shrunk so that it is re-measured regularly."""
+    rise = end.ritz.theta[:k] - start.ritz.theta[:k] + end.err
+    measured = (end.nprod > nprod0) & (rise > 0) & jnp.isfinite(rise)
+    fresh = start.ritz.rnorm[:k] ** 2 / jnp.where(measured, rise, 1.0)
+    gaps = jnp.where(measured, fresh, SCALE_DECAY * scales)
+    return jnp.where(jnp.isfinite(gaps), gaps, 0.0)
+
+
+def _min_cosine(U, W):
+    """Smallest cosine of the principal angles between the row spaces of U and W (k, n)."""
+    return jnp.min(jnp.linalg.svd(U @ W.T, compute_uv=False))
+
+
+def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, max_products, sz: _Sizes):
+    """Steps 2–4 of the module docstring: multiply the guards, start, expand, carry."""
+    k, b, dtype = sz.k, sz.b, X.dtype
+    AX = jnp.concatenate([AXk, jax.vmap(mv)(X[k:])])
+    basis, nprod0 = _start(mv, X, AX, first, checking, state.count, sz)
+    cap = max_products + nprod0 - b        # the deep start's Krylov products come on top
+    start = _evaluate(basis, nprod0, scales, True, tol, atol, sz)
+
+    def step(loop: _Loop) -> _Loop:
+        return _evaluate(_expand(mv, loop, state.count, sz), loop.nprod + 1, scales, False, tol, atol, sz)
+
+    end = jax.lax.while_loop(lambda loop: _keep_going(loop, cap, k), step, start)
+    gaps = _effective_gaps(start, end, nprod0, scales, k).astype(dtype)
+    if k != state.k:                        # a different k: leave the carried gaps alone
+        gaps = state.scales
+    theta, U = end.ritz.theta, end.ritz.U
+    overlap = _min_cosine(U[:k], state.vectors[:k].astype(dtype))
+    result = TrackResult(theta[:k], end.ritz.rnorm[:k], end.err, U[:k], end.nprod, jnp.max(end.ratio) <= 1.0,
+                         (~first) & (overlap < ENTRY_OVERLAP), jnp.where(first, jnp.nan, overlap))
+    return TrackState(U[:b], theta[:b], state.count + 1, state.k, gaps, jnp.asarray(False)), result
+
+
+def _skip_guards(state: TrackState, X, AXk, scales, tol, atol):
+    """Can this call stop after the k tracked products, without multiplying the guards?
+
+    Rayleigh-Ritz on the tracked rows ``X[:k]`` alone (their products ``AXk`` are known).
+    Each residual r_i is split into its part on the (unmultiplied) guard rows G = X[k:] and
+    the rest: the rest is judged with the carried effective gap like the block-only check,
+    and the part on the guards with the gap from θ_i to the top guard's value at the last
+    call, ``‖Gr_i‖² / (θ_i − θ_{k+1})`` (mixing with a guard direction costs little in value
+    when they are close, but is only ignored in proportion to that gap). Allowed only if the
+    previous call multiplied its guards, so a guard is never more than one call old and a
+    value that rises from below is seen (and ``entered`` reported) at most one call late.
+
+    Returns ``(ok, (new_state, result))``; the result is only meaningful where ``ok``.
+    """
+    k, dtype = AXk.shape[0], AXk.dtype
+    ritz = _rayleigh_ritz(_Basis(X[:k], AXk, _projected(X[:k], AXk), jnp.asarray(k)), k, k)
+    w, U, R, rn = ritz.theta, ritz.U, ritz.R, ritz.rnorm
+    on_guards = jnp.sum((R @ X[k:].T) ** 2, axis=1)
+    rest = jnp.maximum(rn ** 2 - on_guards, 0.0)
+    old = state.values.astype(dtype)
+    gap = old[:k] - old[k]
+    near = jnp.where(gap > 0, on_guards / jnp.where(gap > 0, gap, 1.0), jnp.inf)
+    err = jnp.minimum(rn, _effective_gap_estimate(rest, scales) + SCALE_SAFETY * near)
+    fresh = ~(state.lazy if state.lazy is not None else jnp.asarray(False))
+    ok = (fresh & (state.count > 0) & jnp.all(jnp.isfinite(w)) & jnp.all(jnp.isfinite(err))
+          & jnp.all(err <= jnp.maximum(tol * jnp.abs(w), atol)))
+    overlap = _min_cosine(U, state.vectors[:k].astype(dtype))
+    result = TrackResult(w, rn, err, U, jnp.asarray(k, jnp.int32), jnp.asarray(True),
+                         overlap < ENTRY_OVERLAP, overlap)
+    new = TrackState(jnp.concatenate([U, X[k:]]), jnp.concatenate([w, old[k:]]), state.count + 1,
+                     state.k, (SCALE_DECAY * scales).astype(dtype), jnp.asarray(True))
+    return ok, (new, result)
+
+
+def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, atol=0.0,
+          max_products=None, max_basis: int | None = None, cold_basis: int | None = None,
+          check_every: int = 100, check_depth: int = 8):
+    """Top-k largest algebraic eigenpairs of the symmetric operator ``matvec``, warm-started.
+
+    Args:
+      matvec: ``(n,) -> (n,)`` symmetric linear map (e.g. :func:`~eoslab.spectra.hvp`);
+        it is ``vmap``-ped over the block for the first ``b`` products.
+      state: from :func:`track_init` or the previous call.
+      k: number of eigenpairs returned (≤ block size; default ``state.k``).
+      tol: relative accuracy: stop when every top-k value's error estimate is
+        ≤ ``max(tol·|θ_i|, atol)``. May be traced.
+      atol: absolute floor of the accuracy (useful when some top-k values are ≈ 0).
+      max_products: cap on the products of a call beyond its deep start (default
+        ``max(100, 20·b)``). May be traced.
+      max_basis: subspace capacity before a thick restart (static; default ``b + max(8, b)``).
+      cold_basis: depth of the first call's block Krylov space (static; default
+        ``max(32, 4·b)``, capped at n).
+      check_every: every this many calls (0: never) ``check_depth`` Lanczos products from a
+        pseudo-random vector in the complement of the block join the subspace (static).
+      check_depth: products of that check (static).
+
+    Returns:
+      ``(new_state, TrackResult)``. Costs at least ``k`` products per call, and at least
+      ``b`` at every call that follows one that skipped its guards (``state.lazy``).
+    """
+    k = state.k if k is None else int(k)
+    sz = _sizes(state, k, max_basis, cold_basis, check_every, check_depth)
+    max_products = max(100, 20 * sz.b) if max_products is None else max_products
+    dtype = state.vectors.dtype
+    scales = jnp.zeros((state.k,), dtype) if state.scales is None else state.scales.astype(dtype)
+    scales = jnp.zeros((k,), dtype) if k != state.k else scales
+    mv = lambda v: matvec(v.astype(dtype)).astype(dtype)
+
+    X = _orthonormal_block(state.vectors, state.count)
+    AXk = jax.vmap(mv)(X[:k])             # the tracked vectors' products: always needed
+    first = state.count == 0
+    checking = ((~first) & (state.count % sz.every == 0)) if sz.check > sz.b else jnp.asarray(False)
+    solve = lambda: _solve(mv, state, X, AXk, scales, first, checking, tol, atol, max_products, sz)
+    if k == sz.b or k != state.k:
+        return solve()
+    skip, skipped = _skip_guards(state, X, AXk, scales, tol, atol)
+    return jax.lax.cond(skip & ~checking, lambda: skipped, solve)
