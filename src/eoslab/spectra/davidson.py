@@ -333,35 +333,40 @@ def _pad_basis(V, AV, m, M: int) -> _Basis:
     return _Basis(jnp.concatenate([V, pad]), jnp.concatenate([AV, pad]), T, jnp.asarray(m, jnp.int32))
 
 
-def _grow_krylov(mv, V, AV, valid, start: int, stride: int, seed0, salt):
-    """Append Krylov directions to the basis ``V`` (rows ``start:``), one product each.
+def _grow_krylov(mv, V, AV, valid, start: int, stop, stride, seed, use_seed, salt):
+    """Append Krylov directions to the basis ``V`` (rows ``start:stop``), one product each.
 
     Row j ≥ start is the product of row ``j − stride`` orthogonalised against every earlier
-    row (a block Krylov space of block size ``stride``); with ``seed0`` given, the first new
-    row is that vector instead (a Lanczos run in the complement of rows ``:start``). A
-    direction that vanishes (an invariant subspace was found) is replaced by a pseudo-random
-    one, and left out (``valid`` False) if that vanishes too. Returns ``(V, AV, valid)``.
+    row (a block Krylov space of block size ``stride``); where ``use_seed``, the first new row
+    is ``seed`` instead (a Lanczos run in the complement of rows ``:start``). A direction that
+    vanishes (an invariant subspace was found) is replaced by a pseudo-random one, and left out
+    (``valid`` False) if that vanishes too. ``stop``, ``stride`` and ``use_seed`` may be traced.
+    Returns ``(V, AV, valid)``.
     """
     def body(j, carry):
         V, AV, valid = carry
-        src = AV[j - stride]
-        if seed0 is not None:
-            src = jnp.where(j == start, seed0, src)
+        src = jnp.where(use_seed & (j == start), seed, AV[j - stride])
         w, good = _unit_or_fallback(orthogonalize(src, V), V, jnp.linalg.norm(src), j + 31 * salt)
         w = jnp.where(good, w, 0.0)
         return V.at[j].set(w), AV.at[j].set(jnp.where(good, mv(w), 0.0)), valid.at[j].set(good)
 
-    return jax.lax.fori_loop(start, V.shape[0], body, (V, AV, valid))
+    return jax.lax.fori_loop(start, stop, body, (V, AV, valid))
 
 
-def _deep_start(mv, X, AX, size: int, stride: int, seed0, salt, sz: _Sizes) -> _Basis:
-    """The block (X, AX) extended by Krylov directions to ``size`` rows (``size − b``
-    products), reduced by Rayleigh-Ritz to its top ``keep`` Ritz vectors (A times them is a
-    combination of the stored products)."""
+def _deep_start(mv, X, AX, first, count, sz: _Sizes) -> _Basis:
+    """The block (X, AX) extended by Krylov directions, reduced by Rayleigh-Ritz to its top
+    ``keep`` Ritz vectors (A times them is a combination of the stored products): at the first
+    call a block Krylov space of ``cold`` rows, at a check ``check − b`` Lanczos vectors from a
+    pseudo-random vector in the complement of the block. One code path for both (one copy of
+    the operator to compile)."""
     b, n = X.shape
+    size = max(sz.cold, sz.check)
+    stop = jnp.where(first, sz.cold, sz.check)
     V = jnp.zeros((size, n), X.dtype).at[:b].set(X)
     AV = jnp.zeros((size, n), X.dtype).at[:b].set(AX)
-    V, AV, valid = _grow_krylov(mv, V, AV, jnp.arange(size) < b, b, stride, seed0, salt)
+    seed = _pseudo_random((n,), 17 + count, X.dtype)
+    V, AV, valid = _grow_krylov(mv, V, AV, jnp.arange(size) < b, b, stop, jnp.where(first, b, 1), seed,
+                                ~first, count)
     nk = min(sz.keep, size)
     _, Y = _ritz_from_T(_projected(V, AV), valid, nk)
     m = jnp.minimum(nk, jnp.sum(valid))
@@ -372,21 +377,13 @@ def _deep_start(mv, X, AX, size: int, stride: int, seed0, salt, sz: _Sizes) -> _
 def _start(mv, X, AX, first, checking, count, sz: _Sizes):
     """``(basis, products)`` the expansion loop starts from (see the module docstring, step 2)."""
     warm = lambda X, AX: (_pad_basis(X, AX, sz.b, sz.M), jnp.asarray(sz.b, jnp.int32))
-    branches, mode = [warm], jnp.asarray(0)
-    if sz.cold > sz.b:
-        cold = lambda X, AX: (_deep_start(mv, X, AX, sz.cold, sz.b, None, count, sz),
-                              jnp.asarray(sz.cold, jnp.int32))
-        branches.append(cold)
-        mode = jnp.where(first, len(branches) - 1, mode)
-    if sz.check > sz.b:
-        seed = _pseudo_random((sz.n,), 17 + count, X.dtype)
-        check = lambda X, AX: (_deep_start(mv, X, AX, sz.check, 1, seed, count + 1, sz),
-                               jnp.asarray(sz.check, jnp.int32))
-        branches.append(check)
-        mode = jnp.where(checking, len(branches) - 1, mode)
-    if len(branches) == 1:
+    cold = first if sz.cold > sz.b else jnp.asarray(False)
+    check = checking if sz.check > sz.b else jnp.asarray(False)
+    if sz.cold == sz.b and sz.check == sz.b:
         return warm(X, AX)
-    return jax.lax.switch(mode, branches, X, AX)
+    deep = lambda X, AX: (_deep_start(mv, X, AX, first, count, sz),
+                          jnp.where(first, sz.cold, sz.check).astype(jnp.int32))
+    return jax.lax.cond(cold | check, deep, warm, X, AX)
 
 
 # ---- the expansion loop -------------------------------------------------------------------
