@@ -100,3 +100,20 @@ def test_bad_inputs():
         sd.density(problem, problem.params, "fisher", key=jax.random.PRNGKey(0))
     with pytest.raises(EoslabError, match="num_products"):
         sd.hutchpp(lambda v: v, 5, jax.random.PRNGKey(0), 3)
+
+
+def test_train_records_trace_and_density_every_k_steps():
+    from eoslab.dynamics.train import train
+
+    problem = _net()
+    traj, _ = train(problem, 0.1, 7, track=(), density=("hessian", "ntk"), density_every=3, density_probes=2,
+                    density_steps=5, trace_products=30, chunk=7)
+    rows = np.isfinite(traj["hessian_trace"])
+    assert rows.tolist() == [t % 3 == 0 for t in range(7)]
+    assert traj["ntk_density_nodes"].shape == (7, 10) and traj["hessian_density_weights"].shape == (7, 10)
+    np.testing.assert_allclose(traj["hessian_density_weights"][rows].reshape(3, 2, 5).sum(-1), 1.0, rtol=1e-10)
+    # At θ₀ (row 0) against the dense Hessian.
+    exact = float(jnp.trace(_dense(problem)["hessian"]))
+    assert abs(traj["hessian_trace"][0] - exact) <= 3 * traj["hessian_trace_stderr"][0]
+    with pytest.raises(EoslabError, match="density"):
+        train(problem, 0.1, 3, track=(), density=("fisher",), density_every=1)

@@ -34,8 +34,9 @@ from eoslab.dynamics.stepper import init_state, make_step, scan
 from eoslab import progress as eoslab_progress
 from eoslab._precision import follows
 from eoslab.errors import EoslabError, between, check, check_positive, check_positive_int
-from eoslab.models.taylor import expand, is_taylor, taylor_problem
+from eoslab.models.taylor import TaylorData, expand, is_taylor, taylor_problem
 from eoslab.problem import Params, Problem
+from eoslab.spectra import density as spectral_density
 from eoslab.spectra import tracking
 from eoslab.spectra.operators import hvp
 
@@ -65,6 +66,10 @@ TRAIN_KEYS = {
     "nonlinear_norm": "‖½Q_t(δ_t, δ_t)‖: the η² part of the output change (nonlinear=True)",
     "nonlinear_top": "|u·½Q_t(δ_t, δ_t)|, u the top NTK eigenvector (nonlinear=True, NTK tracked on all data)",
     "nonlinear_actual": "‖f(θ_t+δ_t) − f(θ_t) − J_t δ_t‖: all orders beyond linear (nonlinear=True)",
+    "<op>_trace": "Hutch++ estimate of tr(A) every density_every steps (operators in density=; NaN otherwise)",
+    "<op>_trace_stderr": "its standard error",
+    "<op>_density_nodes": "(probes·steps,) stochastic Lanczos quadrature nodes (eoslab.spectra.density)",
+    "<op>_density_weights": "(probes·steps,) their weights (each probe's sum to 1; mean over probes is the density)",
     "diverged": "True from the first step whose loss or new state is non-finite (rows NaN there)",
 }
 
@@ -132,7 +137,9 @@ def sample_batch(key, n: int, batch_size: int):
 def train(problem: Problem, lr: float | None = None, steps: int | None = None, *, optimizer=None,
           momentum: float = 0.0, batch_size: int | None = None, k: int = 2, track_every: int = 1,
           track=("hessian", "ntk"), tol: float = 1e-3, spectra_examples=None, max_products: int | None = None,
-          batch_sharpness_samples: int = 32, nonlinear: bool = False, seed: int = 0, chunk: int = 50,
+          batch_sharpness_samples: int = 32, nonlinear: bool = False, seed: int = 0, density=(),
+          density_every: int = 0, density_probes: int = 4, density_steps: int = 32, trace_products: int = 30,
+          chunk: int = 50,
           progress: bool = False, description: str = "training", callback=None):
     """Train ``problem`` with full-batch GD ``θ ← θ − η∇L(θ)`` (heavy-ball with ``momentum``), or
     any optimizer, full batch or mini-batch, tracking spectra along the way.
@@ -162,7 +169,11 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
       max_products: cap on products per tracking call (default: the tracker's).
       nonlinear: also record the linear / non-linear parts of each step's output change
         (:data:`TRAIN_KEYS`); costs a nested JVP and a forward pass per step.
-      seed: seeds the trackers' cold start and the mini-batches. chunk: steps per jitted
+      density: operators whose trace (Hutch++, ``trace_products`` products, with a standard
+        error) and spectral density (stochastic Lanczos quadrature, ``density_probes`` probes ×
+        ``density_steps`` Lanczos steps) are recorded every ``density_every`` steps
+        (:mod:`eoslab.spectra.density`; on the ``spectra_examples`` subset if given).
+      seed: seeds the trackers' cold start, the mini-batches and the density probes. chunk: steps per jitted
         scan (progress updates, callbacks).
       progress: show a rich progress bar with ETA.
       callback: ``callback(t, record)`` called on the host for every step, in order, after
@@ -196,9 +207,21 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
         idx = np.arange(int(spectra_examples)) if np.ndim(spectra_examples) == 0 else np.asarray(spectra_examples)
         spec = problem.subset(idx)
     project = bool(nonlinear and "ntk" in track and spectra_examples is None)
+    density = tuple(density)
+    for op in density:
+        if op not in OPERATORS:
+            raise EoslabError(f"unknown operator {op!r} for the density; expected some of {OPERATORS}")
+    if density:
+        check_positive_int("density_every", density_every)
+        check_positive_int("density_probes", density_probes)
+        check_positive_int("density_steps", density_steps)
+        if check_positive_int("trace_products", trace_products) < 6:
+            raise EoslabError(f"trace_products must be ≥ 6 (Hutch++ with a standard error), got {trace_products}")
     state = initial_state(problem, opt, spec=spec, k=k, track=track, seed=seed)
     static = dict(length=min(chunk, steps), every=int(track_every), nonlinear=bool(nonlinear),
-                  project=project, max_products=max_products, batch_size=batch_size, n_mc=n_mc)
+                  project=project, max_products=max_products, batch_size=batch_size, n_mc=n_mc,
+                  density=(density, int(density_every), int(density_probes), int(density_steps),
+                           int(trace_products), int(seed)) if density else None)
     tol_a = jnp.asarray(tol, dtype)
 
     records, t_first = [], None
@@ -298,14 +321,14 @@ def initial_state(problem: Problem, optimizer, *, spec: Problem | None = None, k
 
 def train_step(problem: Problem, optimizer, tol, *, spec: Problem | None = None, every: int = 1,
                nonlinear: bool = False, project: bool = False, max_products: int | None = None,
-               batch_size: int | None = None, n_mc: int = 32):
+               batch_size: int | None = None, n_mc: int = 32, density=None):
     """:func:`train`'s pure step ``step(state) -> (state', record)`` (traceable; the
     :func:`~eoslab.dynamics.stepper.make_step` of the optimizer with the spectra observer),
     for :func:`~eoslab.dynamics.stepper.scan`, alone or ``vmap``-ped over a batch of states."""
     spec = problem if spec is None else spec
     observe = _spectra_observer(problem, spec, optimizer, tol, every=every, nonlinear=nonlinear, project=project,
                                 max_products=max_products, classify=_is_classification(problem),
-                                batch_size=batch_size, n_mc=n_mc)
+                                batch_size=batch_size, n_mc=n_mc, density=density)
     batch_loss = None
     if batch_size is not None:
         batch_loss = lambda p, key: take(problem, sample_batch(key, problem.n, batch_size)).loss_fn(p)
@@ -329,8 +352,22 @@ def batch_sharpness(problem: Problem, params, key, batch_size: int, samples: int
     return jnp.mean(vals), se
 
 
+def _densities(spec, params, key, ops, probes, steps, products) -> dict:
+    """Trace (Hutch++) and SLQ density of each operator in ``ops`` at ``params``."""
+    out = {}
+    dtype = ravel_pytree(params)[0].dtype
+    for i, op in enumerate(ops):
+        mv, dim = tracking.operator(spec, params, op)
+        kt, kd = jax.random.split(jax.random.fold_in(key, i))
+        tr = spectral_density.hutchpp(mv, dim, kt, products, dtype)
+        d = spectral_density.slq(mv, dim, kd, probes, min(steps, dim), dtype)
+        out[f"{op}_trace"], out[f"{op}_trace_stderr"] = tr.value, tr.stderr
+        out[f"{op}_density_nodes"], out[f"{op}_density_weights"] = d.nodes.reshape(-1), d.weights.reshape(-1)
+    return out
+
+
 def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, project, max_products, classify,
-                      batch_size, n_mc):
+                      batch_size, n_mc, density=None):
     _, unravel = ravel_pytree(problem.params)
 
     def tracked(ctx):
@@ -390,6 +427,13 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
             if key in out:
                 rec["edge_ratio"] = out[key][0] / edge
         rec["tracked"] = (ctx.t % every == 0) if aux else jnp.array(False)
+        if density is not None:
+            ops, d_every, probes, d_steps, products, seed = density
+            dkey = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), 0x5D), ctx.t)
+            dens = lambda p: _densities(spec, p, dkey, ops, probes, d_steps, products)
+            blank = lambda p: jax.tree_util.tree_map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype),
+                                                     jax.eval_shape(dens, p))
+            rec.update(jax.lax.cond(ctx.t % d_every == 0, dens, blank, v))
         if batch_size is not None:  # every track_every steps, with or without tracked operators
             measure = lambda c: batch_sharpness(problem, c.params, c.key, batch_size, n_mc)
             nan = jnp.asarray(jnp.nan, ctx.loss.dtype)
@@ -412,11 +456,11 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "length", "every", "nonlinear", "project", "max_products",
-                                             "batch_size", "n_mc"))
+                                             "batch_size", "n_mc", "density"))
 def _chunk(problem, spec, tol, state, total, optimizer, *, length, every, nonlinear, project, max_products,
-           batch_size, n_mc):
+           batch_size, n_mc, density=None):
     step = train_step(problem, optimizer, tol, spec=spec, every=every, nonlinear=nonlinear, project=project,
-                      max_products=max_products, batch_size=batch_size, n_mc=n_mc)
+                      max_products=max_products, batch_size=batch_size, n_mc=n_mc, density=density)
     return scan(step, state, length, total=total)
 
 

@@ -162,3 +162,39 @@ def eos_panels(a: dict, lr: float):
         axes[2].set_ylabel("‖½Q(δ,δ)‖ / ‖Jδ‖")
         axes[2].legend()
     return fig
+
+
+def plot_density(traj: dict, path, op: str = "hessian", sigma: float | None = None, bins: int = 300) -> list:
+    """Spectral density of ``op`` against the step (stochastic Lanczos quadrature rows of a
+    :func:`~eoslab.dynamics.train.train` run with ``density=(op,)``): log₁₀ of the density smoothed by
+    a Gaussian of width ``sigma`` (default 1 % of the spectral range), with the tracked λ₁ and the edge;
+    next to it the Hutch++ trace with its ±2 standard-error band. Writes PNG and SVG."""
+    rows = np.nonzero(np.isfinite(traj[f"{op}_trace"]))[0]
+    nodes, w = traj[f"{op}_density_nodes"][rows], traj[f"{op}_density_weights"][rows]
+    probes = max(1, int(round(float(np.sum(w[0])))))
+    lo, hi = float(np.min(nodes)), float(np.max(nodes))
+    pad = 0.02 * (hi - lo)
+    grid = np.linspace(lo - pad, hi + pad, bins)
+    sigma = 0.01 * (hi - lo) if sigma is None else sigma
+    g = np.exp(-0.5 * ((grid[None, :, None] - nodes[:, None, :]) / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+    dens = np.sum(g * w[:, None, :], axis=2) / probes                  # (rows, bins)
+    fig, axes = figure(ncols=2, width=4.4, height=3.2)
+    ax = axes[0]
+    im = ax.pcolormesh(rows, grid, np.log10(np.maximum(dens.T, 1e-8)), shading="nearest", cmap="magma_r",
+                       vmin=-6, vmax=max(-5.0, float(np.log10(dens.max()))))
+    fig.colorbar(im, ax=ax, label="log₁₀ density")
+    if f"{op}_eigs" in traj:
+        t = np.nonzero(traj["tracked"])[0]
+        ax.plot(t, traj[f"{op}_eigs"][t, 0], color="#1f77b4", lw=0.8, label="tracked λ₁")
+    _edge(ax, traj["edge"] if "edge" in traj else 2.0 / float(traj.meta["lr"]), edge_label(traj))
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"{_NAMES.get(op, op)} eigenvalue")
+    ax.legend(loc="upper left", fontsize=7)
+    ax = axes[1]
+    tr, se = traj[f"{op}_trace"][rows], traj[f"{op}_trace_stderr"][rows]
+    ax.plot(rows, tr, color="k", lw=0.9, label="Hutch++ trace")
+    ax.fill_between(rows, tr - 2 * se, tr + 2 * se, color="k", alpha=0.2, lw=0, label="± 2 s.e.")
+    ax.set_xlabel("step")
+    ax.set_ylabel(f"tr({_NAMES.get(op, op)})")
+    ax.legend(fontsize=7)
+    return save(fig, path)
