@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
+from eoslab._precision import follows
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.spectra.lanczos import orthogonalize
 from eoslab.spectra.operators import OPERATORS, operator
@@ -156,6 +157,7 @@ def _op(problem, params, which):
     return mv, dim, dtype
 
 
+@follows("problem", "params")
 @functools.partial(jax.jit, static_argnames=("which", "num_products", "method"))
 def trace(problem, params, which: str = "hessian", *, key: jax.Array, num_products: int = 99,
           method: str = "hutch++") -> TraceEstimate:
@@ -170,6 +172,7 @@ def trace(problem, params, which: str = "hessian", *, key: jax.Array, num_produc
     raise EoslabError(f"unknown trace method {method!r}; expected 'hutch++' or 'hutchinson'")
 
 
+@follows("problem", "params")
 @functools.partial(jax.jit, static_argnames=("which", "num_probes", "num_steps"))
 def density(problem, params, which: str = "hessian", *, key: jax.Array, num_probes: int = 4,
             num_steps: int = 32) -> SpectralDensity:
