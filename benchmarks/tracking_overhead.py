@@ -103,7 +103,7 @@ def run_size(name, cfg, args, console):
         times, traj = [], None
         for _ in range(args.repeats):
             traj, _ = train(problem, lr, steps, chunk=steps, **kw)
-            times.append(float(traj["seconds"]))
+            times.append(float(traj.meta["seconds"]))
         rows[mode] = (np.median(times) / steps, np.min(times) / steps, traj, kw)
     thetas, losses = replay(problem, lr, steps)
     problem64 = as_float64(problem)
