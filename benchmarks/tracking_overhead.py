@@ -80,14 +80,24 @@ def replay(problem, lr, steps):
     return np.asarray(thetas), np.asarray(losses)
 
 
+_JITTED = {}
+
+
+def _jitted(op, problem64):
+    if (op, id(problem64)) not in _JITTED:
+        build = {"hessian": hvp, "ntk": ntk_vp}[op]
+        _JITTED[(op, id(problem64))] = jax.jit(lambda p, v: build(problem64, p)[0](v))
+    return _JITTED[(op, id(problem64))]
+
+
 def reference(problem64, theta, op, k):
     """Top-k float64 eigenvalues of ``op`` at the float32 iterate ``theta`` (scipy eigsh)."""
     _, unravel = ravel_pytree(problem64.params)
     build = {"hessian": hvp, "ntk": ntk_vp}[op]
     p = unravel(jnp.asarray(theta, jnp.float64))
-    mv, dim = build(problem64, p)
-    mv = jax.jit(mv)
-    A = sla.LinearOperator((dim, dim), matvec=lambda v: np.asarray(mv(jnp.asarray(v.ravel()))), dtype=np.float64)
+    dim = build(problem64, p)[1]
+    mv = _jitted(op, problem64)        # the iterate is an argument (no constant folding of θ)
+    A = sla.LinearOperator((dim, dim), matvec=lambda v: np.asarray(mv(p, jnp.asarray(v.ravel()))), dtype=np.float64)
     w = sla.eigsh(A, k=k, which="LA", tol=1e-10, return_eigenvectors=False)
     return np.sort(w)[::-1]
 
