@@ -292,7 +292,7 @@ def test_periodic_check_finds_an_eigenvalue_the_warm_start_cannot_see():
     np.testing.assert_allclose(r.values, np.linalg.eigvalsh(A)[::-1][:K], rtol=1e-3)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(size=st.integers(1, 8), width=st.floats(1e-4, 3e-2), below=st.floats(0.0, 0.9),
        seed=st.integers(0, 10_000))
 def test_adversarial_clusters_on_random_symmetric_matrices(size, width, below, seed):
