@@ -16,8 +16,10 @@ from eoslab.dynamics import optim
 from eoslab.dynamics.train import train
 from eoslab.errors import MeasureError, positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
-from eoslab.experiments.kinds.optimizers import OPTIMIZERS, _unit
+from eoslab.experiments.kinds.optimizers import OPTIMIZERS
 from eoslab.models.mlp import MLP
+
+_unit = lambda v: None if 0 <= v < 1 else "must lie in [0, 1)"
 
 
 NETWORK_SCHEMA = {
