@@ -131,6 +131,7 @@ CASES = [
     (["train", "--tol", "0"], "--tol"), (["train", "--tol", "-1"], "--tol"), (["train", "--steps", "0"], "--steps"),
     (["train", "--k", "0"], "--k"), (["train", "--track", "foo"], "--track"), (["train", "--model", "rnn"], "--model"),
     (["train", "--activation", "gelu"], "--activation"), (["train", "--data", "mnist"], "--data"),
+    (["train", "--data", "digits", "--n", "1798"], "--n"),
     (["train", "--loss", "hinge"], "--loss"), (["train", "--momentum", "1"], "--momentum"),
     (["train", "--n", "0"], "--n"), (["train", "--spectra-examples", "0"], "--spectra-examples"),
     (["train", "--dtype", "float16"], "--dtype"), (["train", "--seed", BIG], "--seed"),

@@ -53,7 +53,7 @@ def format_summary(s: dict, prefix: str = "") -> str:
     return "\n".join(lines)
 
 
-DATASETS = ("synthetic", "cifar10")
+DATASETS = ("synthetic", "cifar10", "digits")
 OPTIMIZERS = ("gd", "momentum", "nesterov", "rmsprop", "adam")
 #: Which optimizer takes which option (anything else is a bad combination).
 _TAKES = {"gd": (), "momentum": ("--momentum",), "nesterov": ("--momentum",), "rmsprop": ("--b2", "--eps"),
@@ -114,10 +114,10 @@ def train_cmd(
     width: int = typer.Option(256, help="hidden units (mlp) or channels (cnn), ≥ 1"),
     activation: str = typer.Option("tanh", help="tanh, relu or elu"),
     parametrisation: str = typer.Option("standard", help="standard or ntk"),
-    data: str = typer.Option("synthetic", help="synthetic or cifar10"),
+    data: str = typer.Option("synthetic", help="synthetic, cifar10 (needs --data-dir) or digits (scikit-learn's 8×8 digits, 1,797 images; extra eoslab[digits])"),
     data_dir: Optional[Path] = typer.Option(None, help="CIFAR-10 folder (data_batch_1..5, test_batch, batches.meta)"),
     n: int = typer.Option(1000, help="number of training examples (the first n, ≥ 1)"),
-    classes: Optional[str] = typer.Option(None, help="CIFAR-10 class subset (0,1 or cat,dog); "
+    classes: Optional[str] = typer.Option(None, help="CIFAR-10 class subset (0,1 or cat,dog); digits: 0,1,7; "
                                                      "synthetic: number of classes (default: regression)"),
     loss: str = typer.Option("mse", help="mse or cross_entropy"),
     lr: float = typer.Option(0.02, help="step size η > 0"),
@@ -158,6 +158,8 @@ def train_cmd(
     cli.choice(parametrisation, "--parametrisation", ("standard", "ntk"))
     cli.choice(data, "--data", DATASETS)
     check("--n", n, positive_int)
+    if data == "digits":
+        check("--n", n, integer(1, 1797))  # the digits hold 1,797 images
     cli.choice(loss, "--loss", ("mse", "cross_entropy"))
     check("--lr", lr, positive)
     check("--steps", steps, positive_int)

@@ -43,7 +43,7 @@ SCHEMA = {
                        static=True),
     },
     "data": {
-        "data": Field(str, "synthetic", choices=("synthetic", "cifar10"), static=True),
+        "data": Field(str, "synthetic", choices=("synthetic", "cifar10", "digits"), static=True),
         "data_dir": Field(str, "", doc="CIFAR-10 folder (data_batch_1..5, ...); unused for synthetic", static=True),
         "n": Field(int, 256, doc="training examples (the first n)", static=True, check=positive_int),
         "d": Field(int, 16, doc="synthetic input dimension", static=True, check=positive_int),
