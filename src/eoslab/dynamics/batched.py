@@ -37,7 +37,7 @@ from eoslab import progress
 from eoslab._precision import follows
 from eoslab.dynamics import optim
 from eoslab.dynamics.stepper import scan
-from eoslab.dynamics.train import Trajectory, initial_state, train_step
+from eoslab.dynamics.train import Trajectory, initial_state, nan_rows, train_step
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.problem import Problem
 from eoslab.spectra import tracking
@@ -179,21 +179,9 @@ def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar):
         live = ~np.asarray(states.diverged)
         bar.update(done, f"{int(live.sum())} of {live.size} members not diverged")
         if not live.any():  # every member diverged: the rest is NaN rows
-            records.append(_nan_rows(records[-1], steps - done))
+            records.append(nan_rows(records[-1], steps - done))
             done = steps
     return states
-
-
-def _nan_rows(template: dict, count: int) -> dict:
-    def fill(key, a):
-        shape = (count,) + a.shape[1:]
-        if a.dtype == bool:
-            return np.full(shape, key == "diverged", bool)
-        if np.issubdtype(a.dtype, np.floating):
-            return np.full(shape, np.nan, a.dtype)
-        return np.zeros(shape, a.dtype)
-
-    return {key: fill(key, a) for key, a in template.items()}
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "length", "every", "max_products", "p_axis", "spectra"))

@@ -248,7 +248,7 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
             if bar is not None:
                 bar[0].update(bar[1], completed=done, info=info)
             if bool(state.diverged):  # nothing more to compute
-                records.append(_nan_rows(records[-1], steps - done))
+                records.append(nan_rows(records[-1], steps - done))
                 done = steps
     finally:
         listener.__exit__(None, None, None)
@@ -278,7 +278,9 @@ def _eig_info(rec, i) -> str:
     return ""
 
 
-def _nan_rows(template: dict, count: int) -> dict:
+def nan_rows(template: dict, count: int) -> dict:
+    """``count`` rows shaped like ``template``'s (a dict of (T, ...) arrays) for steps after every
+    run diverged: NaN floats, ``diverged`` True, other booleans False, integers 0."""
     def fill(key, a):
         shape = (count,) + a.shape[1:]
         if a.dtype == bool:

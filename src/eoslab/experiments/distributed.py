@@ -30,7 +30,7 @@ from typing import Callable
 from eoslab._precision import x64
 from eoslab.errors import EoslabError
 from eoslab.experiments.registry import get_kind
-from eoslab.experiments.runner import PlannedRun, Shard, check_points, plan
+from eoslab.experiments.runner import PlannedRun, Shard, pending
 from eoslab.experiments.schema import Experiment
 from eoslab.experiments.store import Store
 
@@ -123,14 +123,7 @@ def execute_dask(exp: Experiment, mode: str, store: Store, *, address: str | Non
     _require_distributed()
     from dask.distributed import as_completed
 
-    kind = get_kind(exp.kind)
-    planned = plan(exp, mode, store, repair=True)
-    todo = [pr for pr in planned if pr.run is None and shard.owns(pr.rid)]
-    check_points(exp, kind, [pr.point for pr in todo])
-    done = sum(pr.run is not None for pr in planned)
-    total = done + len(todo)
-    if on_progress:
-        on_progress(done, total)
+    kind, planned, todo, done, total = pending(exp, mode, store, shard, on_progress)
     if not todo:
         return planned
     root = str(Path(store.root).resolve())

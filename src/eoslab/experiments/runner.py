@@ -178,12 +178,11 @@ def check_points(exp: Experiment, kind: Kind, points: list[dict]) -> None:
             raise EoslabError(f"{exp.path}: {msg}" + (f" (at {axes})" if axes else ""))
 
 
-def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
-            on_progress: Callable[[int, int], None] | None = None) -> list[PlannedRun]:
-    """Compute the missing runs of ``exp`` owned by ``shard``, writing each atomically as soon
-    as its chunk is done (an interruption loses at most the chunk in flight).
-    ``on_progress(done, total)`` is called after each chunk. Returns the plan, with every
-    run this process completed attached."""
+def pending(exp: Experiment, mode: str, store: Store, shard: Shard,
+            on_progress: Callable[[int, int], None] | None = None):
+    """``(kind, plan, todo, done, total)``: the plan of ``exp`` (invalid runs quarantined), the
+    missing runs ``shard`` owns (their points checked by the kind), the runs already stored and
+    done + todo; ``on_progress(done, total)`` is told once."""
     kind = get_kind(exp.kind)
     planned = plan(exp, mode, store, repair=True)
     todo = [pr for pr in planned if pr.run is None and shard.owns(pr.rid)]
@@ -192,6 +191,16 @@ def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
     total = done + len(todo)
     if on_progress:
         on_progress(done, total)
+    return kind, planned, todo, done, total
+
+
+def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
+            on_progress: Callable[[int, int], None] | None = None) -> list[PlannedRun]:
+    """Compute the missing runs of ``exp`` owned by ``shard``, writing each atomically as soon
+    as its chunk is done (an interruption loses at most the chunk in flight).
+    ``on_progress(done, total)`` is called after each chunk. Returns the plan, with every
+    run this process completed attached."""
+    kind, planned, todo, done, total = pending(exp, mode, store, shard, on_progress)
     for chunk in _chunks(kind, todo):
         t0, started = time.perf_counter(), utc_now()
         with x64():  # the reproduction computes in float64 (float32 networks keep float32)
