@@ -329,7 +329,7 @@ def train_step(problem: Problem, optimizer, tol, *, spec: Problem | None = None,
     for :func:`~eoslab.dynamics.stepper.scan`, alone or ``vmap``-ped over a batch of states."""
     spec = problem if spec is None else spec
     observe = _spectra_observer(problem, spec, optimizer, tol, every=every, nonlinear=nonlinear, project=project,
-                                max_products=max_products, classify=_is_classification(problem),
+                                max_products=max_products, classification=_is_classification(problem),
                                 batch_size=batch_size, n_mc=n_mc, density=density)
     batch_loss = None
     if batch_size is not None:
@@ -368,7 +368,7 @@ def _densities(spec, params, key, ops, probes, steps, products) -> dict:
     return out
 
 
-def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, project, max_products, classify,
+def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, project, max_products, classification,
                       batch_size, n_mc, density=None):
     _, unravel = ravel_pytree(problem.params)
 
@@ -410,7 +410,7 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
             rec["batch_loss"] = ctx.loss
             rec["loss"] = problem.loss_fn(v)
         outputs = None
-        if classify:
+        if classification:
             outputs = problem.predict(v)
             hit = jnp.argmax(outputs, -1) == jnp.argmax(problem.targets, -1)
             rec["accuracy"] = jnp.mean(hit.astype(ctx.loss.dtype))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 from eoslab.experiments.claims import evaluate
@@ -35,7 +35,7 @@ def build(results: list[ExperimentResults], out: str | Path, mode: str, started:
             except Exception as e:  # noqa: BLE001 - a broken figure is reported, claims still are
                 msg = "".join(traceback.format_exception_only(type(e), e)).strip()
                 errors.append(f"figure failed: {msg}")
-                print(f"warning: {res.experiment.name}: figure failed: {msg}", file=sys.stderr)
+                warnings.warn(f"{res.experiment.name}: figure failed: {msg}", stacklevel=2)
         sections.append(Section(res, evaluate(res), figs, errors))
     report = Report(sections, mode, out, None if started is None else time.perf_counter() - started)
     report.md_path.write_text(render_md(report), encoding="utf-8")
