@@ -168,6 +168,10 @@ def full_sharpness_batch_slope(runs) -> Measurement:
     return Measurement(float(hi - lo), 0.0)
 
 
+EDGE_FORMULA = {"gd": "2/η", "heavy_ball": "2(1+β)/η", "nesterov": "2(1+β)/((1+2β)η)",
+                "rmsprop": "2/η on λ(P⁻¹H)", "adam": "(2+2β₁)/((1−β₁)η) on λ(P⁻¹H)"}
+
+
 def network_figures(results):
     from eoslab.plots.style import EDGE_COLOR, figure
 
@@ -186,10 +190,15 @@ def network_figures(results):
             ax.axhline(2 / p["lr"], ls=":", color="k", lw=0.8, label="2/η")
         ax.set_xlabel("step")
         ax.set_ylabel("sharpness")
+        formula = EDGE_FORMULA.get(p["optimizer"])
+        ax.set_title(f"{p['optimizer']}, η = {p['lr']:g}" + (f", edge {formula}" if formula else ""), fontsize=9)
         ax.set_yscale("log" if p["optimizer"] in ("adam", "rmsprop") else "linear")
         ax.legend(fontsize=7)
         b = f", batch {p['batch_size']}" if p["batch_size"] else ", full batch"
-        out.append((f"optim_network_{r.id}", fig,
+        # stable names (no run hash); "." would be taken for a file suffix
+        name = f"{results.experiment.name}_{p['optimizer']}_lr{p['lr']:g}".replace(".", "p")
+        name += f"_b{p['batch_size']}" if p["batch_size"] else ""
+        out.append((name, fig,
                     f"{p['optimizer']} (η = {p['lr']}{b}) on a {p['depth']}×{p['width']} tanh MLP: the sharpness "
                     "the optimizer's edge bounds, with the edge dashed."))
     return out
