@@ -33,7 +33,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "eoslab"
 #: (module prefix, layer); the longest matching prefix decides.
 LAYERS = {
     "eoslab.errors": 0, "eoslab.problem": 0, "eoslab.progress": 0, "eoslab.typing": 0, "eoslab.data": 0,
-    "eoslab._precision": 0,
+    "eoslab._precision": 0, "eoslab.partial": 0,
     "eoslab.models": 1,
     "eoslab.spectra": 2,
     "eoslab.dynamics": 3,

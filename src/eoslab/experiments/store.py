@@ -15,6 +15,11 @@ Layout under the results root (default ``./eoslab-runs``)::
 * **Atomic.** A run is written into ``.tmp-<id>.<host>.<pid>.<rand>`` next to its final
   place, fsynced, then renamed: a reader sees a complete run or none. If two processes (e.g.
   cluster shards) finish the same run, the second rename fails and its copy is dropped.
+* **Partial runs.** While a run computes, ``<experiment>/.partial-<run id>/`` holds what it has
+  produced so far (:mod:`eoslab.partial`: ``config.json``, ``arrays.npz``, ``progress.json``,
+  ``checkpoint.npz``; each file rewritten atomically): :meth:`Store.partial` writes it,
+  :meth:`Store.partial_runs` lists them, and :meth:`Store.write` of the finished run removes it.
+  A partial run is never a run: listing, loading, validation and the quarantine skip it.
 * **Validated on every read.** A run directory is used only if ``COMPLETE`` exists and the
   checksum of the files matches; otherwise it is never silently read. Reading is read-only
   (``eoslab.load``, ``list``, ``show``, ``report`` skip an invalid run and say why); only
@@ -41,9 +46,11 @@ from pathlib import Path
 import numpy as np
 
 from eoslab.errors import EoslabError
+from eoslab.partial import PartialFolder
 
 FILES = ("config.json", "arrays.npz", "meta.json")
 MARKER = "COMPLETE"
+PARTIAL = ".partial-"
 DEFAULT_ROOT = "eoslab-runs"
 
 
@@ -182,6 +189,60 @@ class Run:
         return {k: v.item() for k, v in self.arrays.items() if v.ndim == 0}
 
 
+class PartialRun(PartialFolder):
+    """A run still computing (or interrupted): the folder ``<root>/<experiment>/.partial-<id>``.
+
+    Reading: ``id`` (the final run's id), ``config``, ``params``, ``done`` / ``total`` steps and
+    ``updated`` (UTC ISO time) as of when it was listed, ``arrays`` (the per-step arrays so far,
+    read from disk on first access: at least ``done`` rows). Writing (:meth:`Store.partial`):
+    :meth:`update`, and :meth:`finish` to store the finished run and remove this folder."""
+
+    def __init__(self, path, config: dict, store: "Store | None" = None, write: bool = False):
+        super().__init__(path, config if write else None)
+        self.config = config
+        self._store = store
+        self._arrays = None
+        self._progress = self.read_progress()
+
+    @property
+    def id(self) -> str:
+        return self.path.name[len(PARTIAL):]
+
+    @property
+    def params(self) -> dict:
+        return self.config["params"]
+
+    @property
+    def done(self) -> int:
+        return self._progress["done"] if self._progress else 0
+
+    @property
+    def total(self) -> int | None:
+        return self._progress["total"] if self._progress else None
+
+    @property
+    def updated(self) -> str | None:
+        return self._progress["updated"] if self._progress else None
+
+    @property
+    def arrays(self) -> dict:
+        if self._arrays is None:
+            self._arrays = self.read_arrays()
+        return self._arrays
+
+    def update(self, arrays: dict, done: int, total: int, checkpoint: dict | None = None) -> None:
+        super().update(_to_numpy(arrays), done, total, checkpoint)
+        self._progress, self._arrays = self.read_progress(), None
+
+    def finish(self, arrays: dict, meta: dict) -> Path:
+        """Store the finished run (:meth:`Store.write`, which removes this folder); its path."""
+        store = self._store if self._store is not None else Store(self.path.parent.parent)
+        return store.write(self.config, arrays, meta)
+
+    def __repr__(self) -> str:
+        return f"PartialRun({str(self.path)!r}, done={self.done}, total={self.total})"
+
+
 class Store:
     """A results root. All paths derive from ``root / experiment / run_id``."""
 
@@ -191,10 +252,15 @@ class Store:
     def run_dir(self, experiment: str, rid: str) -> Path:
         return self.root / experiment / rid
 
+    def partial_dir(self, experiment: str, rid: str) -> Path:
+        return self.root / experiment / f"{PARTIAL}{rid}"
+
     # ---- writing -----------------------------------------------------------------------
     def write(self, config: dict, arrays: dict, meta: dict) -> Path:
         """Write one run atomically and return its directory. ``meta`` is completed with
-        versions, machine and the run id. An existing complete copy wins (returned as is)."""
+        versions, machine and the run id. An existing complete copy wins (returned as is).
+        The run's partial folder (``.partial-<id>``, :meth:`partial`), if any, is removed once
+        the complete run is in place."""
         rid = run_id(config)
         final = self.run_dir(config["experiment"], rid)
         final.parent.mkdir(parents=True, exist_ok=True)
@@ -220,7 +286,41 @@ class Store:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        partial = self.partial_dir(config["experiment"], rid)
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
         return final
+
+    # ---- partial runs --------------------------------------------------------------------
+    def partial(self, config: dict) -> PartialRun:
+        """The partial-run folder of the run ``config`` (created with its ``config.json`` if
+        new; an existing one, e.g. to resume, is kept as it is): a :class:`PartialRun` to
+        :meth:`~PartialRun.update` as the run goes and :meth:`~PartialRun.finish` at the end."""
+        path = self.partial_dir(config["experiment"], run_id(config))
+        return PartialRun(path, config, store=self, write=True)
+
+    def read_partial(self, path: Path) -> PartialRun | None:
+        """The partial run at ``path`` (a ``.partial-<id>`` folder whose config.json reads and
+        hashes to ``<id>``), or None. Read-only."""
+        path = Path(path)
+        if not path.name.startswith(PARTIAL) or not path.is_dir():
+            return None
+        try:
+            config = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(config, dict) or run_id(config) != path.name[len(PARTIAL):]:
+            return None
+        return PartialRun(path, config, store=self)
+
+    def partial_runs(self, experiment: str) -> list[PartialRun]:
+        """The partial runs of ``experiment`` (runs computing now, or interrupted), sorted by id.
+        Read-only: a folder that does not read (no config yet, edited) is left out."""
+        d = self.root / experiment
+        if not d.is_dir():
+            return []
+        out = [self.read_partial(p) for p in sorted(d.glob(f"{PARTIAL}*"))]
+        return [r for r in out if r is not None]
 
     # ---- reading -----------------------------------------------------------------------
     @staticmethod
@@ -229,6 +329,8 @@ class Store:
         checksum, a config that does not hash to the folder's name, an arrays file that does not
         open), or None. Never raises for a bad run."""
         path = Path(path)
+        if path.name.startswith(PARTIAL):
+            return "a partial run (still computing or interrupted; Store.partial_runs lists it), not a stored run"
         marker = path / MARKER
         try:
             if not marker.is_file():
@@ -268,13 +370,16 @@ class Store:
                 return Run(path, config, meta)
             except (OSError, ValueError) as e:  # changed since problem() looked
                 why = f"unreadable: {e}"
-        if repair:
+        if repair and not path.name.startswith(PARTIAL):  # a partial run is not corrupt: never moved
             self.quarantine(path, why)
         return None
 
     def quarantine(self, path: Path, why: str) -> Path | None:
         """Move an invalid run to ``.corrupt/`` (a unique name per process, so concurrent
-        runners never collide); None when another process moved it first."""
+        runners never collide); None when another process moved it first. A partial run
+        (``.partial-<id>``) is never moved (None)."""
+        if Path(path).name.startswith(PARTIAL):
+            return None
         dest = path.parent / ".corrupt" / f"{path.name}.{int(time.time() * 1000)}.{os.getpid()}.{secrets.token_hex(2)}"
         dest.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -368,7 +473,7 @@ def folder_kind(path: str | os.PathLike) -> str:
     path = Path(path)
     if not path.is_dir():
         raise EoslabError(f"{path}: no such results folder")
-    if _is_run_dir(path):
+    if _is_run_dir(path):  # a .partial-<id> folder too: load() then says what it is
         return "run"
     children = [c for c in sorted(path.iterdir()) if c.is_dir() and not c.name.startswith(".")]
     if any(_is_run_dir(c) for c in children):
@@ -376,6 +481,16 @@ def folder_kind(path: str | os.PathLike) -> str:
     if any(_is_run_dir(g) for c in children for g in c.iterdir() if not g.name.startswith(".")):
         return "root"
     return "empty"
+
+
+def _read_run_folder(path: Path) -> Run:
+    if path.name.startswith(PARTIAL):
+        raise EoslabError(f"{path} is a partial run (still computing or interrupted), not a stored run: read it "
+                          f"with Store({str(path.parent.parent)!r}).partial_runs({path.parent.name!r})")
+    run = Store(path.parent).read(path)
+    if run is None:
+        raise EoslabError(f"{path} is not a valid run: {Store.invalid_reason(path) or 'config does not hash to its name'}")
+    return run
 
 
 def _warn_skipped(skipped) -> None:
@@ -451,10 +566,7 @@ def load(path: str | os.PathLike):
     path = Path(path)
     what = folder_kind(path)
     if what == "run":
-        run = Store(path.parent).read(path)
-        if run is None:
-            raise EoslabError(f"{path} is not a valid run: {Store.invalid_reason(path) or 'config does not hash to its name'}")
-        return _run_frame(pd, run)
+        return _run_frame(pd, _read_run_folder(path))
     skipped: list = []
     if what == "experiment":
         rows = _experiment_rows(Store(path.parent), path.name, skipped)
@@ -532,10 +644,7 @@ def load_dataset(path: str | os.PathLike):
         return sweep_dataset(path)
     what = folder_kind(path)
     if what == "run":
-        run = Store(path.parent).read(path)
-        if run is None:
-            raise EoslabError(f"{path} is not a valid run: {Store.problem(path) or 'config does not hash to its name'}")
-        return run_dataset(run)
+        return run_dataset(_read_run_folder(path))
     if what != "experiment":
         raise EoslabError(f"{path}: give an experiment folder, a run folder or a sweep folder "
                           f"(this is a {what} folder)")
