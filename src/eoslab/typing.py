@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, PyTree
 
-__all__ = ["Array", "ArrayLike", "Bool", "Float", "Int", "PRNGKeyArray", "PyTree", "Params", "Matvec", "LossFn",
+__all__ = ["Array", "ArrayLike", "Bool", "DTypeLike", "Float", "Int", "PRNGKeyArray", "PyTree", "Params", "Matvec", "LossFn",
            "ApplyFn", "PredictFn"]
 
 #: Parameters: any pytree of arrays (a flat vector (P,) for the second-order models).

@@ -12,19 +12,21 @@ The scalar chain with X = Y = [[1]] and ``"half_mean"`` is L = ½(w_L ⋯ w_1 �
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import jax
 import jax.numpy as jnp
 
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.problem import Problem
 from eoslab._precision import x64
-from eoslab.typing import Array, Float, PRNGKeyArray
+from eoslab.typing import Array, ArrayLike, Float, PRNGKeyArray
 
 LOSSES = ("half_mean", "sum")
 
 
 @x64
-def check_widths(widths) -> tuple[int, ...]:
+def check_widths(widths: Iterable[int]) -> tuple[int, ...]:
     """(d_0, …, d_L) as a tuple of positive ints, L ≥ 1."""
     widths = tuple(widths)
     if len(widths) < 2:
@@ -33,7 +35,7 @@ def check_widths(widths) -> tuple[int, ...]:
 
 
 @x64
-def widths_for(depth: int, width: int, d_in: int | None = None, d_out: int | None = None):
+def widths_for(depth: int, width: int, d_in: int | None = None, d_out: int | None = None) -> tuple[int, ...]:
     """Widths (d_in, width, …, width, d_out) of a depth-``depth`` network (d_in, d_out default
     to ``width``)."""
     depth, width = check_positive_int("depth", depth), check_positive_int("width", width)
@@ -65,7 +67,7 @@ def normaliser(loss: str, n: int) -> float:
 
 
 @x64
-def init(key: PRNGKeyArray, widths, scale: float = 1.0) -> tuple[Float[Array, "d_i d_prev"], ...]:
+def init(key: PRNGKeyArray, widths: Iterable[int], scale: float = 1.0) -> tuple[Float[Array, "d_i d_prev"], ...]:
     """θ with i.i.d. N(0, scale²) entries, W_i (d_i, d_{i−1}); deterministic in ``key``."""
     widths = check_widths(widths)
     scale = check_positive("init scale", scale)
@@ -84,7 +86,8 @@ def identity_data(d: int, target: float = 1.0) -> tuple[Float[Array, "d d"], Flo
 
 
 @x64
-def problem(x, y, params0, loss: str = "half_mean") -> Problem:
+def problem(x: Float[ArrayLike, "n d_0"], y: Float[ArrayLike, "n d_L"],
+            params0: tuple[Float[ArrayLike, "d_i d_prev"], ...], loss: str = "half_mean") -> Problem:
     """The network as a :class:`Problem`; x (n, d_0), y (n, d_L), θ₀ a tuple of matrices."""
     x, y = jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
@@ -98,7 +101,7 @@ def problem(x, y, params0, loss: str = "half_mean") -> Problem:
 
 
 @x64
-def scalar_problem(depth: int = 2, params0=None, target: float = 1.0) -> Problem:
+def scalar_problem(depth: int = 2, params0: tuple[Float[ArrayLike, "1 1"], ...] | None = None, target: float = 1.0) -> Problem:
     """L = ½(w_L ⋯ w_1 − target)² (widths all 1, x = 1, ``"half_mean"``); θ₀ defaults to 0.5 each."""
     depth = check_positive_int("depth", depth)
     if params0 is None:

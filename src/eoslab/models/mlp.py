@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from eoslab.errors import EoslabError, check_positive_int
+from eoslab.data.base import Dataset
 from eoslab.problem import Problem
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "elu": jax.nn.elu}
@@ -155,7 +156,7 @@ class CNN:
 
 
 def build(name: str, *, depth: int = 2, width: int = 256, activation: str = "tanh", out_dim: int = 10,
-          parametrisation: str = "standard", image_shape=(3, 32, 32)):
+          parametrisation: str = "standard", image_shape: tuple[int, ...] = (3, 32, 32)) -> MLP | CNN:
     """The network spec called ``name`` (``"mlp"`` or ``"cnn"``; the CNN uses ``depth``
     blocks of ``width`` channels)."""
     if name == "mlp":
@@ -166,7 +167,8 @@ def build(name: str, *, depth: int = 2, width: int = 256, activation: str = "tan
 
 
 def network_problem(model: str, depth: int, width: int, activation: str, parametrisation: str, data: str,
-                    data_dir, n: int, classes, loss: str, seed: int, dtype: str):
+                    data_dir: str | None, n: int, classes: list | None, loss: str, seed: int,
+                    dtype: str) -> tuple[Problem, Dataset, MLP | CNN]:
     """(problem, dataset, network) of ``eoslab train``: the dataset ``data`` (:func:`eoslab.data.load`;
     for synthetic data ``classes`` = [C] asks for C classes), the network :func:`build` with
     ``out_dim`` and ``image_shape`` of the data, θ₀ from ``PRNGKey(seed)`` in ``dtype``, and the

@@ -79,8 +79,8 @@ DEFAULT_THETA2 = (1.8, 2.6)
 
 
 @x64
-def sample_inits(key: PRNGKeyArray, n: int, eps: float, lr: float, theta1=DEFAULT_THETA1,
-                 theta2=DEFAULT_THETA2) -> Float[Array, "n 2"]:
+def sample_inits(key: PRNGKeyArray, n: int, eps: float, lr: float, theta1: tuple[float, float] = DEFAULT_THETA1,
+                 theta2: tuple[float, float] = DEFAULT_THETA2) -> Float[Array, "n 2"]:
     """(n, 2) initialisations uniform in θ₁√η ∈ ``theta1``, θ₂√(εη) ∈ ``theta2``.
 
     With E = 0, θ ↦ √η θ maps GD at step size η to GD at η = 1, so these scaled ranges give

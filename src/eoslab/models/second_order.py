@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from eoslab.errors import EoslabError
 from eoslab.problem import Problem
 from eoslab._precision import x64
-from eoslab.typing import Array, Float, PRNGKeyArray
+from eoslab.typing import Array, DTypeLike, Float, PRNGKeyArray
 
 
 @jax.tree_util.register_dataclass
@@ -85,7 +85,7 @@ def problem(m: SecondOrder) -> Problem:
 
 @x64
 def goe(key: PRNGKeyArray, P: int, sigma_q: float = 1.0, batch: tuple[int, ...] = (),
-        dtype=jnp.float64) -> Float[Array, "*batch P P"]:
+        dtype: DTypeLike = jnp.float64) -> Float[Array, "*batch P P"]:
     """GOE matrices σ_q (A + Aᵀ)/√2, A i.i.d. N(0, 1), shape (*batch, P, P): symmetric,
     off-diagonal variance σ_q², diagonal variance 2σ_q² (``batch=(D,)``: one per datapoint,
     the Q of Theorem 2)."""
@@ -95,7 +95,7 @@ def goe(key: PRNGKeyArray, P: int, sigma_q: float = 1.0, batch: tuple[int, ...] 
 
 @x64
 def random(key: PRNGKeyArray, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0, sigma_q: float = 1.0,
-           norm: float | None = None, dist: str = "gaussian", dtype=jnp.float64) -> SecondOrder:
+           norm: float | None = None, dist: str = "gaussian", dtype: DTypeLike = jnp.float64) -> SecondOrder:
     """A random model as in Theorem 2, expanded around θ₀ = 0.
 
     At θ₀ = 0 the residuals are ``z₀ = y`` and the Jacobian ``J₀ = Gᵀ``, so the three

@@ -28,7 +28,7 @@ from jax.flatten_util import ravel_pytree
 from eoslab.errors import EoslabError
 from eoslab.models.second_order import SecondOrder
 from eoslab.problem import Params, Problem
-from eoslab.typing import PredictFn
+from eoslab.typing import Array, Float, PredictFn
 
 
 @jax.tree_util.register_dataclass
@@ -46,7 +46,7 @@ class TaylorData:
         return TaylorData(jax.tree_util.tree_map(lambda x: jnp.asarray(x)[indices], self.inputs), self.anchor)
 
 
-def expand(fn: PredictFn, anchor: Params, delta: Params, inputs):
+def expand(fn: PredictFn, anchor: Params, delta: Params, inputs: Any) -> tuple[Array, Array, Array]:
     """``(f(θ₀), J₀δ, Q₀(δ, δ))`` of ``fn(·, inputs)`` at θ₀ = ``anchor``: one nested JVP."""
     f = lambda p: fn(p, inputs)
     inner = lambda p: jax.jvp(f, (p,), (delta,))
@@ -85,7 +85,7 @@ def is_taylor(problem: Problem) -> bool:
     return isinstance(problem.fn, TaylorFn)
 
 
-def nonlinear_terms(problem: Problem, params: Params, delta: Params):
+def nonlinear_terms(problem: Problem, params: Params, delta: Params) -> tuple[Float[Array, " N"], Float[Array, " N"]]:
     """For an update ``δ`` at θ: ``(J δ, ½ Q(δ, δ))`` of the problem's outputs, flattened
     (N,) each. For the parameter update of one GD step (δ = −η∇L) these are the linear and
     the non-linear (η²) parts of the output change: the *non-linear dynamical

@@ -31,7 +31,7 @@ import numpy as np
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.problem import Problem
 from eoslab._precision import x64
-from eoslab.typing import Array, Float, PRNGKeyArray
+from eoslab.typing import Array, ArrayLike, Float, PRNGKeyArray
 
 #: Target end-to-end weight: y = x₂.
 W_STAR = np.array([0.0, 1.0])  # NumPy: a float64 constant whatever the JAX mode at import
@@ -61,7 +61,7 @@ def _theta(theta0) -> jax.Array:
 
 
 @x64
-def population_problem(lam1: float, lam2: float, theta0=THETA0) -> Problem:
+def population_problem(lam1: float, lam2: float, theta0: Float[ArrayLike, "3"] = THETA0) -> Problem:
     """The population loss ½λ₁(αβ₁)² + ½λ₂(αβ₂ − 1)² as a :class:`Problem` (exact, see module doc)."""
     root = jnp.sqrt(jnp.diag(covariance(lam1, lam2)))
     x = jnp.diag(root)                      # two whitened points, (2, 2)
@@ -79,7 +79,7 @@ def sample(key: PRNGKeyArray, lam1: float, lam2: float, n: int) -> tuple[Float[A
 
 
 @x64
-def empirical_problem(key: PRNGKeyArray, lam1: float, lam2: float, n: int, theta0=THETA0) -> Problem:
+def empirical_problem(key: PRNGKeyArray, lam1: float, lam2: float, n: int, theta0: Float[ArrayLike, "3"] = THETA0) -> Problem:
     """The empirical loss (1/2n) Σᵢ (f(xᵢ) − yᵢ)² on n fresh samples (deterministic in ``key``)."""
     x, y = sample(key, lam1, lam2, n)
     return Problem.from_model(predict, _theta(theta0), x, y, "mse")
