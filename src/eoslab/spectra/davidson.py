@@ -46,6 +46,7 @@ import numpy as np
 
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.spectra.lanczos import orthogonalize
+from eoslab.typing import DTypeLike, Matvec, PRNGKeyArray
 
 Matvec = Callable[[jax.Array], jax.Array]
 
@@ -122,7 +123,8 @@ class TrackResult(NamedTuple):
     overlap: jax.Array
 
 
-def track_init(dim: int, k: int, key: jax.Array, dtype=jnp.float64, block: int | None = None) -> TrackState:
+def track_init(dim: int, k: int, key: PRNGKeyArray, dtype: DTypeLike = jnp.float64,
+               block: int | None = None) -> TrackState:
     """A cold tracker state: ``block`` random orthonormal vectors in R^dim.
 
     Args:
@@ -504,9 +506,9 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol):
     return ok, (new, result)
 
 
-def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol=1e-3, atol=0.0,
-          max_products=None, max_basis: int | None = None, cold_basis: int | None = None,
-          check_every: int = 100, check_depth: int = 8):
+def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float = 1e-3, atol: float = 0.0,
+          max_products: int | None = None, max_basis: int | None = None, cold_basis: int | None = None,
+          check_every: int = 100, check_depth: int = 8) -> tuple[TrackState, TrackResult]:
     """Top-k largest algebraic eigenpairs of the symmetric operator ``matvec``, warm-started.
 
     Args:

@@ -31,8 +31,10 @@ from jax.flatten_util import ravel_pytree
 
 from eoslab._precision import follows
 from eoslab.errors import EoslabError, check_positive_int
+from eoslab.problem import Params, Problem
 from eoslab.spectra.lanczos import orthogonalize
 from eoslab.spectra.operators import OPERATORS, operator
+from eoslab.typing import Array, DTypeLike, Float, Matvec, PRNGKeyArray
 
 
 class TraceEstimate(NamedTuple):
@@ -49,7 +51,7 @@ class SpectralDensity(NamedTuple):
     weights: jax.Array
 
 
-def rademacher(key: jax.Array, shape, dtype=jnp.float64) -> jax.Array:
+def rademacher(key: PRNGKeyArray, shape: tuple[int, ...], dtype: DTypeLike = jnp.float64) -> Float[Array, "..."]:
     """±1 entries with equal probability (the probes of every estimator here)."""
     return jnp.where(jax.random.bernoulli(key, 0.5, shape), 1.0, -1.0).astype(dtype)
 
@@ -59,7 +61,8 @@ def _check_key(key):
         raise EoslabError("an explicit PRNG key is needed (key=jax.random.PRNGKey(seed))")
 
 
-def hutchinson(matvec, dim: int, key: jax.Array, num_probes: int = 100, dtype=jnp.float64) -> TraceEstimate:
+def hutchinson(matvec: Matvec, dim: int, key: PRNGKeyArray, num_probes: int = 100,
+               dtype: DTypeLike = jnp.float64) -> TraceEstimate:
     """Hutchinson's estimate of ``tr A`` from ``num_probes`` Rademacher probes (products)."""
     _check_key(key)
     m = check_positive_int("num_probes", num_probes)
@@ -70,7 +73,8 @@ def hutchinson(matvec, dim: int, key: jax.Array, num_probes: int = 100, dtype=jn
     return TraceEstimate(jnp.mean(q), jnp.std(q, ddof=1) / jnp.sqrt(m), m)
 
 
-def hutchpp(matvec, dim: int, key: jax.Array, num_products: int = 99, dtype=jnp.float64) -> TraceEstimate:
+def hutchpp(matvec: Matvec, dim: int, key: PRNGKeyArray, num_products: int = 99,
+            dtype: DTypeLike = jnp.float64) -> TraceEstimate:
     """Hutch++ estimate of ``tr A`` from ``num_products`` products (a multiple of 3 is used:
     ``s = num_products // 3`` sketch vectors, s products for the sketch's trace, s probes)."""
     _check_key(key)
@@ -88,7 +92,8 @@ def hutchpp(matvec, dim: int, key: jax.Array, num_products: int = 99, dtype=jnp.
     return TraceEstimate(exact + jnp.mean(q), jnp.std(q, ddof=1) / jnp.sqrt(s), 3 * s)
 
 
-def lanczos_tridiagonal(matvec, v0: jax.Array, num_steps: int):
+def lanczos_tridiagonal(matvec: Matvec, v0: Float[Array, " n"], num_steps: int
+                        ) -> tuple[Float[Array, " m"], Float[Array, " m-1"]]:
     """``(alpha (m,), beta (m − 1,))`` of m Lanczos steps from v0/‖v0‖ (full reorthogonalisation).
 
     At a breakdown (an invariant subspace was found) β is set to 0 and the iteration goes on
@@ -117,8 +122,8 @@ def lanczos_tridiagonal(matvec, v0: jax.Array, num_steps: int):
     return alpha, beta[:m - 1]
 
 
-def slq(matvec, dim: int, key: jax.Array, num_probes: int = 4, num_steps: int = 32,
-        dtype=jnp.float64) -> SpectralDensity:
+def slq(matvec: Matvec, dim: int, key: PRNGKeyArray, num_probes: int = 4, num_steps: int = 32,
+        dtype: DTypeLike = jnp.float64) -> SpectralDensity:
     """Stochastic Lanczos quadrature: ``num_probes`` Rademacher probes, ``num_steps`` Lanczos
     steps each (``num_probes · num_steps`` products, batched over the probes)."""
     _check_key(key)
@@ -138,7 +143,7 @@ def quadrature_moments(density: SpectralDensity, order: int) -> jax.Array:
     return jnp.sum(density.weights[..., None] * density.nodes[..., None] ** p, axis=1)
 
 
-def density_on_grid(density: SpectralDensity, grid: jax.Array, sigma) -> jax.Array:
+def density_on_grid(density: SpectralDensity, grid: Float[Array, " G"], sigma: float) -> Float[Array, " G"]:
     """The density estimate smoothed by a Gaussian of width ``sigma`` on ``grid`` (G,):
     integrates to ≈ 1 over a grid covering the spectrum."""
     x = jnp.asarray(grid)[:, None]
@@ -159,7 +164,7 @@ def _op(problem, params, which):
 
 @follows("problem", "params")
 @functools.partial(jax.jit, static_argnames=("which", "num_products", "method"))
-def trace(problem, params, which: str = "hessian", *, key: jax.Array, num_products: int = 99,
+def trace(problem: Problem, params: Params, which: str = "hessian", *, key: PRNGKeyArray, num_products: int = 99,
           method: str = "hutch++") -> TraceEstimate:
     """Trace of the operator ``which`` (see :data:`~eoslab.spectra.operators.OPERATORS`) of
     ``problem`` at ``params``: ``method`` ``"hutch++"`` (default) or ``"hutchinson"`` (jitted;
@@ -174,7 +179,7 @@ def trace(problem, params, which: str = "hessian", *, key: jax.Array, num_produc
 
 @follows("problem", "params")
 @functools.partial(jax.jit, static_argnames=("which", "num_probes", "num_steps"))
-def density(problem, params, which: str = "hessian", *, key: jax.Array, num_probes: int = 4,
+def density(problem: Problem, params: Params, which: str = "hessian", *, key: PRNGKeyArray, num_probes: int = 4,
             num_steps: int = 32) -> SpectralDensity:
     """Stochastic Lanczos quadrature of the operator ``which`` of ``problem`` at ``params``."""
     mv, dim, dtype = _op(problem, params, which)

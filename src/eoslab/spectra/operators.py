@@ -12,7 +12,7 @@ from jax.flatten_util import ravel_pytree
 
 from eoslab.errors import EoslabError
 from eoslab.problem import Params, Problem
-from eoslab.typing import Array, Float, Matvec
+from eoslab.typing import Array, DTypeLike, Float, Matvec
 
 
 def hvp(problem: Problem, params: Params) -> tuple[Matvec, int]:
@@ -54,7 +54,7 @@ def gnvp(problem: Problem, params: Params) -> tuple[Matvec, int]:
     return mv, flat.size
 
 
-def dense_from_matvec(mv: Matvec, dim: int, dtype=jnp.float64) -> Float[Array, "n n"]:
+def dense_from_matvec(mv: Matvec, dim: int, dtype: DTypeLike = jnp.float64) -> Float[Array, "n n"]:
     """Materialise a matvec as a (dim, dim) matrix (tests, tiny problems)."""
     return jax.vmap(mv, out_axes=1)(jnp.eye(dim, dtype=dtype))
 
@@ -65,7 +65,7 @@ def dense_from_matvec(mv: Matvec, dim: int, dtype=jnp.float64) -> Float[Array, "
 OPERATORS = ("hessian", "ntk", "gauss_newton")
 
 
-def operator(problem: Problem, params: Params, which: str):
+def operator(problem: Problem, params: Params, which: str) -> tuple[Matvec, int]:
     """``(matvec, dim)`` of the named operator of ``problem`` at ``params`` (see :data:`OPERATORS`)."""
     builders = {"hessian": hvp, "ntk": ntk_vp, "gauss_newton": gnvp}
     if which not in builders:

@@ -25,7 +25,7 @@ from jax.flatten_util import ravel_pytree
 
 from eoslab.errors import EoslabError
 from eoslab.problem import Problem
-from eoslab.typing import Array, Float, LossFn, Params
+from eoslab.typing import Array, Float, Int, LossFn, Params
 
 
 def flat_loss(problem: Problem, params: Params | None = None) -> tuple[LossFn, Float[Array, " P"]]:
@@ -70,7 +70,7 @@ def block_gradient(loss: LossFn, w: Float[Array, " P"], U: Float[Array, "k P"], 
     return jnp.einsum("i,ip->p", x, grads)
 
 
-def svec_pairs(k: int):
+def svec_pairs(k: int) -> tuple[Int[Array, " m"], Int[Array, " m"], Float[Array, " m"]]:
     """Index pairs (a, b), a ≤ b, of the ``m = k(k+1)/2`` coordinates of a symmetric k×k
     matrix and the weights that make the coordinates an isometry (1 on the diagonal, √2 off it)."""
     pairs = [(a, b) for a in range(k) for b in range(a, k)]

@@ -9,21 +9,25 @@ is re-exported here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 from jax.flatten_util import ravel_pytree
 
 from eoslab._precision import follows
 from eoslab.errors import EoslabError
+from eoslab.problem import Params, Problem
 from eoslab.spectra.davidson import ENTRY_OVERLAP, TrackResult, TrackState, track, track_init
 from eoslab.spectra.operators import OPERATORS, operator
+from eoslab.typing import ArrayLike, Int, PRNGKeyArray
 
 __all__ = ["ENTRY_OVERLAP", "OPERATORS", "TrackResult", "TrackState", "data_subset", "operator",
            "spectra_init", "track", "track_init", "track_spectra"]
 
 
 @follows("problem")
-def spectra_init(problem, k: int = 1, *, key: jax.Array, which=OPERATORS, block: int | None = None,
-                 params=None) -> dict:
+def spectra_init(problem: Problem, k: int = 1, *, key: PRNGKeyArray, which: tuple[str, ...] = OPERATORS,
+                 block: int | None = None, params: Params | None = None) -> dict[str, TrackState]:
     """Cold :class:`TrackState` s for the operators ``which`` of ``problem`` (dict by name).
 
     Dimensions: P (parameters) for ``"hessian"`` and ``"gauss_newton"``, the number of outputs
@@ -40,7 +44,9 @@ def spectra_init(problem, k: int = 1, *, key: jax.Array, which=OPERATORS, block:
 
 
 @follows("problem", "params")
-def track_spectra(problem, params, states: dict, *, tol=1e-3, atol=0.0, max_products=None, **options):
+def track_spectra(problem: Problem, params: Params, states: dict[str, TrackState], *, tol: float = 1e-3,
+                  atol: float = 0.0, max_products: int | None = None, **options: Any
+                  ) -> tuple[dict[str, TrackState], dict[str, TrackResult]]:
     """Advance every tracker in ``states`` (from :func:`spectra_init`) to ``params``.
 
     Jittable; the operators are the keys of ``states``; ``options`` go to :func:`track`.
@@ -53,7 +59,7 @@ def track_spectra(problem, params, states: dict, *, tol=1e-3, atol=0.0, max_prod
     return new, results
 
 
-def data_subset(problem, indices):
+def data_subset(problem: Problem, indices: Int[ArrayLike, " n"]) -> Problem:
     """``problem.subset(indices)`` (kept for code written against earlier versions; see
     :meth:`eoslab.Problem.subset`)."""
     return problem.subset(indices)
