@@ -8,16 +8,23 @@ hot paths).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from jax.typing import DTypeLike
 from jaxtyping import Array, ArrayLike, Bool, Float, Int, PRNGKeyArray, PyTree
 
-__all__ = ["Array", "ArrayLike", "Bool", "DTypeLike", "Float", "Int", "PRNGKeyArray", "PyTree", "Params", "Matvec", "LossFn",
+__all__ = ["Array", "ArrayLike", "Bool", "DTypeLike", "Float", "Int", "PRNGKeyArray", "PyTree", "Params", "Scalar", "Schedule", "Matvec", "LossFn",
            "ApplyFn", "PredictFn"]
 
 #: Parameters: any pytree of arrays (a flat vector (P,) for the second-order models).
 Params = PyTree
+
+#: A hyper-parameter such as a step size: a Python number or a 0-d array (traced, so it can be
+#: ``vmap``-ped over).
+Scalar = float | Float[ArrayLike, ""]
+
+#: A step-size schedule in optax's convention: the int step count ↦ η_t.
+Schedule = Callable[[Int[Array, ""]], Float[Array, ""]]
 
 
 class Matvec(Protocol):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ from eoslab.problem import Params, Problem
 from eoslab.spectra.dense import hessian_matrix, ntk_matrix, top_eigvals
 from eoslab.spectra.lanczos import lanczos
 from eoslab.spectra.operators import hvp, ntk_vp
+from eoslab.typing import Array, Bool, Float, Int, Scalar
 
 #: Keys of a trajectory, shared by :func:`gd`, :func:`eoslab.dynamics.train.train` (which adds
 #: the tracked spectra's residuals and products, see :data:`eoslab.dynamics.train.TRAIN_KEYS`)
@@ -47,7 +48,9 @@ EOS_THRESHOLD = 0.9
 SPECTRA = ("dense", "lanczos", "none")
 
 
-def record(loss, residuals, grad_norm, hess_eigs, ntk_eigs, lr, edge=None) -> dict:
+def record(loss: Float[Array, "*batch"], residuals: Float[Array, "..."], grad_norm: Float[Array, "*batch"],
+           hess_eigs: Float[Array, "*batch k"], ntk_eigs: Float[Array, "*batch k"], lr: Scalar,
+           edge: Scalar | None = None) -> dict[str, Array]:
     """The standard per-step record (shared by parameter- and output-space dynamics); ``edge``
     defaults to GD's 2/η."""
     lr = jnp.asarray(lr, jnp.result_type(loss))
@@ -65,7 +68,7 @@ def record(loss, residuals, grad_norm, hess_eigs, ntk_eigs, lr, edge=None) -> di
     }
 
 
-def check_run_args(lr, steps: int, k: int, spectra: str) -> None:
+def check_run_args(lr: Scalar, steps: int, k: int, spectra: str) -> None:
     if isinstance(lr, (int, float)) and not (lr > 0 and lr < float("inf")):
         raise EoslabError(f"step size must be a finite positive number, got {lr!r}")
     if steps is None or int(steps) != steps or steps <= 0:
@@ -80,15 +83,17 @@ def _nan_eigs(k, dtype):
     return jnp.full((k,), jnp.nan, dtype)
 
 
-def default_optimizer(lr, momentum=0.0) -> Optimizer:
+def default_optimizer(lr: Scalar, momentum: Scalar = 0.0) -> Optimizer:
     """GD, or heavy-ball when ``momentum`` is non-zero (or traced)."""
     if isinstance(momentum, (int, float)) and momentum == 0:
         return optim.gd(lr)
     return optim.heavy_ball(lr, momentum)
 
 
-def gd(problem: Problem, lr=None, steps: int | None = None, *, optimizer=None, k: int = 2, spectra: str = "dense",
-       momentum: float = 0.0, lanczos_iters: int = 20, record_params: bool = False, params0: Params | None = None):
+def gd(problem: Problem, lr: Scalar | None = None, steps: int | None = None, *,
+       optimizer: Optimizer | optax.GradientTransformation | None = None, k: int = 2, spectra: str = "dense",
+       momentum: float = 0.0, lanczos_iters: int = 20, record_params: bool = False, params0: Params | None = None
+       ) -> tuple[dict[str, Float[Array, "T ..."]], Params]:
     """Full-batch gradient descent ``θ ← θ − η ∇L(θ)`` (or any optimizer) for ``steps`` steps.
 
     Args:
@@ -138,7 +143,7 @@ def _warm0(problem, params0, spectra):
 
 
 def spectra_observer(problem: Problem, optimizer: Optimizer, *, k: int, spectra: str, lanczos_iters: int = 20,
-                     record_params: bool = False):
+                     record_params: bool = False) -> Callable:
     """The ``observe`` of :func:`gd`: the :data:`TRAJECTORY_KEYS` record of θ_t (dense, Lanczos or no spectra)."""
 
     def observe(ctx):
@@ -183,7 +188,7 @@ def _gd(problem, state, optimizer, *, steps, k, spectra, lanczos_iters, record_p
     return traj, state.params
 
 
-def sweep(run: Callable, *, batched: dict, **fixed):
+def sweep(run: Callable, *, batched: dict[str, Any], **fixed: Any) -> Any:
     """Run ``run(**batched, **fixed)`` for a batch of configurations in one ``vmap``.
 
     ``batched`` maps argument names to arrays/pytrees with a leading batch axis B (all
@@ -203,7 +208,7 @@ def sweep(run: Callable, *, batched: dict, **fixed):
         return jax.vmap(one)(*[batched[n] for n in names])
 
 
-def first_true(flags: jax.Array) -> jax.Array:
+def first_true(flags: Bool[Array, "*batch T"]) -> Int[Array, "*batch"]:
     """Index of the first True along the last axis, or −1 when there is none."""
     idx = jnp.argmax(flags, axis=-1)
     return jnp.where(jnp.any(flags, axis=-1), idx, -1)

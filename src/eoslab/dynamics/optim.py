@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from eoslab.errors import EoslabError
+from eoslab.typing import Scalar, Schedule
 
 QUANTITIES = ("hessian", "preconditioned", "unknown")
 
@@ -61,7 +62,7 @@ class Optimizer:
         return iter((self.init, self.update))
 
 
-def as_optimizer(tx, *, name: str = "optax", edge: Callable | None = None,
+def as_optimizer(tx: optax.GradientTransformation | Optimizer, *, name: str = "optax", edge: Callable | None = None,
                  preconditioner: Callable | None = None, quantity: str | None = None) -> Optimizer:
     """Any ``optax.GradientTransformation`` as an :class:`Optimizer` (an Optimizer is returned as is).
 
@@ -87,12 +88,12 @@ def _unknown_edge(state):
 
 # ---- schedules (optax schedules: callables of the int step count) -------------------------------
 
-def constant(lr) -> Callable:
+def constant(lr: Scalar) -> Schedule:
     """η_t = lr."""
     return optax.constant_schedule(lr)
 
 
-def warmup(lr, steps: int, init: float = 0.0) -> Callable:
+def warmup(lr: Scalar, steps: int, init: float = 0.0) -> Schedule:
     """Linear warm-up from ``init`` to ``lr`` over ``steps`` steps, then constant lr:
     η_t = init + (lr − init)·min(t, steps)/steps."""
     if int(steps) != steps or steps < 0:
@@ -102,7 +103,7 @@ def warmup(lr, steps: int, init: float = 0.0) -> Callable:
     return optax.linear_schedule(init, lr, int(steps))
 
 
-def cosine(lr, steps: int, warmup_steps: int = 0, final: float = 0.0) -> Callable:
+def cosine(lr: Scalar, steps: int, warmup_steps: int = 0, final: float = 0.0) -> Schedule:
     """Linear warm-up over ``warmup_steps`` then cosine decay to ``final`` at step ``steps``:
     η_t = final + (lr − final)(1 + cos(π (t − w)/(steps − w)))/2 for w ≤ t ≤ steps."""
     if int(steps) != steps or steps <= warmup_steps:
@@ -211,7 +212,7 @@ def _gd_edge(s):
     return 2.0 / s.lr
 
 
-def gd(lr) -> Optimizer:
+def gd(lr: Scalar | Schedule) -> Optimizer:
     """Gradient descent: θ_{t+1} = θ_t − η_t g_t (g_t = ∇L(θ_t)). Equals ``optax.sgd(lr)``.
 
     Edge: 2/η_t on λ_max(∇²L) (the GD map on a quadratic of curvature λ multiplies the error
@@ -259,7 +260,7 @@ def _momentum(lr, beta, nesterov: bool) -> Optimizer:
                      _no_preconditioner, "hessian", "nesterov" if nesterov else "heavy_ball", {"lr": lr, "beta": beta})
 
 
-def heavy_ball(lr, beta: float = 0.9) -> Optimizer:
+def heavy_ball(lr: Scalar | Schedule, beta: float = 0.9) -> Optimizer:
     """Heavy-ball momentum: m_{t+1} = β m_t + g_t, θ_{t+1} = θ_t − η_t m_{t+1} (m₀ = 0).
     Equals ``optax.sgd(lr, momentum=beta)`` (and, at constant η, the form v ← βv − ηg, θ ← θ + v).
 
@@ -269,7 +270,7 @@ def heavy_ball(lr, beta: float = 0.9) -> Optimizer:
     return _momentum(lr, beta, nesterov=False)
 
 
-def nesterov(lr, beta: float = 0.9) -> Optimizer:
+def nesterov(lr: Scalar | Schedule, beta: float = 0.9) -> Optimizer:
     """Nesterov momentum (optax's form): m_{t+1} = β m_t + g_t,
     θ_{t+1} = θ_t − η_t (g_t + β m_{t+1}). Equals ``optax.sgd(lr, momentum=beta, nesterov=True)``.
 
@@ -294,7 +295,7 @@ def _rmsprop_preconditioner(s):
     return _tmap(lambda n: jnp.sqrt(n + s.eps), s.nu)
 
 
-def rmsprop(lr, beta2: float = 0.99, eps: float = 1e-8) -> Optimizer:
+def rmsprop(lr: Scalar | Schedule, beta2: float = 0.99, eps: float = 1e-8) -> Optimizer:
     """RMSProp: ν_{t+1} = β₂ ν_t + (1−β₂) g_t², θ_{t+1} = θ_t − η_t g_t / √(ν_{t+1} + ε) (ν₀ = 0).
     Equals ``optax.rmsprop(lr, decay=beta2, eps=eps)`` (ε inside the root, optax's default).
 
@@ -347,7 +348,7 @@ def _adam_edge(s):
     return (2.0 + 2.0 * s.b1) / ((1.0 - s.b1) * s.lr)
 
 
-def adam(lr, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, bias_correction: bool = True) -> Optimizer:
+def adam(lr: Scalar | Schedule, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, bias_correction: bool = True) -> Optimizer:
     """Adam (Kingma & Ba 2015): m_{t+1} = β₁m_t + (1−β₁)g_t, ν_{t+1} = β₂ν_t + (1−β₂)g_t²,
     m̂ = m_{t+1}/(1−β₁^{t+1}), ν̂ = ν_{t+1}/(1−β₂^{t+1}) (m̂ = m, ν̂ = ν without bias correction),
     θ_{t+1} = θ_t − η_t m̂ / (√ν̂ + ε). With bias correction it equals ``optax.adam(lr, b1, b2, eps)``.

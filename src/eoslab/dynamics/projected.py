@@ -20,6 +20,7 @@ from eoslab.dynamics.stepper import init_state, make_step, scan
 from eoslab._precision import follows
 from eoslab.errors import EoslabError, runtime_check
 from eoslab.problem import Params, Problem
+from eoslab.typing import Array, ArrayLike, Float, Scalar
 
 
 def project_box(theta: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Array:
@@ -28,8 +29,9 @@ def project_box(theta: jax.Array, lower: jax.Array, upper: jax.Array) -> jax.Arr
 
 
 @follows("problem", "params0")
-def projected_gd(problem: Problem, lr, steps: int, lower, upper, *, k: int = 2, spectra: str = "dense",
-                 record_params: bool = False, params0: Params | None = None):
+def projected_gd(problem: Problem, lr: Scalar, steps: int, lower: Float[ArrayLike, "*P"], upper: Float[ArrayLike, "*P"],
+                 *, k: int = 2, spectra: str = "dense", record_params: bool = False, params0: Params | None = None
+                 ) -> tuple[dict[str, Float[Array, "T ..."]], Params]:
     """Projected GD for ``steps`` steps with dense spectra (small P).
 
     Args:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from eoslab.dynamics.optim import Optimizer, as_optimizer
+from eoslab.typing import Array, Bool, Int, Params, PRNGKeyArray, PyTree
 
 
 class StepState(NamedTuple):
@@ -73,14 +74,15 @@ class Context(NamedTuple):
     key: jax.Array
 
 
-def init_state(params, optimizer, *, aux=(), key=None) -> StepState:
+def init_state(params: Params, optimizer: Optimizer | optax.GradientTransformation, *, aux: PyTree = (),
+               key: PRNGKeyArray | None = None) -> StepState:
     """The state before step 0: ``optimizer.init(params)``, the diagnostics' ``aux``, a PRNG ``key``."""
     optimizer = as_optimizer(optimizer)
     key = jax.random.PRNGKey(0) if key is None else key
     return StepState(params, optimizer.init(params), aux, key, jnp.zeros([], jnp.int32), jnp.array(False))
 
 
-def make_step(loss_fn: Callable, optimizer, *, observe: Callable | None = None, project: Callable | None = None,
+def make_step(loss_fn: Callable, optimizer: Optimizer | optax.GradientTransformation, *, observe: Callable | None = None, project: Callable | None = None,
               batch_loss: Callable | None = None, stochastic: bool | None = None) -> Callable:
     """The pure step ``step(state) -> (state', record)``.
 
@@ -125,7 +127,7 @@ def make_step(loss_fn: Callable, optimizer, *, observe: Callable | None = None, 
     return step
 
 
-def all_finite(tree) -> jax.Array:
+def all_finite(tree: PyTree) -> Bool[Array, ""]:
     """True iff every inexact leaf of ``tree`` is finite (a scalar bool)."""
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
               if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
@@ -137,7 +139,7 @@ def _nan_where(flag, rec):
         lambda x: jnp.where(flag, jnp.nan, x) if jnp.issubdtype(x.dtype, jnp.inexact) else x, rec)
 
 
-def masked(step: Callable, *, total=None) -> Callable:
+def masked(step: Callable, *, total: int | Int[Array, ""] | None = None) -> Callable:
     """``step`` with divergence masking (see the module docstring) and, if ``total`` is given,
     inactivity from step ``total`` on (the state is kept; for a scan padded to a chunk size)."""
 
@@ -155,7 +157,8 @@ def masked(step: Callable, *, total=None) -> Callable:
     return body
 
 
-def scan(step: Callable, state: StepState, length: int, *, total=None, records: bool = True):
+def scan(step: Callable, state: StepState, length: int, *, total: int | Int[Array, ""] | None = None,
+         records: bool = True) -> tuple[StepState, dict[str, Array] | None]:
     """Run ``length`` masked steps in one ``lax.scan``: ``(final_state, records)``.
 
     ``records`` are the stacked per-step dicts (leading axis ``length``) with ``diverged``
@@ -170,7 +173,7 @@ def scan(step: Callable, state: StepState, length: int, *, total=None, records: 
     return jax.lax.scan(f, state, None, length=length)
 
 
-def masked_scan(advance: Callable, state0, steps: int):
+def masked_scan(advance: Callable, state0: PyTree, steps: int) -> tuple[PyTree, dict[str, Array]]:
     """The same divergence masking for recurrences that are not parameter-space optimizers
     (the exact output-space (z, J) maps of second-order models).
 

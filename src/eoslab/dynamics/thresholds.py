@@ -25,12 +25,14 @@ import numpy as np
 from eoslab.dynamics import optim
 from eoslab.dynamics.stepper import init_state, make_step, scan
 from eoslab.errors import EoslabError
+from eoslab.typing import Array, ArrayLike, DTypeLike, Float, PRNGKeyArray
 
 #: The optimizers of the bisection test: name -> constructor of (lr) with fixed hyperparameters.
 FROZEN = ("rmsprop", "adam")
 
 
-def random_quadratic(key, dim: int, cond: float = 10.0, dtype=jnp.float64):
+def random_quadratic(key: PRNGKeyArray, dim: int, cond: float = 10.0, dtype: DTypeLike = jnp.float64
+                     ) -> Float[Array, "n n"]:
     """A random SPD matrix (dim, dim) with eigenvalues log-spaced in [1, cond] and a random basis."""
     q, _ = jnp.linalg.qr(jax.random.normal(key, (dim, dim), dtype))
     ev = jnp.logspace(0.0, jnp.log10(cond), dim, dtype=dtype)
@@ -74,7 +76,8 @@ def _growth(A, state, opt, half):
     return jnp.where(end.diverged, jnp.inf, grow)
 
 
-def predicted_threshold(name: str, A, hyper: dict | None = None, p=None) -> float:
+def predicted_threshold(name: str, A: Float[ArrayLike, "n n"], hyper: dict | None = None,
+                        p: Float[ArrayLike, " n"] | None = None) -> float:
     """η* from the reported edge: edge(η*) equals λ_max of A (or of P^{-1/2}AP^{-1/2}, P = diag(p))."""
     hyper = hyper or {}
     A = jnp.asarray(A)
@@ -91,7 +94,8 @@ def predicted_threshold(name: str, A, hyper: dict | None = None, p=None) -> floa
     return float(opt.edge(new) / lam)  # edge(η) = c/η: edge(1)/λ is η*
 
 
-def bisect_threshold(name: str, A, hyper: dict | None = None, p=None, *, key=None, steps: int = 4000,
+def bisect_threshold(name: str, A: Float[ArrayLike, "n n"], hyper: dict | None = None,
+                     p: Float[ArrayLike, " n"] | None = None, *, key: PRNGKeyArray | None = None, steps: int = 4000,
                      rtol: float = 1e-3) -> float:
     """The step size where ``name``'s own dynamics on ½θᵀAθ turn from decay to growth, by
     bisection to relative width ``rtol`` (P frozen at diag(p) for RMSProp / Adam)."""
