@@ -27,11 +27,11 @@ from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import linear_net
 from eoslab.problem import Problem
 from eoslab._precision import x64
-from eoslab.typing import ArrayLike, Float
+from eoslab.typing import ArrayLike, Float, PyTree
 
 
 @x64
-def convergence_sweep(problem: Problem, lrs, inits, steps: int, *, grad_tol: float = 1e-6,
+def convergence_sweep(problem: Problem, lrs: Float[ArrayLike, " L"], inits: PyTree, steps: int, *, grad_tol: float = 1e-6,
                       loss_min: float | None = None, loss_tol: float = 1e-8, chunk: int = 100,
                       track_det: bool = True) -> dict:
     """GD from every initialisation in ``inits`` at every step size in ``lrs``.
@@ -121,7 +121,7 @@ def uv_paths(problem: Problem, lrs: Float[ArrayLike, " L"], n_paths: int = 8, st
 
 
 @x64
-def path_lrs(lrs, threshold):
+def path_lrs(lrs: Float[ArrayLike, " L"], threshold: float) -> Float[np.ndarray, " m"]:
     """Three step sizes of a grid for the (u, v) figure: the smallest, the largest below the
     threshold and the smallest above it (when they exist)."""
     lrs = np.asarray(lrs)

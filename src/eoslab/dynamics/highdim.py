@@ -16,6 +16,7 @@ arrays have a leading batch axis B and then the step axis.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ from eoslab.models import second_order
 from eoslab.models.second_order import SecondOrder, jacobian, predict
 from eoslab.spectra.lanczos import lanczos
 from eoslab._precision import x64
-from eoslab.typing import Array, ArrayLike, Float
+from eoslab.typing import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 NTK_METHODS = ("lanczos", "dense", "none")
 
@@ -46,7 +47,8 @@ HIGHDIM_KEYS = {
 
 @x64
 def batched_output_step(z: Float[Array, "B D"], J: Float[Array, "B D P"], Q: Float[Array, "D P P"],
-                        lrs: Float[Array, " B"], norm: float):
+                        lrs: Float[Array, " B"], norm: float
+                        ) -> tuple[Float[Array, "B D"], Float[Array, "B D P"], Float[Array, "B D"], Float[Array, "B D"]]:
     """One GD step for B runs sharing Q.
 
     Args: z (B, D), J (B, D, P), Q (D, P, P), lrs (B,), norm the loss normaliser.
@@ -69,9 +71,10 @@ def _finite_rows(x):
 
 
 @x64
-def batched_gd_output(model: SecondOrder, lrs, steps: int, *, k: int = 2, ntk: str = "lanczos",
+def batched_gd_output(model: SecondOrder, lrs: Float[ArrayLike, " B"], steps: int, *, k: int = 2, ntk: str = "lanczos",
                       lanczos_iters: int = 16, hessian_every: int = 0, hessian_iters: int = 20,
-                      record_nonlinear: bool = False, theta0=None):
+                      record_nonlinear: bool = False, theta0: Float[ArrayLike, " P"] | None = None
+                      ) -> tuple[dict[str, Float[Array, "B T ..."]], tuple[Float[Array, "B D"], Float[Array, "B D P"]]]:
     """GD on one second-order model for a batch of step sizes ``lrs`` (B,), in output space.
 
     Args:
@@ -178,8 +181,8 @@ def _batched(model, lrs, theta0, *, steps, k, ntk, lanczos_iters, hessian_every,
 
 
 @x64
-def sweep_highdim(keys, lrs, steps: int, *, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1.0,
-                  sigma_q: float = 1.0, **kw):
+def sweep_highdim(keys: PRNGKeyArray, lrs: Float[ArrayLike, " B"], steps: int, *, D: int, P: int, sigma_z: float = 1.0,
+                  sigma_j: float = 1.0, sigma_q: float = 1.0, **kw: Any) -> dict[str, Float[Array, "S B T ..."]]:
     """Random models ``second_order.random(key, D, P, σ_z, σ_J, σ_q)`` for each key in ``keys``
     (S, 2) × every step size in ``lrs`` (B,), in one jitted call. Models are built and run one
     seed at a time (``lax.map``; a model's Q is D·P² floats), the B step sizes batched.
@@ -195,7 +198,7 @@ def sweep_highdim(keys, lrs, steps: int, *, D: int, P: int, sigma_z: float = 1.0
 
 # ----------------------------------------------------------------------------- analysis
 @x64
-def onset_step(eta_lambda_half: Float[ArrayLike, "*batch T"], threshold: float = 0.95):
+def onset_step(eta_lambda_half: Float[ArrayLike, "*batch T"], threshold: float = 0.95) -> Int[Array, "*batch"]:
     """First step t with ``ηλ_max/2 ≥ threshold`` (along the last axis), −1 if never.
     NaN rows (not computed, or diverged) never count."""
     x = jnp.asarray(eta_lambda_half)
@@ -228,7 +231,7 @@ def outcome(diverged: bool, onset: int, final_eta_half: float, eos_level: float 
 
 
 @x64
-def summarize(traj: dict, lrs, threshold: float = 0.95, tail: int = 200) -> list[dict]:
+def summarize(traj: dict, lrs: Float[ArrayLike, " B"], threshold: float = 0.95, tail: int = 200) -> list[dict]:
     """Per-run scalars of a batched trajectory (B, steps, ...) (or (S, B, ...): flattened).
 
     For each run: ``lr``, ``onset_ntk`` / ``onset_hessian`` (first step with ηλ/2 ≥
@@ -272,7 +275,8 @@ def summarize(traj: dict, lrs, threshold: float = 0.95, tail: int = 200) -> list
 
 
 @x64
-def smoothed_ratio(nonlinear, linear, window: int = 10):
+def smoothed_ratio(nonlinear: Float[ArrayLike, " T"], linear: Float[ArrayLike, " T"], window: int = 10
+                   ) -> Float[np.ndarray, " T"]:
     """``√(Σ nonlinear²) / √(Σ linear²)`` over a trailing window of ``window`` steps (1-D
     arrays over steps; shorter windows at the start). At the edge the top-mode residual
     oscillates with period 2 and crosses zero, so the step-by-step ratio of projections spikes;
@@ -286,7 +290,8 @@ def smoothed_ratio(nonlinear, linear, window: int = 10):
 
 
 @x64
-def nonlinear_events(eta_half, nonlinear, linear, threshold: float = 0.95, drop: float = 0.02,
+def nonlinear_events(eta_half: Float[ArrayLike, " T"], nonlinear: Float[ArrayLike, " T"],
+                     linear: Float[ArrayLike, " T"], threshold: float = 0.95, drop: float = 0.02,
                      growth: float = 10.0, window: int = 2) -> dict:
     """Timing of the non-linear contribution along ONE trajectory (1-D arrays over steps).
 

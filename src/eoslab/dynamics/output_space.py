@@ -23,11 +23,11 @@ from eoslab.models.second_order import SecondOrder, jacobian, predict
 from eoslab.spectra.dense import top_eigvals
 from eoslab.spectra.lanczos import lanczos
 from eoslab._precision import x64
-from eoslab.typing import Array, Float
+from eoslab.typing import Array, Float, Scalar
 
 
 @x64
-def output_step(z: Float[Array, " D"], J: Float[Array, "D P"], Q: Float[Array, "D P P"], lr, norm: float
+def output_step(z: Float[Array, " D"], J: Float[Array, "D P"], Q: Float[Array, "D P P"], lr: Scalar, norm: float
                 ) -> tuple[Float[Array, " D"], Float[Array, "D P"], Float[Array, " D"], Float[Array, " D"]]:
     """One GD step in output space.
 
@@ -43,20 +43,21 @@ def output_step(z: Float[Array, " D"], J: Float[Array, "D P"], Q: Float[Array, "
 
 
 @x64
-def output_hessian(z: Float[Array, " D"], J: Float[Array, "D P"], Q: Float[Array, "D P P"], norm) -> Float[Array, "P P"]:
+def output_hessian(z: Float[Array, " D"], J: Float[Array, "D P"], Q: Float[Array, "D P P"], norm: float) -> Float[Array, "P P"]:
     """Loss Hessian ``(JᵀJ + Σ_α z_α Q_α) / norm`` (P, P)."""
     return (J.T @ J + jnp.einsum("a,apq->pq", z, Q)) / norm
 
 
 @x64
-def output_ntk(J: Float[Array, "D P"], norm) -> Float[Array, "D D"]:
+def output_ntk(J: Float[Array, "D P"], norm: float) -> Float[Array, "D D"]:
     """NTK ``J Jᵀ / norm`` (D, D) (see :func:`eoslab.spectra.dense.ntk_matrix`)."""
     return J @ J.T / norm
 
 
 @x64
-def gd_output(model: SecondOrder, lr, steps: int, *, k: int = 2, spectra: str = "dense",
-              lanczos_iters: int = 20, theta0: jax.Array | None = None, record_nonlinear: bool = False):
+def gd_output(model: SecondOrder, lr: Scalar, steps: int, *, k: int = 2, spectra: str = "dense",
+              lanczos_iters: int = 20, theta0: Float[Array, " P"] | None = None, record_nonlinear: bool = False
+              ) -> tuple[dict[str, Float[Array, "T ..."]], tuple[Float[Array, " D"], Float[Array, "D P"]]]:
     """GD on a second-order model, iterated in output space.
 
     Starts from ``z₀ = f(θ₀)``, ``J₀ = J(θ₀)`` (θ₀ = ``model.theta0`` unless given).

@@ -28,7 +28,7 @@ from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.models import quadratic2d
 from eoslab.models.quadratic2d import check_eps
 from eoslab._precision import x64
-from eoslab.typing import Array, ArrayLike, Float
+from eoslab.typing import Array, ArrayLike, Float, Scalar
 
 # --------------------------------------------------------------------------- the exact map
 
@@ -43,7 +43,8 @@ def from_theta(theta: Float[ArrayLike, "*batch 2"], eps: float, E: float = 0.0
 
 
 @x64
-def scaled_step(x, l, eps, e):
+def scaled_step(x: Float[ArrayLike, "*batch"], l: Float[ArrayLike, "*batch"], eps: Scalar, e: Scalar
+                ) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """One GD step in x = ηz, ℓ = ηλ (e = ηE): the η-free form of :func:`step` (arrays broadcast)."""
     f = x + e
     c1 = (1 - eps) * l + 2 * eps * f
@@ -52,14 +53,16 @@ def scaled_step(x, l, eps, e):
 
 
 @x64
-def step(z, lam, eps: float, lr=1.0, E=0.0):
+def step(z: Float[ArrayLike, "*batch"], lam: Float[ArrayLike, "*batch"], eps: float, lr: Scalar = 1.0,
+         E: Scalar = 0.0) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """One GD step of the 2-D model, exactly, in (z, λ). Arrays broadcast; returns ``(z', λ')``."""
     x, l = scaled_step(lr * z, lr * lam, eps, lr * E)
     return x / lr, l / lr
 
 
 @x64
-def two_step(z, lam, eps: float, lr=1.0, E=0.0):
+def two_step(z: Float[ArrayLike, "*batch"], lam: Float[ArrayLike, "*batch"], eps: float, lr: Scalar = 1.0,
+             E: Scalar = 0.0) -> tuple[Float[Array, "*batch"], Float[Array, "*batch"]]:
     """The exact two-step map (:func:`step` composed with itself): removes the period-2
     oscillation of the EoS regime, so its orbits converge monotonically near the edge."""
     return step(*step(z, lam, eps, lr, E), eps, lr, E)
@@ -78,7 +81,8 @@ def _iterate(z0, lam0, eps, lr, E, steps, two):
 
 
 @x64
-def iterate(z0, lam0, eps: float, lr=1.0, steps: int = 1000, E=0.0, two: bool = False):
+def iterate(z0: float, lam0: float, eps: float, lr: float = 1.0, steps: int = 1000, E: float = 0.0,
+            two: bool = False) -> tuple[Float[Array, " T+1"], Float[Array, " T+1"]]:
     """Iterate :func:`step` (or :func:`two_step` with ``two=True``) ``steps`` times from scalars
     ``(z0, λ0)``. Returns ``(z, λ)``, each (steps + 1,) including the start. No divergence
     masking: an overflow shows as inf/NaN (see :func:`simulate` for masked batches)."""
