@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +46,7 @@ from eoslab.problem import Problem
 from eoslab.spectra import tracking
 from eoslab.spectra.operators import hvp
 from eoslab.spectra.third_order import block_jacobian, smat, svec, svec_pairs
+from eoslab.typing import Array, Bool, Float, Int, Params, Scalar
 
 #: Keys of a central-flow trajectory (row t: the flow at GD time t, before step t's substeps).
 CF_KEYS = {
@@ -80,7 +82,9 @@ def _kkt_residual(x, M, q, k, mask):
     return jnp.linalg.norm(pg) / scale
 
 
-def solve_sdcp(M, q, k: int, mask=None, *, tol=1e-12, max_iter: int = 5000, x0=None):
+def solve_sdcp(M: Float[Array, "m m"], q: Float[Array, " m"], k: int, mask: Bool[Array, " k"] | None = None, *,
+               tol: float = 1e-12, max_iter: int = 5000, x0: Float[Array, " m"] | None = None
+               ) -> tuple[Float[Array, " m"], Float[Array, ""], Int[Array, ""]]:
     """Solve Σ ⪰ 0, MΣ + q ⪰ 0, ⟨Σ, MΣ + q⟩ = 0 (Σ supported where ``mask``) in JAX.
 
     Args:
@@ -121,12 +125,13 @@ def solve_sdcp(M, q, k: int, mask=None, *, tol=1e-12, max_iter: int = 5000, x0=N
     return x, res, it
 
 
-def sigma_closed_form(grad, grad_S):
+def sigma_closed_form(grad: Float[Array, " P"], grad_S: Float[Array, " P"]) -> Float[Array, ""]:
     """k = 1: σ² = max(0, −2⟨∇L, ∇S⟩/‖∇S‖²)."""
     return jnp.maximum(0.0, -2.0 * (grad @ grad_S) / (grad_S @ grad_S))
 
 
-def sdcp_data(A, grad, values, lr, stiffness_rate):
+def sdcp_data(A: Float[Array, "P m"], grad: Float[Array, " P"], values: Float[Array, " k"], lr: Scalar,
+              stiffness_rate: Scalar) -> tuple[Float[Array, "m m"], Float[Array, " m"]]:
     """(M, q) of the SDCP for the block Jacobian A (P, m), ∇L (P,), the block's eigenvalues
     (k,) (Ritz values: UᵀHU = diag(values)), η, and the Baumgarte rate (per GD step)."""
     k = values.shape[0]
@@ -161,7 +166,9 @@ def _check_config(lr, steps, k, cfg: FlowConfig):
         raise EoslabError(f"edge_rtol must lie in [0, 0.5), got {cfg.edge_rtol!r}")
 
 
-def cf_velocity(problem, unravel, w, U, values, lr, sigma0, cfg: FlowConfig):
+def cf_velocity(problem: Problem, unravel: Callable, w: Float[Array, " P"], U: Float[Array, "k P"],
+                values: Float[Array, " k"], lr: Scalar, sigma0: Float[Array, " m"], cfg: FlowConfig
+                ) -> tuple[Float[Array, " P"], Float[Array, " m"], dict[str, Array]]:
     """One evaluation of the central-flow field at w (flat (P,)) with tracked block U (k, P)
     and Ritz values (k,). Returns ``(d, sigma_svec, info)`` with dw/dt = −η d."""
     k = U.shape[0]
@@ -287,7 +294,7 @@ def _grow(st: tracking.TrackState, dim, key) -> tracking.TrackState:
 def run(problem: Problem, lr: float, steps: int, *, k: int = 1, k_max: int = 4, substeps: int = 4,
         gd: bool = True, gf: bool = True, stiffness: float = 0.5, edge_rtol: float = 1e-3,
         track_tol: float = 1e-6, sdcp_tol: float = 1e-10, chunk: int = 50, seed: int = 0,
-        params0=None, start: int = 0) -> dict:
+        params0: Params | None = None, start: int = 0) -> dict:
     """Central flow of GD at step size ``lr`` for ``steps`` GD steps, with discrete GD and the
     gradient flow ("stable flow") from the same θ₀ side by side.
 
