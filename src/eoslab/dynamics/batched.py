@@ -39,8 +39,9 @@ from eoslab.dynamics import optim
 from eoslab.dynamics.stepper import scan
 from eoslab.dynamics.train import Trajectory, initial_state, nan_rows, train_step
 from eoslab.errors import EoslabError, check_positive_int
-from eoslab.problem import Problem
+from eoslab.problem import Params, Problem
 from eoslab.spectra import tracking
+from eoslab.typing import ArrayLike, Float
 
 SPECTRA_MODES = ("map", "vmap")
 
@@ -87,10 +88,12 @@ def _members(problem, lr, momentum, optimizer):
 
 
 @follows("problem")
-def train_batch(problem: Problem | Sequence[Problem], lr=None, steps: int | None = None, *, momentum=0.0,
-                optimizer=None, k: int = 2, track_every: int = 1, track=("hessian",), tol: float = 1e-3,
+def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"] | float | None = None,
+                steps: int | None = None, *, momentum: Float[ArrayLike, " B"] | float = 0.0,
+                optimizer: optim.Optimizer | Sequence[optim.Optimizer] | None = None, k: int = 2, track_every: int = 1,
+                track: tuple[str, ...] = ("hessian",), tol: float = 1e-3,
                 max_products: int | None = None, seed: int | Sequence[int] = 0, chunk: int = 50,
-                spectra: str = "map"):
+                spectra: str = "map") -> tuple[list[Trajectory], Params]:
     """Train B members at once.
 
     Args:
