@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -30,7 +31,7 @@ import optax
 
 from eoslab.dynamics import optim
 from eoslab.dynamics.gd import default_optimizer
-from eoslab.dynamics.stepper import init_state, make_step, scan
+from eoslab.dynamics.stepper import StepState, init_state, make_step, scan
 from eoslab import progress as eoslab_progress
 from eoslab._precision import follows
 from eoslab.errors import EoslabError, between, check, check_positive, check_positive_int
@@ -39,6 +40,7 @@ from eoslab.problem import Params, Problem
 from eoslab.spectra import density as spectral_density
 from eoslab.spectra import tracking
 from eoslab.spectra.operators import hvp
+from eoslab.typing import Array, ArrayLike, Float, Int, PRNGKeyArray
 
 #: Operators that can be tracked (see :data:`eoslab.spectra.tracking.OPERATORS`).
 OPERATORS = tracking.OPERATORS
@@ -113,7 +115,7 @@ def _check(lr, steps, k, track_every, track, momentum, optimizer, tol=1e-3):
             raise EoslabError(f"unknown operator {op!r} to track; expected some of {OPERATORS}")
 
 
-def take(problem: Problem, idx) -> Problem:
+def take(problem: Problem, idx: Int[ArrayLike, " n"]) -> Problem:
     """The problem restricted to the examples ``idx`` (a traced int array; jittable). The loss
     stays a mean (an explicit ``norm`` is scaled by the kept fraction), as in :func:`subset`."""
     def cut(p):
@@ -127,20 +129,24 @@ def take(problem: Problem, idx) -> Problem:
     return cut(problem)
 
 
-def sample_batch(key, n: int, batch_size: int):
+def sample_batch(key: PRNGKeyArray, n: int, batch_size: int) -> Int[Array, " batch_size"]:
     """The mini-batch of one step: ``batch_size`` distinct examples drawn uniformly at random
     among the ``n``, independently at every step (int32 indices, (batch_size,))."""
     return jax.random.choice(key, n, (batch_size,), replace=False)
 
 
 @follows("problem")
-def train(problem: Problem, lr: float | None = None, steps: int | None = None, *, optimizer=None,
+def train(problem: Problem, lr: float | None = None, steps: int | None = None, *,
+          optimizer: optim.Optimizer | optax.GradientTransformation | None = None,
           momentum: float = 0.0, batch_size: int | None = None, k: int = 2, track_every: int = 1,
-          track=("hessian", "ntk"), tol: float = 1e-3, spectra_examples=None, max_products: int | None = None,
-          batch_sharpness_samples: int = 32, nonlinear: bool = False, seed: int = 0, density=(),
+          track: tuple[str, ...] = ("hessian", "ntk"), tol: float = 1e-3,
+          spectra_examples: int | Int[ArrayLike, " n"] | None = None, max_products: int | None = None,
+          batch_sharpness_samples: int = 32, nonlinear: bool = False, seed: int = 0,
+          density: tuple[str, ...] = (),
           density_every: int = 0, density_probes: int = 4, density_steps: int = 32, trace_products: int = 30,
           chunk: int = 50,
-          progress: bool = False, description: str = "training", callback=None):
+          progress: bool = False, description: str = "training",
+          callback: Callable[[int, dict], None] | None = None) -> tuple[Trajectory, Params]:
     """Train ``problem`` with full-batch GD ``θ ← θ − η∇L(θ)`` (heavy-ball with ``momentum``), or
     any optimizer, full batch or mini-batch, tracking spectra along the way.
 
@@ -306,8 +312,8 @@ def _progress(enabled: bool, steps: int, description: str):
     return p, task
 
 
-def initial_state(problem: Problem, optimizer, *, spec: Problem | None = None, k: int = 2, track=("hessian",),
-                  seed: int = 0):
+def initial_state(problem: Problem, optimizer: optim.Optimizer, *, spec: Problem | None = None, k: int = 2,
+                  track: tuple[str, ...] = ("hessian",), seed: int = 0) -> StepState:
     """The :class:`~eoslab.dynamics.stepper.StepState` :func:`train` starts from: θ₀, the
     optimizer's state, the trackers' cold states (seeded by ``seed``; on ``spec``, default
     ``problem``) and the step key. Call it outside jit."""
@@ -321,9 +327,10 @@ def initial_state(problem: Problem, optimizer, *, spec: Problem | None = None, k
     return init_state(problem.params, optimizer, aux=aux, key=jax.random.fold_in(key, 1))
 
 
-def train_step(problem: Problem, optimizer, tol, *, spec: Problem | None = None, every: int = 1,
+def train_step(problem: Problem, optimizer: optim.Optimizer, tol: float, *, spec: Problem | None = None, every: int = 1,
                nonlinear: bool = False, project: bool = False, max_products: int | None = None,
-               batch_size: int | None = None, n_mc: int = 32, density=None):
+               batch_size: int | None = None, n_mc: int = 32,
+               density: tuple | None = None) -> Callable:
     """:func:`train`'s pure step ``step(state) -> (state', record)`` (traceable; the
     :func:`~eoslab.dynamics.stepper.make_step` of the optimizer with the spectra observer),
     for :func:`~eoslab.dynamics.stepper.scan`, alone or ``vmap``-ped over a batch of states."""
@@ -337,7 +344,8 @@ def train_step(problem: Problem, optimizer, tol, *, spec: Problem | None = None,
     return make_step(problem.loss_fn, optimizer, observe=observe, batch_loss=batch_loss)
 
 
-def batch_sharpness(problem: Problem, params, key, batch_size: int, samples: int):
+def batch_sharpness(problem: Problem, params: Params, key: PRNGKeyArray, batch_size: int, samples: int
+                    ) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """Monte Carlo batch sharpness: the mean and standard error over ``samples`` independent
     mini-batches B (:func:`sample_batch`) of g_Bᵀ H_B g_B / ‖g_B‖², with g_B, H_B the gradient
     and Hessian of the loss of B (Andreyev & Beneventano 2024). One gradient and one HVP per
@@ -550,7 +558,7 @@ def divergence_step(a: np.ndarray, b: np.ndarray, rtol: float = 0.1) -> int:
 
 @follows("problem")
 def compare_taylor(problem: Problem, lr: float, steps: int, *, rtol: float = 0.1, progress: bool = False,
-                   **train_kw) -> dict:
+                   **train_kw: Any) -> dict:
     """Train ``problem`` and its second-order Taylor model around θ₀ side by side.
 
     Both start from θ₀ with the same η and options (``train_kw`` go to :func:`train`;
