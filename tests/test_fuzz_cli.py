@@ -23,6 +23,7 @@ TRIPWIRES = [
     ("eoslab.experiments.runner", "execute"), ("eoslab.experiments.runner", "load_experiments"),
     ("eoslab.experiments.sweeps", "run_sweep"), ("eoslab.experiments.distributed", "execute_dask"),
     ("eoslab.experiments.distributed", "start_client"), ("eoslab.dynamics.batched", "train_batch"),
+    ("eoslab.dynamics.central_flow", "run"), ("eoslab.experiments.store", "save_trajectory"),
 ]
 
 
@@ -63,6 +64,10 @@ def _assert_refused(args, capsys, words=()):
 
 
 BIG = "99999999999999999999"
+#: The commands with ``--runs ROOT`` (their results stored as a run of ROOT/<command>).
+RUNS_COMMANDS = [["run", "quadratic2d"], ["theory", "eos-limit", "--eps", "0.1"], ["theory", "eos-table"],
+                 ["two-layer"], ["linear-net"], ["theorem2"], ["theorem2-scaling"], ["highdim-sweep"],
+                 ["nonlinear"], ["flow"]]
 A_FILE = "pyproject.toml"  # a regular file: anything "under" it cannot be written
 
 CASES = [
@@ -152,6 +157,10 @@ CASES = [
     (["sweep", A_FILE, "--dask", "--resources", "GPU"], "--resources"),
     (["sweep", A_FILE, "--resources", "GPU=1"], "--resources"), (["sweep", A_FILE, "--shard", "3/2"], "--shard"),
     (["sweep", A_FILE, "--out", A_FILE], "--out"), (["sweep", A_FILE, "--runs", f"{A_FILE}/runs"], "--runs"),
+    # --runs ROOT of the commands whose results are data: a file, under a file, unwritable, ROOT/<command> a file
+    *[([*cmd, "--runs", root], "--runs") for cmd in RUNS_COMMANDS for root in (A_FILE, f"{A_FILE}/runs")],
+    (["two-layer", "--runs", "/proc"], "--runs"), (["theorem2", "--runs", "/proc/runs"], "--runs"),
+    (["nonlinear", "--runs", "file-root"], "nonlinear"),
 ]
 
 
@@ -162,6 +171,8 @@ def test_bad_option_is_refused_before_any_work(args, words, capsys, tripwires, m
 
     root = Path(__file__).resolve().parents[1]
     shutil.copy(root / A_FILE, tmp_path / A_FILE)
+    (tmp_path / "file-root").mkdir()
+    (tmp_path / "file-root" / "nonlinear").write_text("a file where the experiment's folder goes")
     monkeypatch.chdir(tmp_path)
     _assert_refused(args, capsys, (words,))
 

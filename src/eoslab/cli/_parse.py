@@ -13,8 +13,11 @@
 * long work shows progress (:func:`progress_reporter`): a rich bar with ETA on a terminal, a
   plain line every 10 s in a log.
 
+* ``--runs ROOT``: also store the results as a run of the results store (:func:`runs_option`,
+  :func:`runs_root` before any work, :func:`save_run` after it): ``ROOT/<command>/<run id>``.
+
 Helpers for command modules: the option factories (:func:`json_option`, :func:`json_out_option`,
-:func:`plot_option`, :func:`out_option`), the parsers (:func:`values`, :func:`ints`,
+:func:`plot_option`, :func:`out_option`, :func:`runs_option`), the parsers (:func:`values`, :func:`ints`,
 :func:`floats`, :func:`choices`), the output preflight and writers, :func:`emit_json`,
 :func:`print_table` and :func:`console`.
 """
@@ -342,3 +345,90 @@ KEPT: list[str] = []
 def kept(message: str) -> None:
     """Say what is kept if the command is interrupted from now on (replaces earlier notes)."""
     KEPT[:] = [message]
+
+
+# ---- results as runs of the store (--runs ROOT) -----------------------------------------------
+RUNS_HELP = ("also store the results as a run under this results root (ROOT/<command>/<run id>; "
+             "eoslab.load_dataset('ROOT/<command>') reads them back as xarray)")
+
+
+def runs_option(help: str = RUNS_HELP):
+    """``--runs ROOT``: the one option that stores a command's results in the results store."""
+    return typer.Option(None, "--runs", help=help, metavar="ROOT", file_okay=False)
+
+
+def runs_root(root: Optional[Path], experiment: str, option: str = "--runs") -> Optional[Path]:
+    """Refuse (before any work) a results root where the run of ``experiment`` cannot be stored:
+    a file, a folder under a file, an unwritable folder, or ``ROOT/<experiment>`` a file."""
+    if root is None:
+        return None
+    p = output_dir(Path(root), option)
+    sub = p / experiment
+    if sub.exists() and not sub.is_dir():
+        raise OutputError(f"{option} {p}: {sub} is a file, expected the experiment's folder")
+    if sub.is_dir() and not _writable_dir(sub):
+        raise OutputError(f"{option} {p}: folder {sub} is not writable")
+    return p
+
+
+def result_arrays(result: dict, prefix: str = "") -> dict:
+    """A command's JSON-ready result as the arrays of one stored run: nested dicts flattened
+    (``quantiles_ratio.q05`` → ``quantiles_ratio_q05``), a list of row dicts as one column per
+    key, lists of numbers as 1-d arrays (None → NaN), lists of strings as string arrays; strings
+    and None stay as they are (the store keeps them in ``meta.json``)."""
+    import numpy as np
+
+    out: dict = {}
+    for k, v in result.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(result_arrays(v, f"{name}_"))
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(r, dict) for r in v):
+            out.update(result_arrays(columns(v), f"{name}_"))
+        elif isinstance(v, (list, tuple)):
+            if all(isinstance(x, str) for x in v) and v:
+                out[name] = np.asarray(v, dtype=str)
+            else:
+                try:
+                    a = np.asarray([math.nan if x is None else x for x in v])
+                except (TypeError, ValueError):  # ragged: kept as text in meta.json
+                    a = None
+                if a is None or a.dtype.kind not in "biuf":
+                    out[name] = json.dumps(clean_json(v))
+                    continue
+                out[name] = a
+        elif hasattr(v, "shape") and hasattr(v, "dtype"):
+            out[name] = np.asarray(v)
+        else:
+            out[name] = v
+    return out
+
+
+def columns(rows: Sequence[dict]) -> dict:
+    """Rows (a list of dicts with the same keys) as one list per key (for :func:`result_arrays`)."""
+    keys = [k for k in (rows[0] if rows else {}) if all(k in r for r in rows)]
+    return {k: [r[k] for r in rows] for k in keys}
+
+
+def save_run(root: Optional[Path], experiment: str, arrays: dict, params: dict, *, dims: dict | None = None,
+             coords: Sequence[str] = (), quiet: bool = False) -> Optional[Path]:
+    """Store ``arrays`` (a dict of arrays and numbers, e.g. :func:`result_arrays` of the JSON
+    result) as one run of ``experiment`` (the command's name) under ``root``, identified by
+    ``params`` (the options that define the run; content-addressed: the same run again keeps
+    the first copy), and say where (on stderr when ``quiet``, e.g. with ``--json``). If the
+    write fails after the work, the run is kept under a rescue root in the temporary folder."""
+    if root is None:
+        return None
+    from eoslab.experiments.store import save_trajectory
+
+    params = {k: v for k, v in params.items() if v is not None}  # an option left at "not given"
+    kw = dict(params=params, kind=f"cli.{experiment}", dims=dims, coords=coords)
+    try:
+        path = save_trajectory(arrays, root, experiment, **kw)
+    except OSError as e:
+        alt = Path(tempfile.gettempdir()) / f"eoslab-runs-rescued-{os.getpid()}"
+        path = save_trajectory(arrays, alt, experiment, **kw)
+        typer.echo(f"warning: could not store the run under --runs {root} ({e.strerror or e}); it is kept in "
+                   f"{path}", err=True)
+    typer.echo(f"run: {path}", err=quiet)
+    return path

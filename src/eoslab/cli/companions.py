@@ -38,6 +38,7 @@ def two_layer_cmd(
     as_json: bool = cli.json_option(),
     json_out: Optional[Path] = cli.json_out_option(),
     plot: Optional[Path] = cli.plot_option(),
+    runs: Optional[Path] = cli.runs_option(),
 ) -> None:
     """GD (or projected GD) on the minimalist two-layer net f(x) = α(β₁x₁ + β₂x₂): phases,
     sharpness vs 2/η, GFS sharpness, distance to the stable set."""
@@ -58,6 +59,7 @@ def two_layer_cmd(
             raise InvalidValue(f"--box-lo must be ≤ --box-hi in every coordinate, got {box_lo!r} and {box_hi!r}")
     cli.output_file(json_out, "--json-out")
     cli.output_file(plot, "--plot")
+    cli.runs_root(runs, "two-layer")
     check_memory(f"--samples {samples:,}", 8.0 * 4 * samples + 8.0 * 20 * steps)
     from eoslab.theory.two_layer import simulate_two_layer
 
@@ -71,8 +73,17 @@ def two_layer_cmd(
                                                title=f"λ₁={lam1}, λ₂={lam2}, η={lr}"), p)
         out["figures"] = [str(p) for p in cli.write_figure(draw, plot)]
     cli.emit_json(out, as_json, json_out, indent=1)
-    if as_json:
-        return
+    if not as_json:
+        _print_two_layer(r, lr, steps, out.get("figures", []))
+    traj = dict(r["trajectory"])
+    arrays = {**cli.result_arrays({"phases": r["phases"]}), **traj}
+    cli.save_run(runs, "two-layer", arrays,
+                 dict(lr=lr, steps=steps, lam1=lam1, lam2=lam2, theta0=th0, samples=samples, seed=seed,
+                      box_lo=lower, box_hi=upper),
+                 dims={"params": ("step", "param")} if "params" in traj else None, quiet=as_json)
+
+
+def _print_two_layer(r: dict, lr: float, steps: int, figures: list) -> None:
     ph = r["phases"]
     typer.echo(f"two-layer net, η = {lr}, 2/η = {ph['edge']:.6g}, {steps} steps"
                f"{' (diverged)' if ph['diverged'] else ''}")
@@ -83,7 +94,7 @@ def two_layer_cmd(
                f"δ after EoS {ph['delta_after']:.3g}")
     typer.echo(f"  GFS sharpness increases: {ph['gfs_violations']} {ph['gfs_violations_by_phase']}")
     typer.echo(f"  final loss {ph['final_loss']:.3e}, final distance to stable set {ph['final_stable_set_distance']:.3e}")
-    for f in out.get("figures", []):
+    for f in figures:
         typer.echo(f"  wrote {f}")
 
 
@@ -107,6 +118,7 @@ def linear_net_cmd(
                                            "to it)"),
     out: Optional[Path] = cli.out_option("write every figure (convergence fraction; for ½(uv − t)² also the "
                                          "trajectories) into this folder"),
+    runs: Optional[Path] = cli.runs_option(),
 ) -> None:
     """Deep linear net W_L⋯W_1: fraction of initialisations converging to a critical point per step
     size, next to the threshold 2 / inf λ_max over the global minimisers."""
@@ -127,6 +139,7 @@ def linear_net_cmd(
     cli.output_file(json_out, "--json-out")
     cli.output_file(plot, "--plot")
     cli.output_dir(out, "--out")
+    cli.runs_root(runs, "linear-net")
     n_params = depth * width * width
     check_memory(f"--inits {inits:,} × {len(lrs)} step sizes", 8.0 * 6 * inits * len(lrs) * n_params)
     import jax
@@ -155,8 +168,17 @@ def linear_net_cmd(
                                                         p), out / "linear_net_uv", "--out")
         r["figures"] = [str(p) for p in figs]
     cli.emit_json(r, as_json, json_out, indent=1)
-    if as_json:
-        return
+    if not as_json:
+        _print_linear_net(r)
+    arrays = cli.result_arrays({k: v for k, v in r.items() if k != "figures"})
+    per_lr = {k: ("lr",) for k, v in arrays.items() if np.ndim(v) == 1 and len(v) == len(lrs) and k != "widths"}
+    cli.save_run(runs, "linear-net", arrays,
+                 dict(depth=depth, width=width, lrs=lrs.tolist(), inits=inits, steps=steps, init_scale=init_scale,
+                      loss=loss, target=target, grad_tol=grad_tol, seed=seed, det=track_det),
+                 dims={**per_lr, "widths": ("layer",)}, coords=("lr",), quiet=as_json)
+
+
+def _print_linear_net(r: dict) -> None:
     typer.echo(f"linear net, widths {r['widths']}, loss {r['loss']}: inf λ_max = {r['inf_sharpness']:.6g} "
                f"({r['threshold_method']}), threshold η* = {r['threshold']:.6g}")
     typer.echo("  η        converged  diverged  max ηλ/2   min|det|")

@@ -32,17 +32,18 @@ def version() -> None:
 
 
 def run_quadratic2d(eps: float, lr: float, inits: int, steps: int, seed: int, E: float = 0.0,
-                    theta1=None, theta2=None, tail: int = 100, progress: bool = False) -> tuple[dict, object]:
+                    theta1=None, theta2=None, tail: int = 100, progress: bool = False, per_run: bool = False):
     """``eoslab run quadratic2d``: :func:`eoslab.theory.eos2d.batch_comparison` from ``seed``
     (progress goes to :mod:`eoslab.progress`; ``progress`` is kept for callers). Returns
-    (result dict, θ₀ (B, 2))."""
+    (result dict, θ₀ (B, 2)) and, with ``per_run``, the per-run summary (dict of (B,) arrays)."""
     import jax
 
     from eoslab.theory import eos2d
 
-    res, theta0 = eos2d.batch_comparison(eps, lr, inits, steps, jax.random.PRNGKey(seed), E, theta1, theta2, tail,
-                                         chunk=max(1, min(20_000, steps // 50 or 1)) if progress else 20_000)
-    return {**res, "seed": seed}, theta0
+    out = eos2d.batch_comparison(eps, lr, inits, steps, jax.random.PRNGKey(seed), E, theta1, theta2, tail,
+                                 chunk=max(1, min(20_000, steps // 50 or 1)) if progress else 20_000,
+                                 per_run=per_run)
+    return ({**out[0], "seed": seed},) + tuple(out[1:])
 
 
 def _print_run_table(res: dict) -> None:
@@ -112,6 +113,7 @@ def run(
     json_out: Optional[Path] = cli.json_out_option(),
     plot: Optional[Path] = cli.plot_option("write a figure of a few runs to this file (PNG, an SVG next to it)"),
     plot_runs: int = typer.Option(6, help="number of runs drawn with --plot (≥ 1)"),
+    runs: Optional[Path] = cli.runs_option(),
 ) -> None:
     """Simulate GD from a batch of random initialisations and compare the EoS limit with theory."""
     if model not in MODELS:
@@ -127,12 +129,14 @@ def run(
     box1, box2 = _box(theta1, "--theta1"), _box(theta2, "--theta2")
     cli.output_file(json_out, "--json-out")
     cli.output_file(plot, "--plot")
+    cli.runs_root(runs, f"run-{model}")
     # simulate keeps 7 float64 states per run, plus θ₀ and the summary; XLA may double it
     check_memory(f"--inits {inits:,}", 2 * 8 * 16 * inits, "use fewer --inits")
     from eoslab import progress
 
     chunked = progress.active() and inits * steps >= _PROGRESS_WORK
-    res, theta0 = run_quadratic2d(eps, lr, inits, steps, seed, target, box1, box2, tail, progress=chunked)
+    res, theta0, per_run = run_quadratic2d(eps, lr, inits, steps, seed, target, box1, box2, tail, progress=chunked,
+                                           per_run=True)
     if plot is not None:
         from eoslab.dynamics.quadratic2d import trajectories
         from eoslab.plots.quadratic2d import plot_runs as draw
@@ -149,6 +153,15 @@ def run(
                        f"{eps:g} --lr {lr:g}` checks it against exact GD", err=True)
         if plot is not None:
             typer.echo(f"figure: {', '.join(res['plot'])}")
+    if runs is not None:
+        arrays = {**cli.result_arrays({k: v for k, v in res.items() if k != "plot"}), "theta0": theta0,
+                  **{f"run_{k}": v for k, v in per_run.items()}}
+        cli.save_run(runs, f"run-{model}", arrays,
+                     dict(eps=eps, lr=lr, inits=inits, steps=steps, seed=seed, target=target,
+                          theta1=list(box1) if box1 else None, theta2=list(box2) if box2 else None, tail=tail),
+                     dims={"theta0": ("init", "coord"), "theta1_scaled_range": ("end",),
+                           "theta2_scaled_range": ("end",), **{f"run_{k}": ("init",) for k in per_run}},
+                     quiet=as_json)
 
 
 def _eos2d():
@@ -165,6 +178,7 @@ def eos_limit_cmd(
     order: str = typer.Option("exact", help="exact, leading, or a series order 1 … 5"),
     as_json: bool = cli.json_option(),
     json_out: Optional[Path] = cli.json_out_option(),
+    runs: Optional[Path] = cli.runs_option(),
 ) -> None:
     """Predicted limit λ∞η/2 of the NTK eigenvalue of the 2-D model at the edge of stability.
 
@@ -179,6 +193,7 @@ def eos_limit_cmd(
     o = int(order) if order.isdigit() else order
     cli.choice(str(o), "--order", [str(x) for x in eos2d.ORDERS])
     cli.output_file(json_out, "--json-out")
+    cli.runs_root(runs, "theory-eos-limit")
     eta = 1.0 if lr is None else lr
     res = eos2d.eos_limit(eps, eta, target, o)
     exact = res if o == "exact" else eos2d.eos_limit(eps, eta, target)
@@ -205,12 +220,13 @@ def eos_limit_cmd(
     cli.emit_json(out, as_json, json_out)
     if warn:
         typer.echo(f"warning: {warn}", err=True)
-    if as_json:
-        return
-    u = "" if math.isnan(unc) or unc < 5e-13 else f" ± {unc:.2g}"
-    typer.echo(f"λ∞η/2 = {res.ratio:.10f}{u}   (ε = {res.eps:g}, order = {res.order})")
-    if lr is not None:
-        typer.echo(f"λ∞ = {res.lam:.10g}   (η = {res.lr:g}, edge 2/η = {2 / res.lr:.10g})")
+    if not as_json:
+        u = "" if math.isnan(unc) or unc < 5e-13 else f" ± {unc:.2g}"
+        typer.echo(f"λ∞η/2 = {res.ratio:.10f}{u}   (ε = {res.eps:g}, order = {res.order})")
+        if lr is not None:
+            typer.echo(f"λ∞ = {res.lam:.10g}   (η = {res.lr:g}, edge 2/η = {2 / res.lr:.10g})")
+    cli.save_run(runs, "theory-eos-limit", cli.result_arrays(out),
+                 dict(eps=eps, lr=lr, target=target, order=str(o)), quiet=as_json)
 
 
 @theory_app.command("eos-table")
@@ -221,12 +237,14 @@ def eos_table_cmd(
     as_json: bool = cli.json_option("print the rows as JSON to stdout (instead of the table)"),
     json_out: Optional[Path] = cli.json_out_option("also write the rows as JSON to this file"),
     plot: Optional[Path] = cli.plot_option("write the comparison figure to this file (PNG, an SVG next to it)"),
+    runs: Optional[Path] = cli.runs_option(),
 ) -> None:
     """Theory vs simulation of the EoS limit ηλ∞ over ε (E = 0, η = 1)."""
     values = cli.floats(eps, "--eps", EPS_RULE)
     check("--inits", inits, positive_int)
     cli.output_file(json_out, "--json-out")
     cli.output_file(plot, "--plot")
+    cli.runs_root(runs, "theory-eos-table")
     rows = _eos2d().limit_comparison(values, n_inits=inits)
     if plot is not None:
         from eoslab.plots.quadratic2d import plot_limit_comparison
@@ -234,8 +252,14 @@ def eos_table_cmd(
         written = cli.write_figure(lambda p: plot_limit_comparison(rows, p), plot)
         typer.echo(f"figure: {', '.join(map(str, written))}", err=as_json)
     cli.emit_json(rows, as_json, json_out)
-    if as_json:
-        return
+    if not as_json:
+        _print_limit_table(rows)
+    cols = cli.columns(rows)
+    cli.save_run(runs, "theory-eos-table", cli.result_arrays(cols), dict(eps=values, inits=inits),
+                 dims={k: ("eps",) for k in cols}, coords=("eps",), quiet=as_json)
+
+
+def _print_limit_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     t = Table(title="ηλ∞ of the 2-D model (E = 0, η = 1): simulation vs theory")

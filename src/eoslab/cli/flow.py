@@ -86,6 +86,7 @@ def flow_cmd(
     plot: Optional[Path] = cli.plot_option(),
     as_json: bool = cli.json_option("print the curves and the summary as JSON to stdout"),
     json_out: Optional[Path] = cli.json_out_option(),
+    runs: Optional[Path] = cli.runs_option(),
 ) -> None:
     """Discrete GD, gradient flow and the central flow (Cohen et al., ICLR 2025) side by side."""
     cli.choice(model, "--model", MODELS)
@@ -115,6 +116,7 @@ def flow_cmd(
         cli.fail(f"--model cnn on synthetic data needs --d a perfect square (√d × √d images), got {d}")
     cli.output_file(plot, "--plot")
     cli.output_file(json_out, "--json-out")
+    cli.runs_root(runs, "flow")
 
     from eoslab.dynamics import central_flow as cf
 
@@ -145,14 +147,27 @@ def flow_cmd(
         paths = plot_flow(out, lr, plot, window=window, title=f"{model}, η = {lr}")
         if not as_json:
             typer.echo("figures: " + ", ".join(str(p) for p in paths))
+    curves = {key: v for key, v in out.items() if hasattr(v, "ndim") and v.ndim >= 1 and not key.startswith("w_")}
+    curves["gd_loss_smoothed"] = cf.smooth(out["gd_loss"], window)
     if as_json or json_out is not None:
-        curves = {key: v for key, v in out.items() if hasattr(v, "ndim") and v.ndim >= 1
-                  and not key.startswith("w_")}
-        curves["gd_loss_smoothed"] = cf.smooth(out["gd_loss"], window)
         cli.emit_json({"config": {"model": model, "lr": lr, "edge_ratio": edge_ratio, "steps": steps, "substeps": substeps, "k": k,
                                   "k_max": k_max, "window": window, "start": start, "seed": seed, "dtype": dtype,
                                   "num_params": problem.num_params},
                        "summary": s, "curves": curves}, as_json, json_out)
+    if runs is not None:
+        defining = dict(model=model, lr=lr, edge_ratio=edge_ratio, steps=steps, substeps=substeps, start=start, k=k,
+                        k_max=k_max, window=window, seed=seed, dtype=dtype)
+        if model in ("mlp", "cnn"):
+            defining.update(depth=depth, width=width, activation=activation, data=data, n=n,
+                            **({"d": d, "target_scale": target_scale} if data == "synthetic" else
+                               {"data_dir": str(data_dir)}))
+        elif model == "second-order":
+            defining.update(datapoints=D, params=P, sigma_z=sigma_z, sigma_j=sigma_j)
+        else:
+            defining.update(eps=eps, theta0=th)
+        cli.save_run(runs, "flow", {**curves, **cli.result_arrays({"summary": s}), "num_params": problem.num_params},
+                     defining, dims={"eigs": ("step", "eig")} if getattr(curves.get("eigs"), "ndim", 0) == 2 else None,
+                     quiet=as_json)
 
 
 def _print_summary(s: dict) -> None:

@@ -40,6 +40,7 @@ def theorem2_cmd(
     seed: int = typer.Option(0, "--seed", help="random seed (0 … 2³²−1)"),
     as_json: bool = cli.json_option(),
     json_out: Optional[Path] = cli.json_out_option(),
+    runs: Optional[Path] = cli.runs_option(),
 ) -> None:
     """Monte Carlo check of Theorem 2: E[λ̈]/E[λ] at initialisation vs σ_z².
 
@@ -52,6 +53,7 @@ def theorem2_cmd(
     check("--samples", samples, integer(2))
     check("--seed", seed, seed_rule)
     cli.output_file(json_out, "--json-out")
+    cli.runs_root(runs, "theorem2")
     import jax
 
     from eoslab.theory import theorem2
@@ -64,8 +66,13 @@ def theorem2_cmd(
     res = {"D": D, "P": P, "sigma_z": sigma_z, "sigma_j": sigma_j, "sigma_q": sigma_q, "samples": samples,
            "seed": seed, **{k: float(r[k]) for k in keys if k in r}}
     cli.emit_json(res, as_json, json_out)
-    if as_json:
-        return
+    if not as_json:
+        _print_theorem2(r, D, P, sigma_z, sigma_j, sigma_q, samples)
+    cli.save_run(runs, "theorem2", res, dict(datapoints=D, params=P, sigma_z=sigma_z, sigma_j=sigma_j,
+                                             sigma_q=sigma_q, samples=samples, seed=seed), quiet=as_json)
+
+
+def _print_theorem2(r, D, P, sigma_z, sigma_j, sigma_q, samples) -> None:
     cli.print_table(
         f"Theorem 2 at D={D}, P={P}, σ_z={sigma_z}, σ_J={sigma_j}, σ_q={sigma_q} ({samples} samples)",
         ["quantity", "Monte Carlo", "± stderr", "prediction"],
@@ -88,6 +95,7 @@ def theorem2_scaling_cmd(
     plot: Optional[Path] = cli.plot_option(),
     as_json: bool = cli.json_option("print the rows as JSON to stdout (instead of the table)"),
     json_out: Optional[Path] = cli.json_out_option("also write the rows as JSON to this file"),
+    runs: Optional[Path] = cli.runs_option(),
 ) -> None:
     """E[λ̈]/E[λ] → σ_z² as D, P grow at fixed D/P: a table (and, with --out/--plot, a figure)."""
     Ds = cli.ints(sizes, "--sizes", integer(2))
@@ -98,6 +106,7 @@ def theorem2_scaling_cmd(
     cli.output_dir(out, "--out")
     cli.output_file(plot, "--plot")
     cli.output_file(json_out, "--json-out")
+    cli.runs_root(runs, "theorem2-scaling")
     import jax
 
     from eoslab.theory import theorem2
@@ -116,6 +125,10 @@ def theorem2_scaling_cmd(
                          for r in rows])
     if written:
         typer.echo(f"wrote {', '.join(map(str, written))}", err=as_json)
+    cols = cli.result_arrays(cli.columns(rows))
+    cli.save_run(runs, "theorem2-scaling", cols, dict(sizes=Ds, ratios=rs, sigma_z=szs, samples=samples, seed=seed),
+                 dims={k: ("point",) for k, v in cols.items() if getattr(v, "ndim", 0) == 1},
+                 coords=tuple(k for k in ("D", "P", "D_over_P", "sigma_z") if k in cols), quiet=as_json)
 
 
 def _scaling_files(rows, out, plot) -> list[Path]:
@@ -149,6 +162,7 @@ def highdim_sweep_cmd(
     plot: Optional[Path] = cli.plot_option("write the phase figure to this file (PNG, an SVG next to it)"),
     as_json: bool = cli.json_option("print the rows as JSON to stdout (instead of the table)"),
     json_out: Optional[Path] = cli.json_out_option("also write the rows as JSON to this file"),
+    runs: Optional[Path] = cli.runs_option(),
 ) -> None:
     """GD on random second-order models: seeds × step sizes × σ_z; EoS onset, ηλ/2 at the end and
     after the onset, second NTK eigenvalue, outcome (and, with --out/--plot, a phase figure)."""
@@ -163,6 +177,7 @@ def highdim_sweep_cmd(
     cli.output_dir(out, "--out")
     cli.output_file(plot, "--plot")
     cli.output_file(json_out, "--json-out")
+    cli.runs_root(runs, "highdim-sweep")
     check_memory(f"--datapoints {D} --params {P} with {len(etas)} step sizes", _model_memory(D, P, len(etas)),
                  "the model's Q alone is D·P² floats")
     import jax
@@ -174,7 +189,7 @@ def highdim_sweep_cmd(
 
     sj, sq = hd.natural_scales(D, P, sharpening)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
-    rows, first = [], None
+    rows, first, stacked = [], None, []
     with progress.task(f"highdim-sweep D={D} P={P}, {len(etas)} step sizes × {steps} steps",
                        len(szs) * seeds, "models") as bar:
         for sz in szs:
@@ -185,6 +200,8 @@ def highdim_sweep_cmd(
                                               sigma_q=sq, hessian_every=hessian_every))
                 bar.advance(1)
             traj = {k: jnp.concatenate([p[k] for p in parts]) for k in parts[0]}
+            if runs is not None:
+                stacked.append(traj)
             for i, r in enumerate(hd.summarize(traj, [etas] * seeds)):
                 rows.append({"sigma_z": sz, "seed": i // len(etas), **r})
             if first is None:
@@ -210,6 +227,22 @@ def highdim_sweep_cmd(
                          for r in rows])
     if written:
         typer.echo(f"wrote {', '.join(map(str, written))}", err=as_json)
+    if runs is not None:
+        import numpy as np
+
+        grid = (len(szs), seeds, len(etas))
+        arrays = {k: np.stack([np.asarray(t[k]) for t in stacked]) for k in stacked[0]}
+        dims = {k: ("sigma_z", "model", "lr", "step") + (("eig",) if v.ndim == 5 else ()) for k, v in arrays.items()}
+        summary = {k: v.reshape(grid) for k, v in cli.result_arrays(cli.columns(rows)).items()
+                   if k not in ("sigma_z", "seed", "lr") and getattr(v, "ndim", 0) == 1}
+        arrays.update({f"final_{k}" if k in arrays else k: v for k, v in summary.items()})
+        dims.update({f"final_{k}" if k in dims else k: ("sigma_z", "model", "lr") for k in summary})
+        arrays.update(sigma_z=np.asarray(szs), model=np.arange(seeds), lr=np.asarray(etas))
+        dims.update(sigma_z=("sigma_z",), model=("model",), lr=("lr",))
+        cli.save_run(runs, "highdim-sweep", arrays,
+                     dict(datapoints=D, params=P, lrs=etas, sigma_z=szs, seeds=seeds, steps=steps,
+                          sharpening=sharpening, hessian_every=hessian_every, seed=seed),
+                     dims=dims, coords=("sigma_z", "model", "lr"), quiet=as_json)
 
 
 @app.command("nonlinear")
@@ -225,6 +258,7 @@ def nonlinear_cmd(
     plot: Optional[Path] = cli.plot_option(),
     as_json: bool = cli.json_option("print the events as JSON to stdout (instead of the table)"),
     json_out: Optional[Path] = cli.json_out_option("also write the events as JSON to this file"),
+    runs: Optional[Path] = cli.runs_option(),
 ) -> None:
     """The non-linear dynamical contribution ‖½η²Q(g,g)‖/‖ηJg‖ along one trajectory, with λ_max."""
     _sizes(D, P)
@@ -236,6 +270,7 @@ def nonlinear_cmd(
     cli.output_dir(out, "--out")
     cli.output_file(plot, "--plot")
     cli.output_file(json_out, "--json-out")
+    cli.runs_root(runs, "nonlinear")
     check_memory(f"--datapoints {D} --params {P}", _model_memory(D, P, 1), "the model's Q alone is D·P² floats")
     import jax
     import numpy as np
@@ -263,3 +298,6 @@ def nonlinear_cmd(
         cli.print_table("Non-linear contribution events (steps)", list(ev), [list(res["events"].values())])
     if written:
         typer.echo(f"wrote {', '.join(map(str, written))}", err=as_json)
+    cli.save_run(runs, "nonlinear", {**one, **cli.result_arrays({"events": res["events"]})},
+                 dict(datapoints=D, params=P, lr=lr, sigma_z=sigma_z, steps=steps, sharpening=sharpening, seed=seed),
+                 quiet=as_json)

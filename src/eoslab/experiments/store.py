@@ -42,6 +42,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -148,8 +149,8 @@ def _to_numpy(arrays: dict) -> dict:
     out = {}
     for k, v in arrays.items():
         a = np.asarray(v)
-        if a.dtype == object or a.dtype.kind not in "biufc":
-            raise EoslabError(f"result '{k}' must be a numeric or boolean array, got dtype {a.dtype}")
+        if a.dtype == object or a.dtype.kind not in "biufcU":  # U: labels (e.g. an outcome per run)
+            raise EoslabError(f"result '{k}' must be a numeric, boolean or string array, got dtype {a.dtype}")
         out[k] = a
     return out
 
@@ -600,26 +601,66 @@ def _jsonable(value):
 
 
 def save_trajectory(traj: dict, root: str | os.PathLike = DEFAULT_ROOT, name: str = "trajectories", *,
-                    params: dict | None = None, kind: str = "user") -> Path:
+                    params: dict | None = None, kind: str = "user", dims: dict | None = None,
+                    coords: Sequence[str] = ()) -> Path:
     """Store a trajectory (the dict of arrays of :func:`eoslab.dynamics.gd`, ``train``,
     ``gd_output``, a sweep's batched output …) as one run of experiment ``name`` under ``root``:
     atomic, checksummed, identified by ``name``, ``kind`` and ``params`` (e.g. ``lr``, ``steps``,
     ``seed``: what makes the run; saving the same again keeps the first copy). Non-numeric
     entries of ``traj`` (strings, None) are kept in ``meta.json``. Returns the run folder, which
-    :func:`load` / :func:`load_dataset` read back."""
+    :func:`load` / :func:`load_dataset` read back.
+
+    ``dims`` names the axes of arrays for :func:`load_dataset` (``{"theta0": ("init", "coord")}``;
+    unnamed arrays get ``step`` / ``eig`` / ``<name>_dim<i>``); ``coords`` lists the 1-d arrays
+    that become coordinates of their dimension (``"lr"`` along ``lr``) instead of variables."""
     params = {k: _jsonable(v) for k, v in (params or {}).items()}
     params.setdefault("seed", 0)
     arrays, extra = {}, {}
     for k, v in traj.items():
         a = np.asarray(v) if not isinstance(v, (str, type(None))) else None
-        if a is not None and a.dtype != object and a.dtype.kind in "biufc":
+        if a is not None and a.dtype != object and a.dtype.kind in "biufcU":
             arrays[k] = a
         else:
             extra[k] = v if isinstance(v, (str, int, float, bool, type(None))) else repr(v)
     if not arrays:
         raise EoslabError("save_trajectory: the trajectory holds no numeric arrays")
+    dims = {k: list(v) for k, v in (dims or {}).items() if k in arrays}
+    for k, d in dims.items():
+        if len(d) != arrays[k].ndim:
+            raise EoslabError(f"save_trajectory: dims of {k!r} name {len(d)} axes, the array has {arrays[k].ndim}")
+    for k in coords:
+        if k not in arrays or arrays[k].ndim != 1:
+            raise EoslabError(f"save_trajectory: coordinate {k!r} must be a stored 1-d array")
+    meta = {"mode": "user", "seed": params["seed"], "extra": extra}
+    if dims:
+        meta["dims"] = dims
+    if coords:
+        meta["coords"] = list(coords)
     config = run_config(name, kind, params)
-    return Store(root).write(config, arrays, {"mode": "user", "seed": params["seed"], "extra": extra})
+    return Store(root).write(config, arrays, meta)
+
+
+def run_dataset(run: Run):
+    """One run as an :class:`xarray.Dataset`: the axes named at save time (``meta["dims"]``,
+    ``meta["coords"]``, see :func:`save_trajectory`) and, for the others, the sweeps' convention
+    (:func:`eoslab.experiments.sweeps.run_dataset`: ``step``, ``eig``, ``<name>_dim<i>``)."""
+    import xarray as xr
+
+    from eoslab.experiments.sweeps import run_dataset as guessed
+
+    named = run.meta.get("dims") or {}
+    coord_names = run.meta.get("coords") or []
+    if not named and not coord_names:
+        return guessed(run)
+    arrays = run.arrays
+    rest = {k: v for k, v in arrays.items() if k not in named}
+    base = guessed(dataclasses.replace(run, _arrays=rest)) if rest else xr.Dataset(attrs={"run_id": run.id})
+    data = {k: (tuple(named[k]), arrays[k]) for k in named}
+    ds = base.assign(data) if data else base
+    sizes = dict(ds.sizes)
+    ds = ds.assign_coords({k: (k if k in sizes else ds[k].dims, ds[k].values) for k in coord_names if k in ds})
+    ds.attrs.update({"run_id": run.id, "params": json.dumps(run.params)})
+    return ds
 
 
 def load_dataset(path: str | os.PathLike):
@@ -637,7 +678,7 @@ def load_dataset(path: str | os.PathLike):
         import xarray as xr
     except ImportError:
         raise EoslabError("eoslab.load_dataset needs xarray: pip install 'eoslab[analysis]'") from None
-    from eoslab.experiments.sweeps import is_sweep_folder, run_dataset, sweep_dataset
+    from eoslab.experiments.sweeps import is_sweep_folder, sweep_dataset
 
     path = Path(path)
     if is_sweep_folder(path):

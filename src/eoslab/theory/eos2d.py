@@ -293,7 +293,7 @@ def _limit_row(eps, n_inits, seed, steps) -> dict:
 @x64
 def batch_comparison(eps: float, lr: float, inits: int, steps: int, key, E: float = 0.0, theta1=None,
                      theta2=None, tail: int = 100, chunk: int = 20_000,
-                     progress: Callable[[int], None] | None = None) -> tuple[dict, jax.Array]:
+                     progress: Callable[[int], None] | None = None, per_run: bool = False):
     """Simulated vs predicted EoS limit of ``inits`` random starts (``eoslab run quadratic2d``).
 
     Draws θ₀ with :func:`eoslab.models.quadratic2d.sample_inits` from ``key`` in the scaled box
@@ -301,7 +301,8 @@ def batch_comparison(eps: float, lr: float, inits: int, steps: int, key, E: floa
     runs :func:`eoslab.dynamics.quadratic2d.simulate` (``progress(steps_done)`` between chunks of
     ``chunk`` steps), counts outcomes (:func:`~eoslab.dynamics.quadratic2d.count_outcomes`) and adds
     the exact prediction :func:`eos_limit` (NaN for ηE ≥ 1: no EoS limit exists, the simulation is
-    still a result). Returns (JSON-ready dict, θ₀ (inits, 2)).
+    still a result). Returns (JSON-ready dict, θ₀ (inits, 2)), and with ``per_run`` also the
+    per-run summary of :func:`~eoslab.dynamics.quadratic2d.simulate` (a dict of (inits,) arrays).
     """
     eps = check_eps(eps)
     lr = check_positive("step size", lr)
@@ -321,7 +322,7 @@ def batch_comparison(eps: float, lr: float, inits: int, steps: int, key, E: floa
     else:
         out["predicted_ratio"] = out["predicted_uncertainty"] = out["predicted_lambda"] = math.nan
     out["median_minus_predicted"] = out["median_ratio"] - out["predicted_ratio"]
-    return out, theta0
+    return (out, theta0, summary) if per_run else (out, theta0)
 
 
 #: ε up to which the exact limit is checked against exact GD (tests and docs/theory-eos2d.md): from
