@@ -65,6 +65,7 @@ def test_companions_store_runs(tmp_path, capsys):
     assert float(ds["threshold"][0]) == res["threshold"] == 1.0
 
 
+@pytest.mark.slow  # three compilations of the second-order programs (~40 s under load)
 def test_second_order_commands_store_runs(tmp_path, capsys):
     root = tmp_path / "runs"
     rows, _ = _json_and_run(["highdim-sweep", "--datapoints", "6", "--params", "6", "--lrs", "0.5,1", "--sigma-z",
@@ -87,6 +88,7 @@ def test_second_order_commands_store_runs(tmp_path, capsys):
     assert float(ds["ratio"][0]) == res["ratio"] and int(ds["datapoints"][0]) == 4
 
 
+@pytest.mark.slow  # the central flow's compilation (~15 s under load)
 def test_flow_stores_a_run(tmp_path, capsys):
     root = tmp_path / "runs"
     _cli(["flow", "--model", "quadratic2d", "--lr", "1", "--eps", "0.05", "--steps", "15", "--runs", root], capsys)

@@ -47,7 +47,10 @@ def test_write_read_roundtrip_and_metadata(tmp_path):
     assert store.write(cfg, {"x": np.zeros(1)}, {}) == path
     assert (path / "arrays.npz").stat().st_mtime_ns == before and store.read(path).arrays["x"].size == 5
     with pytest.raises(EoslabError, match="numeric"):
-        store.write(run_config("exp", "k", {"seed": 4}), {"s": np.array(["a"])}, {})
+        store.write(run_config("exp", "k", {"seed": 4}), {"s": np.array([{"a": 1}], dtype=object)}, {})
+    # labels (e.g. an outcome per run) are stored as strings and read back without pickling
+    labelled = store.write(run_config("exp", "k", {"seed": 5}), {"s": np.array(["eos", "converged"])}, {})
+    assert store.read(labelled).arrays["s"].tolist() == ["eos", "converged"]
 
 
 @pytest.mark.parametrize("damage", ["flip_byte", "no_marker", "truncate", "config_edit"])
