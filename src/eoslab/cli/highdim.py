@@ -190,16 +190,13 @@ def highdim_sweep_cmd(
     sj, sq = hd.natural_scales(D, P, sharpening)
     keys = jax.random.split(jax.random.PRNGKey(seed), seeds)
     rows, first, stacked = [], None, []
-    with progress.task(f"highdim-sweep D={D} P={P}, {len(etas)} step sizes × {steps} steps",
-                       len(szs) * seeds, "models") as bar:
+    with progress.task(f"highdim-sweep D={D} P={P}, {len(etas)} step sizes × {steps} steps", len(szs),
+                       "σ_z values") as bar:
         for sz in szs:
-            # one model at a time (the same numbers as one lax.map over the keys), so progress moves
-            parts = []
-            for i in range(seeds):
-                parts.append(hd.sweep_highdim(keys[i:i + 1], etas, steps, D=D, P=P, sigma_z=sz, sigma_j=sj,
-                                              sigma_q=sq, hessian_every=hessian_every))
-                bar.advance(1)
-            traj = {k: jnp.concatenate([p[k] for p in parts]) for k in parts[0]}
+            # one model at a time inside (one compiled program), progress per model and per chunk of steps
+            traj = hd.sweep_highdim(keys, etas, steps, D=D, P=P, sigma_z=sz, sigma_j=sj, sigma_q=sq,
+                                    hessian_every=hessian_every)
+            bar.advance(1)
             if runs is not None:
                 stacked.append(traj)
             for i, r in enumerate(hd.summarize(traj, [etas] * seeds)):

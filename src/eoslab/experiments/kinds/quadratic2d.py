@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from eoslab import progress
 from eoslab.dynamics import EOS_THRESHOLD, gd, sweep
 from eoslab.errors import MeasureError, integer, positive
 from eoslab.experiments import Field, Kind, Measurement, register
@@ -219,17 +220,52 @@ def _phase_inits(p) -> np.ndarray:
     return np.stack([a, b / np.sqrt(p["eps"])], axis=1)
 
 
+#: Chunks of a phase run's steps (progress is reported after each; results bit-identical to one scan).
+PHASE_CHUNKS = 10
+
+
+def _chunk_lengths(steps: int, chunks: int) -> list[int]:
+    """``chunks`` equal lengths (one compilation) and, if ``steps`` does not divide, a remainder."""
+    n = max(1, steps // max(1, chunks))
+    lengths = [n] * (steps // n)
+    return lengths + ([steps % n] if steps % n else [])
+
+
 @functools.partial(jax.jit, static_argnames=("steps",))
-def _phase_batch(prob, lr, theta0, steps):
-    """GD from every θ₀ (N, 2) at one step size, in one vmapped scan. Returns per init the
-    period-2-averaged ηλ∞/2 (λ at the last iterate and one step further), the diverged flag, the
-    step it diverged at (−1 if not) and the final loss."""
-    traj, final = sweep(gd, batched={"params0": theta0}, problem=prob, lr=lr, steps=steps, k=1, spectra="none")
+def _phase_chunk(prob, lr, theta, steps):
+    """``steps`` GD steps from every θ (N, 2), one vmapped scan: the final θ, whether each run
+    diverged in this chunk, the chunk's step it diverged at (−1 if not) and the last loss."""
+    traj, final = sweep(gd, batched={"params0": theta}, problem=prob, lr=lr, steps=steps, k=1, spectra="none")
+    div = traj["diverged"][:, -1]
+    return final, div, jnp.where(div, jnp.argmax(traj["diverged"], axis=1), -1), traj["loss"][:, -1]
+
+
+@jax.jit
+def _phase_end(prob, lr, final, div, loss):
+    """The period-2-averaged ηλ∞/2 (λ at the last iterate and one step further); NaN if diverged."""
     _, nxt = sweep(gd, batched={"params0": final}, problem=prob, lr=lr, steps=1, k=1, spectra="none")
     ratio = lr * (_ntk(final, prob.data) + _ntk(nxt, prob.data)) / 4
-    div = traj["diverged"][:, -1]
-    div_at = jnp.where(div, jnp.argmax(traj["diverged"], axis=1), -1)
-    return jnp.where(div, jnp.nan, ratio), div, div_at, jnp.where(div, jnp.nan, traj["loss"][:, -1])
+    return jnp.where(div, jnp.nan, ratio), jnp.where(div, jnp.nan, loss)
+
+
+def _phase_batch(prob, lr, theta0, steps, chunks: int = PHASE_CHUNKS):
+    """GD from every θ₀ (N, 2) at one step size, in ``chunks`` vmapped scans (a run that diverged
+    stays frozen at its last finite iterate, so it diverges again at once in the next chunk).
+    Returns per init ηλ∞/2, the diverged flag, the step it diverged at (−1 if not) and the final
+    loss; only the final state is kept."""
+    theta = jnp.asarray(theta0)
+    div = jnp.zeros(theta.shape[0], bool)
+    div_at = jnp.full(theta.shape[0], -1)
+    done = 0
+    with progress.task(f"GD from {theta.shape[0]:,} starts (η = {float(lr):g})", steps, "steps") as bar:
+        for n in _chunk_lengths(steps, chunks):
+            theta, d, d_at, loss = _phase_chunk(prob, lr, theta, steps=n)
+            div_at = jnp.where((div_at < 0) & d, d_at + done, div_at)
+            div = div | d
+            done += n
+            bar.update(done)
+    ratio, loss = _phase_end(prob, lr, theta, div, loss)
+    return ratio, div, div_at, loss
 
 
 def run_phase(points: list[dict]) -> list[dict]:
@@ -240,7 +276,7 @@ def run_phase(points: list[dict]) -> list[dict]:
         prob = quadratic2d.problem(p["eps"], [0.0, 0.0], E=p["E"], angle=p["angle"])
         th0 = _phase_inits(p)
         ratio, div, div_at, loss = (np.asarray(x) for x in _phase_batch(prob, p["lr"], jnp.asarray(th0),
-                                                                          steps=p["steps"]))
+                                                                          p["steps"]))
         cls = np.where(div, 2, np.where(ratio > EOS_THRESHOLD, 1, 0)).astype(np.int8)
         out.append({
             "theta0": th0, "ratio": ratio, "final_loss": loss, "diverged": div, "diverged_at": div_at,
