@@ -24,6 +24,7 @@ TRIPWIRES = [
     ("eoslab.experiments.sweeps", "run_sweep"), ("eoslab.experiments.distributed", "execute_dask"),
     ("eoslab.experiments.distributed", "start_client"), ("eoslab.dynamics.batched", "train_batch"),
     ("eoslab.dynamics.central_flow", "run"), ("eoslab.experiments.store", "save_trajectory"),
+    ("eoslab.experiments.trainings", "train_stored"),
 ]
 
 
@@ -145,6 +146,11 @@ CASES = [
     (["train", "--optimizer", "adam", "--b1", "1"], "--b1"), (["train", "--optimizer", "adam", "--b2", "nan"], "--b2"),
     (["train", "--batch-size", "0"], "--batch-size"), (["train", "--warmup", "-1"], "--warmup"),
     (["train", "--optimizer", "momentum", "--momentum", "1"], "--momentum"),
+    (["train", "--resume"], "--resume"), (["train", "--checkpoint-every", "10"], "--checkpoint-every"),
+    (["train", "--runs", "no-such-eoslab-root", "--checkpoint-every", "0"], "--checkpoint-every"),
+    (["train", "--runs", A_FILE], "--runs"), (["train", "--runs", f"{A_FILE}/r"], "--runs"),
+    (["train", "--runs", "no-such-eoslab-root", "--resume"], "--resume"),
+    (["train", "--runs", "no-such-eoslab-root", "--taylor"], "--taylor"),
     # reproduce, report, list, show
     (["reproduce", "--only", ""], "--only"), (["reproduce", "--only", "a,,b"], "--only"),
     (["reproduce", "--configs", "no-such-folder"], "--configs"), (["reproduce", "--shard", "3/2"], "--shard"),

@@ -147,6 +147,15 @@ def train_cmd(
                                            "with --taylor also FILE_taylor)"),
     as_json: bool = cli.json_option("print the summary, config and curves as JSON to stdout"),
     json_out: Optional[Path] = cli.json_out_option("also write the summary, config and curves as JSON to this file"),
+    runs: Optional[Path] = cli.runs_option("store the finished run in this results root (experiment 'train', "
+                                           "identified by the options; the same run again keeps the first copy), "
+                                           "keeping a resumable partial run ROOT/train/.partial-<id>/ as it trains"),
+    checkpoint_every: Optional[int] = typer.Option(None, help="with --runs: checkpoint the partial run every N steps "
+                                                              "(≥ 1, rounded up to a multiple of 50, the training's "
+                                                              "chunk; default 100)"),
+    resume: bool = typer.Option(False, "--resume", help="with --runs: continue the interrupted run of these options "
+                                                        "from its last checkpoint (bit-identical to an uninterrupted "
+                                                        "run); reuses the stored run if it is complete"),
     show_progress: bool = typer.Option(True, "--progress/--no-progress", help="show a progress bar"),
 ) -> None:
     """Train a network (GD, momentum, Nesterov, RMSProp or Adam; full batch or mini-batch), tracking top
@@ -175,14 +184,39 @@ def train_cmd(
         check("--batch-size", batch_size, integer(1, n))
     check("--seed", seed, seed_rule)
     cli.choice(dtype, "--dtype", ("float32", "float64"))
+    if runs is None and (resume or checkpoint_every is not None):
+        raise InvalidValue(f"{'--resume' if resume else '--checkpoint-every'} needs --runs ROOT")
+    if checkpoint_every is not None:
+        check("--checkpoint-every", checkpoint_every, positive_int)
+    if runs is not None and taylor:
+        raise InvalidValue("--runs stores one training; it does not apply to --taylor")
     cli.output_file(plot, "--plot")
     cli.output_file(json_out, "--json-out")
+    cli.runs_root(runs, "train")
     import numpy as np
 
     from eoslab import progress
     from eoslab.dynamics.train import compare_taylor, summarize, train
     from eoslab.models.mlp import network_problem
 
+    look = None
+    if runs is not None:
+        from eoslab.experiments import trainings
+
+        hyper0 = build_optimizer(opt_name, lr, momentum, b1, b2, eps, warmup)[1]
+        look = trainings.lookup(runs, {
+            "model": model, "depth": depth, "width": width, "activation": activation,
+            "parametrisation": parametrisation, "data": data, "n": n, "classes": _parse_classes(classes),
+            "loss": loss, "lr": lr, "steps": steps, "optimizer": opt_name, **hyper0, "batch_size": batch_size,
+            "warmup": warmup, "k": k, "track_every": track_every, "track": list(ops), "tol": tol,
+            "spectra_examples": spectra_examples, "seed": seed, "dtype": dtype})
+        if resume and look.run is None and look.partial is None:
+            raise InvalidValue(f"--resume: no interrupted run of these options under {look.store.root / 'train'} "
+                               "(start it without --resume)")
+        if not resume and look.partial is not None:
+            raise InvalidValue(f"--runs: an interrupted run of these options exists ({look.partial.done}/"
+                               f"{look.partial.total} steps, {look.partial.path}); add --resume to continue it, "
+                               "or remove that folder to start afresh")
     problem, ds, net = network_problem(model, depth, width, activation, parametrisation, data, data_dir, n,
                                        _parse_classes(classes), loss, seed, dtype)
     if ops and k >= problem.num_params:
@@ -202,12 +236,36 @@ def train_cmd(
         + (" on λ(P⁻¹H)" if opt.quantity == "preconditioned" else ""))
     kw = dict(optimizer=opt, batch_size=batch_size, k=k, track_every=track_every, track=ops, tol=tol,
               spectra_examples=spectra_examples, seed=seed)
-    cli.kept("nothing (the training was not finished; nothing is saved along the way)")
+    stored = None
+    if look is None:
+        cli.kept("nothing (the training was not finished; without --runs nothing is saved along the way)")
+    elif resume and look.run is not None:
+        stored = look.run.path
+        say(f"run already stored: {stored} (reused; nothing recomputed)")
+    else:
+        every = 100 if checkpoint_every is None else checkpoint_every
+
+        def saved(done, total):
+            cli.kept(f"the partial run {look.partial_path} ({done}/{total} steps, checkpointed); continue it with "
+                     "the same command and --resume")
+
+        if resume:
+            say(f"resuming {look.partial.path} from step {look.partial.done} of {look.partial.total}")
+            saved(look.partial.done, look.partial.total)
+        else:
+            cli.kept(f"nothing yet (the first checkpoint of {look.partial_path} comes after ~{every} steps)")
     # the progress bar is the CLI's reporter (rich on a terminal, plain lines in a log)
     with progress.reporting(cli.progress_reporter(show_progress)):
         if taylor:
             cmp = compare_taylor(problem, None, steps, progress=False, **kw)
             traj = cmp["network"]
+        elif stored is not None:
+            traj = trainings.trajectory(look.run)
+        elif look is not None:
+            traj, _, stored = trainings.train_stored(look, problem, resume=resume, checkpoint_every=every,
+                                                     on_checkpoint=saved, lr=None,
+                                                     steps=steps, progress=False, **kw)
+            say(f"run: {stored}" + (" (it was already stored: the first copy is kept)" if look.run else ""))
         else:
             traj, _ = train(problem, None, steps, progress=False, **kw)
     op = None if "hessian" in ops else (ops[0] if ops else "hessian")
@@ -220,6 +278,8 @@ def train_cmd(
                          "track": list(ops), "tol": tol, "seed": seed, "dtype": dtype,
                          "num_params": problem.num_params},
               "summary": s}
+    if stored is not None:
+        result["run"] = str(stored)
     if taylor:
         st = summarize(cmp["taylor"], op)
         say("Taylor model (second order around θ₀):")

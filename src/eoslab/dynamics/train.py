@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from typing import Any, Callable
 
@@ -35,6 +36,7 @@ from eoslab.dynamics.stepper import StepState, init_state, make_step, scan
 from eoslab import progress as eoslab_progress
 from eoslab._precision import follows
 from eoslab.errors import EoslabError, between, check, check_positive, check_positive_int
+from eoslab.partial import Checkpointer, PartialFolder
 from eoslab.models.taylor import TaylorData, expand, is_taylor, taylor_problem
 from eoslab.problem import Params, Problem
 from eoslab.spectra import density as spectral_density
@@ -146,7 +148,8 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
           density_every: int = 0, density_probes: int = 4, density_steps: int = 32, trace_products: int = 30,
           chunk: int = 50,
           progress: bool = False, description: str = "training",
-          callback: Callable[[int, dict], None] | None = None) -> tuple[Trajectory, Params]:
+          callback: Callable[[int, dict], None] | None = None, checkpoint: str | os.PathLike | Checkpointer | None = None,
+          checkpoint_every: int | None = None, resume: bool = False) -> tuple[Trajectory, Params]:
     """Train ``problem`` with full-batch GD ``θ ← θ − η∇L(θ)`` (heavy-ball with ``momentum``), or
     any optimizer, full batch or mini-batch, tracking spectra along the way.
 
@@ -185,7 +188,23 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
       callback: ``callback(t, record)`` called on the host for every step, in order, after
         the chunk holding it has run (``record``: that row of every key, NumPy scalars and
         arrays); e.g. a TensorBoard or W&B logger (docs/optimizers.md). Its return value is
-        ignored.
+        ignored. After a resume it is called for the steps computed after the checkpoint.
+      checkpoint: keep the run on disk as it goes: a folder path (a partial-run folder,
+        :mod:`eoslab.partial`: ``arrays.npz`` the per-step arrays so far, ``checkpoint.npz``,
+        ``progress.json``) or any object with ``update(arrays, done, total, checkpoint)`` and
+        ``read_checkpoint()`` (:class:`eoslab.partial.Checkpointer`; e.g. the results store's
+        ``Store(root).partial(config)``). A checkpoint holds the whole loop state (the
+        :class:`~eoslab.dynamics.stepper.StepState`: parameters, optimizer state, tracker states,
+        key, t, diverged) and the per-step records so far, with a fingerprint of the training.
+      checkpoint_every: steps between checkpoints (default: every chunk). Checkpoints fall on
+        chunk boundaries: the number is rounded up to a multiple of ``chunk`` (a state inside a
+        compiled chunk is never seen by the host); the last step is always checkpointed.
+      resume: continue from ``checkpoint``'s last checkpoint. The state's structure is rebuilt
+        from :func:`initial_state` of this call's problem and options and refilled with the
+        stored leaves, so the continued run is bit-identical to an uninterrupted one (same
+        compiled chunks applied to the same state). A checkpoint of a different training
+        (problem, θ₀, data, optimizer, η, steps, chunk, tracking options, seed) is refused,
+        naming what differs; no checkpoint at all is refused too.
 
     Returns:
       ``(trajectory, final_params)``: trajectory is a :class:`Trajectory` (a dict of NumPy
@@ -224,6 +243,13 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
         if check_positive_int("trace_products", trace_products) < 6:
             raise EoslabError(f"trace_products must be ≥ 6 (Hutch++ with a standard error), got {trace_products}")
     state = initial_state(problem, opt, spec=spec, k=k, track=track, seed=seed)
+    saver = None
+    if checkpoint is not None:
+        saver = checkpoint_folder(checkpoint)
+        if checkpoint_every is not None:
+            check_positive_int("checkpoint_every", checkpoint_every)
+    elif resume or checkpoint_every is not None:
+        raise EoslabError("resume and checkpoint_every need checkpoint= (a folder or a Store partial run)")
     static = dict(length=min(chunk, steps), every=int(track_every), nonlinear=bool(nonlinear),
                   project=project, max_products=max_products, batch_size=batch_size, n_mc=n_mc,
                   density=(density, int(density_every), int(density_probes), int(density_steps),
@@ -231,11 +257,28 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
     tol_a = jnp.asarray(tol, dtype)
 
     records, t_first = [], None
-    bar = _progress(progress, steps, description)
     done = 0
+    if saver is not None:
+        length = static["length"]
+        every = -(-int(checkpoint_every or length) // length) * length
+        fingerprint = _fingerprint(problem, state, opt, dict(
+            steps=int(steps), chunk=int(chunk), k=int(k), track_every=int(track_every), track=list(track),
+            tol=float(tol), batch_size=batch_size, batch_sharpness_samples=n_mc, nonlinear=bool(nonlinear),
+            seed=int(seed), max_products=max_products, density=list(density), density_every=int(density_every),
+            density_probes=int(density_probes), density_steps=int(density_steps),
+            trace_products=int(trace_products), spectra_examples=_digest(
+                None if spectra_examples is None else np.asarray(spectra_examples))))
+        if resume:
+            state, done, records = restore(saver, state, fingerprint)
+            records = [records] if done else []
+        last_saved = done
+    resumed_from = done
+    bar = _progress(progress, steps, description)
     start = time.perf_counter()
     listener = eoslab_progress.task(description, steps, "steps")
     report = listener.__enter__()
+    if done:
+        report.update(done, f"resumed at step {done}")
     try:
         while done < steps:
             state, rec = _chunk(problem, spec, tol_a, state, jnp.asarray(steps), opt, **static)
@@ -256,11 +299,15 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
             if bool(state.diverged):  # nothing more to compute
                 records.append(nan_rows(records[-1], steps - done))
                 done = steps
+            if saver is not None and (done - last_saved >= every or done == steps):
+                records = [_concat(records)]
+                save_checkpoint(saver, state, records[0], done, steps, fingerprint)
+                last_saved = done
     finally:
         listener.__exit__(None, None, None)
         if bar is not None:
             bar[0].stop()
-    arrays = {key_: np.concatenate([r[key_] for r in records]) for key_ in records[0]}
+    arrays = _concat(records)
     hyper = {name: (v if isinstance(v, (bool, int, float, str)) else "schedule" if callable(v) else float(v))
              for name, v in opt.hyper.items()}
     rate = opt.hyper.get("lr")
@@ -268,7 +315,115 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
     meta = {"lr": lr0, "optimizer": opt.name,
             "hyper": hyper, "quantity": opt.quantity, "batch_size": batch_size,
             "seconds": time.perf_counter() - start, "first_chunk_seconds": t_first}
+    if saver is not None:
+        meta["resumed_from"] = resumed_from
     return Trajectory(arrays, meta), state.params
+
+
+def _concat(records: list) -> dict:
+    return {key_: np.concatenate([r[key_] for r in records]) for key_ in records[0]}
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+
+def checkpoint_folder(checkpoint: str | os.PathLike | Checkpointer) -> Checkpointer:
+    """``checkpoint`` as a :class:`eoslab.partial.Checkpointer`: a folder path becomes a
+    :class:`eoslab.partial.PartialFolder`; an object with ``update`` and ``read_checkpoint``
+    is used as it is."""
+    if isinstance(checkpoint, (str, os.PathLike)):
+        return PartialFolder(checkpoint)
+    if callable(getattr(checkpoint, "update", None)) and callable(getattr(checkpoint, "read_checkpoint", None)):
+        return checkpoint
+    raise EoslabError("checkpoint must be a folder path or an object with update(arrays, done, total, checkpoint) "
+                      f"and read_checkpoint(), got {type(checkpoint).__name__}")
+
+
+def _digest(x) -> str | None:
+    """SHA-256 (16 hex digits) of a pytree's leaves: dtypes, shapes and bytes."""
+    import hashlib
+
+    if x is None:
+        return None
+    h = hashlib.sha256()
+    for leaf in jax.tree_util.tree_leaves(x):
+        a = np.asarray(_key_data(leaf))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _is_key(leaf) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _key_data(leaf):
+    return jax.random.key_data(leaf) if _is_key(leaf) else leaf
+
+
+def _fingerprint(problem: Problem, state, opt, options: dict) -> dict:
+    """What identifies a training for its checkpoints: the options, the optimizer, the initial
+    state (θ₀, optimizer state with its hyperparameters, trackers' cold states, key), the data."""
+    hyper = {name: (v if isinstance(v, (bool, int, float, str)) or v is None else
+                    "schedule" if callable(v) else float(np.asarray(v)))
+             for name, v in opt.hyper.items()}
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    return {**options, "optimizer": opt.name, "hyper": hyper, "loss": _loss_name(problem.loss),
+            "state_structure": str(treedef), "initial_state": _digest(leaves),
+            "data": _digest((problem.data, problem.targets)), "norm": None if problem.norm is None else float(problem.norm)}
+
+
+def _loss_name(loss) -> str:
+    return loss if isinstance(loss, str) else getattr(loss, "__name__", type(loss).__name__)
+
+
+def save_checkpoint(saver: Checkpointer, state: StepState, records: dict, done: int, total: int,
+                    fingerprint: dict) -> None:
+    """Write one checkpoint: the state's leaves (``state/<i>``, in ``tree_flatten`` order; PRNG
+    key arrays as their key data), the per-step records of steps 0 … done−1 (``records/<key>``),
+    ``done`` and the training's ``fingerprint`` (JSON bytes); and the records as the folder's
+    per-step arrays."""
+    import json
+
+    leaves = jax.tree_util.tree_leaves(state)
+    ck = {f"state/{i:05d}": np.asarray(_key_data(leaf)) for i, leaf in enumerate(leaves)}
+    ck.update({f"records/{key_}": v for key_, v in records.items()})
+    ck["done"] = np.int64(done)
+    ck["fingerprint"] = np.frombuffer(json.dumps(fingerprint, sort_keys=True).encode(), np.uint8)
+    saver.update(records, done, total, checkpoint=ck)
+
+
+def restore(saver: Checkpointer, template: StepState, fingerprint: dict) -> tuple[StepState, int, dict]:
+    """``(state, done, records)`` from ``saver``'s last checkpoint, the state rebuilt on the
+    structure of ``template`` (the run's :func:`initial_state`). Refuses, in one line, a
+    missing checkpoint or one whose fingerprint differs (naming the differing fields)."""
+    import json
+
+    ck = saver.read_checkpoint()
+    where = getattr(saver, "path", saver)
+    if ck is None:
+        raise EoslabError(f"nothing to resume: {where} holds no checkpoint")
+    try:
+        stored = json.loads(bytes(ck["fingerprint"]).decode())
+        done = int(ck["done"])
+    except (KeyError, ValueError) as e:
+        raise EoslabError(f"{where}: not a training checkpoint ({e})") from None
+    differ = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
+    if differ:
+        raise EoslabError(f"{where}: the checkpoint is of a different training (differs in: {', '.join(differ)}); "
+                          "resume with the same problem and options, or start afresh without resume")
+    leaves_t, treedef = jax.tree_util.tree_flatten(template)
+    leaves = []
+    for i, t in enumerate(leaves_t):
+        a = ck.get(f"state/{i:05d}")
+        want = np.asarray(_key_data(t))
+        if a is None or a.shape != want.shape or a.dtype != want.dtype:
+            raise EoslabError(f"{where}: checkpoint state leaf {i} does not match this training's state")
+        leaf = jnp.asarray(a)
+        if _is_key(t):
+            leaf = jax.random.wrap_key_data(leaf, impl=jax.random.key_impl(t))
+        leaves.append(leaf)
+    records = {k[len("records/"):]: v for k, v in ck.items() if k.startswith("records/")}
+    return jax.tree_util.tree_unflatten(treedef, leaves), done, records
 
 
 def _float_or_nan(v) -> float:

@@ -587,17 +587,21 @@ def load(path: str | os.PathLike):
 
 
 # ---- a user's own results: trajectories of gd / train / any run ------------------------------
-def _jsonable(value):
+def jsonable(value):
+    """A parameter value as JSON (numbers, strings, None, short numeric lists), or an error."""
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     a = np.asarray(value)
     if a.ndim == 0 and a.dtype.kind in "biuf":
         return a.item()
     if a.ndim == 1 and a.dtype.kind in "biuf" and a.size <= 64:
         return a.tolist()
     raise EoslabError(f"parameter value {value!r} cannot be stored (numbers, strings, short lists)")
+
+
+_jsonable = jsonable
 
 
 def save_trajectory(traj: dict, root: str | os.PathLike = DEFAULT_ROOT, name: str = "trajectories", *,
@@ -669,9 +673,11 @@ def load_dataset(path: str | os.PathLike):
 
     * a run folder: its arrays with dimensions ``step`` (first axis of the per-step arrays) and
       ``eig`` (second axis of ``*_eigs`` / ``*_residuals``), scalars as 0-d variables, the run's
-      parameters in ``attrs["params"]`` (JSON) and ``attrs["run_id"]``;
+      parameters in ``attrs["params"]`` (JSON), ``attrs["run_id"]``, ``attrs["experiment"]`` and the
+      run's own attributes (a stored training's ``optimizer``, ``lr`` and ``edge``);
     * an experiment folder: its valid runs stacked along a dimension ``run`` (coordinate: the
-      run id; every parameter a coordinate along ``run``; runs of different lengths NaN-padded);
+      run id; every parameter a coordinate along ``run``, named ``param_<name>`` where a result has
+      its name; runs of different lengths NaN-padded);
     * a sweep folder (``eoslab sweep``): the sweep with its axes as dimensions.
     """
     try:
@@ -685,7 +691,13 @@ def load_dataset(path: str | os.PathLike):
         return sweep_dataset(path)
     what = folder_kind(path)
     if what == "run":
-        return run_dataset(_read_run_folder(path))
+        run = _read_run_folder(path)
+        ds = run_dataset(run)
+        ds.attrs["experiment"] = run.config.get("experiment", path.parent.name)
+        extra = run.meta.get("attrs")  # e.g. a stored training's optimizer, η and edge
+        if isinstance(extra, dict):
+            ds.attrs.update({k: v for k, v in extra.items() if isinstance(v, (bool, int, float, str))})
+        return ds
     if what != "experiment":
         raise EoslabError(f"{path}: give an experiment folder, a run folder or a sweep folder "
                           f"(this is a {what} folder)")
@@ -700,7 +712,8 @@ def load_dataset(path: str | os.PathLike):
     for k in sorted({k for r in runs for k in r.params}):
         vals = [r.params.get(k) for r in runs]
         if all(isinstance(v, (int, float, bool, str)) for v in vals):
-            coords[k] = ("run", np.asarray(vals))
+            # a parameter named like a result (a training's `loss` = "mse") must not replace it
+            coords[f"param_{k}" if k in ds.data_vars else k] = ("run", np.asarray(vals))
     ds = ds.assign_coords(coords)
     ds.attrs.update({"experiment": path.name, "runs": len(runs)})
     return ds
