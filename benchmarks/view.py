@@ -13,7 +13,13 @@ Measured in one run:
   timed inside headless Chromium against a server on a free loopback port, and the CPU time all
   Chromium processes used per change (what the page costs on an idle machine).
 
-    python benchmarks/view.py [--changes 10] [--steps 2000] [--no-browser]
+* **run browser** (with the browser): selecting runs in the table (3 train-shaped runs of
+  ``--run-steps`` steps: loss, 2 Hessian eigenvalues with residual error bars, the edge, other
+  arrays) until every overlay is drawn in the page, cycling through the selections
+  {A}, {A, B}, {A, B, C}, {B, C}; against the reference of rebuilding every renderer on each
+  selection (``RunBrowser.reuse = False``), in the same run.
+
+    python benchmarks/view.py [--changes 10] [--steps 2000] [--no-browser] [--runs-only]
 """
 
 from __future__ import annotations
@@ -124,6 +130,106 @@ def browser_times(changes: int) -> tuple[list[float], list[float], list[float]] 
         loop.add_callback(lambda: (box["server"].stop(), loop.stop()))
 
 
+def _store(root, steps: int) -> list[str]:
+    """3 runs shaped like ``eoslab train`` ones (the arrays a networks.train run stores)."""
+    from eoslab.experiments.store import Store, run_config
+
+    rng = np.random.default_rng(0)
+    refs = []
+    for i, lr in enumerate((0.05, 0.2, 0.4)):
+        t = np.arange(steps)
+        top = (2 / lr) * (1 - np.exp(-t / (steps / 5))) * (1 + 0.01 * rng.standard_normal(steps))
+        eigs = np.stack([top, 0.6 * top], 1)
+        arrays = {"loss": np.exp(-t / steps) * (1 + 0.1 * rng.random(steps)), "grad_norm": rng.random(steps),
+                  "accuracy": rng.random(steps), "hessian_eigs": eigs, "hessian_residuals": 1e-3 * rng.random(eigs.shape),
+                  "hessian_products": np.full(steps, 4), "tracked": top, "edge": np.full(steps, 2 / lr),
+                  "final_loss": np.float64(0.01)}
+        d = Store(root).write(run_config("bench", "networks.train", {"lr": lr, "steps": steps, "seed": i}), arrays, {})
+        refs.append(f"bench/{d.name}")
+    return refs
+
+
+def browser_select_times(steps: int, repeats: int) -> dict | None:
+    """Seconds from a selection in the runs table to every overlay drawn, for reuse on/off."""
+    chrome = shutil.which("chromium") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not chrome or not driver:
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from tornado.ioloop import IOLoop
+
+    from eoslab.view.app import RunBrowser
+
+    root = tempfile.mkdtemp()
+    _store(root, steps)
+    box = {}
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        box["server"], box["url"] = start_server(root, port=0, io_loop=IOLoop.current())
+        ready.set()
+        box["server"].io_loop.start()
+
+    threading.Thread(target=run, daemon=True).start()
+    ready.wait(60)
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync",
+              "--window-size=1280,1400", f"--user-data-dir={tempfile.mkdtemp()}"):
+        opts.add_argument(a)
+    opts.binary_location = chrome
+    b = webdriver.Chrome(service=Service(driver), options=opts)
+    b.set_script_timeout(120)
+    m = lambda name: f"Bokeh.documents[0].get_model_by_name('{name}')"
+    out = {}
+    try:
+        for reuse in (False, True):
+            RunBrowser.reuse = reuse  # read by each new page's browser
+            b.get(box["url"])
+            _wait(b, f"return window.Bokeh && Bokeh.documents.length && {m('runs_table')} && "
+                     f"{m('runs_table')}.data.ref.length === 3")
+            b.execute_script(f"{m('tabs')}.active = 2;")
+            time.sleep(0.5)
+            # Drawn: every renderer of the four panels has its view, the details list every chosen
+            # run, and one animation frame has passed.
+            b.execute_script(f"""
+                window.__drawn = (want) => new Promise((resolve) => {{
+                  const figs = ['runs_loss', 'runs_eigs', 'runs_ratio', 'runs_other'].map(n => Bokeh.documents[0].get_model_by_name(n));
+                  const check = () => {{
+                    const text = {m('runs_details')}.text;
+                    const views = figs.map(f => [...Bokeh.index.all_views()].find(v => v.model === f));
+                    const ok = want.every(r => text.includes(r)) && (text.match(/<details>/g) || []).length === want.length
+                      && views.every((v, i) => v && figs[i].renderers.every(r => v.renderer_views.get(r) != null));
+                    if (ok) requestAnimationFrame(() => resolve(performance.now())); else requestAnimationFrame(check);
+                  }};
+                  check();
+                }});""")
+            refs = b.execute_script(f"return {m('runs_table')}.data.ref")
+            times = []
+            driver_pid = b.service.process.pid
+            for _ in range(repeats):
+                for sel in ([0], [0, 1], [0, 1, 2], [1, 2]):
+                    want = [refs[i] for i in sel]
+                    c0, s0 = _tree_cpu(driver_pid), time.process_time()
+                    dt = b.execute_async_script(
+                        f"const done = arguments[arguments.length - 1]; const t0 = performance.now(); "
+                        f"{m('runs_table')}.selected.indices = {sel}; "
+                        f"window.__drawn({want!r}).then(t => done((t - t0) / 1e3));")
+                    # CPU seconds: the server (this process: the server thread, the WebDriver
+                    # client's calls are negligible) and every Chromium process.
+                    times.append((tuple(sel), dt, time.process_time() - s0, _tree_cpu(driver_pid) - c0))
+                    time.sleep(0.3)
+            out[reuse] = times
+        return out
+    finally:
+        RunBrowser.reuse = True
+        b.quit()
+        loop = box["server"].io_loop
+        loop.add_callback(lambda: (box["server"].stop(), loop.stop()))
+
+
 def _tree_cpu(root_pid: int) -> float:
     """CPU seconds (user + system) used so far by ``root_pid`` and all its descendants (Linux
     /proc): the browser's work, independent of how busy the machine is."""
@@ -163,11 +269,34 @@ def main():
     ap.add_argument("--changes", type=int, default=10, help="number of η changes timed")
     ap.add_argument("--steps", type=int, default=2000, help="trajectory length")
     ap.add_argument("--no-browser", action="store_true", help="skip the headless-Chromium round trip")
+    ap.add_argument("--runs-only", action="store_true", help="only the run browser's selection timing")
+    ap.add_argument("--run-steps", type=int, default=2000, help="steps of each stored run (run browser)")
+    ap.add_argument("--repeats", type=int, default=3, help="cycles of the 4 selections (run browser)")
     a = ap.parse_args()
     t0 = time.perf_counter()
+    med = statistics.median
+    if not a.no_browser:
+        sel = browser_select_times(a.run_steps, a.repeats)
+        if sel is None:
+            Console().print("run browser: no chromium/chromedriver")
+        else:
+            t = Table(title=f"eoslab view run browser: selection → every overlay drawn ({a.run_steps:,}-step runs, "
+                            f"median of {a.repeats})")
+            for c in ("runs selected", "rebuild: wall (s)", "server CPU", "browser CPU", "reuse: wall (s)",
+                      "server CPU", "browser CPU", "wall ratio"):
+                t.add_column(c, justify="right")
+            for key, what in (((0,), "{A} (from {B, C})"), ((0, 1), "{A, B} (adds B)"),
+                              ((0, 1, 2), "{A, B, C} (adds C)"), ((1, 2), "{B, C} (drops A)")):
+                cols = []
+                for mode in (False, True):
+                    rows = [r for r in sel[mode] if r[0] == key]
+                    cols.append([med([r[i] for r in rows]) for i in (1, 2, 3)])
+                t.add_row(what, *(f"{v:.3f}" for v in cols[0] + cols[1]), f"{cols[1][0] / cols[0][0]:.2f}×")
+            Console().print(t)
+    if a.runs_only:
+        return
     first = warm_up()
     upd, phase, cold = server_times(a.changes, a.steps)
-    med = statistics.median
     t = Table(title=f"eoslab view: one change of η, {a.steps:,}-step trajectory (median of {a.changes})")
     for c in ("what", "median (ms)", "max (ms)", "vs cold"):
         t.add_column(c, justify="right" if c != "what" else "left")

@@ -211,6 +211,90 @@ def test_series_of_a_central_flow_run_and_standard_errors(tmp_path):
     np.testing.assert_array_equal(err, np.full(T, 0.1))  # the _se array as error bars
 
 
+def _write_partial(root: Path, config: dict, arrays: dict, done: int, total: int) -> Path:
+    """A run being written, by the store's partial-run convention: arrays then progress, each
+    replaced atomically (tmp file + os.replace), as a writer does while it trains."""
+    from eoslab.experiments.store import run_id
+
+    d = root / config["experiment"] / f".partial-{run_id(config)}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "config.json").write_text(json.dumps(config))
+    with open(d / "arrays.tmp.npz", "wb") as f:
+        np.savez(f, **{k: v[:done] for k, v in arrays.items()})
+    os.replace(d / "arrays.tmp.npz", d / "arrays.npz")
+    (d / "progress.tmp").write_text(json.dumps({"done": done, "total": total, "updated": f"2026-12-02T00:00:{done:02d}Z"}))
+    os.replace(d / "progress.tmp", d / "progress.json")
+    return d
+
+
+def _growing(T=30):
+    t = np.arange(T)
+    config = run_config("live", "train", {"lr": 0.1, "steps": T, "seed": 7})
+    arrays = {"loss": np.exp(-0.1 * t), "hessian_eigs": np.stack([5 + 0.5 * t, 2 + 0.1 * t], 1),
+              "hessian_residuals": np.full((T, 2), 1e-3), "edge": np.full(T, 20.0)}
+    return config, arrays
+
+
+def test_a_run_being_written_is_listed_and_grows(tmp_path):
+    pytest.importorskip("bokeh", reason="eoslab view needs the [view] extra (bokeh)")
+    from eoslab.view.app import RunBrowser
+
+    root = tmp_path / "runs"
+    refs = _make_store(root)
+    config, arrays = _growing()
+    part = _write_partial(root, config, arrays, 10, 30)
+    ref = f"live/{part.name}"
+    # Broken partial folders are listed with the reason, never read.
+    bad = root / "live" / ".partial-0000000000000000"
+    bad.mkdir()
+    (bad / "config.json").write_text(json.dumps(config))
+    (bad / "progress.json").write_text('{"done": 1, "total": 2}')
+    (root / "live" / ".partial-1111111111111111").mkdir()  # nothing written yet
+    entries = {e.ref: e for e in runs.scan(root)}
+    assert entries[ref].progress == (10, 30, "2026-12-02T00:00:10Z") and entries[ref].problem is None
+    assert "hash" in entries["live/.partial-0000000000000000"].problem
+    assert "no progress.json" in entries["live/.partial-1111111111111111"].problem
+    row = runs.table_row(root, entries[ref])
+    assert row["status"] == "running 10/30" and row["steps"] == "10" and "lr=0.1" in row["params"]
+    assert "2026-12-02T00:00:10Z" in row["outcomes"]
+    s = runs.series(runs.read(root, ref))
+    np.testing.assert_array_equal(s["x"], np.arange(10))
+    np.testing.assert_array_equal(s["eigs"][0][1], arrays["hessian_eigs"][:10, 0])
+    with pytest.raises(EoslabError, match="refused"):
+        runs.read(root, "live/.partial-x/../../../etc")
+    before = _tree(root)
+
+    br = RunBrowser(root, None, preselect=[ref, refs[0]])
+    assert br.selected == [ref, refs[0]] and "1 running" in br.status.text
+
+    def curve(name, r=None):
+        (src,) = [g.data_source for g in br.f_eigs.renderers if g.data_source.tags == [r or ref, name]]
+        return src
+
+    np.testing.assert_array_equal(curve("hessian_eigs[0]").data["y"], arrays["hessian_eigs"][:10, 0])
+    other = curve("hessian_eigs[0]", refs[0])
+    kept = list(br.f_eigs.renderers)
+    assert not br.refresh()  # nothing changed: nothing redrawn
+    # The writer adds rows: the same renderers get the new rows (streamed), the other run is untouched.
+    _write_partial(root, config, arrays, 25, 30)
+    assert br.refresh()
+    np.testing.assert_array_equal(curve("hessian_eigs[0]").data["y"], arrays["hessian_eigs"][:25, 0])
+    np.testing.assert_array_equal(curve("hessian_eigs[0] ±").data["hi"], arrays["hessian_eigs"][:25, 0] + 1e-3)
+    assert list(br.f_eigs.renderers) == kept and curve("hessian_eigs[0]", refs[0]) is other
+    assert br.src_table.data["status"][br.src_table.data["ref"].index(ref)] == "running 25/30"
+    # The run is stored and its partial folder removed: the browser follows it to the stored run.
+    final = Store(root).write(config, arrays, {})
+    shutil.rmtree(part)
+    assert br.refresh()
+    assert br.selected == [f"live/{final.name}", refs[0]] and ref not in br.src_table.data["ref"]
+    np.testing.assert_array_equal(curve("hessian_eigs[0]", f"live/{final.name}").data["y"], arrays["hessian_eigs"][:, 0])
+    assert "running" not in br.status.text
+    # Read-only: the only changes are the test's own (the stored run written, the partial removed).
+    after = _tree(root)
+    assert {k: v for k, v in after.items() if not k.startswith(f"live/{final.name}")} == \
+        {k: v for k, v in before.items() if not k.startswith(f"live/{part.name}")}
+
+
 # --------------------------------------------------------------------------- the Bokeh document (no browser)
 def test_app_document(tmp_path):
     pytest.importorskip("bokeh", reason="eoslab view needs the [view] extra (bokeh)")
@@ -236,7 +320,7 @@ def test_app_document(tmp_path):
     ex.w_eps.value = 1.5  # refused with a message, nothing redrawn
     assert "eps must lie in (0, 1)" in ex.error.text and ex.src_traj.tags[0]["lr"] == 1.2
     br = parts["runs"]
-    assert "1 being written now" in br.status.text
+    assert "1 being stored now" in br.status.text
     assert sorted(br.src_table.data["ref"]) == sorted(refs + ["net/0123456789abcdef"])
     br.src_table.selected.indices = [br.src_table.data["ref"].index(r) for r in refs]
     drawn = [r for f in (br.f_loss, br.f_eigs, br.f_ratio) for r in f.renderers if r.tags == ["run"]]
@@ -430,9 +514,31 @@ def test_browser_runs_read_only_and_live(served):
     new = Store(root).write(run_config("net", "train", {"lr": 0.2, "steps": 10, "seed": 5}),
                             {"loss": np.linspace(1, 0.1, 10)}, {})
     _wait(b, f"return {_model('runs_table')}.data.ref.includes('net/{new.name}')", timeout=15)
+    # A run being written: listed as running, selected, its curves grow, then it is stored.
+    config, arrays = _growing()
+    part = _write_partial(root, config, arrays, 10, 30)
+    pref = f"live/{part.name}"
+    table = _model("runs_table")
+    _wait(b, f"const t = {table}.data; const i = t.ref.indexOf('{pref}'); return i >= 0 && t.status[i] === 'running 10/30'",
+          timeout=15)
+    b.execute_script(f"const t = {table}; t.selected.indices = [t.data.ref.indexOf('{pref}')];")
+    top = lambda ref: (f"(({_model('runs_eigs')}.renderers.find(r => r.data_source.tags[0] === '{ref}' && "
+                       f"r.data_source.tags[1] === 'hessian_eigs[0]') || {{data_source: {{data: {{y: []}}}}}})"
+                       ".data_source.data.y)")
+    _wait(b, f"return {top(pref)}.length === 10")
+    _write_partial(root, config, arrays, 25, 30)
+    _wait(b, f"return {top(pref)}.length === 25", timeout=15)
+    np.testing.assert_array_equal(b.execute_script(f"return Array.from({top(pref)})"), arrays["hessian_eigs"][:25, 0])
+    assert b.execute_script(f"const t = {table}.data; return t.status[t.ref.indexOf('{pref}')]") == "running 25/30"
+    final = Store(root).write(config, arrays, {})
+    shutil.rmtree(part)
+    fref = f"live/{final.name}"
+    _wait(b, f"return {top(fref)}.length === 30", timeout=15)
+    assert b.execute_script(f"const t = {table}; return t.selected.indices.map(i => t.data.ref[i])") == [fref]
+    np.testing.assert_array_equal(b.execute_script(f"return Array.from({top(fref)})"), arrays["hessian_eigs"][:, 0])
     time.sleep(0.3)
     assert not _severe(b)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     b.save_screenshot(str(ARTIFACTS / "view-runs.png"))
     after = _tree(root)
-    assert {k: v for k, v in after.items() if new.name not in k} == before  # the app changed nothing
+    assert {k: v for k, v in after.items() if new.name not in k and not k.startswith("live")} == before  # the app changed nothing

@@ -29,7 +29,7 @@ RUN_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
 #: Default explorer state: the regime of Theorem 1 at ε = 0.1 (θ₂√(εη) = 2.2 lies in the
 #: default initialisation box of ``eoslab run quadratic2d``).
 DEFAULTS = {"eps": 0.1, "lr": 1.0, "E": 0.0, "steps": 2000, "theta1": 0.2, "theta2": 6.957}
-REFRESH_MS = 2000
+REFRESH_MS = 1000
 
 _STYLE = """
 :host { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
@@ -326,7 +326,10 @@ class Explorer:
 
 
 class _held:
-    """Combine a document's change events into one message while the block runs."""
+    """Combine a document's change events into one message while the block runs, and walk its
+    model graph once at the end instead of after every new model (Bokeh re-walks the whole
+    document each time a reference is added: with every tab's models, that walk was most of
+    the time of drawing a few runs)."""
 
     def __init__(self, doc):
         self.doc = doc if hasattr(doc, "hold") else None
@@ -334,10 +337,17 @@ class _held:
     def __enter__(self):
         if self.doc is not None:
             self.doc.hold("combine")
+            self._frozen = self.doc.models.freeze() if hasattr(self.doc, "models") else None
+            if self._frozen is not None:
+                self._frozen.__enter__()
 
     def __exit__(self, *exc):
         if self.doc is not None:
-            self.doc.unhold()
+            try:
+                if self._frozen is not None:
+                    self._frozen.__exit__(*exc)
+            finally:
+                self.doc.unhold()
         return False
 
 
@@ -420,6 +430,9 @@ class SecondOrderExplorer:
 class RunBrowser:
     """Every run of a results root: a table, overlays of the chosen runs, refreshed from the store."""
 
+    #: Keep renderers across selections (False: rebuild them all, the reference of benchmarks/view.py).
+    reuse = True
+
     def __init__(self, root, doc=None, preselect: list[str] | None = None):
         from bokeh.models import (ColumnDataSource, DataTable, Div, MultiChoice, TableColumn)
         from bokeh.plotting import figure
@@ -434,15 +447,17 @@ class RunBrowser:
                 TableColumn(field="kind", title="kind", width=110),
                 TableColumn(field="run_id", title="run", width=90),
                 TableColumn(field="steps", title="steps", width=60),
-                TableColumn(field="params", title="key parameters", width=380),
-                TableColumn(field="outcomes", title="outcomes (scalars)", width=330),
-                TableColumn(field="status", title="status", width=90)]
+                TableColumn(field="params", title="key parameters", width=350),
+                TableColumn(field="outcomes", title="outcomes (scalars)", width=310),
+                TableColumn(field="status", title="status", width=140)]
         self.table = DataTable(source=self.src_table, columns=cols, width=1220, height=260, selectable=True,
                                index_position=None, name="runs")
         self.src_table.selected.on_change("indices", self._on_select)
-        self.status = Div(text="", name="runs_status", width=1200)
-        self.message = Div(text="", name="runs_message", styles={"color": EDGE}, width=1200)
-        self.details = Div(text="", width=1200, name="runs_details")
+        # Fixed sizes (scrolling inside): a new text then does not make the page lay out again.
+        self.status = Div(text="", name="runs_status", width=1200, height=22)
+        self.message = Div(text="", name="runs_message", styles={"color": EDGE, "overflow-y": "auto"}, width=1200,
+                           height=36)
+        self.details = Div(text="", width=1200, height=240, name="runs_details", styles={"overflow-y": "auto"})
         tools = "pan,wheel_zoom,box_zoom,reset,save"
         self.f_loss = figure(title="loss", width=600, height=300, y_axis_type="log", x_axis_label="step",
                              tools=tools, name="runs_loss")
@@ -453,12 +468,19 @@ class RunBrowser:
                               tools=tools, x_range=self.f_loss.x_range, name="runs_ratio")
         self.f_other = figure(title="other per-step arrays (choose above)", width=600, height=300,
                               x_axis_label="step", tools=tools, x_range=self.f_loss.x_range, name="runs_other")
-        from bokeh.models import Span
+        from bokeh.models import Legend, Span
 
         self.f_ratio.add_layout(Span(location=1.0, dimension="width", line_color=EDGE, line_dash="dashed"))
+        self._legends = {}
+        for f in self._figs:
+            self._legends[f.name] = Legend(items=[], location="top_right", background_fill_alpha=0.6,
+                                           label_text_font_size="8pt")
+            f.add_layout(self._legends[f.name])
         self.other_choice = MultiChoice(title="other arrays", options=[], value=[], width=600, name="runs_other_keys")
         self.other_choice.on_change("value", lambda attr, old, new: self._draw())
         self.selected: list[str] = []
+        self._glyphs: dict[tuple, tuple] = {}  # (figure, run, curve) -> (renderer, legend item)
+        self._cache: dict[str, tuple] = {}  # run -> (stamp, run, series)
         self._quiet = False
         self._writing = 0
         self.refresh()
@@ -469,7 +491,8 @@ class RunBrowser:
         from bokeh.models import Div
 
         intro = Div(text=(f"<b>Runs</b> under <code>{self.root}</code> (read-only; refreshed every "
-                          f"{REFRESH_MS // 1000} s, so a sweep's new runs appear as they are stored). "
+                          f"{REFRESH_MS // 1000} s: a sweep's new runs appear as they are stored, and a run being written "
+                          "is listed as running and its curves grow until it is stored). "
                           "Select rows (shift/ctrl-click for several) to overlay them."), width=1200)
         return column(intro, self.status, self.message, self.table,
                       row(self.f_loss, self.f_eigs), row(self.f_ratio, column(self.other_choice, self.f_other)),
@@ -489,7 +512,9 @@ class RunBrowser:
         rows = [self._row(e) for e in entries]
         data = {k: [r[k] for r in rows] for k in self.src_table.data}
         refs = data["ref"]
-        keep = [r for r in self.selected if r in refs]
+        # A selected run being written that has been stored since is followed to its final place.
+        final = {f"{e.experiment}/{runs.PARTIAL}{e.run_id}": e.ref for e in entries if e.progress is None}
+        keep = list(dict.fromkeys(r if r in refs else final[r] for r in self.selected if r in refs or r in final))
         self._quiet = True  # re-selecting the same runs at their new rows is not a new selection
         try:
             height = int(min(320, 30 + 25 * max(len(rows), 1)))
@@ -500,9 +525,12 @@ class RunBrowser:
         finally:
             self._quiet = False
         n_bad = sum(e.problem is not None for e in entries)
-        self.status.text = (f"{len(entries)} run(s) in {len({e.experiment for e in entries})} experiment(s)"
+        n_run = sum(e.progress is not None and e.problem is None for e in entries)
+        n_stored = sum(e.progress is None for e in entries)
+        self.status.text = (f"{n_stored} run(s) in {len({e.experiment for e in entries})} experiment(s)"
+                            + (f", {n_run} running (shown as they grow)" if n_run else "")
                             + (f", {n_bad} incomplete or invalid (listed, not read)" if n_bad else "")
-                            + (f", {n_writing} being written now" if n_writing else "")
+                            + (f", {n_writing} being stored now" if n_writing else "")
                             + f" · scanned {time.strftime('%H:%M:%S', time.gmtime())} UTC")
         changed = any(old.get(e.ref) != e.stamp for e in entries if e.ref in keep)
         if keep != self.selected or changed:
@@ -537,33 +565,37 @@ class RunBrowser:
 
     # ---- plots
     def _draw(self):
-        from bokeh.models import ColumnDataSource
+        """Overlay the selected runs. Renderers are kept per (run, curve) and reused: a new
+        selection adds only the new runs' renderers and drops those of deselected runs, and a
+        run whose files changed (a run being written) gets new data on its existing renderers,
+        streamed when the new rows extend the old ones. All of it reaches the page as one message."""
+        with _held(self.doc):
+            self._draw_now()
 
-        for f in (self.f_loss, self.f_eigs, self.f_ratio, self.f_other):
-            f.renderers = [r for r in f.renderers if not getattr(r, "tags", None) == ["run"]]
-            if f.legend:
-                f.legend.items = []
-        other_keys, details = set(), []
+    def _draw_now(self):
+        if not self.reuse:  # the reference of benchmarks/view.py: every renderer rebuilt
+            self._drop(list(self._glyphs))
+        stamps = {e.ref: e.stamp for e in self.entries}
+        want, other_keys, details = {}, set(), []
         for i, ref in enumerate(self.selected[:len(RUN_COLOURS)]):
             colour = RUN_COLOURS[i]
             try:
-                run = runs.read(self.root, ref)
-                s = runs.series(run)
+                run, s = self._series(ref, stamps.get(ref))
             except (EoslabError, OSError, ValueError) as e:
                 self.message.text = f"{ref}: {e}"
                 continue
-            label = ref.split("/")[0][:18] + "/" + ref.split("/")[1][:6]
+            exp, rid = ref.split("/")
+            label = exp[:18] + "/" + rid.replace(runs.PARTIAL, "")[:6] + ("…" if rid.startswith(runs.PARTIAL) else "")
             x = s["x"]
             if i == 0:
-                for f in (self.f_loss, self.f_eigs, self.f_ratio, self.f_other):
+                for f in self._figs:
                     f.xaxis.axis_label = s["x_name"]
 
             def line(fig, y, name, dash="solid", width=1.3, alpha=1.0, positive=False):
                 ok = np.isfinite(y) & (y > 0 if positive else True)
-                src = ColumnDataSource(dict(x=x[ok], y=y[ok]), tags=[ref, name])
-                r = fig.line("x", "y", source=src, color=colour, line_dash=dash, line_width=width, alpha=alpha,
-                             legend_label=f"{label} {name}")
-                r.tags = ["run"]
+                want[(fig.name, ref, name)] = ("line", dict(x=x[ok], y=y[ok]),
+                                               dict(line_color=colour, line_dash=dash, line_width=width,
+                                                    line_alpha=alpha), f"{label} {name}")
 
             for name, y in s["loss"]:
                 line(self.f_loss, y, name, positive=True)
@@ -573,9 +605,9 @@ class RunBrowser:
                 line(self.f_eigs, y, name, alpha=1.0 if j == 0 else 0.6)
                 if err is not None:
                     ok = np.isfinite(y) & np.isfinite(err)
-                    src = ColumnDataSource(dict(x=x[ok], lo=(y - err)[ok], hi=(y + err)[ok]), tags=[ref, name + " ±"])
-                    r = self.f_eigs.segment("x", "lo", "x", "hi", source=src, color=colour, alpha=0.5)
-                    r.tags = ["run"]
+                    want[(self.f_eigs.name, ref, name + " ±")] = (
+                        "segment", dict(x=x[ok], lo=(y - err)[ok], hi=(y + err)[ok]),
+                        dict(line_color=colour, line_alpha=0.5), None)
             if s["edge"] is not None and s["eigs"]:
                 line(self.f_eigs, s["edge"], "edge", dash="dashed", width=1.0)
             for name, y in s["flow_eigs"]:
@@ -587,13 +619,73 @@ class RunBrowser:
                 if name in self.other_choice.value:
                     line(self.f_other, y, name)
             details.append(f"<details><summary>{ref}</summary><pre>{_escape(runs.details(run))}</pre></details>")
-        self.other_choice.options = sorted(other_keys | set(self.other_choice.value))
-        self.details.text = "".join(details)
-        for f in (self.f_loss, self.f_eigs, self.f_ratio, self.f_other):
-            if f.legend:
-                f.legend.label_text_font_size = "8pt"
-                f.legend.location = "top_right"
-                f.legend.background_fill_alpha = 0.6
+        # Each figure's renderers and legend are assigned once (one message each): Bokeh sends
+        # every property change as its own message, and each one makes the page redraw.
+        gone = {k: self._glyphs.pop(k) for k in [k for k in self._glyphs if k not in want]}
+        added = {}
+        for key, (glyph, data, style, legend) in want.items():
+            if key in self._glyphs:
+                self._update(self._glyphs[key][0], data, style)
+            else:
+                self._glyphs[key] = added[key] = self._create(key, glyph, data, style, legend)
+        for f in self._figs:
+            drop = [r for k, (r, _) in gone.items() if k[0] == f.name]
+            new = [(r, item) for k, (r, item) in added.items() if k[0] == f.name]
+            if drop or new:
+                f.renderers = [r for r in f.renderers if r not in drop] + [r for r, _ in new]
+                leg = self._legends[f.name]
+                leg.items = [it for it in leg.items if not any(r in drop for r in it.renderers)] + \
+                    [it for _, it in new if it is not None]
+        options = sorted(other_keys | set(self.other_choice.value))
+        if options != list(self.other_choice.options):
+            self.other_choice.options = options
+        text = "".join(details)
+        if text != self.details.text:
+            self.details.text = text
+
+    @property
+    def _figs(self):
+        return (self.f_loss, self.f_eigs, self.f_ratio, self.f_other)
+
+    def _series(self, ref, stamp):
+        """(run, runs.series(run)), read again only when the run's files changed."""
+        hit = self._cache.get(ref)
+        if hit is None or hit[0] != stamp or stamp is None:
+            run = runs.read(self.root, ref)
+            hit = self._cache[ref] = (stamp, run, runs.series(run))
+        return hit[1], hit[2]
+
+    @staticmethod
+    def _create(key, glyph, data, style, legend):
+        """A renderer (and its legend item) for ``key`` = (figure, run, curve), not yet in a figure."""
+        from bokeh.models import ColumnDataSource, GlyphRenderer, LegendItem, Line, Segment
+
+        src = ColumnDataSource(data, tags=[key[1], key[2]])
+        g = Line(x="x", y="y", **style) if glyph == "line" else Segment(x0="x", y0="lo", x1="x", y1="hi", **style)
+        r = GlyphRenderer(data_source=src, glyph=g, tags=["run"])
+        return r, (LegendItem(label=legend, renderers=[r]) if legend else None)
+
+    @staticmethod
+    def _update(r, data, style):
+        for k, v in style.items():
+            if getattr(r.glyph, k) != v:
+                setattr(r.glyph, k, v)
+        src, old = r.data_source, r.data_source.data
+        n = len(old["x"])
+        if len(data["x"]) == n and all(np.array_equal(old[c], data[c], equal_nan=True) for c in data):
+            return
+        if len(data["x"]) > n and all(np.array_equal(np.asarray(old[c]), data[c][:n], equal_nan=True) for c in data):
+            src.stream({c: v[n:] for c, v in data.items()})  # a growing run: only the new rows travel
+        else:
+            src.data = data
+
+    def _drop(self, keys):
+        gone = [self._glyphs.pop(k)[0] for k in keys]
+        for f in self._figs:
+            if any(r in gone for r in f.renderers):
+                f.renderers = [r for r in f.renderers if r not in gone]
+                leg = self._legends[f.name]
+                leg.items = [it for it in leg.items if not any(r in gone for r in it.renderers)]
 
 
 def _escape(s: str) -> str:

@@ -23,6 +23,17 @@ Arrays are classified generically, so kinds this module does not know still show
   or any such name in a run whose kind contains ``flow``/``central`` except ``gd_*`` and
   ``gf_*`` (the discrete GD and gradient-flow curves stored beside it) → drawn dashed;
 * any other float per-step array → "other" (chosen by name in the page).
+
+A run being written (the store's partial-run convention, ``docs/experiments.md``)::
+
+    <root>/<experiment>/.partial-<run id>/
+        config.json     the run's config (the final run's, so <run id> is its hash)
+        arrays.npz      per-step arrays of steps 0 … done−1 (replaced atomically)
+        progress.json   {"done": int, "total": int, "updated": "<utc iso>"} (written last)
+
+is listed with its progress (:attr:`Entry.progress`), read as a :class:`PartialRun` (the same
+:func:`series` apply) and referred to as ``"<experiment>/.partial-<run id>"``; once the final
+run is stored (and the folder removed) the browser follows ``"<experiment>/<run id>"``.
 """
 
 from __future__ import annotations
@@ -36,7 +47,11 @@ from pathlib import Path
 import numpy as np
 
 from eoslab.errors import EoslabError
-from eoslab.experiments.store import MARKER, Store
+from eoslab.experiments.store import FILES, MARKER, Store
+from eoslab.experiments.store import run_id as config_hash
+
+#: The prefix of a run being written (``<experiment>/.partial-<run id>``).
+PARTIAL = ".partial-"
 
 #: x-axis array names, in order of preference.
 STEP_KEYS = ("step", "steps", "t")
@@ -80,12 +95,47 @@ class Entry:
     experiment: str
     run_id: str
     problem: str | None
-    stamp: tuple  # (mtime_ns of COMPLETE or the directory, size): changes when the run changes
+    stamp: tuple  # (mtime_ns, size) of its files: changes when the run changes
+    #: For a run being written: (done, total, updated) from its progress.json; None for a stored run.
+    progress: tuple | None = None
+
+    @property
+    def final_ref(self) -> str:
+        """Where the run will be once stored (its own ref for a stored run)."""
+        return f"{self.experiment}/{self.run_id}"
+
+
+def _stamp(d: Path, names) -> tuple:
+    """(mtime_ns, size) of each of ``names`` in ``d`` that exists: cheap (stat only), and it
+    changes whenever a writer replaces one of them."""
+    out = []
+    for n in names:
+        try:
+            st = (d / n).stat()
+            out.append((n, st.st_mtime_ns, st.st_size))
+        except OSError:
+            pass
+    return tuple(out)
+
+
+#: Validity of stored runs by (path, stamp): the checksum is recomputed only when a file changed.
+_VALID: dict[tuple, str | None] = {}
+
+
+def _invalid_reason(d: Path, stamp: tuple) -> str | None:
+    key = (str(d), stamp)
+    if key not in _VALID:
+        if len(_VALID) > 10_000:
+            _VALID.clear()
+        _VALID[key] = Store.invalid_reason(d)
+    return _VALID[key]
 
 
 def scan(root: str | os.PathLike) -> list[Entry]:
-    """Every run directory under ``root`` (``<root>/<experiment>/<run id>``, hidden folders such
-    as ``.corrupt`` and ``.tmp-*`` skipped), sorted by experiment and id. Read-only."""
+    """Every run directory under ``root`` (``<root>/<experiment>/<run id>``) and every run being
+    written (``<root>/<experiment>/.partial-<run id>``, with its progress; skipped once the
+    final run exists), sorted by experiment and id; other hidden folders (``.corrupt``,
+    ``.tmp-*``) are skipped. Read-only."""
     base = Path(os.path.realpath(root))
     if not base.is_dir():
         return []
@@ -93,23 +143,121 @@ def scan(root: str | os.PathLike) -> list[Entry]:
     for exp in sorted(base.iterdir()):
         if exp.name.startswith(".") or not exp.is_dir() or not _inside(base, exp):
             continue
-        for d in sorted(exp.iterdir()):
+        try:
+            children = sorted(exp.iterdir())
+        except OSError:
+            continue
+        stored = {d.name for d in children if not d.name.startswith(".")}
+        for d in children:
+            if not d.name.startswith(PARTIAL) or d.name[len(PARTIAL):] in stored:
+                continue
+            if not d.is_dir() or not _inside(base, d):
+                continue
+            e = _partial_entry(exp.name, d)
+            if e is not None:
+                out.append(e)
+        for d in children:
             if d.name.startswith(".") or not d.is_dir() or not _inside(base, d):
                 continue
             if not (d / "config.json").exists() and not (d / MARKER).exists():
                 continue
-            marker = d / MARKER
-            try:
-                st = (marker if marker.exists() else d).stat()
-                stamp = (st.st_mtime_ns, st.st_size)
-            except OSError:
+            stamp = _stamp(d, (*FILES, MARKER))
+            if not stamp:
                 continue
-            out.append(Entry(f"{exp.name}/{d.name}", exp.name, d.name, Store.invalid_reason(d), stamp))
-    return out
+            out.append(Entry(f"{exp.name}/{d.name}", exp.name, d.name, _invalid_reason(d, stamp), stamp))
+    return sorted(out, key=lambda e: (e.experiment, e.run_id, e.progress is not None))
+
+
+def _partial_entry(experiment: str, d: Path) -> Entry | None:
+    rid = d.name[len(PARTIAL):]
+    stamp = _stamp(d, ("progress.json", "arrays.npz", "config.json"))
+    if not stamp and not d.is_dir():
+        return None  # vanished (completed) since the listing
+    try:
+        progress = _progress(d)
+        problem = None
+    except EoslabError as e:
+        progress, problem = (0, 0, ""), str(e)
+    else:
+        try:
+            config = json.loads((d / "config.json").read_text())
+            if not isinstance(config, dict) or config_hash(config) != rid:
+                problem = "its config does not hash to the folder name"
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            problem = f"unreadable config.json ({e})"
+    return Entry(f"{experiment}/{d.name}", experiment, rid, problem, stamp, progress)
+
+
+def _progress(d: Path) -> tuple:
+    """(done, total, updated) from ``d/progress.json``; EoslabError if it is missing or malformed."""
+    try:
+        p = json.loads((d / "progress.json").read_text())
+        done, total, updated = p["done"], p["total"], p.get("updated", "")
+    except FileNotFoundError:
+        raise EoslabError("no progress.json yet") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise EoslabError(f"unreadable progress.json ({type(e).__name__})") from None
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (done, total)):
+        raise EoslabError("progress.json: done and total must be integers ≥ 0")
+    return done, total, str(updated)
+
+
+@dataclasses.dataclass
+class PartialRun:
+    """A run being written, read like a stored run (``config``, ``params``, ``arrays``, ``meta``)
+    plus its progress. ``arrays`` holds the rows of steps 0 … done−1 written so far."""
+
+    path: Path
+    config: dict
+    done: int
+    total: int
+    updated: str
+    _arrays: dict | None = None
+
+    @property
+    def id(self) -> str:
+        return self.path.name[len(PARTIAL):]
+
+    @property
+    def params(self) -> dict:
+        return self.config.get("params", {})
+
+    @property
+    def meta(self) -> dict:
+        return {"mode": "running", "progress": {"done": self.done, "total": self.total, "updated": self.updated}}
+
+    @property
+    def arrays(self) -> dict:
+        if self._arrays is None:
+            try:
+                with np.load(self.path / "arrays.npz", allow_pickle=False) as z:
+                    self._arrays = {k: z[k] for k in z.files}
+            except FileNotFoundError:
+                self._arrays = {}  # nothing written yet (done = 0)
+            except Exception as e:  # noqa: BLE001 - zipfile/numpy raise many types for a bad archive
+                raise EoslabError(f"run being written {self.path.name}: cannot read arrays.npz "
+                                  f"({type(e).__name__}: {e})") from None
+        return self._arrays
+
+
+def read_partial(path: Path) -> PartialRun:
+    """The run being written at ``path`` (a ``.partial-<run id>`` folder), read without writing."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except FileNotFoundError:
+        raise EoslabError(f"{path.parent.name}/{path.name} is no longer being written (finished or removed)") from None
+    except (OSError, ValueError) as e:
+        raise EoslabError(f"{path.name}: unreadable config.json ({e})") from None
+    if not isinstance(config, dict):
+        raise EoslabError(f"{path.name}: config.json is not an object")
+    done, total, updated = _progress(path)
+    return PartialRun(path, config, done, total, updated)
 
 
 def writing(root: str | os.PathLike) -> int:
-    """How many runs are being written now (the store's ``.tmp-*`` folders: a run appears whole
+    """How many runs are being stored now (the store's ``.tmp-*`` folders: a run appears whole
     once its writer renames the folder)."""
     base = Path(os.path.realpath(root))
     if not base.is_dir():
@@ -122,8 +270,11 @@ def writing(root: str | os.PathLike) -> int:
 
 
 def read(root: str | os.PathLike, ref: str):
-    """The valid run at ``ref`` (a :class:`eoslab.experiments.store.Run`), read without repair."""
+    """The valid run at ``ref`` (a :class:`eoslab.experiments.store.Run`, or a
+    :class:`PartialRun` for ``"<experiment>/.partial-<run id>"``), read without repair."""
     path = resolve(root, ref)
+    if path.name.startswith(PARTIAL):
+        return read_partial(path)
     run = Store(path.parent.parent).read(path, repair=False)
     if run is None:
         raise EoslabError(f"{ref} is not a valid run: {Store.invalid_reason(path)}")
@@ -148,7 +299,7 @@ def table_row(root, entry: Entry) -> dict:
         return row
     try:
         run = read(root, entry.ref)
-        arrays = run.arrays
+        arrays = {} if entry.progress is not None else run.arrays  # a growing run's rows: not read here
     except (EoslabError, OSError, ValueError) as e:
         row["status"] = f"unreadable: {e}"
         return row
@@ -156,6 +307,12 @@ def table_row(root, entry: Entry) -> dict:
     params = run.params
     shown = [k for k in KEY_PARAMS if k in params] + [k for k in sorted(params) if k not in KEY_PARAMS]
     row["params"] = ", ".join(f"{k}={_fmt(params[k])}" for k in shown[:8])
+    if entry.progress is not None:
+        done, total, updated = entry.progress
+        row["steps"] = str(done)
+        row["status"] = f"running {done}/{total}"
+        row["outcomes"] = f"being written · updated {updated}"
+        return row
     scal = {k: v.item() for k, v in arrays.items() if v.ndim == 0}
     row["outcomes"] = ", ".join(f"{k}={_fmt(v)}" for k, v in list(scal.items())[:6])
     T = _length(arrays)
@@ -207,8 +364,8 @@ def series(run) -> dict:
         low = k.lower()
         cols = _columns(v)
         items = [(k if len(cols) == 1 else f"{k}[{j}]", c) for j, c in enumerate(cols)]
-        spectral = low.endswith("_eigs") or "sharpness" in low or low == "tracked"
-        lossy = low == "loss" or low.endswith("_loss")
+        spectral = low.endswith("_eigs") or "sharpness" in low or low in ("tracked", "eigs")
+        lossy = "loss" in low.split("_")  # loss, gd_loss, avg_loss, gd_loss_smoothed
         flow = "central" in low or "flow" in low or (flow_kind and not low.startswith(("gd_", "gf_")))
         if flow and (lossy or spectral):
             out["flow_loss" if lossy else "flow_eigs"] += items
@@ -225,6 +382,9 @@ def series(run) -> dict:
             out["other"] += items
     if out["edge"] is None:
         lr = run.params.get("lr")
+        if not isinstance(lr, (int, float)) or not lr:  # a kind that derives η (stored as a scalar)
+            a = arrays.get("lr")
+            lr = float(a) if a is not None and a.ndim == 0 and a.dtype.kind == "f" else lr
         if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0:
             out["edge"] = np.full(T, 2.0 / lr)
     if out["edge"] is not None and out["eigs"] and not out["ratio"]:
@@ -232,11 +392,18 @@ def series(run) -> dict:
         name, y, _ = out["eigs"][0]
         with np.errstate(divide="ignore", invalid="ignore"):
             out["ratio"].append((f"{name} / edge", y / out["edge"]))
+    for key in ("flow_eigs", "flow_loss", "loss", "ratio"):  # a curve stored twice is drawn once
+        kept = []
+        for item in out[key]:
+            if not any(np.array_equal(item[1], k[1], equal_nan=True) for k in kept):
+                kept.append(item)
+        out[key] = kept
     return out
 
 
 def details(run) -> str:
     """The run's config and metadata as indented JSON (for the details panel)."""
     return json.dumps({"config": run.config, "meta": {k: run.meta.get(k) for k in
-                                                      ("mode", "wall_s", "started_utc", "written_utc", "seed")},
+                                                      ("mode", "progress", "wall_s", "started_utc", "written_utc",
+                                                       "seed") if k in run.meta},
                        "arrays": {k: list(v.shape) for k, v in run.arrays.items()}}, indent=1, default=str)
