@@ -212,19 +212,11 @@ def test_series_of_a_central_flow_run_and_standard_errors(tmp_path):
 
 
 def _write_partial(root: Path, config: dict, arrays: dict, done: int, total: int) -> Path:
-    """A run being written, by the store's partial-run convention: arrays then progress, each
-    replaced atomically (tmp file + os.replace), as a writer does while it trains."""
-    from eoslab.experiments.store import run_id
-
-    d = root / config["experiment"] / f".partial-{run_id(config)}"
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "config.json").write_text(json.dumps(config))
-    with open(d / "arrays.tmp.npz", "wb") as f:
-        np.savez(f, **{k: v[:done] for k, v in arrays.items()})
-    os.replace(d / "arrays.tmp.npz", d / "arrays.npz")
-    (d / "progress.tmp").write_text(json.dumps({"done": done, "total": total, "updated": f"2026-12-02T00:00:{done:02d}Z"}))
-    os.replace(d / "progress.tmp", d / "progress.json")
-    return d
+    """A run being written, through the store's writer (``Store.partial``: arrays then progress,
+    each replaced atomically), as a training does while it runs; the folder's path."""
+    part = Store(root).partial(config)
+    part.update({k: v[:done] for k, v in arrays.items()}, done, total)
+    return part.path
 
 
 def _growing(T=30):
@@ -244,24 +236,25 @@ def test_a_run_being_written_is_listed_and_grows(tmp_path):
     config, arrays = _growing()
     part = _write_partial(root, config, arrays, 10, 30)
     ref = f"live/{part.name}"
-    # Broken partial folders are listed with the reason, never read.
+    # A folder whose config does not hash to its name is not a run being written (the store's rule).
     bad = root / "live" / ".partial-0000000000000000"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps(config))
-    (bad / "progress.json").write_text('{"done": 1, "total": 2}')
-    (root / "live" / ".partial-1111111111111111").mkdir()  # nothing written yet
+    (bad / "progress.json").write_text('{"done": 1, "total": 2, "updated": "x"}')
+    updated = json.loads((part / "progress.json").read_text())["updated"]
     entries = {e.ref: e for e in runs.scan(root)}
-    assert entries[ref].progress == (10, 30, "2026-12-02T00:00:10Z") and entries[ref].problem is None
-    assert "hash" in entries["live/.partial-0000000000000000"].problem
-    assert "no progress.json" in entries["live/.partial-1111111111111111"].problem
+    assert entries[ref].progress == (10, 30, updated) and entries[ref].problem is None
+    assert "live/.partial-0000000000000000" not in entries and f"live/{part.name[9:]}" not in entries
     row = runs.table_row(root, entries[ref])
     assert row["status"] == "running 10/30" and row["steps"] == "10" and "lr=0.1" in row["params"]
-    assert "2026-12-02T00:00:10Z" in row["outcomes"]
+    assert updated in row["outcomes"]
     s = runs.series(runs.read(root, ref))
     np.testing.assert_array_equal(s["x"], np.arange(10))
     np.testing.assert_array_equal(s["eigs"][0][1], arrays["hessian_eigs"][:10, 0])
     with pytest.raises(EoslabError, match="refused"):
         runs.read(root, "live/.partial-x/../../../etc")
+    with pytest.raises(EoslabError, match="not a run being written"):
+        runs.read(root, "live/.partial-0000000000000000")
     before = _tree(root)
 
     br = RunBrowser(root, None, preselect=[ref, refs[0]])
@@ -283,8 +276,8 @@ def test_a_run_being_written_is_listed_and_grows(tmp_path):
     assert list(br.f_eigs.renderers) == kept and curve("hessian_eigs[0]", refs[0]) is other
     assert br.src_table.data["status"][br.src_table.data["ref"].index(ref)] == "running 25/30"
     # The run is stored and its partial folder removed: the browser follows it to the stored run.
-    final = Store(root).write(config, arrays, {})
-    shutil.rmtree(part)
+    final = Store(root).partial(config).finish(arrays, {})  # Store.write, which removes the partial folder
+    assert not part.exists()
     assert br.refresh()
     assert br.selected == [f"live/{final.name}", refs[0]] and ref not in br.src_table.data["ref"]
     np.testing.assert_array_equal(curve("hessian_eigs[0]", f"live/{final.name}").data["y"], arrays["hessian_eigs"][:, 0])
@@ -530,8 +523,7 @@ def test_browser_runs_read_only_and_live(served):
     _wait(b, f"return {top(pref)}.length === 25", timeout=15)
     np.testing.assert_array_equal(b.execute_script(f"return Array.from({top(pref)})"), arrays["hessian_eigs"][:25, 0])
     assert b.execute_script(f"const t = {table}.data; return t.status[t.ref.indexOf('{pref}')]") == "running 25/30"
-    final = Store(root).write(config, arrays, {})
-    shutil.rmtree(part)
+    final = Store(root).partial(config).finish(arrays, {})
     fref = f"live/{final.name}"
     _wait(b, f"return {top(fref)}.length === 30", timeout=15)
     assert b.execute_script(f"const t = {table}; return t.selected.indices.map(i => t.data.ref[i])") == [fref]

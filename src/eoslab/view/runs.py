@@ -24,16 +24,12 @@ Arrays are classified generically, so kinds this module does not know still show
   ``gf_*`` (the discrete GD and gradient-flow curves stored beside it) → drawn dashed;
 * any other float per-step array → "other" (chosen by name in the page).
 
-A run being written (the store's partial-run convention, ``docs/experiments.md``)::
-
-    <root>/<experiment>/.partial-<run id>/
-        config.json     the run's config (the final run's, so <run id> is its hash)
-        arrays.npz      per-step arrays of steps 0 … done−1 (replaced atomically)
-        progress.json   {"done": int, "total": int, "updated": "<utc iso>"} (written last)
-
-is listed with its progress (:attr:`Entry.progress`), read as a :class:`PartialRun` (the same
-:func:`series` apply) and referred to as ``"<experiment>/.partial-<run id>"``; once the final
-run is stored (and the folder removed) the browser follows ``"<experiment>/<run id>"``.
+A run being written (the store's partial runs: ``<experiment>/.partial-<run id>/`` with the
+rows so far and ``progress.json``, see ``docs/experiments.md``) is listed with its progress
+(:attr:`Entry.progress`, from ``Store.partial_runs``), read as the store's
+:class:`~eoslab.experiments.store.PartialRun` (the same :func:`series` apply) and referred to as
+``"<experiment>/.partial-<run id>"``; once the final run is stored (and the folder removed) the
+browser follows ``"<experiment>/<run id>"``.
 """
 
 from __future__ import annotations
@@ -47,11 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from eoslab.errors import EoslabError
-from eoslab.experiments.store import FILES, MARKER, Store
-from eoslab.experiments.store import run_id as config_hash
-
-#: The prefix of a run being written (``<experiment>/.partial-<run id>``).
-PARTIAL = ".partial-"
+from eoslab.experiments.store import FILES, MARKER, PARTIAL, Store
 
 #: x-axis array names, in order of preference.
 STEP_KEYS = ("step", "steps", "t")
@@ -148,14 +140,12 @@ def scan(root: str | os.PathLike) -> list[Entry]:
         except OSError:
             continue
         stored = {d.name for d in children if not d.name.startswith(".")}
-        for d in children:
-            if not d.name.startswith(PARTIAL) or d.name[len(PARTIAL):] in stored:
+        for p in Store(base).partial_runs(exp.name):  # those whose config reads and hashes to the id
+            if p.id in stored or not _inside(base, p.path):
                 continue
-            if not d.is_dir() or not _inside(base, d):
-                continue
-            e = _partial_entry(exp.name, d)
-            if e is not None:
-                out.append(e)
+            stamp = _stamp(p.path, ("progress.json", "arrays.npz", "config.json"))
+            out.append(Entry(f"{exp.name}/{p.path.name}", exp.name, p.id, None, stamp,
+                             (p.done, p.total, p.updated or "")))
         for d in children:
             if d.name.startswith(".") or not d.is_dir() or not _inside(base, d):
                 continue
@@ -166,94 +156,6 @@ def scan(root: str | os.PathLike) -> list[Entry]:
                 continue
             out.append(Entry(f"{exp.name}/{d.name}", exp.name, d.name, _invalid_reason(d, stamp), stamp))
     return sorted(out, key=lambda e: (e.experiment, e.run_id, e.progress is not None))
-
-
-def _partial_entry(experiment: str, d: Path) -> Entry | None:
-    rid = d.name[len(PARTIAL):]
-    stamp = _stamp(d, ("progress.json", "arrays.npz", "config.json"))
-    if not stamp and not d.is_dir():
-        return None  # vanished (completed) since the listing
-    try:
-        progress = _progress(d)
-        problem = None
-    except EoslabError as e:
-        progress, problem = (0, 0, ""), str(e)
-    else:
-        try:
-            config = json.loads((d / "config.json").read_text())
-            if not isinstance(config, dict) or config_hash(config) != rid:
-                problem = "its config does not hash to the folder name"
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError) as e:
-            problem = f"unreadable config.json ({e})"
-    return Entry(f"{experiment}/{d.name}", experiment, rid, problem, stamp, progress)
-
-
-def _progress(d: Path) -> tuple:
-    """(done, total, updated) from ``d/progress.json``; EoslabError if it is missing or malformed."""
-    try:
-        p = json.loads((d / "progress.json").read_text())
-        done, total, updated = p["done"], p["total"], p.get("updated", "")
-    except FileNotFoundError:
-        raise EoslabError("no progress.json yet") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise EoslabError(f"unreadable progress.json ({type(e).__name__})") from None
-    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in (done, total)):
-        raise EoslabError("progress.json: done and total must be integers ≥ 0")
-    return done, total, str(updated)
-
-
-@dataclasses.dataclass
-class PartialRun:
-    """A run being written, read like a stored run (``config``, ``params``, ``arrays``, ``meta``)
-    plus its progress. ``arrays`` holds the rows of steps 0 … done−1 written so far."""
-
-    path: Path
-    config: dict
-    done: int
-    total: int
-    updated: str
-    _arrays: dict | None = None
-
-    @property
-    def id(self) -> str:
-        return self.path.name[len(PARTIAL):]
-
-    @property
-    def params(self) -> dict:
-        return self.config.get("params", {})
-
-    @property
-    def meta(self) -> dict:
-        return {"mode": "running", "progress": {"done": self.done, "total": self.total, "updated": self.updated}}
-
-    @property
-    def arrays(self) -> dict:
-        if self._arrays is None:
-            try:
-                with np.load(self.path / "arrays.npz", allow_pickle=False) as z:
-                    self._arrays = {k: z[k] for k in z.files}
-            except FileNotFoundError:
-                self._arrays = {}  # nothing written yet (done = 0)
-            except Exception as e:  # noqa: BLE001 - zipfile/numpy raise many types for a bad archive
-                raise EoslabError(f"run being written {self.path.name}: cannot read arrays.npz "
-                                  f"({type(e).__name__}: {e})") from None
-        return self._arrays
-
-
-def read_partial(path: Path) -> PartialRun:
-    """The run being written at ``path`` (a ``.partial-<run id>`` folder), read without writing."""
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except FileNotFoundError:
-        raise EoslabError(f"{path.parent.name}/{path.name} is no longer being written (finished or removed)") from None
-    except (OSError, ValueError) as e:
-        raise EoslabError(f"{path.name}: unreadable config.json ({e})") from None
-    if not isinstance(config, dict):
-        raise EoslabError(f"{path.name}: config.json is not an object")
-    done, total, updated = _progress(path)
-    return PartialRun(path, config, done, total, updated)
 
 
 def writing(root: str | os.PathLike) -> int:
@@ -274,7 +176,10 @@ def read(root: str | os.PathLike, ref: str):
     :class:`PartialRun` for ``"<experiment>/.partial-<run id>"``), read without repair."""
     path = resolve(root, ref)
     if path.name.startswith(PARTIAL):
-        return read_partial(path)
+        run = Store(path.parent.parent).read_partial(path)
+        if run is None:
+            raise EoslabError(f"{ref} is not a run being written (stored since, removed, or its config does not read)")
+        return run
     run = Store(path.parent.parent).read(path, repair=False)
     if run is None:
         raise EoslabError(f"{ref} is not a valid run: {Store.invalid_reason(path)}")
@@ -310,8 +215,8 @@ def table_row(root, entry: Entry) -> dict:
     if entry.progress is not None:
         done, total, updated = entry.progress
         row["steps"] = str(done)
-        row["status"] = f"running {done}/{total}"
-        row["outcomes"] = f"being written · updated {updated}"
+        row["status"] = f"running {done}/{total}" if total is not None else "starting"
+        row["outcomes"] = f"being written · updated {updated}" if updated else "being written"
         return row
     scal = {k: v.item() for k, v in arrays.items() if v.ndim == 0}
     row["outcomes"] = ", ".join(f"{k}={_fmt(v)}" for k, v in list(scal.items())[:6])
@@ -403,7 +308,10 @@ def series(run) -> dict:
 
 def details(run) -> str:
     """The run's config and metadata as indented JSON (for the details panel)."""
-    return json.dumps({"config": run.config, "meta": {k: run.meta.get(k) for k in
+    meta = getattr(run, "meta", None)
+    if meta is None:  # a run being written: its progress
+        meta = {"progress": {"done": run.done, "total": run.total, "updated": run.updated}}
+    return json.dumps({"config": run.config, "meta": {k: meta.get(k) for k in
                                                       ("mode", "progress", "wall_s", "started_utc", "written_utc",
-                                                       "seed") if k in run.meta},
+                                                       "seed") if k in meta},
                        "arrays": {k: list(v.shape) for k, v in run.arrays.items()}}, indent=1, default=str)
