@@ -19,7 +19,7 @@ from eoslab.dynamics.stepper import all_finite, init_state, make_step, masked_sc
 from eoslab.errors import EoslabError
 from eoslab.problem import Params, Problem
 from eoslab.spectra.dense import hessian_matrix, ntk_matrix, top_eigvals
-from eoslab.spectra.lanczos import lanczos
+from eoslab.spectra.lanczos import fixed_start, lanczos
 from eoslab.spectra.operators import hvp, ntk_vp
 from eoslab.typing import Array, Bool, Float, Int, Scalar
 
@@ -107,7 +107,8 @@ def gd(problem: Problem, lr: Scalar | None = None, steps: int | None = None, *,
         optimizers with dense spectra, of P^{-1/2}∇²L P^{-1/2}).
       spectra: ``"dense"`` (jax.hessian/jacobian + eigh, small P), ``"lanczos"``
         (matrix-free, ``lanczos_iters`` products per step, warm-started from the previous
-        step's top eigenvector) or ``"none"``.
+        step's top eigenvector; step 0 starts from the deterministic
+        :func:`~eoslab.spectra.lanczos.fixed_start`, so no key is needed) or ``"none"``.
       record_params: also record θ_t (flattened, (steps, P)) under ``"params"``.
 
     Returns:
@@ -137,9 +138,7 @@ def _warm0(problem, params0, spectra):
     if spectra != "lanczos":
         return ()
     flat0 = ravel_pytree(params0)[0]
-    key = jax.random.PRNGKey(0)
-    return (jax.random.normal(key, flat0.shape, flat0.dtype),
-            jax.random.normal(jax.random.fold_in(key, 1), (problem.targets.size,), flat0.dtype))
+    return fixed_start(flat0.size, flat0.dtype), fixed_start(problem.targets.size, flat0.dtype, 1)
 
 
 def spectra_observer(problem: Problem, optimizer: Optimizer, *, k: int, spectra: str, lanczos_iters: int = 20,

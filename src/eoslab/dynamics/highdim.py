@@ -27,7 +27,7 @@ from eoslab.dynamics.gd import EOS_THRESHOLD, first_true
 from eoslab.errors import EoslabError, check_positive_int, runtime_check
 from eoslab.models import second_order
 from eoslab.models.second_order import SecondOrder, jacobian, predict
-from eoslab.spectra.lanczos import lanczos
+from eoslab.spectra.lanczos import fixed_start, lanczos
 from eoslab._precision import x64
 from eoslab.typing import Array, ArrayLike, Float, Int, PRNGKeyArray
 
@@ -84,8 +84,9 @@ def batched_gd_output(model: SecondOrder, lrs: Float[ArrayLike, " B"], steps: in
       lrs: step sizes (B,).
       steps: number of updates (static).
       k: number of top NTK eigenvalues recorded (NTK = J Jᵀ/norm, so ηλ = 2 is the edge).
-      ntk: ``"lanczos"`` (warm-started from the previous step's top eigenvector,
-        ``lanczos_iters`` products of cost O(D·P)), ``"dense"`` (eigvalsh of D×D) or ``"none"``.
+      ntk: ``"lanczos"`` (warm-started from the previous step's top eigenvector, step 0
+        from the deterministic :func:`~eoslab.spectra.lanczos.fixed_start`; ``lanczos_iters``
+        products of cost O(D·P)), ``"dense"`` (eigvalsh of D×D) or ``"none"``.
       hessian_every: if > 0, the top Hessian eigenvalue by Lanczos (``hessian_iters``
         products ``v ↦ (Jᵀ(Jv) + Q(z)v)/norm``, each as costly as a GD step) every that many
         steps; NaN on other rows. 0 skips it.
@@ -142,9 +143,8 @@ def _initial_carry(model, lrs, theta0):
     dtype = model.Q.dtype
     z0 = jnp.broadcast_to(predict(theta0, model), (B, D))
     J0 = jnp.broadcast_to(jacobian(theta0, model), (B, D, P))
-    key = jax.random.PRNGKey(0)
-    warm0 = jnp.broadcast_to(jax.random.normal(key, (D,), dtype), (B, D))
-    warm_h0 = jnp.broadcast_to(jax.random.normal(jax.random.fold_in(key, 1), (P,), dtype), (B, P))
+    warm0 = jnp.broadcast_to(fixed_start(D, dtype), (B, D))
+    warm_h0 = jnp.broadcast_to(fixed_start(P, dtype, 1), (B, P))
     return (z0, J0, warm0, warm_h0, jnp.zeros(B, bool))
 
 

@@ -21,7 +21,7 @@ from eoslab.dynamics.gd import check_run_args, record
 from eoslab.dynamics.stepper import masked_scan
 from eoslab.models.second_order import SecondOrder, jacobian, predict
 from eoslab.spectra.dense import top_eigvals
-from eoslab.spectra.lanczos import lanczos
+from eoslab.spectra.lanczos import fixed_start, lanczos
 from eoslab._precision import x64
 from eoslab.typing import Array, Float, Scalar
 
@@ -62,7 +62,8 @@ def gd_output(model: SecondOrder, lr: Scalar, steps: int, *, k: int = 2, spectra
 
     Starts from ``z₀ = f(θ₀)``, ``J₀ = J(θ₀)`` (θ₀ = ``model.theta0`` unless given).
     ``spectra`` as in :func:`eoslab.dynamics.gd` (``"lanczos"`` uses matrix-free Hessian
-    products ``v ↦ (Jᵀ(Jv) + Q(z, v))/norm``; the NTK, D×D, is always dense).
+    products ``v ↦ (Jᵀ(Jv) + Q(z, v))/norm``, warm-started, step 0 from the deterministic
+    :func:`~eoslab.spectra.lanczos.fixed_start`; the NTK, D×D, is always dense).
     ``record_nonlinear`` adds ``"linear_norm"`` = ‖ηJg‖ and ``"nonlinear_norm"`` = ‖½η²Q(g,g)‖.
 
     Returns ``(trajectory, (z_final, J_final))`` with the keys of
@@ -101,6 +102,6 @@ def _gd_output(model, lr, theta0, *, steps, k, spectra, lanczos_iters, record_no
         return (z2, J2, warm), rec, (loss, z2, J2)
 
     z0, J0 = predict(theta0, model), jacobian(theta0, model)
-    warm0 = jax.random.normal(jax.random.PRNGKey(0), (theta0.shape[-1],), dtype)
+    warm0 = fixed_start(theta0.shape[-1], dtype)
     (z, J, _), traj = masked_scan(advance, (z0, J0, warm0), steps)
     return traj, (z, J)

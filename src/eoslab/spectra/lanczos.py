@@ -12,7 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from eoslab.typing import Array, Float, Matvec, PRNGKeyArray
+from eoslab.typing import Array, DTypeLike, Float, Matvec
 
 
 def orthogonalize(w: Float[Array, " n"], V: Float[Array, "m n"]) -> Float[Array, " n"]:
@@ -22,14 +22,25 @@ def orthogonalize(w: Float[Array, " n"], V: Float[Array, "m n"]) -> Float[Array,
     return w - V.T @ (V @ w)
 
 
+def fixed_start(n: int, dtype: DTypeLike = jnp.float64, i: int = 0) -> Float[Array, " n"]:
+    """A deterministic unit vector of Rⁿ: ``sin((1 + i)·j + 1/2)``, j = 0 … n−1, normalised.
+
+    The start of a Lanczos run that has no better guess (the first step of a warm-started
+    trajectory) and the restart after a breakdown: no randomness, so a run needs no key and
+    is the same every time. No entry is zero (π is irrational), so it is orthogonal to no
+    coordinate axis; like any fixed vector it is orthogonal to the eigenvectors of only a
+    null set of operators. ``i`` selects one of a family of such vectors."""
+    v = jnp.sin((1.0 + i) * jnp.arange(n, dtype=dtype) + 0.5)
+    return v / jnp.linalg.norm(v)
+
+
 class LanczosResult(NamedTuple):
     values: Float[Array, " k"]      # largest Ritz values, descending
     vectors: Float[Array, "k n"]    # unit Ritz vectors
     residuals: Float[Array, " k"]   # ‖A v − θ v‖
 
 
-def lanczos(matvec: Matvec, v0: Float[Array, " n"], num_iters: int, k: int = 1,
-            key: PRNGKeyArray | None = None) -> LanczosResult:
+def lanczos(matvec: Matvec, v0: Float[Array, " n"], num_iters: int, k: int = 1) -> LanczosResult:
     """Top-k eigenpairs of the symmetric operator ``matvec`` on R^n, ``num_iters`` products.
 
     Args:
@@ -37,15 +48,15 @@ def lanczos(matvec: Matvec, v0: Float[Array, " n"], num_iters: int, k: int = 1,
       v0: start vector (n,) (e.g. the previous step's top eigenvector: a warm start).
       num_iters: number of matvecs m (capped at n; with m = n the result is exact).
       k: number of eigenpairs (≤ m).
-      key: PRNG key of the restart vector after an (exact) invariant subspace is found. The
-        result does not depend on it (any vector orthogonal to the Krylov space is a valid
-        restart), so None uses a fixed internal key; the start vector ``v0`` is the caller's.
+
+    After an (exact) invariant subspace is found the run restarts from :func:`fixed_start`
+    orthogonalised against the Krylov space (deterministic: no key); the start vector ``v0``
+    is the caller's.
     """
     n = v0.shape[0]
     m = min(int(num_iters), n)
     k = min(int(k), m)
     dtype = v0.dtype
-    key = jax.random.PRNGKey(0) if key is None else key
     tiny = jnp.finfo(dtype).eps * 100
 
     v = v0 / jnp.linalg.norm(v0)
@@ -54,23 +65,22 @@ def lanczos(matvec: Matvec, v0: Float[Array, " n"], num_iters: int, k: int = 1,
     beta = jnp.zeros(m, dtype)  # beta[i] couples i and i+1
 
     def body(i, carry):
-        V, alpha, beta, key = carry
+        V, alpha, beta = carry
         vi = V[i]
         w = matvec(vi)
         a = vi @ w
         w = orthogonalize(w, V)
         b = jnp.linalg.norm(w)
-        key, sub = jax.random.split(key)
-        # Breakdown: an invariant subspace was found; restart from a random orthogonal
-        # vector and decouple the tridiagonal matrix there (β = 0), which stays exact.
-        r = orthogonalize(jax.random.normal(sub, (n,), dtype), V)
+        # Breakdown: an invariant subspace was found; restart from a fixed vector made
+        # orthogonal to it and decouple the tridiagonal matrix there (β = 0), which stays exact.
+        r = orthogonalize(fixed_start(n, dtype, i + 1), V)
         broke = b <= tiny * (jnp.abs(a) + 1.0)
         nxt = jnp.where(broke, r / jnp.linalg.norm(r), w / jnp.where(broke, 1.0, b))
         b = jnp.where(broke, 0.0, b)
         V = jnp.where(i + 1 < m, V.at[jnp.minimum(i + 1, m - 1)].set(nxt), V)
-        return V, alpha.at[i].set(a), beta.at[i].set(b), key
+        return V, alpha.at[i].set(a), beta.at[i].set(b)
 
-    V, alpha, beta, _ = jax.lax.fori_loop(0, m, body, (V, alpha, beta, key))
+    V, alpha, beta = jax.lax.fori_loop(0, m, body, (V, alpha, beta))
     T = jnp.diag(alpha) + jnp.diag(beta[: m - 1], 1) + jnp.diag(beta[: m - 1], -1)
     theta, S = jnp.linalg.eigh(T)
     theta, S = theta[::-1][:k], S[:, ::-1][:, :k]

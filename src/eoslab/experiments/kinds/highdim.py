@@ -194,4 +194,4 @@ register(Kind(
               "nonlinear_ok_fraction": nonlinear_ok_fraction},
     predictions={}, figures=eos_figures, chunk=1,
     doc="GD on random high-dimensional second-order models: sharpening to the edge, EoS, non-linear term.",
-    version=1))
+    version=2))  # 2: the NTK Lanczos starts from spectra.lanczos.fixed_start, not a PRNGKey(0) draw
