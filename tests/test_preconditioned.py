@@ -20,7 +20,7 @@ def test_bisection_agrees_with_the_reported_edge(name, hyper):
     A = random_quadratic(k1, 8, cond=20.0)
     p = jnp.exp(jax.random.uniform(k2, (8,), minval=-1.0, maxval=1.0))  # frozen P = diag(p)
     pred = predicted_threshold(name, A, hyper, p)
-    meas = bisect_threshold(name, A, hyper, p, steps=3000, rtol=1e-3)
+    meas = bisect_threshold(name, A, hyper, p, key=jax.random.PRNGKey(0), steps=3000, rtol=1e-3)
     assert meas == pytest.approx(pred, rel=0.01)
 
 

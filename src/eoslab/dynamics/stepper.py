@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from eoslab.dynamics.optim import Optimizer, as_optimizer
+from eoslab.errors import EoslabError
 from eoslab.typing import Array, Bool, Int, Params, PRNGKeyArray, PyTree
 
 
@@ -39,7 +40,8 @@ class StepState(NamedTuple):
     params: the parameters θ_t (the user's pytree and dtype).
     opt_state: the optimizer's state (its hyperparameters included, for the built-ins).
     aux: the diagnostics' state (e.g. the tracker states of :mod:`eoslab.spectra.tracking`); ``()`` if none.
-    key: PRNG key, split once per step when the step is stochastic.
+    key: PRNG key, split once per step when the step is stochastic; ``None`` for a run that
+      draws nothing.
     t: int32, index of the next update (rows are numbered by it).
     diverged: bool, the run has produced a non-finite value.
     """
@@ -47,7 +49,7 @@ class StepState(NamedTuple):
     params: Any
     opt_state: Any
     aux: Any
-    key: jax.Array
+    key: jax.Array | None
     t: jax.Array
     diverged: jax.Array
 
@@ -60,7 +62,7 @@ class Context(NamedTuple):
     opt_state the optimizer state after the update (so ``optimizer.edge(opt_state)`` and
     ``optimizer.preconditioner(opt_state)`` describe this update); aux the diagnostics'
     state; t the step index; key a PRNG key for this step's diagnostics (independent of the
-    mini-batch's).
+    mini-batch's; ``None`` in a deterministic step).
     """
 
     params: Any
@@ -71,14 +73,18 @@ class Context(NamedTuple):
     opt_state: Any
     aux: Any
     t: jax.Array
-    key: jax.Array
+    key: jax.Array | None
 
 
 def init_state(params: Params, optimizer: Optimizer | optax.GradientTransformation, *, aux: PyTree = (),
                key: PRNGKeyArray | None = None) -> StepState:
-    """The state before step 0: ``optimizer.init(params)``, the diagnostics' ``aux``, a PRNG ``key``."""
+    """The state before step 0: ``optimizer.init(params)``, the diagnostics' ``aux``, a PRNG ``key``.
+
+    ``key=None`` declares a run that draws nothing (full-batch updates, deterministic
+    diagnostics: a ``make_step(..., stochastic=False)`` step); a stochastic step (mini-batches,
+    random diagnostics) refuses such a state when it is traced, so no run silently shares
+    a default key."""
     optimizer = as_optimizer(optimizer)
-    key = jax.random.PRNGKey(0) if key is None else key
     return StepState(params, optimizer.init(params), aux, key, jnp.zeros([], jnp.int32), jnp.array(False))
 
 
@@ -102,6 +108,9 @@ def make_step(loss_fn: Callable, optimizer: Optimizer | optax.GradientTransforma
     def step(state: StepState):
         params = state.params
         if stochastic:
+            if state.key is None:
+                raise EoslabError("this step draws random numbers (mini-batches or diagnostics): "
+                                  "build its state with init_state(..., key=jax.random.PRNGKey(seed))")
             key, k_batch, k_obs = jax.random.split(state.key, 3)
         else:
             key = k_batch = k_obs = state.key

@@ -95,13 +95,15 @@ def predicted_threshold(name: str, A: Float[ArrayLike, "n n"], hyper: dict | Non
 
 
 def bisect_threshold(name: str, A: Float[ArrayLike, "n n"], hyper: dict | None = None,
-                     p: Float[ArrayLike, " n"] | None = None, *, key: PRNGKeyArray | None = None, steps: int = 4000,
+                     p: Float[ArrayLike, " n"] | None = None, *, key: PRNGKeyArray, steps: int = 4000,
                      rtol: float = 1e-3) -> float:
     """The step size where ``name``'s own dynamics on ½θᵀAθ turn from decay to growth, by
-    bisection to relative width ``rtol`` (P frozen at diag(p) for RMSProp / Adam)."""
+    bisection to relative width ``rtol`` (P frozen at diag(p) for RMSProp / Adam); θ₀ is drawn
+    N(0, I) with ``key`` (required; the boundary is a property of A, θ₀ only has to be generic)."""
     hyper = hyper or {}
     A = jnp.asarray(A)
-    key = jax.random.PRNGKey(0) if key is None else key
+    if key is None:
+        raise EoslabError("bisect_threshold draws θ₀: pass key=jax.random.PRNGKey(seed)")
     theta0 = jax.random.normal(key, (A.shape[0],), A.dtype)
     nu0 = jnp.ones_like(theta0) if p is None else jnp.asarray(p, A.dtype) ** 2
     guess = predicted_threshold(name, A, hyper, p)
