@@ -148,7 +148,7 @@ def linear_net_cmd(
     from eoslab.models.linear_net import identity_problem
     from eoslab.theory.linear_net import threshold_comparison
 
-    problem = identity_problem(jax.random.PRNGKey(0), depth, width, loss, target)
+    problem = identity_problem(jax.random.PRNGKey(seed), depth, width, loss, target)  # θ₀ unused: inits come from seed
     r = threshold_comparison(problem, lrs, inits, steps, init_scale, seed, grad_tol, track_det=track_det)
     if plot is not None or out is not None:
         from eoslab.plots.companions import convergence_fraction, uv_trajectories

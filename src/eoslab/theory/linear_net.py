@@ -32,6 +32,7 @@ from eoslab.models import linear_net
 from eoslab.problem import Problem
 from eoslab.spectra.dense import hessian_matrix
 from eoslab._precision import x64
+from eoslab.typing import PRNGKeyArray
 
 
 @x64
@@ -146,7 +147,7 @@ def inf_sharpness_numerical(problem: Problem, key, restarts: int = 4, temperatur
 
 
 @x64
-def inf_sharpness(problem: Problem, key=None) -> tuple[float, str]:
+def inf_sharpness(problem: Problem, key: PRNGKeyArray | None = None) -> tuple[float, str]:
     """``(inf_M λ_max, method)``: the closed form when it applies, else the numerical minimum
     (which needs the PRNG ``key`` of its restarts)."""
     closed = inf_sharpness_closed_form(problem)
@@ -176,17 +177,19 @@ def threshold_comparison(problem, lrs, inits: int = 1000, steps: int = 2000, ini
                            track_det: bool = True) -> dict:
     """The convergence fraction over a grid of step sizes, next to the threshold 2 / inf_M λ_max.
 
-    ``inits`` initialisations with i.i.d. N(0, init_scale²) weights (one ``vmap`` over lrs × inits).
+    ``inits`` initialisations with i.i.d. N(0, init_scale²) weights (one ``vmap`` over lrs × inits),
+    drawn from ``seed``; when inf λ_max has no closed form, the restarts of its numerical
+    minimum use ``fold_in(PRNGKey(seed), 1)`` (the threshold is a property of the problem:
+    the restarts only have to find the minimum).
     Returns a JSON-ready dict (see docs/companions.md for the keys).
     """
     lrs = np.asarray(lrs, np.float64)
     inits = check_positive_int("inits", inits)
     widths = (problem.data.shape[1],) + tuple(w.shape[0] for w in problem.params)
-    keys = jax.random.split(jax.random.PRNGKey(seed), inits)
+    root = jax.random.PRNGKey(seed)
+    keys = jax.random.split(root, inits)
     batch = jax.vmap(lambda k: linear_net.init(k, widths, init_scale))(keys)
-    # The threshold is a property of the problem, not of the sample of initialisations: its
-    # numerical minimum (no closed form) restarts from one fixed key, whatever ``seed``.
-    inf_lam, method = inf_sharpness(problem, jax.random.PRNGKey(0))
+    inf_lam, method = inf_sharpness(problem, jax.random.fold_in(root, 1))
     thr = threshold(inf_lam)
     kw = dict(grad_tol=grad_tol, loss_min=minimum_loss(problem), track_det=track_det)
     if not progress.active() or lrs.size == 1:

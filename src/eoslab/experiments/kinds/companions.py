@@ -119,7 +119,9 @@ LINEAR_NET_SCHEMA = {
 def _linear_net_run(points):
     out = []
     for p in points:   # one vmapped sweep (lrs × inits) per point
-        prob = linear_net.identity_problem(jax.random.PRNGKey(0), p["depth"], p["width"], p["loss"], p["target"])
+        # the problem's own θ₀ is not used (only its shapes): the initialisations come from the seed
+        prob = linear_net.identity_problem(jax.random.PRNGKey(p["seed"]), p["depth"], p["width"], p["loss"],
+                                           p["target"])
         r = ln_theory.threshold_comparison(prob, p["lr_grid"], p["inits"], p["steps"], p["init_scale"], p["seed"],
                                    p["grad_tol"], track_det=p["track_det"])
         nan = lambda xs: np.array([np.nan if v is None else v for v in xs], np.float64)
