@@ -105,38 +105,41 @@ SUMMARY_KEYS = {
 
 
 def _init_state(x, l):
-    B = x.shape[0]
-    f = jnp.float64
-    return {"x": x, "l": l, "div": jnp.zeros(B, bool), "div_at": jnp.full(B, -1), "tail": jnp.zeros(B, f),
-            "max_l": l, "first_cross": jnp.where(l > 2, 0, -1)}
+    i32 = jnp.int32
+    return {"x": x, "l": l, "max_l": l, "ok_to": jnp.zeros(x.shape, i32), "below_to": (l <= 2).astype(i32),
+            "tail": jnp.zeros_like(x)}
 
 
 def _advance(state, eps, e, t0, n, tail_from):
-    """``n`` steps of one run (a dict of scalars) from global step t0, accumulating summaries."""
+    """``n`` steps of one run (a dict of scalars) from global step t0, accumulating summaries.
+
+    The state is not frozen at a divergence, which keeps each step to the map and five cheap
+    updates: a non-finite (x, ℓ) stays non-finite under +, − and × (inf·0 and inf − inf are
+    NaN), so "finite" holds up to some step and never again, and the summaries only need the
+    last step that was finite (``ok_to``), the maximum of ℓ over finite iterates (``max_l``)
+    and the last step at which that maximum was still ≤ 2 (``below_to``). The tail sum of a
+    diverged run is NaN and unused. Every summary of :func:`simulate` is bit-identical to
+    freezing the state at the last finite iterate (the tests compare them)."""
 
     def body(s, t):
         x2, l2 = scaled_step(s["x"], s["l"], eps, e)
-        bad = ~(jnp.isfinite(x2) & jnp.isfinite(l2)) & ~s["div"]
-        div = s["div"] | bad
-        x2, l2 = jnp.where(div, s["x"], x2), jnp.where(div, s["l"], l2)
-        t1 = t + 1  # index of the new iterate
-        return {
-            "x": x2, "l": l2, "div": div,
-            "div_at": jnp.where(bad, t1, s["div_at"]),
-            "tail": s["tail"] + jnp.where(t1 >= tail_from, l2, 0.0),
-            "max_l": jnp.maximum(s["max_l"], l2),
-            "first_cross": jnp.where((s["first_cross"] < 0) & (l2 > 2), t1, s["first_cross"]),
-        }, None
+        ok = jnp.isfinite(x2) & jnp.isfinite(l2)
+        t1 = (t + 1).astype(jnp.int32)  # index of the new iterate
+        m = jnp.where(ok, jnp.maximum(s["max_l"], l2), s["max_l"])
+        return {"x": x2, "l": l2, "max_l": m, "ok_to": jnp.where(ok, t1, s["ok_to"]),
+                "below_to": jnp.where(m <= 2, t1 + 1, s["below_to"]),
+                "tail": s["tail"] + jnp.where(t1 >= tail_from, l2, 0.0)}, None
 
-    state, _ = jax.lax.scan(body, state, t0 + jnp.arange(n), unroll=4)
+    state, _ = jax.lax.scan(body, state, t0 + jnp.arange(n))
     return state
 
 
 @functools.partial(jax.jit, static_argnames=("n", "block"))
 def _advance_batch(state, eps, e, t0, n, tail_from, block):
     """``n`` steps of a batch (B = k·block runs): ``lax.map`` over blocks of ``block`` runs,
-    each a ``vmap`` of the scan over steps, so a block's state stays in cache for all n steps
-    (a vmap over the whole batch per step is memory-bound once B·state ≳ the cache)."""
+    each a ``vmap`` of the scan over steps. Each step of a block is a few fused loops over
+    its runs, with a fixed dispatch cost; a block sized to the L2 cache (:data:`BLOCK`)
+    keeps the state in cache without paying that cost for every few thousand runs."""
     B = state["x"].shape[0]
     blocks = jax.tree_util.tree_map(lambda a: a.reshape(B // block, block), state)
     run = lambda s: sweep(_advance, batched={"state": s}, eps=eps, e=e, t0=t0, n=n, tail_from=tail_from)
@@ -144,8 +147,16 @@ def _advance_batch(state, eps, e, t0, n, tail_from, block):
     return jax.tree_util.tree_map(lambda a: a.reshape(B), out)
 
 
-#: Runs per cache block in :func:`simulate` (7 float64/int64 states of 2,048 runs ≈ 115 kB).
-BLOCK = 2048
+#: Runs per block in :func:`simulate`: 6 states of 16,384 runs (4 float64, 2 int32) ≈ 0.66 MB,
+#: within the L2 cache (``benchmarks/quadratic2d.py --blocks`` measures the choice).
+BLOCK = 16384
+
+
+def _block_size(B: int) -> int:
+    """Runs per block for a batch of B: at most :data:`BLOCK`, as equal as possible and a
+    multiple of 8 (one AVX-512 vector), so that padding wastes under 8 runs per block."""
+    nblocks = -(-B // BLOCK)
+    return -(-(-(-B // nblocks)) // 8) * 8
 
 
 @x64
@@ -172,7 +183,7 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
     if theta0.ndim != 2 or theta0.shape[1] != 2 or theta0.shape[0] == 0:
         raise EoslabError(f"theta0 must have shape (B, 2) with B >= 1, got {theta0.shape}")
     B = theta0.shape[0]
-    block = min(BLOCK, B)
+    block = _block_size(B)
     pad = -B % block  # padded runs repeat the first one and are dropped at the end
     theta0 = jnp.concatenate([theta0, jnp.broadcast_to(theta0[:1], (pad, 2))])
     z0, lam0 = from_theta(theta0, eps, E)
@@ -188,16 +199,16 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
             if progress is not None:
                 progress(done)
     state = jax.tree_util.tree_map(lambda a: a[:B], state)
-    div = state["div"]
+    div = ~(jnp.isfinite(state["x"]) & jnp.isfinite(state["l"]))
     nan = jnp.nan
     return {
         "ratio": jnp.where(div, nan, state["tail"] / (2 * tail)),
         "final_ratio": jnp.where(div, nan, state["l"] / 2),
         "max_ratio": state["max_l"] / 2,
-        "first_cross": state["first_cross"],
+        "first_cross": jnp.where(state["max_l"] > 2, state["below_to"], -1).astype(jnp.int64),
         "final_z": jnp.where(div, nan, state["x"] / lr),
         "diverged": div,
-        "diverged_at": state["div_at"],
+        "diverged_at": jnp.where(div, state["ok_to"] + 1, -1).astype(jnp.int64),
     }
 
 
