@@ -31,6 +31,8 @@ NETWORK_SCHEMA = {
         "n": Field(int, 200, doc="synthetic examples", static=True, check=positive_int),
         "d": Field(int, 16, doc="input dimension", static=True, check=positive_int),
         "target_scale": Field(float, 5.0, doc="std of the regression targets", check=positive, static=True),
+        "alpha": Field(float, 1.0, doc="power-law exponent of the input covariance (0: isotropic)", static=True,
+                       check=lambda v: None if v >= 0 else "must be ≥ 0"),
     },
     "dynamics": {
         "optimizer": Field(str, "gd", choices=OPTIMIZERS, doc="the optimizer", static=True),
@@ -61,7 +63,7 @@ def _optimizer(p):
 
 
 def simulate_network(p: dict) -> dict:
-    ds = synthetic(p["n"], p["d"], target_scale=p["target_scale"], seed=p["seed"])
+    ds = synthetic(p["n"], p["d"], target_scale=p["target_scale"], alpha=p["alpha"], seed=p["seed"])
     net = MLP(p["depth"], p["width"], "tanh", 1)
     params = net.init(jax.random.PRNGKey(p["seed"]), ds.in_dim, jnp.float32)
     problem = Problem.from_model(net, params, jnp.asarray(ds.x), jnp.asarray(ds.y))
@@ -144,11 +146,11 @@ def _late(run, values):
 
 
 def batch_sharpness_ratio(runs) -> Measurement:
-    """Median over the second half of the run of batch sharpness / (2/η)."""
+    """Median over the second half of the run of batch sharpness / (2/η); uncertainty: the spread
+    (standard deviation) of the tracked values there, which includes their Monte Carlo error."""
     r = _one(runs)
     v = _late(r, r.arrays["batch_sharpness"]) * r.params["lr"] / 2
-    return Measurement(float(np.median(v)), float(np.median(_late(r, r.arrays["batch_sharpness_se"]))
-                                                  * r.params["lr"] / 2))
+    return Measurement(float(np.median(v)), float(np.std(v)))
 
 
 def full_sharpness_ratio(runs) -> Measurement:
@@ -156,6 +158,23 @@ def full_sharpness_ratio(runs) -> Measurement:
     r = _one(runs)
     v = _late(r, r.arrays["hessian_eigs"][:, 0]) * r.params["lr"] / 2
     return Measurement(float(np.median(v)), 0.0)
+
+
+def full_sharpness_late_max(runs) -> Measurement:
+    """Maximum over the second half of the run of λ₁(∇²L) / (2/η): below 1 when the full-batch
+    sharpness stays below GD's edge."""
+    r = _one(runs)
+    v = _late(r, r.arrays["hessian_eigs"][:, 0]) * r.params["lr"] / 2
+    return Measurement(float(np.max(v)), 0.0)
+
+
+def initial_batch_sharpness_ratio(runs) -> Measurement:
+    """Batch sharpness / (2/η) at the first tracked step (before any sharpening), ± its standard error."""
+    r = _one(runs)
+    a = r.arrays
+    t = np.nonzero(a["tracked"])[0][0]
+    eta2 = r.params["lr"] / 2
+    return Measurement(float(a["batch_sharpness"][t] * eta2), float(a["batch_sharpness_se"][t] * eta2))
 
 
 def full_sharpness_batch_slope(runs) -> Measurement:
@@ -209,7 +228,9 @@ register(Kind(
     measures={"eos_mean_ratio": eos_mean_ratio, "late_mean_ratio": late_mean_ratio, "eos_median_ratio": eos_median_ratio,
               "eos_gd_ratio": eos_gd_ratio, "raw_deviation": raw_deviation,
               "batch_sharpness_ratio": batch_sharpness_ratio, "full_sharpness_ratio": full_sharpness_ratio,
-              "full_sharpness_batch_slope": full_sharpness_batch_slope},
+              "full_sharpness_batch_slope": full_sharpness_batch_slope,
+              "full_sharpness_late_max": full_sharpness_late_max,
+              "initial_batch_sharpness_ratio": initial_batch_sharpness_ratio},
     figures=network_figures, chunk=1, version=1,
     doc="A tanh MLP trained by any built-in optimizer (full batch or mini-batch) with the sharpness its "
         "edge bounds tracked against that edge."))
