@@ -12,8 +12,8 @@ import eoslab
 from eoslab.cli import main
 from eoslab.experiments.store import Store
 
-ARGS = ["train", "--width", "4", "--n", "16", "--steps", "120", "--lr", "0.05", "--k", "1", "--track", "hessian",
-        "--no-progress", "--checkpoint-every", "50"]
+BASE = ["--width", "4", "--n", "16", "--lr", "0.05", "--k", "1", "--track", "hessian", "--no-progress"]
+ARGS = ["train", *BASE, "--steps", "120", "--checkpoint-every", "50"]
 
 
 def _run(args, capsys):
@@ -71,3 +71,44 @@ def test_train_runs_interrupt_resume_and_load(tmp_path, capsys, monkeypatch):
     exp = eoslab.load_dataset(root / "train")
     assert exp.sizes["run"] == 1 and exp["loss"].dims == ("run", "step")  # the result, not the parameter
     assert str(exp["param_loss"].values[0]) == "mse" and float(exp["lr"].values[0]) == 0.05
+
+
+@pytest.mark.slow
+def test_resume_after_ctrl_c_in_another_process(tmp_path):
+    """The user's case: `eoslab train --runs` killed by Ctrl-C after a checkpoint, continued by
+    another process with --resume: the same curves as a training that was never interrupted."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    exe = shutil.which("eoslab", path=str(Path(sys.executable).parent)) or shutil.which("eoslab")
+    if exe is None or sys.platform == "win32":
+        pytest.skip("needs the eoslab console script")
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    ref_args = [exe, "train", *BASE, "--steps", "5000"]
+    args = [*ref_args, "--checkpoint-every", "100", "--runs", str(tmp_path / "runs")]
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    progress = None
+    while time.time() < deadline and p.poll() is None:
+        found = list((tmp_path / "runs" / "train").glob(".partial-*/progress.json"))
+        if found and json.loads(found[0].read_text())["done"] >= 100:
+            progress = found[0]
+            break
+        time.sleep(0.05)
+    assert progress is not None, "no checkpoint was written"
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=60)[1]
+    done = json.loads(progress.read_text())["done"]
+    assert p.returncode == 130 and f"{done}/5000 steps" in err, err
+    assert 100 <= done < 5000, done
+    subprocess.run([*args, "--resume", "--json-out", str(tmp_path / "resumed.json")], check=True, env=env,
+                   capture_output=True)
+    subprocess.run([*ref_args, "--json-out", str(tmp_path / "ref.json")], check=True, env=env, capture_output=True)
+    resumed, ref = (json.loads((tmp_path / f).read_text()) for f in ("resumed.json", "ref.json"))
+    assert resumed["curves"] == ref["curves"]
