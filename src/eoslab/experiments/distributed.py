@@ -32,7 +32,7 @@ from eoslab.errors import EoslabError
 from eoslab.experiments.registry import get_kind
 from eoslab.experiments.runner import PlannedRun, Shard, pending
 from eoslab.experiments.schema import Experiment
-from eoslab.experiments.store import Store
+from eoslab.experiments.store import Store, utc_now
 
 #: How many times the scheduler may lose a task's worker before the sweep fails.
 RETRIES = 3
@@ -60,7 +60,7 @@ def compute_run(kind_name: str, module: str, point: dict, config: dict, meta: di
     path = store.run_dir(config["experiment"], rid)
     if store.read(path) is not None:
         return rid
-    t0, started = time.perf_counter(), _utc()
+    t0, started = time.perf_counter(), utc_now()
     with x64():  # as the in-process runner (float32 networks keep float32)
         (arrays,) = kind.run([dict(point)])
     wall = time.perf_counter() - t0
@@ -70,12 +70,6 @@ def compute_run(kind_name: str, module: str, point: dict, config: dict, meta: di
                                  "started_utc": started, "executor": "dask", "worker_host": socket.gethostname(),
                                  "worker_pid": os.getpid()})
     return rid
-
-
-def _utc() -> str:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def start_client(address: str | None = None, workers: int | None = None):
