@@ -1,16 +1,24 @@
 """Benchmark: batched GD on the 2-D model (Theorem 1), trajectory-steps per second.
 
-eoslab path: :func:`eoslab.dynamics.quadratic2d.simulate` (what ``eoslab run quadratic2d`` runs): the
-exact (z, λ) map, one ``vmap`` (``dynamics.sweep``) of a jitted ``lax.scan``, with divergence
-masking and the per-run summaries (tail mean of ηλ/2, max, first crossing of the edge).
-Reference: the same update and summaries as a vectorised NumPy loop over steps, same run.
+eoslab path: :func:`eoslab.dynamics.quadratic2d.simulate` (what ``eoslab run quadratic2d`` and the
+phase diagrams run): the exact (z, λ) map, blocks of runs (``lax.map``), each a ``vmap`` of a jitted
+``lax.scan``, with divergence detection and the per-run summaries (tail mean of ηλ/2, max, first
+crossing of the edge). Reference: the same update and summaries as a vectorised NumPy loop over
+steps, same run. Next to it, the fraction of the machine's float64 peak, measured in the same
+process: a 2048³ matmul (XLA's dot, all cores) and a jitted elementwise kernel of 8 independent
+chains of 64 ``a·x + b`` over 2²⁰ floats. The sweep's flops are counted analytically: 19 per
+trajectory-step for the map (the divergence test, running max, crossing and tail bookkeeping are
+not counted). Times are the best of ``--repeats`` in wall-clock seconds and in CPU seconds
+of this process (all its threads): on a shared machine the wall-clock ratio moves with the
+other processes' load, the CPU-time ratio much less (it compares work done per core-second).
 
-    python benchmarks/quadratic2d.py [--inits 100000] [--steps 1000]
+    python benchmarks/quadratic2d.py [--inits 100000] [--steps 1000] [--blocks 2048,16384,65536]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import jax
@@ -18,7 +26,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-import eoslab  # noqa: F401  (float64)
+import eoslab
 from eoslab.dynamics import quadratic2d as q2d
 from eoslab.models.quadratic2d import sample_inits
 
@@ -48,6 +56,45 @@ def numpy_simulate(eps, lr, theta0, steps, tail=100):
     return {"ratio": np.where(div, np.nan, tail_sum / (2 * tail)), "diverged": div, "first_cross": first_cross}
 
 
+#: Flops of one step of the map (``dynamics.quadratic2d.scaled_step`` as written): f = x + e (1),
+#: c1 and c2 (3 each), x' (6), ℓ' (6).
+MAP_FLOPS = 19
+
+
+def timed(fn, repeats):
+    """(best wall-clock seconds, best CPU seconds of this process) of ``fn()`` after a warm-up call."""
+    fn()
+    walls, cpus = [], []
+    for _ in range(repeats):
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), min(cpus)
+
+
+def float64_peak(repeats):
+    """Float64 GFLOP/s measured now, ``{name: (per wall second, per CPU second)}``: a 2048³
+    matmul and 8 independent chains of 64 ``a·x + b`` over 2²⁰ floats (one fused loop)."""
+    import jax.numpy as jnp
+
+    A = jax.random.normal(jax.random.PRNGKey(1), (2048, 2048), jnp.float64)
+    mm = jax.jit(lambda a: a @ a)
+    w_mm, c_mm = timed(lambda: jax.block_until_ready(mm(A)), repeats)
+
+    def chains(x):
+        ys = [x + i for i in range(8)]
+        for _ in range(64):
+            ys = [1.0000001 * y + 1e-7 for y in ys]
+        return sum(ys)
+
+    x = jax.random.normal(jax.random.PRNGKey(2), (1 << 20,), jnp.float64)
+    ew = jax.jit(chains)
+    w_ew, c_ew = timed(lambda: jax.block_until_ready(ew(x)), repeats)
+    f_mm, f_ew = 2.0 * 2048**3 / 1e9, 2.0 * 8 * 64 * x.size / 1e9
+    return {"matmul 2048³": (f_mm / w_mm, f_mm / c_mm), "FMA chains": (f_ew / w_ew, f_ew / c_ew)}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--inits", type=int, default=100_000)
@@ -55,47 +102,59 @@ def main():
     ap.add_argument("--eps", type=float, default=0.1)
     ap.add_argument("--lr", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--blocks", default="", help="also time these runs-per-block sizes, e.g. 2048,16384,65536")
     a = ap.parse_args()
+    with eoslab.x64():
+        run_benchmark(a)
+
+
+def run_benchmark(a):
     theta0 = sample_inits(jax.random.PRNGKey(0), a.inits, a.eps, a.lr)
     work = a.inits * a.steps
 
     def run_eoslab():
-        s = q2d.simulate(a.eps, a.lr, theta0, a.steps, chunk=a.steps)
-        return jax.block_until_ready(s)
+        return jax.block_until_ready(q2d.simulate(a.eps, a.lr, theta0, a.steps, chunk=a.steps))
 
     t0 = time.perf_counter()
     ref = run_eoslab()  # includes compilation
     first = time.perf_counter() - t0
-    times = []
-    for _ in range(a.repeats):
-        t0 = time.perf_counter()
-        run_eoslab()
-        times.append(time.perf_counter() - t0)
-    t_jax = min(times)
-
+    rows = [(f"eoslab (q2d.simulate, blocks of ≤ {q2d.BLOCK:,} runs)", *timed(run_eoslab, a.repeats))]
+    default_block = q2d.BLOCK
+    for b in [int(s) for s in a.blocks.split(",") if s.strip()]:
+        q2d.BLOCK = b
+        rows.append((f"  same, blocks of ≤ {b:,} runs", *timed(run_eoslab, a.repeats)))
+    q2d.BLOCK = default_block
     th_np = np.asarray(theta0)
-    times = []
-    for _ in range(a.repeats):
-        t0 = time.perf_counter()
-        out_np = numpy_simulate(a.eps, a.lr, th_np, a.steps)
-        times.append(time.perf_counter() - t0)
-    t_np = min(times)
+    out_np = numpy_simulate(a.eps, a.lr, th_np, a.steps)
+    w_np, c_np = timed(lambda: numpy_simulate(a.eps, a.lr, th_np, a.steps), a.repeats)
+    peaks = float64_peak(a.repeats)
+    peak_w = max(w for w, _ in peaks.values())
+    peak_c = max(c for _, c in peaks.values())
 
     r_jax, r_np = np.asarray(ref["ratio"]), out_np["ratio"]
     same_div = np.array_equal(np.asarray(ref["diverged"]), out_np["diverged"])
     diff = np.nanmax(np.abs(r_jax - r_np))
+    gf = lambda s: MAP_FLOPS * work / s / 1e9
 
     tab = Table(title=f"2-D model, {a.inits:,} initialisations × {a.steps:,} steps, float64 "
                       f"(ε = {a.eps}, η = {a.lr}; best of {a.repeats})")
-    for col in ("implementation", "seconds", "trajectory-steps / s", "speed-up vs NumPy"):
+    for col in ("implementation", "wall s", "trajectory-steps / s", "vs NumPy (wall)", "CPU s", "vs NumPy (CPU)",
+                "GFLOP/s of the map", "of float64 peak (wall)", "of peak per CPU-s"):
         tab.add_column(col, justify="right")
-    tab.add_row("eoslab (q2d.simulate: vmap + lax.scan)", f"{t_jax:.3f}", f"{work / t_jax:.3g}", f"{t_np / t_jax:.1f}×")
-    tab.add_row("eoslab, first call (incl. compile)", f"{first:.3f}", f"{work / first:.3g}", f"{t_np / first:.1f}×")
-    tab.add_row("NumPy vectorised loop", f"{t_np:.3f}", f"{work / t_np:.3g}", "1.0×")
-    con = Console()
+    for name, w, c in rows:
+        tab.add_row(name, f"{w:.3f}", f"{work / w:.3g}", f"{w_np / w:.1f}×", f"{c:.3f}", f"{c_np / c:.1f}×",
+                    f"{gf(w):.2f}", f"{gf(w) / peak_w:.1%}", f"{gf(c) / peak_c:.1%}")
+    tab.add_row("eoslab, first call (incl. compile)", f"{first:.3f}", f"{work / first:.3g}", f"{w_np / first:.1f}×",
+                "", "", "", "", "")
+    tab.add_row("NumPy vectorised loop", f"{w_np:.3f}", f"{work / w_np:.3g}", "1.0×", f"{c_np:.3f}", "1.0×",
+                f"{gf(w_np):.2f}", f"{gf(w_np) / peak_w:.1%}", f"{gf(c_np) / peak_c:.1%}")
+    con = Console(width=200)
     con.print(tab)
+    con.print("float64 peak measured now (GFLOP/s per wall second, per CPU second): "
+              + ", ".join(f"{k} {w:.1f}, {c:.1f}" for k, (w, c) in peaks.items())
+              + f"; the map is {MAP_FLOPS} flops per trajectory-step")
     con.print(f"same results: max |Δ ratio| = {diff:.1e}, same divergence flags: {same_div}, "
-              f"devices: {jax.devices()}")
+              f"devices: {jax.devices()}, load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
