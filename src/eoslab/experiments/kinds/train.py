@@ -23,7 +23,7 @@ from eoslab.data import load as load_data
 from eoslab.dynamics import optim
 from eoslab.dynamics.batched import train_batch
 from eoslab.dynamics.train import summarize, train
-from eoslab.errors import positive, positive_int
+from eoslab.errors import MeasureError, positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
 from eoslab.models.mlp import ACTIVATIONS, PARAMETRISATIONS, build
 
@@ -52,6 +52,9 @@ SCHEMA = {
         "target_scale": Field(float, 4.0, doc="std of the synthetic regression targets", check=positive,
                               static=True),
         "loss": Field(str, "mse", choices=("mse", "cross_entropy"), static=True),
+        "label_scale": Field(float, 1.0, doc="digits, cifar10: the one-hot targets are label_scale·e_c (MSE; "
+                             "targets larger than the initial outputs make the network grow them, and sharpen)",
+                             check=positive, static=True),
     },
     "dynamics": {
         "optimizer": Field(str, "gd", choices=OPTIMIZERS,
@@ -92,7 +95,8 @@ def problem(point: dict) -> Problem:
                 out_dim=ds.out_dim, parametrisation=point["parametrisation"],
                 image_shape=ds.image_shape or (3, 32, 32))
     params = net.init(jax.random.PRNGKey(point["seed"]), ds.in_dim, dtype=jnp.dtype(point["dtype"]))
-    return Problem.from_model(net, params, jnp.asarray(ds.x), jnp.asarray(ds.y), loss=point["loss"])
+    y = jnp.asarray(ds.y) if point["data"] == "synthetic" else jnp.asarray(ds.y) * point.get("label_scale", 1.0)
+    return Problem.from_model(net, params, jnp.asarray(ds.x), y, loss=point["loss"])
 
 
 def edge_ratios(traj: dict, lr: float) -> dict:
@@ -203,6 +207,32 @@ def max_edge_ratio(runs) -> Measurement:
     return Measurement(v, runs[0].params["tol"] * v)
 
 
+def _tracked_edge_ratio(run) -> np.ndarray:
+    """λ₁/edge at the tracked steps of one stored run (finite values only)."""
+    a = run.arrays
+    key = "preconditioned_eigs" if "preconditioned_eigs" in a else "hessian_eigs"
+    edge = np.asarray(a["edge"], np.float64) if "edge" in a else 2.0 / run.params["lr"]
+    r = np.asarray(a[key], np.float64)[:, 0] / edge
+    return r[np.isfinite(r)]
+
+
+def initial_edge_ratio(runs) -> Measurement:
+    """λ₁/edge at θ₀ (ηλ₁/2 for GD: below 1, the run starts below the edge)."""
+    r = _tracked_edge_ratio(runs[0])
+    if r.size == 0:
+        raise MeasureError("no finite tracked eigenvalue in the run")
+    return Measurement(float(r[0]), runs[0].params["tol"] * float(r[0]))
+
+
+def sharpening_ratio(runs) -> Measurement:
+    """Progressive sharpening: mean λ₁ over the last quarter of the tracked steps over λ₁(θ₀)."""
+    r = _tracked_edge_ratio(runs[0])
+    if r.size == 0 or not r[0] > 0:
+        raise MeasureError("no positive tracked eigenvalue at θ₀")
+    v = float(r[-max(r.size // 4, 1):].mean() / r[0])
+    return Measurement(v, 2 * runs[0].params["tol"] * v)
+
+
 def late_edge_ratio(runs) -> Measurement:
     """Mean of λ₁/edge over the last quarter of the tracked steps (1 at the edge of stability)."""
     v = float(runs[0].scalars()["late_edge_ratio"])
@@ -211,7 +241,8 @@ def late_edge_ratio(runs) -> Measurement:
 
 register(Kind(
     name="networks.train", schema=SCHEMA, run=run,
-    measures={"max_edge_ratio": max_edge_ratio, "late_edge_ratio": late_edge_ratio},
+    measures={"max_edge_ratio": max_edge_ratio, "late_edge_ratio": late_edge_ratio,
+              "initial_edge_ratio": initial_edge_ratio, "sharpening_ratio": sharpening_ratio},
     chunk=BATCH if batching() else 1, version=2, check_point=check_point,
     doc="One full-batch training run of an MLP/CNN with the top Hessian eigenvalues tracked at every step "
         "(the unit of a user sweep: lr, seed, width, depth, momentum, n, ... as axes)."))
