@@ -480,9 +480,38 @@ def test_browser_explorer_redraws_with_eoslab_values(served):
                 spectra="dense", record_params=True)
     np.testing.assert_array_equal(np.array(b.execute_script(f"return Array.from({_model('traj')}.data.x)")),
                                   np.asarray(ref["params"])[:, 0])
-    # Dragging the θ₀ marker (Bokeh's point-drag tool) edits its data in the page: the server follows.
-    b.execute_script(f"{_model('theta0')}.data = {{x: [0.25], y: [7.5]}};")
-    _wait(b, f"return {_model('traj')}.tags[0].theta0[1] === 7.5")
+    # Drag the θ₀ marker (Bokeh's point-drag tool, the landscape's active drag) with real mouse
+    # input (Chrome DevTools' Input.dispatchMouseEvent: press on the marker, four moves, release).
+    start = b.execute_script(f"return {_model('traj')}.tags[0].theta0")
+    target = (0.3, 5.5)  # at η = 1.3: sharpens to the edge of stability
+    to_px = (f"const m = {_model('landscape')}; for (const v of Bokeh.index.all_views()) if (v.model === m) {{ "
+             "const r = v.canvas_view.el.getBoundingClientRect(), f = v.frame; "
+             "return [r.left + f.x_scale.compute(arguments[0]), r.top + f.y_scale.compute(arguments[1]), "
+             "Math.abs(f.x_scale.invert(1) - f.x_scale.invert(0)), Math.abs(f.y_scale.invert(1) - f.y_scale.invert(0))]; }")
+    (x0, y0, _, _), (x1, y1, dx, dy) = b.execute_script(to_px, *start), b.execute_script(to_px, *target)
+
+    def mouse(kind, x, y, buttons):
+        b.execute_cdp_cmd("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, "button": "left",
+                                                       "buttons": buttons, "clickCount": 1})
+
+    mouse("mouseMoved", x0, y0, 0)
+    mouse("mousePressed", x0, y0, 1)
+    for k in range(1, 5):
+        mouse("mouseMoved", x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4, 1)
+    mouse("mouseReleased", x1, y1, 0)
+    _wait(b, f"return {_model('traj')}.tags[0].theta0[1] !== {start[1]}")
+    dragged = b.execute_script(f"return {_model('traj')}.tags[0]")
+    # Where the pointer was let go, to the pixel (one pixel = dx, dy in θ).
+    assert abs(dragged["theta0"][0] - target[0]) <= 1.5 * dx and abs(dragged["theta0"][1] - target[1]) <= 1.5 * dy
+    assert b.execute_script(f"const d = {_model('theta0')}.data; return [d.x[0], d.y[0]]") == dragged["theta0"]
+    ref, _ = gd(quadratic2d.problem(dragged["eps"], dragged["theta0"], dragged["E"]), 1.3, dragged["steps"], k=1,
+                spectra="dense", record_params=True)
+    np.testing.assert_array_equal(np.array(b.execute_script(f"return Array.from({_model('traj')}.data.y)"), float),
+                                  np.asarray(ref["params"])[:, 1])
+    np.testing.assert_array_equal(np.array(b.execute_script(f"return Array.from({_model('ratio')}.data.ratio)"), float),
+                                  np.asarray(ref["eta_ntk_half"]))
+    assert dragged["final_ratio"] == float(summarize(ref)["final_eta_ntk_half"])
+    assert dragged["outcome"] == "edge of stability"
     # The phase diagram follows, computed for the new η (its middle column).
     _wait(b, f"return Math.abs({_model('phase_data')}.data.x[0] - 1.3 * 0.1 + (1.3 * 1.8 / 48) / 2) < 1e-9")
     time.sleep(0.5)

@@ -65,7 +65,7 @@ class Explorer:
         # --- landscape with trajectory
         self.land = figure(title="loss landscape: contours of f, minima coloured by stability — click to set θ₀",
                            width=560, height=460, x_axis_label="θ₁", y_axis_label="θ₂",
-                           tools="pan,wheel_zoom,box_zoom,reset,save,tap", name="landscape",
+                           tools="pan,wheel_zoom,box_zoom,reset,save", name="landscape",
                            match_aspect=False)
         self.cmap = LinearColorMapper(palette=_greys(), low=-6, high=2)
         self.src_img = ColumnDataSource(dict(image=[np.zeros((2, 2))], x=[0.0], y=[0.0], dw=[1.0], dh=[1.0]))
@@ -87,7 +87,10 @@ class Explorer:
         from bokeh.models import PointDrawTool
 
         # Drag the θ₀ marker (Bokeh's point-drag tool: no adding or deleting points); a click
-        # elsewhere also sets θ₀. Pan and zoom are one click away in the toolbar.
+        # elsewhere also sets θ₀ (the figure's Tap event). Pan and zoom are one click away in the
+        # toolbar. No TapTool: as the active tap tool it deactivated the point-drag tool (which
+        # also handles taps) as a whole, so the marker could not be dragged until its toolbar
+        # icon was clicked.
         drag = PointDrawTool(renderers=[start], add=False, drag=True, num_objects=1, description="drag θ₀")
         self.land.add_tools(drag)
         self.land.toolbar.active_drag = drag
