@@ -288,6 +288,34 @@ def test_a_run_being_written_is_listed_and_grows(tmp_path):
         {k: v for k, v in before.items() if not k.startswith(f"live/{part.name}")}
 
 
+@pytest.mark.slow
+def test_a_real_central_flow_run_is_overlaid_on_gd(tmp_path):
+    """A stored run of the kind central_flow.network (tiny: 40 steps of a width-4 MLP; about a
+    minute of compilation on a loaded 2-core machine, hence slow): the flow's predictions are
+    dashed over GD's solid curves, and the edge is 2/η from the η the kind derived and stored."""
+    pytest.importorskip("bokeh", reason="eoslab view needs the [view] extra (bokeh)")
+    from eoslab.experiments.sweeps import run_sweep
+    from eoslab.view.app import RunBrowser
+
+    run_sweep({"experiment": {"name": "cf", "kind": "central_flow.network"}, "model": {"width": 4},
+               "data": {"n": 20, "d": 4}, "dynamics": {"steps": 40, "start": 5, "k": 1, "k_max": 1, "window": 5},
+               "sweep": {"seed": [0]}}, runs=tmp_path)
+    (entry,) = runs.scan(tmp_path)
+    run = runs.read(tmp_path, entry.ref)
+    s = runs.series(run)
+    a = run.arrays
+    assert [n for n, _ in s["flow_loss"]] == ["loss", "avg_loss"] and "gd_loss" in [n for n, _ in s["loss"]]
+    assert [n for n, _ in s["flow_eigs"]] == ["sharpness"] and [n for n, *_ in s["eigs"]] == ["gd_sharpness"]
+    np.testing.assert_array_equal(s["edge"], np.full(40, 2 / float(a["lr"])))
+    br = RunBrowser(tmp_path, None, preselect=[entry.ref])
+    style = {tuple(r.data_source.tags): r.glyph.line_dash for f in (br.f_loss, br.f_eigs) for r in f.renderers
+             if r.tags == ["run"]}
+    # GD solid; the flow's loss and time-averaged loss dashed, its sharpness dot-dashed.
+    assert style[(entry.ref, "gd_loss")] == [] and style[(entry.ref, "gd_sharpness")] == []
+    assert style[(entry.ref, "loss")] == style[(entry.ref, "avg_loss")] == [6]
+    assert style[(entry.ref, "sharpness")] == [2, 4, 6, 4]
+
+
 # --------------------------------------------------------------------------- the Bokeh document (no browser)
 def test_app_document(tmp_path):
     pytest.importorskip("bokeh", reason="eoslab view needs the [view] extra (bokeh)")
