@@ -105,51 +105,86 @@ SUMMARY_KEYS = {
 
 
 def _init_state(x, l):
-    i32 = jnp.int32
-    return {"x": x, "l": l, "max_l": l, "ok_to": jnp.zeros(x.shape, i32), "below_to": (l <= 2).astype(i32),
-            "tail": jnp.zeros_like(x)}
+    B = x.shape[0]
+    return {"x": x, "l": l, "max_l": l, "tail": jnp.zeros_like(x), "div": jnp.zeros(B, bool),
+            "div_at": jnp.full(B, -1, jnp.int32), "first_cross": jnp.where(l > 2, 0, -1).astype(jnp.int32)}
 
 
-def _advance(state, eps, e, t0, n, tail_from):
-    """``n`` steps of one run (a dict of scalars) from global step t0, accumulating summaries.
+def _steps(body, state, t0, n):
+    """``n`` (traced) steps of ``body(state, t)`` from global step ``t0``: one compilation for
+    every segment length."""
+    return jax.lax.fori_loop(t0, t0 + n, lambda t, s: body(s, t), state)
 
-    The state is not frozen at a divergence, which keeps each step to the map and five cheap
-    updates: a non-finite (x, ℓ) stays non-finite under +, − and × (inf·0 and inf − inf are
-    NaN), so "finite" holds up to some step and never again, and the summaries only need the
-    last step that was finite (``ok_to``), the maximum of ℓ over finite iterates (``max_l``)
-    and the last step at which that maximum was still ≤ 2 (``below_to``). The tail sum of a
-    diverged run is NaN and unused. Every summary of :func:`simulate` is bit-identical to
-    freezing the state at the last finite iterate (the tests compare them)."""
+
+def _exact(state, eps, e, t0, n, tail):
+    """``n`` steps of a block with every summary updated at every step; a run is frozen at its
+    last finite iterate (``div`` from the first non-finite one, at step ``div_at``)."""
 
     def body(s, t):
         x2, l2 = scaled_step(s["x"], s["l"], eps, e)
-        ok = jnp.isfinite(x2) & jnp.isfinite(l2)
+        bad = ~(jnp.isfinite(x2) & jnp.isfinite(l2)) & ~s["div"]
+        div = s["div"] | bad
+        x2, l2 = jnp.where(div, s["x"], x2), jnp.where(div, s["l"], l2)
         t1 = (t + 1).astype(jnp.int32)  # index of the new iterate
-        m = jnp.where(ok, jnp.maximum(s["max_l"], l2), s["max_l"])
-        return {"x": x2, "l": l2, "max_l": m, "ok_to": jnp.where(ok, t1, s["ok_to"]),
-                "below_to": jnp.where(m <= 2, t1 + 1, s["below_to"]),
-                "tail": s["tail"] + jnp.where(t1 >= tail_from, l2, 0.0)}, None
+        return {"x": x2, "l": l2, "max_l": jnp.maximum(s["max_l"], l2), "tail": s["tail"] + l2 if tail else s["tail"],
+                "div": div, "div_at": jnp.where(bad, t1, s["div_at"]),
+                "first_cross": jnp.where((s["first_cross"] < 0) & (l2 > 2), t1, s["first_cross"])}
 
-    state, _ = jax.lax.scan(body, state, t0 + jnp.arange(n))
-    return state
+    return _steps(body, state, t0, n)
 
 
-@functools.partial(jax.jit, static_argnames=("n", "block"))
-def _advance_batch(state, eps, e, t0, n, tail_from, block):
-    """``n`` steps of a batch (B = k·block runs): ``lax.map`` over blocks of ``block`` runs,
-    each a ``vmap`` of the scan over steps. Each step of a block is a few fused loops over
-    its runs, with a fixed dispatch cost; a block sized to the L2 cache (:data:`BLOCK`)
-    keeps the state in cache without paying that cost for every few thousand runs."""
+def _fast(state, eps, e, t0, n, tail):
+    """The same ``n`` steps with only what changes when nothing happens: the map, the running
+    maximum of ℓ and (in the tail) its sum."""
+    keys = ("x", "l", "max_l") + (("tail",) if tail else ())
+
+    def body(s, t):
+        x2, l2 = scaled_step(s["x"], s["l"], eps, e)
+        out = {"x": x2, "l": l2, "max_l": jnp.maximum(s["max_l"], l2)}
+        if tail:
+            out["tail"] = s["tail"] + l2
+        return out
+
+    return _steps(body, {k: state[k] for k in keys}, t0, n)
+
+
+def _segment(state, eps, e, t0, n, tail):
+    """``n`` steps of one block: the fast steps, and the exact ones again from the same start
+    when a live run of the block diverged or crossed ηλ = 2 during them. The fast path's
+    iterates, maximum and tail sum are those of the exact path whenever no such event occurs
+    (same operations in the same order), so the result is bit-identical to exact steps."""
+    fast = _fast(state, eps, e, t0, n, tail)
+    live = ~state["div"]
+    finite = jnp.isfinite(fast["x"]) & jnp.isfinite(fast["l"])
+    crossed = (state["first_cross"] < 0) & ~(fast["max_l"] <= 2)
+    event = jnp.any(live & (~finite | crossed))
+
+    def quiet():
+        out = dict(state)
+        out.update({k: jnp.where(live, v, state[k]) for k, v in fast.items()})
+        return out
+
+    return jax.lax.cond(event, lambda: _exact(state, eps, e, t0, n, tail), quiet)
+
+
+@functools.partial(jax.jit, static_argnames=("block", "tail"))
+def _advance_batch(state, eps, e, t0, n, block, tail):
+    """``n`` steps of a batch (B = k·block runs), block by block (``lax.map``; each block's
+    state is a few arrays of ``block`` runs, small enough for the L2 cache)."""
     B = state["x"].shape[0]
     blocks = jax.tree_util.tree_map(lambda a: a.reshape(B // block, block), state)
-    run = lambda s: sweep(_advance, batched={"state": s}, eps=eps, e=e, t0=t0, n=n, tail_from=tail_from)
-    out = jax.lax.map(run, blocks)
+    out = jax.lax.map(lambda s: _segment(s, eps, e, t0, n, tail), blocks)
     return jax.tree_util.tree_map(lambda a: a.reshape(B), out)
 
 
-#: Runs per block in :func:`simulate`: 6 states of 16,384 runs (4 float64, 2 int32) ≈ 0.66 MB,
-#: within the L2 cache (``benchmarks/quadratic2d.py --blocks`` measures the choice).
+#: Runs per block in :func:`simulate`: 7 states of 16,384 runs ≈ 0.6 MB, within the L2 cache
+#: (``benchmarks/quadratic2d.py --blocks`` times other sizes).
 BLOCK = 16384
+
+#: Segment lengths of :func:`simulate`: 32 steps, doubling up to ``SEGMENT`` (a block whose
+#: runs cross the edge or diverge in a segment redoes it with every summary; the events of a
+#: sweep are few and mostly early, so early segments are short and late ones long).
+SEGMENT = 1024
 
 
 def _block_size(B: int) -> int:
@@ -159,26 +194,42 @@ def _block_size(B: int) -> int:
     return -(-(-(-B // nblocks)) // 8) * 8
 
 
+def _segments(steps: int, tail: int, chunk: int) -> list[tuple[int, int, bool]]:
+    """``(start, length, in_tail)`` of the segments of a run: 32, 32, 64, … steps up to
+    :data:`SEGMENT`, cut where the tail starts and at every multiple of ``chunk`` (where
+    progress is reported)."""
+    cuts, t, n = {steps - tail, steps, *range(0, steps, chunk)}, 0, 32
+    while t < steps:
+        cuts.add(t)
+        t, n = t + n, min(2 * n, SEGMENT) if t else n
+    cuts = sorted(cuts)
+    return [(a, b - a, a >= steps - tail) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
 @x64
 def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int, *, E: float = 0.0, tail: int = 100,
              chunk: int = 20_000, progress: Callable[[int], None] | None = None) -> dict:
     """GD from a batch of initialisations, summarised per run without storing trajectories.
 
     Iterates the exact (z, λ) map (identical to parameter-space GD, see the tests) for
-    ``steps`` steps as one ``vmap`` (:func:`eoslab.dynamics.sweep`) of a ``lax.scan``, in
-    chunks of ``chunk`` steps so that ``progress(steps_done)`` can be called between them.
+    ``steps`` steps, blocks of runs one after the other, each block in segments of
+    (at most :data:`SEGMENT`) steps that keep only (x, ℓ, max ℓ) up to date unless a run of the block
+    crosses the edge or diverges in the segment (then the segment is redone with every
+    summary, bit-identical); ``progress(steps_done)`` is called after every ``chunk`` steps.
 
     Args:
       theta0: (B, 2) initialisations in Q's eigenbasis.
       tail: the limit is the mean of ηλ_t/2 over the iterates t = steps−tail+1 … steps
         (an even ``tail`` averages out the period-2 oscillation before λ has converged; at
         EoS z → 0 geometrically, so λ converges and the mean equals the last value).
-    Returns: a dict of (B,) arrays with keys :data:`SUMMARY_KEYS`.
+    Returns: a dict of (B,) arrays with keys :data:`SUMMARY_KEYS`; a run that diverges is
+    frozen at its last finite iterate.
     """
     eps = check_eps(eps)
     lr = check_positive("step size", lr)
     steps = check_positive_int("steps", steps)
     tail = min(check_positive_int("tail", tail), steps)
+    chunk = check_positive_int("chunk", chunk)
     theta0 = jnp.asarray(theta0, jnp.float64)
     if theta0.ndim != 2 or theta0.shape[1] != 2 or theta0.shape[0] == 0:
         raise EoslabError(f"theta0 must have shape (B, 2) with B >= 1, got {theta0.shape}")
@@ -189,26 +240,25 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
     z0, lam0 = from_theta(theta0, eps, E)
     state = _init_state(lr * z0, lr * lam0)
     args = (jnp.float64(eps), jnp.float64(lr * E))
-    done = 0
     with eoslab_progress.task(f"GD, {B:,} runs", steps, "steps") as bar:
-        while done < steps:
-            n = min(chunk, steps - done)
-            state = _advance_batch(state, *args, jnp.asarray(done), n, jnp.asarray(steps - tail + 1), block)
-            done += n
-            bar.update(done)
-            if progress is not None:
-                progress(done)
+        for start, n, in_tail in _segments(steps, tail, chunk):
+            state = _advance_batch(state, *args, jnp.int32(start), jnp.int32(n), block, in_tail)
+            done = start + n
+            if done % chunk == 0 or done == steps:
+                bar.update(done)
+                if progress is not None:
+                    progress(done)
     state = jax.tree_util.tree_map(lambda a: a[:B], state)
-    div = ~(jnp.isfinite(state["x"]) & jnp.isfinite(state["l"]))
+    div = state["div"]
     nan = jnp.nan
     return {
         "ratio": jnp.where(div, nan, state["tail"] / (2 * tail)),
         "final_ratio": jnp.where(div, nan, state["l"] / 2),
         "max_ratio": state["max_l"] / 2,
-        "first_cross": jnp.where(state["max_l"] > 2, state["below_to"], -1).astype(jnp.int64),
+        "first_cross": state["first_cross"].astype(jnp.int64),
         "final_z": jnp.where(div, nan, state["x"] / lr),
         "diverged": div,
-        "diverged_at": jnp.where(div, state["ok_to"] + 1, -1).astype(jnp.int64),
+        "diverged_at": state["div_at"].astype(jnp.int64),
     }
 
 
