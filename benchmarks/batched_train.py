@@ -4,13 +4,15 @@ against B sequential :func:`eoslab.dynamics.train.train` runs in the same proces
 Members differ by their step size (η spread over [0.02, 0.1]) and share θ₀ and the data, the
 setting of a step-size sweep. Every run tracks the top-2 Hessian eigenvalues at every step
 (``--track-every``; 0: no spectra). Both sides are timed after a first call has compiled them,
-so the table gives steady-state member-steps per second; compile times are printed apart.
+so the table gives steady-state member-steps per second; compile times are printed apart. Each
+side is the best of ``--repeats`` runs, by wall time and by the process's CPU time (on a shared
+machine the wall time also counts the time other processes hold the cores; the CPU time does not).
 
 Networks: the small MLP of the sweeps (2 hidden tanh layers of width 32, n = 256 synthetic
 examples of dimension 16) and the MLP of ``benchmarks/sharpness.py`` (32 → 300 → 300 → 1,
 n = 1,000; ``--big``), both float32.
 
-    python benchmarks/batched_train.py [--sizes 1,8,32] [--steps 100] [--track-every 1] [--big]
+    python benchmarks/batched_train.py [--sizes 1,8,32] [--steps 100] [--track-every 1] [--repeats 3] [--big]
 """
 
 from __future__ import annotations
@@ -38,10 +40,15 @@ def problem(n, d, width):
                               jnp.asarray(ds.y))
 
 
-def timed(f):
-    t0 = time.perf_counter()
-    f()
-    return time.perf_counter() - t0
+def timed(f, repeats=1):
+    """``(wall, cpu)`` seconds of ``f()``, each the minimum over ``repeats`` calls."""
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        f()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), min(cpus)
 
 
 def main():
@@ -50,6 +57,7 @@ def main():
     ap.add_argument("--steps", type=int, default=100, help="steps per member")
     ap.add_argument("--track-every", type=int, default=1, help="spectra every this many steps (0: none)")
     ap.add_argument("--modes", default="map,vmap", help="spectra modes of train_batch")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best one kept)")
     ap.add_argument("--big", action="store_true", help="the 100k-parameter MLP of benchmarks/sharpness.py")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -65,22 +73,24 @@ def main():
                   f"{args.steps} steps per member; "
                   f"spectra: {'top-2 Hessian every ' + str(every) if track else 'none'}; "
                   f"JAX {jax.__version__} on {jax.devices()[0].platform}")
-    c_seq = timed(lambda: train(p, 0.05, chunk, **kw))
+    c_seq = timed(lambda: train(p, 0.05, chunk, **kw))[0]
     console.print(f"compile (sequential train): {c_seq:.1f} s")
-    t = Table(title="member-steps per second (higher is better); speed-up = batched / sequential")
+    t = Table(title="member-steps per second by wall time / by CPU time (higher is better); "
+                    "speed-up = batched / sequential")
     for col in ("B", "sequential", *(f"batched ({m})" for m in modes), *(f"speed-up ({m})" for m in modes)):
         t.add_column(col, justify="right")
+    pair = lambda a, b, fmt: f"{a:{fmt}} / {b:{fmt}}"
     for B in sizes:
         lrs = np.linspace(0.02, 0.1, B)
-        seq = timed(lambda: [train(p, float(lr), args.steps, **kw) for lr in lrs])
+        seq = timed(lambda: [train(p, float(lr), args.steps, **kw) for lr in lrs], args.repeats)
         rates, ups = [], []
         for m in modes:
-            c = timed(lambda: train_batch(p, lrs, chunk, spectra=m, **kw))
-            bt = timed(lambda: train_batch(p, lrs, args.steps, spectra=m, **kw))
+            c = timed(lambda: train_batch(p, lrs, chunk, spectra=m, **kw))[0]
+            bt = timed(lambda: train_batch(p, lrs, args.steps, spectra=m, **kw), args.repeats)
             console.print(f"B = {B}, {m}: compile {c:.1f} s")
-            rates.append(B * args.steps / bt)
-            ups.append(seq / bt)
-        t.add_row(str(B), f"{B * args.steps / seq:.0f}", *(f"{r:.0f}" for r in rates), *(f"{u:.2f}×" for u in ups))
+            rates.append(pair(B * args.steps / bt[0], B * args.steps / bt[1], ".3g"))
+            ups.append(pair(seq[0] / bt[0], seq[1] / bt[1], ".2f"))
+        t.add_row(str(B), pair(B * args.steps / seq[0], B * args.steps / seq[1], ".3g"), *rates, *ups)
     console.print(t)
 
 

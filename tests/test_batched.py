@@ -131,3 +131,73 @@ def test_networks_train_chunk_batched_equals_one_by_one():
             _close(batch["preconditioned_eigs"], one["preconditioned_eigs"], 1e-3)
         for key in ("loss", "edge", "hessian_eigs", "max_edge_ratio", "final_loss"):
             _close(batch[key], one[key], 1e-3)
+
+
+@pytest.mark.slow
+def test_trackers_vmapped_with_a_shared_count_equal_separate_ones():
+    """`davidson.track(..., shared_count=True)` vmapped over B trackers whose call count is one
+    un-batched number (the batched trainings' case) gives each tracker exactly its own
+    sequence of calls: values to rounding, the same products at every call, through the cold
+    start, guard-skipping calls and the periodic checks (every 5 calls here)."""
+    import dataclasses
+
+    from eoslab.spectra.davidson import track, track_init
+
+    n, B, calls = 30, 3, 12
+    opts = dict(tol=1e-6, check_every=5)
+    A = []
+    for i, key in enumerate(jax.random.split(jax.random.PRNGKey(0), B)):
+        Q = jnp.linalg.qr(jax.random.normal(key, (n, n), jnp.float64))[0]
+        lam = jnp.linspace(1.0, 0.0, n) ** 3 * (2.0 + i)
+        A.append(jnp.stack([(Q * (lam * (1 + 0.002 * c))) @ Q.T for c in range(calls)]))  # a drifting spectrum
+    A = jnp.stack(A)                                                                        # (B, calls, n, n)
+    init = [track_init(n, 2, jax.random.PRNGKey(i), jnp.float64) for i in range(B)]
+
+    @jax.jit
+    def one(state, As):
+        def body(st, a):
+            st, r = track(lambda v: a @ v, st, **opts)
+            return st, (r.values, r.n_products)
+        return jax.lax.scan(body, state, As)[1]
+
+    @jax.jit
+    def batch(states, As):
+        def body(st, a):
+            count = st.count[0]  # every tracker has made the same number of calls
+            call = lambda s, a: track(lambda v: a @ v, dataclasses.replace(s, count=count), shared_count=True, **opts)
+            st, r = jax.vmap(call)(st, a)
+            return st, (r.values, r.n_products)
+        return jax.lax.scan(body, states, jnp.swapaxes(As, 0, 1))[1]
+
+    values, products = batch(jax.tree_util.tree_map(lambda *x: jnp.stack(x), *init), A)
+    for i in range(B):
+        ref_values, ref_products = one(init[i], A[i])
+        np.testing.assert_array_equal(np.asarray(products[:, i]), np.asarray(ref_products))
+        np.testing.assert_allclose(np.asarray(values[:, i]), np.asarray(ref_values), rtol=1e-10)
+    p = np.asarray(products)
+    assert np.all(p[0] >= 30) and np.all(p[5] > p[4])  # the cold start, a periodic check
+    assert np.any(p[1:5] == 2)                          # and calls that skipped the guards
+
+
+@pytest.mark.slow
+def test_vectorised_spectra_members_equal_separate_runs():
+    """spectra="vmap" (the step index and tracker counts shared, un-batched): each member's top-2
+    Hessian values and products per step equal its own `train` run's, through the periodic check
+    (call 100) and with a member that diverges (its counters freeze, the others go on). The
+    step sizes keep the others below the edge, where rounding differences do not grow; float64, so
+    that rounding does not move a stopping decision either."""
+    p = _problem(0, dtype=jnp.float64)
+    lrs = [0.05, 0.1, 40.0]
+    trajs, _ = train_batch(p, lrs, 105, k=2, chunk=35, spectra="vmap")
+    for traj, lr in zip(trajs, lrs):
+        ref, _ = train(p, lr, 105, k=2, track=("hessian",), chunk=35)
+        ok = ~ref["diverged"]
+        assert traj["diverged"].tolist() == ref["diverged"].tolist()
+        _close(traj["hessian_eigs"][ok], ref["hessian_eigs"][ok], 1e-3)
+        np.testing.assert_array_equal(traj["hessian_products"][ok], ref["hessian_products"][ok])
+        assert not ok[100] or traj["hessian_products"][100] >= 3 + 8  # the periodic check: block + 8 Lanczos
+    trajs, _ = train_batch(p, lrs[:2], 12, k=1, track_every=3, chunk=12, spectra="vmap")
+    for traj, lr in zip(trajs, lrs):
+        ref, _ = train(p, lr, 12, k=1, track=("hessian",), track_every=3, chunk=12)
+        assert traj["tracked"].tolist() == ref["tracked"].tolist()
+        _close(traj["hessian_eigs"], ref["hessian_eigs"], 1e-3)

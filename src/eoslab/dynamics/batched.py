@@ -16,14 +16,18 @@ in the chaotic edge-of-stability phase such differences grow, as between two mac
 
 The spectra: ``spectra="map"`` (default) runs the members' chunks one after the other inside
 the compiled program (``lax.map``), so each keeps its own control flow (a tracker stops as
-soon as its own values have converged); ``spectra="vmap"`` vectorises everything, which turns
-the tracker's branches into selects (both sides computed) and runs every member's iteration
-as long as the slowest one's. Without spectra the members are always vectorised. See
+soon as its own values have converged); ``spectra="vmap"`` vectorises everything. Every member
+is at the same step, so the step index and the trackers' call counts are passed un-batched
+(``davidson.track(..., shared_count=True)``) and the branches on them (the cold start, the
+periodic check, ``t % track_every``) stay branches; those on a member's own numbers (skipping
+the guard products) become selects that compute both sides, and a tracker's iteration runs as
+long as the slowest member's. Without spectra the members are always vectorised. See
 ``benchmarks/batched_train.py`` for what each costs on this machine.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Sequence
@@ -36,11 +40,12 @@ from jax.flatten_util import ravel_pytree
 from eoslab import progress
 from eoslab._precision import follows
 from eoslab.dynamics import optim
-from eoslab.dynamics.stepper import scan
+from eoslab.dynamics.stepper import masked, scan
 from eoslab.dynamics.train import Trajectory, initial_state, nan_rows, train_step
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.problem import Params, Problem
 from eoslab.spectra import tracking
+from eoslab.spectra.davidson import TrackState
 from eoslab.typing import ArrayLike, Float
 
 SPECTRA_MODES = ("map", "vmap")
@@ -177,7 +182,7 @@ def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar):
     while done < steps:
         states, rec = _batch_chunk(problem, tol, states, total, optimizer, **static)
         take = min(static["length"], steps - done)
-        records.append({key: np.swapaxes(np.asarray(a), 0, 1)[:take] for key, a in rec.items()})
+        records.append({key: np.asarray(a)[:take] for key, a in rec.items()})
         done += take
         live = ~np.asarray(states.diverged)
         bar.update(done, f"{int(live.sum())} of {live.size} members not diverged")
@@ -190,15 +195,43 @@ def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar):
 @functools.partial(jax.jit, static_argnames=("optimizer", "length", "every", "max_products", "p_axis", "spectra"))
 def _batch_chunk(problem, tol, states, total, optimizer, *, length, every, max_products, p_axis, spectra):
     """``length`` steps of every member (axis 0 of ``states``; of ``problem`` too when
-    ``p_axis`` is 0): the stepper's masked scan of :func:`~eoslab.dynamics.train.train_step`,
-    vmapped or mapped over the members. Records come back (B, length, ...)."""
+    ``p_axis`` is 0): the stepper's masked :func:`~eoslab.dynamics.train.train_step`,
+    vmapped or mapped over the members. Records come back (length, B, ...)."""
+    if spectra == "map":
+        def member(prob, state):
+            step = train_step(prob, optimizer, tol, every=every, max_products=max_products)
+            return scan(step, state, length, total=total)
 
-    def member(prob, state):
-        step = train_step(prob, optimizer, tol, every=every, max_products=max_products)
-        return scan(step, state, length, total=total)
+        if p_axis == 0:
+            states, rec = jax.lax.map(lambda a: member(*a), (problem, states))
+        else:
+            states, rec = jax.lax.map(lambda s: member(problem, s), states)
+        return states, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), rec)
 
-    if spectra == "vmap":
-        return jax.vmap(member, in_axes=(p_axis, 0))(problem, states)
-    if p_axis == 0:
-        return jax.lax.map(lambda a: member(*a), (problem, states))
-    return jax.lax.map(lambda s: member(problem, s), states)
+    def member(prob, state, t, counts):
+        step = masked(train_step(prob, optimizer, tol, every=every, max_products=max_products, shared_counts=True),
+                      total=total)
+        return step(_with_counters(state, t, counts))
+
+    def body(states, _):
+        # Every member is at the same step, so the step index and the trackers' call counts are
+        # passed un-batched: the conditionals on them (the observer's t % every, the tracker's
+        # cold start and periodic check) stay conditionals under vmap instead of becoming
+        # selects that run both branches for every member. A diverged member's frozen counters
+        # are behind the others', hence the max.
+        t = jnp.max(states.t)
+        counts = {name: jnp.max(c) for name, c in _counters(states.aux).items()}
+        return jax.vmap(member, in_axes=(p_axis, 0, None, None))(problem, states, t, counts)
+
+    return jax.lax.scan(body, states, None, length=length)
+
+
+def _counters(aux) -> dict:
+    """The call count of every tracker state in ``aux`` (train's dict of operator → state)."""
+    return {name: s.count for name, s in aux.items() if isinstance(s, TrackState)}
+
+
+def _with_counters(state, t, counts):
+    """``state`` with step index ``t`` and tracker call counts ``counts`` (from :func:`_counters`)."""
+    aux = {name: dataclasses.replace(s, count=counts[name]) if name in counts else s for name, s in state.aux.items()}
+    return state._replace(t=t, aux=aux)

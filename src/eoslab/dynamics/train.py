@@ -85,9 +85,10 @@ def _is_classification(problem: Problem) -> bool:
     return ce and problem.targets.ndim == 2
 
 
-def _track_step(problem, params, states, tol, max_products):
+def _track_step(problem, params, states, tol, max_products, shared_counts=False):
     """The one place that computes the tracked spectra (swap the tracker here)."""
-    return tracking.track_spectra(problem, params, states, tol=tol, max_products=max_products)
+    return tracking.track_spectra(problem, params, states, tol=tol, max_products=max_products,
+                                  shared_count=shared_counts)
 
 
 class Trajectory(dict):
@@ -485,14 +486,16 @@ def initial_state(problem: Problem, optimizer: optim.Optimizer, *, spec: Problem
 def train_step(problem: Problem, optimizer: optim.Optimizer, tol: float, *, spec: Problem | None = None, every: int = 1,
                nonlinear: bool = False, project: bool = False, max_products: int | None = None,
                batch_size: int | None = None, n_mc: int = 32,
-               density: tuple | None = None) -> Callable:
+               density: tuple | None = None, shared_counts: bool = False) -> Callable:
     """:func:`train`'s pure step ``step(state) -> (state', record)`` (traceable; the
     :func:`~eoslab.dynamics.stepper.make_step` of the optimizer with the spectra observer),
-    for :func:`~eoslab.dynamics.stepper.scan`, alone or ``vmap``-ped over a batch of states."""
+    for :func:`~eoslab.dynamics.stepper.scan`, alone or ``vmap``-ped over a batch of states.
+    ``shared_counts``: the step is ``vmap``-ped with the step index ``t`` and the trackers'
+    call counts un-batched (every member at the same step; ``davidson.track``'s ``shared_count``)."""
     spec = problem if spec is None else spec
     observe = _spectra_observer(problem, spec, optimizer, tol, every=every, nonlinear=nonlinear, project=project,
                                 max_products=max_products, classification=_is_classification(problem),
-                                batch_size=batch_size, n_mc=n_mc, density=density)
+                                batch_size=batch_size, n_mc=n_mc, density=density, shared_counts=shared_counts)
     batch_loss = None
     if batch_size is not None:
         batch_loss = lambda p, key: take(problem, sample_batch(key, problem.n, batch_size)).loss_fn(p)
@@ -532,13 +535,13 @@ def _densities(spec, params, key, ops, probes, steps, products) -> dict:
 
 
 def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, project, max_products, classification,
-                      batch_size, n_mc, density=None):
+                      batch_size, n_mc, density=None, shared_counts=False):
     _, unravel = ravel_pytree(problem.params)
 
     def tracked(ctx):
         params, aux = ctx.params, ctx.aux
         ops = {op: st for op, st in aux.items() if op in OPERATORS}
-        new, res = _track_step(spec, params, ops, tol, max_products) if ops else ({}, {})
+        new, res = _track_step(spec, params, ops, tol, max_products, shared_counts) if ops else ({}, {})
         out = {}
         for op, r in res.items():
             out[f"{op}_eigs"], out[f"{op}_residuals"] = r.values, r.residuals
@@ -548,7 +551,8 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
         if "preconditioned" in aux:
             s = jax.lax.rsqrt(ravel_pytree(optimizer.preconditioner(ctx.opt_state))[0].astype(aux["preconditioned"].vectors.dtype))
             hmv, _ = hvp(spec, params)
-            st, r = tracking.track(lambda v: s * hmv(s * v), aux["preconditioned"], tol=tol, max_products=max_products)
+            st, r = tracking.track(lambda v: s * hmv(s * v), aux["preconditioned"], tol=tol, max_products=max_products,
+                                   shared_count=shared_counts)
             new["preconditioned"] = st
             out["preconditioned_eigs"], out["preconditioned_residuals"] = r.values, r.residuals
             out["preconditioned_products"], out["preconditioned_entered"] = r.n_products, r.entered

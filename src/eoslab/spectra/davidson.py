@@ -376,12 +376,13 @@ def _deep_start(mv, X, AX, first, count, sz: _Sizes) -> _Basis:
     return _pad_basis(Y.T @ V, Y.T @ AV, m, sz.M)
 
 
-def _start(mv, X, AX, first, checking, count, sz: _Sizes):
-    """``(basis, products)`` the expansion loop starts from (see the module docstring, step 2)."""
+def _start(mv, X, AX, first, checking, count, sz: _Sizes, deep: bool = True):
+    """``(basis, products)`` the expansion loop starts from (see the module docstring, step 2;
+    ``deep=False``: the caller knows this call does not start deep)."""
     warm = lambda X, AX: (_pad_basis(X, AX, sz.b, sz.M), jnp.asarray(sz.b, jnp.int32))
     cold = first if sz.cold > sz.b else jnp.asarray(False)
     check = checking if sz.check > sz.b else jnp.asarray(False)
-    if sz.cold == sz.b and sz.check == sz.b:
+    if not deep or (sz.cold == sz.b and sz.check == sz.b):
         return warm(X, AX)
     deep = lambda X, AX: (_deep_start(mv, X, AX, first, count, sz),
                           jnp.where(first, sz.cold, sz.check).astype(jnp.int32))
@@ -450,11 +451,12 @@ def _min_cosine(U, W):
     return jnp.min(jnp.linalg.svd(U @ W.T, compute_uv=False))
 
 
-def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, max_products, sz: _Sizes):
+def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, max_products, sz: _Sizes,
+           deep: bool = True):
     """Steps 2–4 of the module docstring: multiply the guards, start, expand, carry."""
     k, b, dtype = sz.k, sz.b, X.dtype
     AX = jnp.concatenate([AXk, jax.vmap(mv)(X[k:])])
-    basis, nprod0 = _start(mv, X, AX, first, checking, state.count, sz)
+    basis, nprod0 = _start(mv, X, AX, first, checking, state.count, sz, deep)
     cap = max_products + nprod0 - b        # the deep start's Krylov products come on top
     start = _evaluate(basis, nprod0, scales, True, tol, atol, sz)
 
@@ -508,7 +510,8 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol):
 
 def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float = 1e-3, atol: float = 0.0,
           max_products: int | None = None, max_basis: int | None = None, cold_basis: int | None = None,
-          check_every: int = 100, check_depth: int = 8) -> tuple[TrackState, TrackResult]:
+          check_every: int = 100, check_depth: int = 8,
+          shared_count: bool = False) -> tuple[TrackState, TrackResult]:
     """Top-k largest algebraic eigenpairs of the symmetric operator ``matvec``, warm-started.
 
     Args:
@@ -527,6 +530,12 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
       check_every: every this many calls (0: never) ``check_depth`` Lanczos products from a
         pseudo-random vector in the complement of the block join the subspace (static).
       check_depth: products of that check (static).
+      shared_count: ``state.count`` is the same for every tracker of a ``vmap``-ped batch and is
+        passed un-batched (static). The deep start (first call, periodic check) is then decided by
+        a conditional of its own, outside the guard-skipping one: under ``vmap`` that one's
+        predicate is batched, which turns it into a select running both sides, and a deep start
+        nested in it would run at every call of every member. Same results; without ``vmap`` it
+        only adds a second compiled copy of the expansion loop.
 
     Returns:
       ``(new_state, TrackResult)``. Costs at least ``k`` products per call, and at least
@@ -548,4 +557,8 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
     if k == sz.b or k != state.k:
         return solve()
     skip, skipped = _skip_guards(state, X, AXk, scales, tol, atol)
+    if shared_count and (sz.cold > sz.b or sz.check > sz.b):
+        warm = lambda: _solve(mv, state, X, AXk, scales, first, checking, tol, atol, max_products, sz, deep=False)
+        deep = (first if sz.cold > sz.b else False) | (checking if sz.check > sz.b else False)
+        return jax.lax.cond(deep, solve, lambda: jax.lax.cond(skip, lambda: skipped, warm))
     return jax.lax.cond(skip & ~checking, lambda: skipped, solve)
