@@ -44,6 +44,7 @@ import optax
 
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.spectra.lanczos import fixed_start
+from eoslab.typing import Array, Float, Params, PyTree
 
 
 class StepEigs(NamedTuple):
@@ -90,7 +91,8 @@ def _state_split(params, opt_state):
     return pack((params, opt_state)), pack, unpack
 
 
-def step_map(loss_fn: Callable, tx: optax.GradientTransformation, params, opt_state):
+def step_map(loss_fn: Callable, tx: optax.GradientTransformation, params: Params, opt_state: PyTree
+             ) -> tuple[Callable[[Float[Array, " n"]], Float[Array, " n"]], Float[Array, " n"]]:
     """One optimizer step as a map of the flat state: ``(F, z0)`` with ``F: (dim,) -> (dim,)``
     pure and ``z0`` the flat current state (float leaves of (params, opt_state))."""
     z0, pack, unpack = _state_split(params, opt_state)
@@ -128,7 +130,8 @@ def _arnoldi(jvp, z0, krylov):
     return mu, np.abs(Hm[m, m - 1] * Y[m - 1, :]), used
 
 
-def step_eigs(loss_fn: Callable, tx: optax.GradientTransformation, params, opt_state=None, *, k: int = 4,
+def step_eigs(loss_fn: Callable, tx: optax.GradientTransformation, params: Params, opt_state: PyTree | None = None,
+              *, k: int = 4,
               krylov: int = 40, dense: bool = False) -> StepEigs:
     """Eigenvalues of the Jacobian of one step of ``tx`` on ``loss_fn`` at (``params``, ``opt_state``).
 
