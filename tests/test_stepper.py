@@ -63,3 +63,21 @@ def test_train_callback_sees_every_step_in_order():
     assert [t for t, _, _ in seen] == list(range(7))
     np.testing.assert_allclose([v for _, v, _ in seen], tr["loss"], rtol=0)
     assert all(e == pytest.approx(20.0) for _, _, e in seen)
+
+
+def test_a_stochastic_step_needs_an_explicit_key():
+    """init_state(key=None) declares a run that draws nothing: a deterministic step runs with it,
+    a step that draws random numbers refuses it instead of sharing a default key."""
+    from eoslab.errors import EoslabError
+
+    loss = lambda p: jnp.sum(p ** 2)
+    opt = optim.gd(0.1)
+    state = init_state(jnp.ones(3), opt)
+    assert state.key is None
+    det, _ = jax.jit(lambda s: scan(make_step(loss, opt, stochastic=False), s, 3))(state)
+    np.testing.assert_allclose(det.params, 0.8 ** 3 * np.ones(3))
+    noisy = make_step(loss, opt, observe=lambda c: (c.aux, {}))
+    with pytest.raises(EoslabError, match="init_state"):
+        scan(noisy, state, 3)
+    keyed, _ = scan(noisy, init_state(jnp.ones(3), opt, key=jax.random.PRNGKey(1)), 3)
+    np.testing.assert_allclose(keyed.params, det.params)
