@@ -66,6 +66,28 @@ def test_adam_members_equal_separate_runs():
     assert not any(t["diverged"].any() for t in trajs)
 
 
+def test_sgd_members_draw_their_own_batches_and_equal_separate_runs():
+    """Mini-batch SGD members (batch_size): member i draws the batches of `train(..., seed=i)`
+    (its own key stream), so loss, batch loss, batch sharpness and final parameters equal that
+    run's; two members with the same η and different seeds part."""
+    p = _problem(0)
+    lrs, seeds = [0.1, 0.1, 0.3], [0, 1, 2]
+    trajs, final = train_batch(p, lrs, 12, track=(), seed=seeds, batch_size=6, batch_sharpness_samples=4, chunk=6,
+                               track_every=2)
+    for i, (traj, lr, seed) in enumerate(zip(trajs, lrs, seeds)):
+        ref, fin = train(p, lr, 12, track=(), seed=seed, batch_size=6, batch_sharpness_samples=4, chunk=6,
+                         track_every=2)
+        assert traj.meta["batch_size"] == 6 and set(ref) <= set(traj)
+        for key in ("loss", "batch_loss", "grad_norm", "batch_sharpness", "batch_sharpness_se"):
+            _close(traj[key], ref[key], 1e-5)
+        for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(fin)):
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert np.all(np.isnan(trajs[0]["batch_sharpness"][1::2]))  # measured every track_every steps
+    assert not np.allclose(trajs[0]["batch_loss"], trajs[1]["batch_loss"])
+    with pytest.raises(EoslabError, match="batch_size 25 is larger than the number of examples 24"):
+        train_batch(p, lrs, 5, batch_size=25)
+
+
 def test_mixed_optimizer_kinds_refused():
     with pytest.raises(EoslabError, match="optimizers of one kind"):
         train_batch(_problem(0), steps=5, optimizer=[optim.adam(0.1), optim.rmsprop(0.1)])

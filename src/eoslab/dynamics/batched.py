@@ -97,7 +97,8 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
                 steps: int | None = None, *, momentum: Float[ArrayLike, " B"] | float = 0.0,
                 optimizer: optim.Optimizer | Sequence[optim.Optimizer] | None = None, k: int = 2, track_every: int = 1,
                 track: tuple[str, ...] = ("hessian",), tol: float = 1e-3,
-                max_products: int | None = None, seed: int | Sequence[int] = 0, chunk: int = 50,
+                max_products: int | None = None, seed: int | Sequence[int] = 0, batch_size: int | None = None,
+                batch_sharpness_samples: int = 32, chunk: int = 50,
                 spectra: str = "map") -> tuple[list[Trajectory], Params]:
     """Train B members at once.
 
@@ -112,7 +113,10 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
         with constant step sizes), e.g. ``[optim.adam(lr) for lr in lrs]``.
       k, track_every, track, tol, max_products: as :func:`eoslab.dynamics.train.train`.
       seed: the trackers' cold start and the step keys, one or (B,) (member i uses ``seed[i]``,
-        as ``train(..., seed=seed[i])``).
+        as ``train(..., seed=seed[i])``, so its mini-batches too).
+      batch_size, batch_sharpness_samples: mini-batch SGD members, as
+        :func:`~eoslab.dynamics.train.train` (each member draws its own batches from its own key
+        stream; keys ``batch_loss``, ``batch_sharpness``, ``batch_sharpness_se``). ``None``: full batch.
       chunk: steps per compiled call. spectra: ``"map"`` or ``"vmap"`` (module docstring).
 
     Returns:
@@ -122,7 +126,7 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
       ``<op>_products``, ``<op>_entered``, ``<op>_converged``, ``tracked``, ``edge`` (the
       member's own threshold), ``edge_ratio``, ``diverged``; ``meta["seconds"]`` is the batch's
       wall time divided by B) plus the arrays ``lr``, ``seconds``, ``batch_seconds`` (the
-      batch's wall time) and ``batch_size`` (B), and the members' final parameters (a pytree
+      batch's wall time) and ``members`` (B), and the members' final parameters (a pytree
       with a leading axis B).
     """
     probs, p0, B, opts, lrs, moms = _members(problem, lr, momentum, optimizer)
@@ -135,6 +139,11 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
                                                                     ("chunk", chunk)))
     if spectra not in SPECTRA_MODES:
         raise EoslabError(f"spectra must be one of {SPECTRA_MODES}, got {spectra!r}")
+    n_mc = check_positive_int("batch_sharpness_samples", batch_sharpness_samples)
+    if batch_size is not None:
+        batch_size = check_positive_int("batch_size", batch_size)
+        if batch_size > p0.n:
+            raise EoslabError(f"batch_size {batch_size} is larger than the number of examples {p0.n}")
     seeds = np.broadcast_to(np.asarray(seed), (B,)) if np.ndim(seed) == 0 else np.asarray(seed)
     if seeds.shape != (B,):
         raise EoslabError(f"seed must be one integer or {B}, got shape {seeds.shape}")
@@ -152,7 +161,7 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
     batch_problem, p_axis = (p0, None) if probs is None else (jax.tree_util.tree_map(
         lambda *xs: jnp.stack(xs), *probs), 0)
     static = dict(length=min(chunk, steps), every=track_every, max_products=max_products, p_axis=p_axis,
-                  spectra=spectra if track else "vmap")
+                  spectra=spectra if track else "vmap", batch_size=batch_size, n_mc=n_mc)
     tol_a = jnp.asarray(tol, dtype)
     records = []
     start = time.perf_counter()
@@ -167,9 +176,9 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
                        {"lr": float(lrs[i] if lrs is not None else opts[i].hyper["lr"]), "optimizer": o.name,
                         "hyper": {n: v if isinstance(v, (bool, int, float, str)) else float(v)
                                                 for n, v in opts[i].hyper.items()}, "quantity": o.quantity,
-                        "batch_size": None, "seconds": wall / B, "members": B})
+                        "batch_size": batch_size, "seconds": wall / B, "members": B})
         t.update(lr=np.asarray(t.meta["lr"]), seconds=np.asarray(wall / B), batch_seconds=np.asarray(wall),
-                 batch_size=np.asarray(B))
+                 members=np.asarray(B))
         trajs.append(t)
     return trajs, states.params
 
@@ -192,14 +201,17 @@ def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar):
     return states
 
 
-@functools.partial(jax.jit, static_argnames=("optimizer", "length", "every", "max_products", "p_axis", "spectra"))
-def _batch_chunk(problem, tol, states, total, optimizer, *, length, every, max_products, p_axis, spectra):
+@functools.partial(jax.jit, static_argnames=("optimizer", "length", "every", "max_products", "p_axis", "spectra",
+                                             "batch_size", "n_mc"))
+def _batch_chunk(problem, tol, states, total, optimizer, *, length, every, max_products, p_axis, spectra,
+                 batch_size=None, n_mc=32):
     """``length`` steps of every member (axis 0 of ``states``; of ``problem`` too when
     ``p_axis`` is 0): the stepper's masked :func:`~eoslab.dynamics.train.train_step`,
     vmapped or mapped over the members. Records come back (length, B, ...)."""
     if spectra == "map":
         def member(prob, state):
-            step = train_step(prob, optimizer, tol, every=every, max_products=max_products)
+            step = train_step(prob, optimizer, tol, every=every, max_products=max_products, batch_size=batch_size,
+                              n_mc=n_mc)
             return scan(step, state, length, total=total)
 
         if p_axis == 0:
@@ -209,8 +221,8 @@ def _batch_chunk(problem, tol, states, total, optimizer, *, length, every, max_p
         return states, jax.tree_util.tree_map(lambda a: jnp.swapaxes(a, 0, 1), rec)
 
     def member(prob, state, t, counts):
-        step = masked(train_step(prob, optimizer, tol, every=every, max_products=max_products, shared_counts=True),
-                      total=total)
+        step = masked(train_step(prob, optimizer, tol, every=every, max_products=max_products, batch_size=batch_size,
+                                 n_mc=n_mc, shared_counts=True), total=total)
         return step(_with_counters(state, t, counts))
 
     def body(states, _):

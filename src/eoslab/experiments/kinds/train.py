@@ -29,7 +29,7 @@ from eoslab.models.mlp import ACTIVATIONS, PARAMETRISATIONS, build
 
 _nonneg = lambda v: None if v >= 0 else "must be ≥ 0"
 
-#: The optimizers a point may use (:mod:`eoslab.dynamics.optim`); every one can be batched (full batch).
+#: The optimizers a point may use (:mod:`eoslab.dynamics.optim`); every one can be batched (full or mini-batch).
 OPTIMIZERS = ("gd", "momentum", "nesterov", "rmsprop", "adam")
 
 SCHEMA = {
@@ -162,7 +162,8 @@ def simulate(point: dict) -> dict:
 
 def simulate_batch(points: list[dict]) -> list[dict]:
     """The points of one chunk (equal static parameters: model, data sizes, steps, spectra
-    settings) trained by :func:`eoslab.dynamics.batched.train_batch`, one batch per optimizer
+    settings, ``batch_size``: mini-batch members draw their own batches from their seeds) trained
+    by :func:`eoslab.dynamics.batched.train_batch`, one batch per optimizer
     kind (gd and momentum together): members differ by ``lr``, the optimizer's numbers and
     ``seed`` (one shared problem when every seed is the same, else one per member). The arrays
     agree with :func:`simulate`'s up to rounding."""
@@ -174,7 +175,8 @@ def simulate_batch(points: list[dict]) -> list[dict]:
         pts = [points[i] for i in members]
         p0, seeds = pts[0], [p["seed"] for p in pts]
         probs = problem(p0) if len(set(seeds)) == 1 else [problem(p) for p in pts]
-        kw = dict(k=p0["k"], track_every=p0["track_every"], track=("hessian",), tol=p0["tol"], seed=seeds)
+        kw = dict(k=p0["k"], track_every=p0["track_every"], track=("hessian",), tol=p0["tol"], seed=seeds,
+                  batch_size=p0["batch_size"] or None)
         if optimizer(p0) is None:
             moms = [p["momentum"] if p["optimizer"] == "momentum" else 0.0 for p in pts]
             trajs, _ = train_batch(probs, [p["lr"] for p in pts], p0["steps"], momentum=moms, **kw)
@@ -196,7 +198,7 @@ def batching() -> bool:
 
 
 def run(points: list[dict]) -> list[dict]:
-    if len(points) > 1 and batching() and not any(p["batch_size"] for p in points):
+    if len(points) > 1 and batching() and len({p["batch_size"] for p in points}) == 1:
         return simulate_batch(points)
     return [simulate(p) for p in points]
 
