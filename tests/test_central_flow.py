@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from jax.flatten_util import ravel_pytree
 
 from eoslab import EoslabError, Problem
 from eoslab.dynamics import central_flow as cf
@@ -212,3 +213,49 @@ def test_self_stabilization_map_fixed_point_is_the_central_flow_sigma():
     first = slice(0, 20)
     assert ss["y"][first].max() > 0 > ss["y"][first].min()
     assert np.all((ss["x"][first] ** 2 > sigma2 / 3) & (ss["x"][first] ** 2 < 3 * sigma2))
+
+
+@pytest.mark.slow
+def test_two_copies_of_a_network_have_the_central_flow_of_one_copy_twice():
+    """Blocks(net, 2) with the same initialisation and targets has a double top Hessian
+    eigenvalue everywhere. The tracker returns an arbitrary basis of that eigenspace, so Σ has
+    off-diagonal entries and the k = 2 SDCP (iterative solver) runs at every substep; by the
+    symmetry its unique velocity is the one-copy k = 1 closed form's, duplicated."""
+    from eoslab.models.blocks import Blocks, stack
+    from eoslab.models.mlp import MLP
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (12, 3))
+    y = jnp.sin(2 * x[:, :1]) * 2
+    net = MLP(1, 4, "tanh", 1)
+    p1 = net.init(jax.random.PRNGKey(0), 3, jnp.float64)
+    one = Problem.from_model(net, p1, x, y)
+    two = Problem.from_model(Blocks(net, 2), stack([p1, p1]), x, jnp.tile(y, (1, 2)))
+    flat, unravel = ravel_pytree(p1)
+    lam = float(jnp.linalg.eigvalsh(jax.hessian(lambda v: one.loss_fn(unravel(v)))(flat))[-1])
+    lr = 2.4 / lam                                 # above the edge at θ₀: the flow falls onto it at once
+    a = cf.run(one, lr, 12, k=1, k_max=1, gd=False, gf=False, chunk=12)
+    b = cf.run(two, lr, 12, k=2, k_max=2, gd=False, gf=False, chunk=12)
+    np.testing.assert_array_equal(b["n_active"], 2 * a["n_active"])
+    on = b["n_active"] == 2
+    assert np.all(on[-6:]) and np.all(b["sdcp_residual"][on] < 1e-6)
+    # the SDCP stops at a relative KKT residual, and the pair's basis is only known to the
+    # tracker's tolerance: 12 steps of both flows agree to ~1e-5 of ‖w‖
+    w_two = ravel_pytree(stack([unravel(jnp.asarray(a["w_cf"]))] * 2))[0]
+    np.testing.assert_allclose(b["w_cf"], w_two, rtol=0, atol=2e-4 * np.abs(a["w_cf"]).max())
+    np.testing.assert_allclose(b["trace_sigma"][on], 2 * a["trace_sigma"][on], rtol=1e-3)
+    np.testing.assert_allclose(b["eigs"], np.stack([a["eigs"][:, 0]] * 2, axis=1), rtol=1e-5)
+
+
+def test_blocks_are_independent_copies_of_the_network():
+    """Copy i's columns are net(params_i, x): they depend on copy i's parameters only, so under
+    MSE the Hessian is block-diagonal."""
+    from eoslab.models.blocks import Blocks, stack
+    from eoslab.models.mlp import MLP
+
+    net = MLP(1, 3, "tanh", 2)
+    ps = [net.init(jax.random.PRNGKey(s), 2, jnp.float64) for s in (0, 1)]
+    model = Blocks(net, 2)
+    x = jax.random.normal(jax.random.PRNGKey(2), (5, 2))
+    np.testing.assert_allclose(model(stack(ps), x), np.concatenate([net(p, x) for p in ps], axis=1), rtol=1e-14)
+    with pytest.raises(EoslabError, match="one key per copy"):
+        model.init([jax.random.PRNGKey(0)], 2)

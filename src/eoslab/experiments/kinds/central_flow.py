@@ -35,6 +35,11 @@ NETWORK_SCHEMA = {
         "width": Field(int, 8, doc="hidden units (mlp)", static=True, check=positive_int),
         "outputs": Field(int, 1, doc="outputs (mlp: 1 = regression, C ≥ 2 = one-hot classes)", static=True,
                          check=positive_int),
+        "blocks": Field(int, 1, doc="mlp: independent copies of the network side by side, each on its own copy of "
+                                    "the targets (block-diagonal Hessian; eoslab.models.blocks)", static=True,
+                        check=positive_int),
+        "block_seeds": Field(list, [], doc="mlp with blocks > 1: the initialisation seed of each block (empty: every "
+                                           "block from the run's seed, i.e. identical copies)"),
         "D": Field(int, 10, doc="second-order model: datapoints", static=True, check=positive_int),
         "P": Field(int, 20, doc="second-order model: parameters", static=True, check=positive_int),
         "sigma_z": Field(float, 1.0, doc="second-order model: std of the initial residuals", check=positive),
@@ -54,6 +59,8 @@ NETWORK_SCHEMA = {
         "k": Field(int, 1, doc="Hessian eigenpairs tracked at the start", static=True, check=positive_int),
         "k_max": Field(int, 3, doc="most eigenpairs tracked", static=True, check=positive_int),
         "window": Field(int, 20, doc="steps of GD's centred moving average", static=True, check=positive_int),
+        "fast_compile": Field(bool, False, doc="compile the flow with XLA's optimisation level 0 (less compilation, "
+                                               "slower steps: the faster choice for short runs)", static=True),
     },
 }
 
@@ -74,6 +81,18 @@ def two_blocks(eps_pair, theta2_pair) -> Problem:
     return Problem(fn, Q, jnp.zeros(2, jnp.float64), th0, "mse", 1.0)
 
 
+def check_network_point(point: dict) -> str | None:
+    """Combinations of parameters the schema cannot see one at a time."""
+    seeds, B = point.get("block_seeds") or [], point.get("blocks", 1)
+    if seeds and len(seeds) != B:
+        return f"block_seeds must have one seed per block ({B}), got {len(seeds)}"
+    if any(int(s) != s for s in seeds):
+        return f"block_seeds must be integers, got {seeds!r}"
+    if B > 1 and point.get("model", "mlp") != "mlp":
+        return "blocks > 1 needs model = 'mlp'"
+    return None
+
+
 def network_problem(point: dict) -> Problem:
     """The point's problem in float64 (explicit dtypes: no reliance on a global switch)."""
     if point["model"] == "two_blocks":
@@ -91,8 +110,16 @@ def network_problem(point: dict) -> Problem:
     ds = synthetic(point["n"], point["d"], target_scale=point["target_scale"], seed=point["seed"],
                    classes=C if C > 1 else None, dtype="float64")
     net = MLP(point["depth"], point["width"], "tanh", ds.out_dim)
-    params = net.init(jax.random.PRNGKey(point["seed"]), ds.in_dim, jnp.float64)
-    return Problem.from_model(net, params, jnp.asarray(ds.x, jnp.float64), jnp.asarray(ds.y, jnp.float64))
+    x, y = jnp.asarray(ds.x, jnp.float64), jnp.asarray(ds.y, jnp.float64)
+    B = point["blocks"]
+    if B == 1:
+        return Problem.from_model(net, net.init(jax.random.PRNGKey(point["seed"]), ds.in_dim, jnp.float64), x, y)
+    from eoslab.models.blocks import Blocks
+
+    seeds = point["block_seeds"] or [point["seed"]] * B
+    model = Blocks(net, B)
+    params = model.init([jax.random.PRNGKey(int(s)) for s in seeds], ds.in_dim, jnp.float64)
+    return Problem.from_model(model, params, x, jnp.tile(y, (1, B)))
 
 
 @x64
@@ -110,7 +137,7 @@ def simulate_network(point: dict) -> dict:
     problem = network_problem(point)
     lr = point["lr"] if point["lr"] > 0 else 2.0 * point["eta_s0_half"] / top_eigenvalue(problem)
     out = cf.run(problem, lr, point["steps"], k=point["k"], k_max=point["k_max"], substeps=point["substeps"],
-                 start=point["start"], seed=point["seed"])
+                 start=point["start"], seed=point["seed"], fast_compile=point["fast_compile"])
     s = cf.summary(out, lr, point["window"])
     arrays = {key: np.asarray(out[key]) for key in CURVES}
     arrays["gd_loss_smoothed"] = cf.smooth(out["gd_loss"], point["window"])
@@ -198,7 +225,7 @@ register(Kind(name="central_flow.network", schema=NETWORK_SCHEMA, run=lambda pts
               measures={"distance_ratio": distance_ratio, "avg_loss_error": avg_loss_error,
                         "avg_loss_max_error": avg_loss_max_error,
                         "cf_loss_rise": cf_loss_rise, "at_edge": at_edge, "edge_error": edge_error},
-              figures=network_figures, chunk=1,
+              figures=network_figures, chunk=1, check_point=check_network_point,
               doc="central flow vs discrete GD and gradient flow on a tanh MLP or a random second-order model",
               version=1))
 
