@@ -113,7 +113,7 @@ def test_central_flow_is_gradient_flow_below_the_edge_and_holds_the_edge_above(f
     np.testing.assert_allclose(out["sharpness"][on], 2.0, rtol=1e-5)
     assert np.all(np.diff(out["loss"]) <= 1e-15)
     assert np.all(out["trace_sigma"][onset + 1:200] > 0)
-    s = cf.summary(out, 1.0)
+    s = cf.summarize(out, 1.0)
     assert s["ratio_final"] < 0.05 and s["dist_gd_gf_final"] > 1.0
     # GD itself ends below the edge (the 2-D model's limit 2/η − δ, docs/theory-eos2d.md).
     assert 1.95 < out["gd_sharpness"][-1] < 1.99
@@ -192,7 +192,7 @@ def test_two_eigenvalues_at_the_edge_are_both_held_by_the_sdcp():
     np.testing.assert_allclose(out["eigs"][on], 2.0, rtol=1e-5)
     assert np.all(out["sdcp_residual"][on] < 1e-8)
     assert np.all(np.diff(out["loss"]) <= 1e-15)
-    s = cf.summary(out, 1.0)
+    s = cf.summarize(out, 1.0)
     assert s["ratio_final"] < 0.1
 
 

@@ -138,7 +138,7 @@ def flow_cmd(
         typer.echo(f"{model}: {problem.num_params} parameters, {dtype}; η = {lr} (2/η = {2 / lr:.4g}), "
                    f"{steps} steps, {substeps} substeps per step")
     out = cf.run(problem, lr, steps, k=k, k_max=k_max, substeps=substeps, seed=seed, start=start)
-    s = cf.summary(out, lr, window)
+    s = cf.summarize(out, lr, window)
     if not as_json:
         _print_summary(s)
     if plot is not None:

@@ -453,7 +453,7 @@ def smooth(x: np.ndarray, window: int) -> np.ndarray:
     return np.array([x[a:b].mean() for a, b in zip(lo, hi)])
 
 
-def summary(out: dict, lr: float, window: int = 20) -> dict:
+def summarize(out: dict, lr: float, window: int = 20) -> dict:
     """Scalars of a :func:`run`: how close the central flow is to GD over the EoS phase.
 
     The EoS phase is the rows from the first one with an eigenvalue at the edge to the end.

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from eoslab.errors import EoslabError, check_positive_int
+from eoslab.typing import Params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +49,6 @@ class Blocks:
         return jnp.moveaxis(out, 0, 1).reshape(x.shape[0], -1)
 
 
-def stack(trees):
+def stack(trees: list[Params]) -> Params:
     """The parameters of :class:`Blocks` from one pytree per copy (same structure and shapes)."""
     return jax.tree_util.tree_map(lambda *a: jnp.stack(a), *trees)

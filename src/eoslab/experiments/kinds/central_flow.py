@@ -138,7 +138,7 @@ def simulate_network(point: dict) -> dict:
     lr = point["lr"] if point["lr"] > 0 else 2.0 * point["eta_s0_half"] / top_eigenvalue(problem)
     out = cf.run(problem, lr, point["steps"], k=point["k"], k_max=point["k_max"], substeps=point["substeps"],
                  start=point["start"], seed=point["seed"], fast_compile=point["fast_compile"])
-    s = cf.summary(out, lr, point["window"])
+    s = cf.summarize(out, lr, point["window"])
     arrays = {key: np.asarray(out[key]) for key in CURVES}
     arrays["gd_loss_smoothed"] = cf.smooth(out["gd_loss"], point["window"])
     arrays["lr"] = np.float64(lr)
