@@ -131,3 +131,21 @@ def test_two_sweeps_at_once_on_one_store(client, tmp_path):
     again = run_sweep(exp, root)  # a third, serial pass finds everything done
     assert [pr.run.meta["written_utc"] for pr in again.planned] == [
         pr.run.meta["written_utc"] for pr in results["dask"].planned]
+
+
+def test_a_task_per_chunk_for_kinds_that_vectorise(client, tmp_path):
+    """A kind with chunk = 3: one Dask task per chunk of the in-process runner (its runs stored
+    with chunk_size 3, 3, 2), every run stored once and equal to a serial run bit for bit."""
+    p = tmp_path / "chunked.toml"
+    p.write_text(GD_SWEEP.format(name="chunked", seeds=list(range(4))).replace('"test.gd"', '"test.gd3"'))
+    exp = load_sweep(p)
+    res = run_sweep(exp, tmp_path / "runs", executor="dask", dask=client.scheduler.address)
+    rids = [pr.rid for pr in res.planned]
+    assert res.missing == 0 and len(rids) == 8
+    _check_store(tmp_path / "runs" / "chunked", rids)
+    assert sorted(pr.run.meta["chunk_size"] for pr in res.planned) == [2, 2, 3, 3, 3, 3, 3, 3]
+    assert all(pr.run.meta["executor"] == "dask" for pr in res.planned)
+    serial = _serial(tmp_path, exp)
+    for pr in res.planned:
+        for key, a in serial[pr.rid].items():
+            np.testing.assert_array_equal(pr.run.arrays[key], a, strict=True)

@@ -141,6 +141,10 @@ def run_gd(points):
 GD = Kind(name="test.gd", schema=GD_SCHEMA, run=run_gd, chunk=1, doc="test kind: GD on a random quadratic")
 if "test.gd" not in KINDS:
     register(GD)
+GD3 = Kind(name="test.gd3", schema=GD_SCHEMA, run=run_gd, chunk=3,
+           doc="test kind: GD on a random quadratic, three points per call")
+if "test.gd3" not in KINDS:
+    register(GD3)
 
 GD_SWEEP = """\
 [experiment]

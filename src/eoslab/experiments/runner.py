@@ -156,7 +156,9 @@ def plan(exp: Experiment, mode: str, store: Store, repair: bool = False) -> list
     return out
 
 
-def _chunks(kind: Kind, todo: list[PlannedRun]) -> list[list[PlannedRun]]:
+def chunks(kind: Kind, todo: list[PlannedRun]) -> list[list[PlannedRun]]:
+    """``todo`` in chunks of at most ``kind.chunk`` runs with equal static parameters (one
+    vectorised call of the kind each), in order."""
     groups: dict[str, list[PlannedRun]] = {}
     for pr in todo:
         key = repr([pr.point[k] for k in kind.static])
@@ -201,7 +203,7 @@ def execute(exp: Experiment, mode: str, store: Store, shard: Shard = Shard(),
     ``on_progress(done, total)`` is called after each chunk. Returns the plan, with every
     run this process completed attached."""
     kind, planned, todo, done, total = pending(exp, mode, store, shard, on_progress)
-    for chunk in _chunks(kind, todo):
+    for chunk in chunks(kind, todo):
         t0, started = time.perf_counter(), utc_now()
         with x64():  # the reproduction computes in float64 (float32 networks keep float32)
             results = kind.run([dict(pr.point) for pr in chunk])
