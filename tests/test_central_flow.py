@@ -259,3 +259,39 @@ def test_blocks_are_independent_copies_of_the_network():
     np.testing.assert_allclose(model(stack(ps), x), np.concatenate([net(p, x) for p in ps], axis=1), rtol=1e-14)
     with pytest.raises(EoslabError, match="one key per copy"):
         model.init([jax.random.PRNGKey(0)], 2)
+
+
+def test_rmsprop_nu_sensitivity_matches_finite_differences_of_the_preconditioned_eigenvalue():
+    from eoslab.dynamics.central_flow_rmsprop import nu_sensitivity
+
+    rng = np.random.default_rng(0)
+    B = rng.normal(size=(6, 6))
+    H = B @ B.T
+    nu, eps = rng.uniform(0.5, 2.0, 6), 1e-3
+
+    def top(nu):
+        s = (nu + eps) ** -0.25
+        lam, V = np.linalg.eigh(s[:, None] * H * s[None, :])
+        return lam[-1], V[:, -1]
+
+    S, u = top(nu)
+    h = 1e-6
+    fd = np.array([(top(nu + h * e)[0] - top(nu - h * e)[0]) / (2 * h) for e in np.eye(6)])
+    np.testing.assert_allclose(nu_sensitivity(S, jnp.asarray(u), jnp.asarray(nu), eps), fd, rtol=1e-6)
+
+
+def test_rmsprop_flow_with_a_frozen_identity_preconditioner_is_the_gd_central_flow(flow_2d):
+    """β₂ = 1 and ν + ε = 1: P = I for ever, so the RMSProp central flow, discrete RMSProp and
+    its stable flow are the GD central flow, GD and gradient flow."""
+    from eoslab.dynamics import central_flow_rmsprop as rf
+
+    eps = 1e-8
+    out = rf.run(_small_problem(), 1.0, 300, beta2=1.0, eps=eps, nu0=jnp.full(2, 1 - eps))
+    ref = flow_2d
+    np.testing.assert_allclose(out["w_cf"], ref["w_cf"], rtol=1e-10)
+    np.testing.assert_allclose(out["nu_cf"], 1 - eps, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(out["sharpness"], ref["sharpness"], rtol=1e-10)
+    np.testing.assert_allclose(out["sigma2"], ref["trace_sigma"], rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(out["opt_loss"], ref["gd_loss"], rtol=1e-10)
+    np.testing.assert_allclose(out["sf_loss"], ref["gf_loss"], rtol=1e-10)
+    np.testing.assert_array_equal(out["n_active"], ref["n_active"])

@@ -267,7 +267,7 @@ _chunk_fast_compile = jax.jit(_chunk_steps, static_argnames=_STATIC,
 
 
 @dataclasses.dataclass(frozen=True)
-class _Unravel:
+class FlatUnravel:
     """A hashable unravel (flat (P,) -> params pytree): equal for equal structures, so runs on
     problems of the same shapes share one compiled chunk."""
 
@@ -343,7 +343,7 @@ def run(problem: Problem, lr: float, steps: int, *, k: int = 1, k_max: int = 4, 
 
         _, params = plain_gd(problem, lr, int(start), k=1, spectra="none", params0=params)
     w0, _ = ravel_pytree(params)
-    unravel = _Unravel.of(params)
+    unravel = FlatUnravel.of(params)
     P = w0.size
     k = min(k, P)
     k_max = max(min(k_max, P), k)
