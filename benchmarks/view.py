@@ -275,6 +275,7 @@ def main():
     a = ap.parse_args()
     t0 = time.perf_counter()
     med = statistics.median
+    first = None if a.runs_only else warm_up()  # first: the run browser's page would compile it
     if not a.no_browser:
         sel = browser_select_times(a.run_steps, a.repeats)
         if sel is None:
@@ -295,7 +296,6 @@ def main():
             Console().print(t)
     if a.runs_only:
         return
-    first = warm_up()
     upd, phase, cold = server_times(a.changes, a.steps)
     t = Table(title=f"eoslab view: one change of η, {a.steps:,}-step trajectory (median of {a.changes})")
     for c in ("what", "median (ms)", "max (ms)", "vs cold"):
