@@ -12,8 +12,8 @@ steps) gives the flow of the pair (w, ν):
 The sharpness moves through both: dS̃/dt = ∇_w(vᵀHv)·ẇ + ∂_νS̃·ν̇ with
 ∂S̃/∂ν_i = −½ S̃ ũ_i²/(ν_i + ε) (eigenvalue perturbation of H̃ under P^{-1/2} ↦ P^{-1/2} + dP^{-1/2}).
 Both terms are affine in σ², dS̃/dt = a + bσ², and at the edge σ² = max(0, −a/b) keeps S̃ at 2/η
-(b < 0: the self-stabilization ½σ²∇S, minus the preconditioner's own reaction (Hv)², which raises
-ν and so lowers S̃ too). Frozen preconditioner (β₂ = 1) and ν + ε = 1 give P = I and exactly the
+(b < 0: the self-stabilization ½σ²∇S plus the preconditioner's own reaction: σ²(Hv)² raises ν,
+which lowers S̃ too). Frozen preconditioner (β₂ = 1) and ν + ε = 1 give P = I and exactly the
 central flow of GD (:mod:`eoslab.dynamics.central_flow`). Numerics as there: Euler substeps, the
 warm-started tracker (on v ↦ P^{-1/2}HP^{-1/2}v), a Baumgarte term holding the edge.
 """
