@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eoslab.plots.style import EDGE_COLOR, PREDICTED_COLOR, figure, save
+from eoslab.plots.style import EDGE_COLOR, PREDICTED_COLOR, figure, legend_below, save
 
 GD_COLOR, GF_COLOR, CF_COLOR, SS_COLOR = "#1f77b4", "#7f7f7f", PREDICTED_COLOR, "#9467bd"
 
@@ -13,7 +13,7 @@ def plot_flow(out: dict, lr: float, path, *, window: int = 20, title: str = "") 
     """Loss (GD raw and smoothed, the central flow's L and predicted time-averaged loss,
     gradient flow), sharpness vs 2/η, tr Σ, and ‖w_GD − w_CF‖, ‖w_GD − w_GF‖ over GD steps.
     ``out`` is :func:`eoslab.dynamics.central_flow.run`'s result. Returns the written paths."""
-    fig, axes = figure(ncols=4, width=3.6, height=2.9)
+    fig, axes = figure(ncols=4, width=3.6, height=3.5)
     flow_axes(axes, out, lr, window=window)
     if title:
         fig.suptitle(title, fontsize=9)
@@ -21,7 +21,8 @@ def plot_flow(out: dict, lr: float, path, *, window: int = 20, title: str = "") 
 
 
 def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
-    """Draw :func:`plot_flow`'s four panels on ``axes`` (4,)."""
+    """Draw :func:`plot_flow`'s four panels on ``axes`` (4,); legends under the panels (the
+    curves fill them), η named with the edge."""
     from eoslab.dynamics.central_flow import smooth
 
     t = np.arange(out["loss"].shape[0])
@@ -35,7 +36,7 @@ def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
     ax.semilogy(t, out["avg_loss"], color=CF_COLOR, lw=1.4, label="CF prediction L + trΣ/η")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
-    ax.legend(fontsize=7)
+    legend_below(ax, ncol=1, fontsize=7)
     ax = axes[1]
     if "gd_sharpness" in out:
         ax.plot(t, out["gd_sharpness"], color=GD_COLOR, lw=0.8, label="GD λ₁")
@@ -43,10 +44,10 @@ def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
     for i in range(eigs.shape[1]):
         ax.plot(t, eigs[:, i], color=CF_COLOR, lw=1.2 if i == 0 else 0.8, alpha=1.0 if i == 0 else 0.6,
                 label="central flow λ₁…λₖ" if i == 0 else None)
-    ax.axhline(2.0 / lr, color=EDGE_COLOR, ls="--", lw=1.0, label="2/η")
+    ax.axhline(2.0 / lr, color=EDGE_COLOR, ls="--", lw=1.0, label=f"edge 2/η = {2.0 / lr:.4g} (η = {lr:.4g})")
     ax.set_xlabel("step")
     ax.set_ylabel("Hessian eigenvalues")
-    ax.legend(fontsize=7)
+    legend_below(ax, ncol=1, fontsize=7)
     ss = None
     if "gd_x" in out and "alpha" in out and np.any(np.asarray(out["n_active"]) > 0):
         from eoslab.dynamics.central_flow import self_stabilization
@@ -56,7 +57,7 @@ def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
         axes[1].plot(t, np.clip(2.0 / lr + ss["y"], -1e300, 1e300), color=SS_COLOR, lw=0.8, alpha=0.8,
                      label="self-stabilization 2/η + y")
         axes[1].set_ylim(lo, hi)
-        axes[1].legend(fontsize=7)
+        legend_below(axes[1], ncol=1, fontsize=7)
     ax = axes[2]
     if "gd_x" in out:
         ax.plot(t, np.asarray(out["gd_x"]) ** 2, color=GD_COLOR, lw=0.6, alpha=0.5, label="GD x² (along u)")
@@ -78,12 +79,12 @@ def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
         bottom = ref.min() / 10 if ref.size else 0.0
         ax.plot(t, np.where((x2 <= top) & (x2 >= bottom), x2, np.nan), color=SS_COLOR, lw=0.8, alpha=0.8,
                 label="self-stabilization x²")
-        ax.legend(fontsize=7)
+        legend_below(ax, ncol=1, fontsize=7)
     if ref.size:
         ax.set_ylim(ref.min() / 10, ref.max() * 10)
     ax.set_xlabel("step")
     ax.set_ylabel("oscillation variance")
-    ax.legend(fontsize=7)
+    legend_below(ax, ncol=1, fontsize=7)
     ax = axes[3]
     if "dist_gd_cf" in out:
         ax.plot(t, out["dist_gd_cf"], color=CF_COLOR, label="‖w_GD − w_CF‖")
@@ -91,7 +92,7 @@ def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
         ax.plot(t, out["dist_gd_gf"], color=GF_COLOR, ls=":", label="‖w_GD − w_GF‖")
     ax.set_xlabel("step")
     ax.set_ylabel("distance in weight space")
-    ax.legend(fontsize=7)
+    legend_below(ax, ncol=1, fontsize=7)
 
 
 def plot_2d_axes(axes, rows) -> None:

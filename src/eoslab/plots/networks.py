@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eoslab.plots.style import EDGE_COLOR, figure, save
+from eoslab.plots.style import EDGE_COLOR, figure, legend_below, save
 
 _NAMES = {"hessian": "Hessian", "ntk": "NTK", "gauss_newton": "Gauss-Newton"}
 _SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
@@ -153,7 +153,7 @@ def eos_panels(a: dict, lr: float):
     axes[1].set_xlabel("step")
     axes[1].set_ylabel("top Hessian eigenvalues")
     axes[1].set_title(f"full-batch GD, η = {lr:g}")
-    axes[1].legend(loc="lower right", framealpha=0.85)
+    legend_below(axes[1], ncol=2, fontsize=7)  # the eigenvalues fill the panel
     if has_t:
         axes[2].semilogy(steps, a["nonlinear_norm"] / a["linear_norm"], color="k", lw=0.8, label="network")
         axes[2].semilogy(steps, a["taylor_nonlinear_norm"] / a["taylor_linear_norm"], color="#ff7f0e",

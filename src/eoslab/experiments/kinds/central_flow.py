@@ -212,8 +212,11 @@ def network_figures(results):
 
     figs = []
     for r in results.runs[:1]:
-        fig, axes = figure(ncols=4, width=3.4, height=2.8)
-        flow_axes(axes, r.arrays, float(r.arrays["lr"]), window=int(r.params["window"]))
+        fig, axes = figure(ncols=4, width=3.4, height=3.4)
+        lr = float(r.arrays["lr"])
+        flow_axes(axes, r.arrays, lr, window=int(r.params["window"]))
+        fig.suptitle(f"{results.experiment.name}: GD, gradient flow and central flow, η = {lr:.4g}, "
+                     f"edge 2/η = {2 / lr:.4g}", fontsize=9)
         figs.append((f"{results.experiment.name}-flow", fig,
                      "GD (blue; light: raw loss, dark: moving average), gradient flow (grey, dotted) and the "
                      "central flow (green; solid: predicted time-averaged loss L + trΣ/η) from the same point: "
