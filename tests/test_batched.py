@@ -223,3 +223,20 @@ def test_vectorised_spectra_members_equal_separate_runs():
         ref, _ = train(p, lr, 12, k=1, track=("hessian",), track_every=3, chunk=12)
         assert traj["tracked"].tolist() == ref["tracked"].tolist()
         _close(traj["hessian_eigs"], ref["hessian_eigs"], 1e-3)
+
+
+@pytest.mark.slow
+def test_networks_train_mini_batch_chunk_batched_equals_one_by_one():
+    """Mini-batch points of `networks.train` (one batch_size per chunk) batched: each member draws
+    its own seed's batches, so it stores what the one-by-one path stores."""
+    from eoslab.experiments.kinds import train as kind
+
+    base = dict(model="mlp", depth=1, width=6, activation="tanh", parametrisation="standard", dtype="float32",
+                data="synthetic", data_dir="", n=24, d=4, classes=0, target_scale=4.0, loss="mse", optimizer="gd",
+                lr=0.1, momentum=0.0, b1=0.9, b2=0.999, opt_eps=1e-8, batch_size=8, steps=12, k=1, track_every=1,
+                tol=1e-3, seed=0)
+    points = [dict(base), dict(base, seed=1), dict(base, lr=0.2)]
+    for one, batch in zip([kind.simulate(q) for q in points], kind.simulate_batch(points)):
+        assert set(one) == set(batch)
+        for key in ("loss", "batch_loss", "batch_sharpness", "hessian_eigs", "final_loss"):
+            _close(batch[key], one[key], 1e-3)
