@@ -13,6 +13,11 @@ examples of dimension 16) and the MLP of ``benchmarks/sharpness.py`` (32 → 300
 n = 1,000; ``--big``), both float32.
 
     python benchmarks/batched_train.py [--sizes 1,8,32] [--steps 100] [--track-every 1] [--repeats 3] [--big]
+    python benchmarks/batched_train.py --ops [--sizes 8] [--big]
+
+``--ops`` times the operations a tracked step is made of (a Hessian-vector product, a gradient,
+the tracker's small ``eigh`` and QR), B of them vmapped against B times one, each in one jitted
+loop: whether vectorising members can pay at all on this machine.
 """
 
 from __future__ import annotations
@@ -51,6 +56,45 @@ def timed(f, repeats=1):
     return min(walls), min(cpus)
 
 
+def ops_table(p, sizes, console, repeats, loops=200):
+    """CPU µs per call of each operation vmapped over B members against B × the single call."""
+    from jax.flatten_util import ravel_pytree
+
+    from eoslab.spectra.operators import hvp
+
+    flat, unravel = ravel_pytree(p.params)
+    n, M = flat.size, 11  # the tracker's basis capacity for k = 2
+
+    def per_call(f, *a):
+        looped = jax.jit(lambda c, *rest: jax.lax.fori_loop(0, loops, lambda i, c: f(c, *rest), c))
+        jax.block_until_ready(looped(*a))
+        return timed(lambda: jax.block_until_ready(looped(*a)), repeats)[1] / loops * 1e6
+
+    def hv(v, w):
+        return ravel_pytree(hvp(p, unravel(w))[0](v))[0] * 1e-3 + v
+
+    def grad(w):
+        return ravel_pytree(jax.grad(p.loss_fn)(unravel(w)))[0] * 1e-3 + w
+
+    sym = lambda a: a + jnp.swapaxes(a, -1, -2)
+    cases = {"Hessian-vector product": (hv, lambda B: (jnp.ones((B, n), flat.dtype), jnp.stack([flat] * B))),
+             "gradient": (grad, lambda B: (jnp.stack([flat] * B),)),
+             f"eigh {M}×{M}": (lambda a: a + 1e-6 * jnp.linalg.eigh(a)[1],
+                               lambda B: (sym(jax.random.normal(jax.random.PRNGKey(0), (B, M, M), flat.dtype)),)),
+             f"QR {n}×3": (lambda x: x + 1e-6 * jnp.linalg.qr(x)[0],
+                           lambda B: (jax.random.normal(jax.random.PRNGKey(0), (B, n, 3), flat.dtype),))}
+    t = Table(title="CPU µs per call: B members vmapped vs B × one member (ratio > 1: vectorising pays)")
+    for col in ("operation", "B", "one member", "B × one", "vmapped", "ratio"):
+        t.add_column(col, justify="right")
+    for name, (f, args) in cases.items():
+        for B in sizes:
+            a = args(B)
+            one = per_call(f, *(x[0] for x in a))
+            vm = per_call(jax.vmap(f), *a)
+            t.add_row(name, str(B), f"{one:.3g}", f"{B * one:.3g}", f"{vm:.3g}", f"{B * one / vm:.2f}×")
+    console.print(t)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1,8,32", help="batch sizes B")
@@ -58,6 +102,7 @@ def main():
     ap.add_argument("--track-every", type=int, default=1, help="spectra every this many steps (0: none)")
     ap.add_argument("--modes", default="map,vmap", help="spectra modes of train_batch")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (best one kept)")
+    ap.add_argument("--ops", action="store_true", help="time the step's operations vmapped vs one by one")
     ap.add_argument("--big", action="store_true", help="the 100k-parameter MLP of benchmarks/sharpness.py")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -73,6 +118,9 @@ def main():
                   f"{args.steps} steps per member; "
                   f"spectra: {'top-2 Hessian every ' + str(every) if track else 'none'}; "
                   f"JAX {jax.__version__} on {jax.devices()[0].platform}")
+    if args.ops:
+        ops_table(p, sizes, console, args.repeats, loops=10 if args.big else 200)
+        return
     c_seq = timed(lambda: train(p, 0.05, chunk, **kw))[0]
     console.print(f"compile (sequential train): {c_seq:.1f} s")
     t = Table(title="member-steps per second by wall time / by CPU time (higher is better); "
