@@ -16,8 +16,8 @@ Measured in one run:
 * **run browser** (with the browser): selecting runs in the table (3 train-shaped runs of
   ``--run-steps`` steps: loss, 2 Hessian eigenvalues with residual error bars, the edge, other
   arrays) until every overlay is drawn in the page, cycling through the selections
-  {A}, {A, B}, {A, B, C}, {B, C}; against the reference of rebuilding every renderer on each
-  selection (``RunBrowser.reuse = False``), in the same run.
+  {A}, {A, B}, {A, B, C}, {B, C}, with the server's and Chromium's CPU time. (For a reference,
+  run it with ``PYTHONPATH`` pointing at an older eoslab.)
 
     python benchmarks/view.py [--changes 10] [--steps 2000] [--no-browser] [--runs-only]
 """
@@ -149,8 +149,9 @@ def _store(root, steps: int) -> list[str]:
     return refs
 
 
-def browser_select_times(steps: int, repeats: int) -> dict | None:
-    """Seconds from a selection in the runs table to every overlay drawn, for reuse on/off."""
+def browser_select_times(steps: int, repeats: int) -> list | None:
+    """(selection, wall s, server CPU s, Chromium CPU s) from a selection in the runs table to
+    every overlay drawn."""
     chrome = shutil.which("chromium") or shutil.which("google-chrome")
     driver = shutil.which("chromedriver")
     if not chrome or not driver:
@@ -158,8 +159,6 @@ def browser_select_times(steps: int, repeats: int) -> dict | None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from tornado.ioloop import IOLoop
-
-    from eoslab.view.app import RunBrowser
 
     root = tempfile.mkdtemp()
     _store(root, steps)
@@ -183,48 +182,43 @@ def browser_select_times(steps: int, repeats: int) -> dict | None:
     b = webdriver.Chrome(service=Service(driver), options=opts)
     b.set_script_timeout(120)
     m = lambda name: f"Bokeh.documents[0].get_model_by_name('{name}')"
-    out = {}
     try:
-        for reuse in (False, True):
-            RunBrowser.reuse = reuse  # read by each new page's browser
-            b.get(box["url"])
-            _wait(b, f"return window.Bokeh && Bokeh.documents.length && {m('runs_table')} && "
-                     f"{m('runs_table')}.data.ref.length === 3")
-            b.execute_script(f"{m('tabs')}.active = 2;")
-            time.sleep(0.5)
-            # Drawn: every renderer of the four panels has its view, the details list every chosen
-            # run, and one animation frame has passed.
-            b.execute_script(f"""
-                window.__drawn = (want) => new Promise((resolve) => {{
-                  const figs = ['runs_loss', 'runs_eigs', 'runs_ratio', 'runs_other'].map(n => Bokeh.documents[0].get_model_by_name(n));
-                  const check = () => {{
-                    const text = {m('runs_details')}.text;
-                    const views = figs.map(f => [...Bokeh.index.all_views()].find(v => v.model === f));
-                    const ok = want.every(r => text.includes(r)) && (text.match(/<details>/g) || []).length === want.length
-                      && views.every((v, i) => v && figs[i].renderers.every(r => v.renderer_views.get(r) != null));
-                    if (ok) requestAnimationFrame(() => resolve(performance.now())); else requestAnimationFrame(check);
-                  }};
-                  check();
-                }});""")
-            refs = b.execute_script(f"return {m('runs_table')}.data.ref")
-            times = []
-            driver_pid = b.service.process.pid
-            for _ in range(repeats):
-                for sel in ([0], [0, 1], [0, 1, 2], [1, 2]):
-                    want = [refs[i] for i in sel]
-                    c0, s0 = _tree_cpu(driver_pid), time.process_time()
-                    dt = b.execute_async_script(
-                        f"const done = arguments[arguments.length - 1]; const t0 = performance.now(); "
-                        f"{m('runs_table')}.selected.indices = {sel}; "
-                        f"window.__drawn({want!r}).then(t => done((t - t0) / 1e3));")
-                    # CPU seconds: the server (this process: the server thread, the WebDriver
-                    # client's calls are negligible) and every Chromium process.
-                    times.append((tuple(sel), dt, time.process_time() - s0, _tree_cpu(driver_pid) - c0))
-                    time.sleep(0.3)
-            out[reuse] = times
-        return out
+        b.get(box["url"])
+        _wait(b, f"return window.Bokeh && Bokeh.documents.length && {m('runs_table')} && "
+                 f"{m('runs_table')}.data.ref.length === 3")
+        b.execute_script(f"{m('tabs')}.active = 2;")
+        time.sleep(0.5)
+        # Drawn: every renderer of the four panels has its view, the details list every chosen
+        # run, and one animation frame has passed.
+        b.execute_script(f"""
+            window.__drawn = (want) => new Promise((resolve) => {{
+              const figs = ['runs_loss', 'runs_eigs', 'runs_ratio', 'runs_other'].map(n => Bokeh.documents[0].get_model_by_name(n));
+              const check = () => {{
+                const text = {m('runs_details')}.text;
+                const views = figs.map(f => [...Bokeh.index.all_views()].find(v => v.model === f));
+                const ok = want.every(r => text.includes(r)) && (text.match(/<details>/g) || []).length === want.length
+                  && views.every((v, i) => v && figs[i].renderers.every(r => v.renderer_views.get(r) != null));
+                if (ok) requestAnimationFrame(() => resolve(performance.now())); else requestAnimationFrame(check);
+              }};
+              check();
+            }});""")
+        refs = b.execute_script(f"return {m('runs_table')}.data.ref")
+        times = []
+        driver_pid = b.service.process.pid
+        for _ in range(repeats):
+            for sel in ([0], [0, 1], [0, 1, 2], [1, 2]):
+                want = [refs[i] for i in sel]
+                c0, s0 = _tree_cpu(driver_pid), time.process_time()
+                dt = b.execute_async_script(
+                    f"const done = arguments[arguments.length - 1]; const t0 = performance.now(); "
+                    f"{m('runs_table')}.selected.indices = {sel}; "
+                    f"window.__drawn({want!r}).then(t => done((t - t0) / 1e3));")
+                # CPU seconds: the server (this process: the server thread, the WebDriver
+                # client's calls are negligible) and every Chromium process.
+                times.append((tuple(sel), dt, time.process_time() - s0, _tree_cpu(driver_pid) - c0))
+                time.sleep(0.3)
+        return times
     finally:
-        RunBrowser.reuse = True
         b.quit()
         loop = box["server"].io_loop
         loop.add_callback(lambda: (box["server"].stop(), loop.stop()))
@@ -283,16 +277,12 @@ def main():
         else:
             t = Table(title=f"eoslab view run browser: selection → every overlay drawn ({a.run_steps:,}-step runs, "
                             f"median of {a.repeats})")
-            for c in ("runs selected", "rebuild: wall (s)", "server CPU", "browser CPU", "reuse: wall (s)",
-                      "server CPU", "browser CPU", "wall ratio"):
+            for c in ("runs selected", "wall (s)", "server CPU (s)", "Chromium CPU (s)"):
                 t.add_column(c, justify="right")
             for key, what in (((0,), "{A} (from {B, C})"), ((0, 1), "{A, B} (adds B)"),
                               ((0, 1, 2), "{A, B, C} (adds C)"), ((1, 2), "{B, C} (drops A)")):
-                cols = []
-                for mode in (False, True):
-                    rows = [r for r in sel[mode] if r[0] == key]
-                    cols.append([med([r[i] for r in rows]) for i in (1, 2, 3)])
-                t.add_row(what, *(f"{v:.3f}" for v in cols[0] + cols[1]), f"{cols[1][0] / cols[0][0]:.2f}×")
+                rows = [r for r in sel if r[0] == key]
+                t.add_row(what, *(f"{med([r[i] for r in rows]):.3f}" for i in (1, 2, 3)))
             Console().print(t)
     if a.runs_only:
         return

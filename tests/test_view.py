@@ -261,26 +261,29 @@ def test_a_run_being_written_is_listed_and_grows(tmp_path):
     assert br.selected == [ref, refs[0]] and "1 running" in br.status.text
 
     def curve(name, r=None):
-        (src,) = [g.data_source for g in br.f_eigs.renderers if g.data_source.tags == [r or ref, name]]
-        return src
+        return br.curves()[("runs_eigs", r or ref, name)][1]
 
-    np.testing.assert_array_equal(curve("hessian_eigs[0]").data["y"], arrays["hessian_eigs"][:10, 0])
+    np.testing.assert_array_equal(curve("hessian_eigs[0]"), arrays["hessian_eigs"][:10, 0])
     other = curve("hessian_eigs[0]", refs[0])
-    kept = list(br.f_eigs.renderers)
+    assert len(br.bars["runs_eigs"].data["x"]) == 2 * 10 + 2 * 60  # both eigenvalues of both runs
     assert not br.refresh()  # nothing changed: nothing redrawn
-    # The writer adds rows: the same renderers get the new rows (streamed), the other run is untouched.
+    # The writer adds rows: the page gets them, the other run's curves are unchanged.
     _write_partial(root, config, arrays, 25, 30)
     assert br.refresh()
-    np.testing.assert_array_equal(curve("hessian_eigs[0]").data["y"], arrays["hessian_eigs"][:25, 0])
-    np.testing.assert_array_equal(curve("hessian_eigs[0] ±").data["hi"], arrays["hessian_eigs"][:25, 0] + 1e-3)
-    assert list(br.f_eigs.renderers) == kept and curve("hessian_eigs[0]", refs[0]) is other
+    np.testing.assert_array_equal(curve("hessian_eigs[0]"), arrays["hessian_eigs"][:25, 0])
+    b = br.bars["runs_eigs"].data
+    assert len(b["x"]) == 2 * 25 + 2 * 60
+    mine = [hi for hi, c in zip(b["hi"], b["colour"]) if c == b["colour"][0]]  # the first run's bars
+    np.testing.assert_allclose(sorted(mine),
+                               sorted(np.concatenate([arrays["hessian_eigs"][:25, 0], arrays["hessian_eigs"][:25, 1]]) + 1e-3))
+    np.testing.assert_array_equal(curve("hessian_eigs[0]", refs[0]), other)
     assert br.src_table.data["status"][br.src_table.data["ref"].index(ref)] == "running 25/30"
     # The run is stored and its partial folder removed: the browser follows it to the stored run.
     final = Store(root).partial(config).finish(arrays, {})  # Store.write, which removes the partial folder
     assert not part.exists()
     assert br.refresh()
     assert br.selected == [f"live/{final.name}", refs[0]] and ref not in br.src_table.data["ref"]
-    np.testing.assert_array_equal(curve("hessian_eigs[0]", f"live/{final.name}").data["y"], arrays["hessian_eigs"][:, 0])
+    np.testing.assert_array_equal(curve("hessian_eigs[0]", f"live/{final.name}"), arrays["hessian_eigs"][:, 0])
     assert "running" not in br.status.text
     # Read-only: the only changes are the test's own (the stored run written, the partial removed).
     after = _tree(root)
@@ -308,12 +311,12 @@ def test_a_real_central_flow_run_is_overlaid_on_gd(tmp_path):
     assert [n for n, _ in s["flow_eigs"]] == ["sharpness"] and [n for n, *_ in s["eigs"]] == ["gd_sharpness"]
     np.testing.assert_array_equal(s["edge"], np.full(40, 2 / float(a["lr"])))
     br = RunBrowser(tmp_path, None, preselect=[entry.ref])
-    style = {tuple(r.data_source.tags): r.glyph.line_dash for f in (br.f_loss, br.f_eigs) for r in f.renderers
-             if r.tags == ["run"]}
+    style = {(ref, name): dash for f in ("runs_loss", "runs_eigs") for ref, name, dash in
+             zip(br.lines[f].data["ref"], br.lines[f].data["curve"], br.lines[f].data["dash"])}
     # GD solid; the flow's loss and time-averaged loss dashed, its sharpness dot-dashed.
-    assert style[(entry.ref, "gd_loss")] == [] and style[(entry.ref, "gd_sharpness")] == []
-    assert style[(entry.ref, "loss")] == style[(entry.ref, "avg_loss")] == [6]
-    assert style[(entry.ref, "sharpness")] == [2, 4, 6, 4]
+    assert style[(entry.ref, "gd_loss")] == "solid" and style[(entry.ref, "gd_sharpness")] == "solid"
+    assert style[(entry.ref, "loss")] == style[(entry.ref, "avg_loss")] == "dashed"
+    assert style[(entry.ref, "sharpness")] == "dotdash"
 
 
 # --------------------------------------------------------------------------- the Bokeh document (no browser)
@@ -344,10 +347,12 @@ def test_app_document(tmp_path):
     assert "1 being stored now" in br.status.text
     assert sorted(br.src_table.data["ref"]) == sorted(refs + ["net/0123456789abcdef"])
     br.src_table.selected.indices = [br.src_table.data["ref"].index(r) for r in refs]
-    drawn = [r for f in (br.f_loss, br.f_eigs, br.f_ratio) for r in f.renderers if r.tags == ["run"]]
-    names = {tuple(r.data_source.tags) for r in drawn}
-    assert (refs[0], "hessian_eigs[0] ±") in names and (refs[0], "central_flow_sharpness") in names
-    assert (refs[1], "eta_ntk_half") in names and (refs[0], "edge") in names
+    drawn = br.curves()
+    assert ("runs_eigs", refs[0], "central_flow_sharpness") in drawn and ("runs_eigs", refs[0], "edge") in drawn
+    assert ("runs_ratio", refs[1], "eta_ntk_half") in drawn and ("runs_loss", refs[1], "loss") in drawn
+    np.testing.assert_array_equal(drawn[("runs_eigs", refs[0], "hessian_eigs[1]")][1], 5 + 0.05 * np.arange(60))
+    bars = br.bars["runs_eigs"].data  # error bars: hessian_eigs ± hessian_residuals
+    np.testing.assert_allclose(sorted(bars["hi"] - bars["lo"]), np.full(120, 2e-3))
     assert br.other_choice.options == ["grad_norm"]
     br._preselect(["../x", "/etc", refs[1]])
     assert "refused" in br.message.text and "absolute" in br.message.text
@@ -558,8 +563,9 @@ def test_browser_runs_read_only_and_live(served):
     table = b.execute_script(f"return {_model('runs_table')}.data.ref")
     assert sorted(b.execute_script(f"return {_model('runs_table')}.selected.indices")) == \
         sorted(table.index(r) for r in refs)
-    drawn = b.execute_script(f"return {_model('runs_eigs')}.renderers.map(r => r.data_source.tags)")
-    assert [refs[0], "hessian_eigs[0] ±"] in drawn and [refs[0], "central_flow_sharpness"] in drawn
+    drawn = b.execute_script(f"const d = {_model('runs_eigs_lines')}.data; return d.ref.map((r, i) => [r, d.curve[i]])")
+    assert [refs[0], "hessian_eigs[0]"] in drawn and [refs[0], "central_flow_sharpness"] in drawn
+    assert b.execute_script(f"return {_model('runs_eigs_bars')}.data.x.length") == 120  # error bars
     # A run stored while the page is open appears without a reload.
     new = Store(root).write(run_config("net", "train", {"lr": 0.2, "steps": 10, "seed": 5}),
                             {"loss": np.linspace(1, 0.1, 10)}, {})
@@ -572,14 +578,19 @@ def test_browser_runs_read_only_and_live(served):
     _wait(b, f"const t = {table}.data; const i = t.ref.indexOf('{pref}'); return i >= 0 && t.status[i] === 'running 10/30'",
           timeout=15)
     b.execute_script(f"const t = {table}; t.selected.indices = [t.data.ref.indexOf('{pref}')];")
-    top = lambda ref: (f"(({_model('runs_eigs')}.renderers.find(r => r.data_source.tags[0] === '{ref}' && "
-                       f"r.data_source.tags[1] === 'hessian_eigs[0]') || {{data_source: {{data: {{y: []}}}}}})"
-                       ".data_source.data.y)")
+    top = lambda ref: (f"((d) => {{ const i = d.ref.findIndex((r, k) => r === '{ref}' && d.curve[k] === 'hessian_eigs[0]'); "
+                       f"return i < 0 ? [] : d.ys[i]; }})({_model('runs_eigs_lines')}.data)")
     _wait(b, f"return {top(pref)}.length === 10")
     _write_partial(root, config, arrays, 25, 30)
     _wait(b, f"return {top(pref)}.length === 25", timeout=15)
     np.testing.assert_array_equal(b.execute_script(f"return Array.from({top(pref)})"), arrays["hessian_eigs"][:25, 0])
     assert b.execute_script(f"const t = {table}.data; return t.status[t.ref.indexOf('{pref}')]") == "running 25/30"
+    cells = (f"const m = {_model('runs')}; for (const v of Bokeh.index.all_views()) if (v.model === m) "
+             "return [...v.shadow_el.querySelectorAll('.slick-cell')].map(c => c.textContent);")
+    t0 = time.time()
+    while "running 25/30" not in b.execute_script(cells) and time.time() - t0 < 5:
+        time.sleep(0.1)
+    assert "running 25/30" in b.execute_script(cells)  # the table as drawn, not only its data
     final = Store(root).partial(config).finish(arrays, {})
     fref = f"live/{final.name}"
     _wait(b, f"return {top(fref)}.length === 30", timeout=15)

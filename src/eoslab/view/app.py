@@ -433,9 +433,6 @@ class SecondOrderExplorer:
 class RunBrowser:
     """Every run of a results root: a table, overlays of the chosen runs, refreshed from the store."""
 
-    #: Keep renderers across selections (False: rebuild them all, the reference of benchmarks/view.py).
-    reuse = True
-
     def __init__(self, root, doc=None, preselect: list[str] | None = None):
         from bokeh.models import (ColumnDataSource, DataTable, Div, MultiChoice, TableColumn)
         from bokeh.plotting import figure
@@ -471,18 +468,28 @@ class RunBrowser:
                               tools=tools, x_range=self.f_loss.x_range, name="runs_ratio")
         self.f_other = figure(title="other per-step arrays (choose above)", width=600, height=300,
                               x_axis_label="step", tools=tools, x_range=self.f_loss.x_range, name="runs_other")
-        from bokeh.models import Legend, Span
+        from bokeh.core.properties import field
+        from bokeh.models import Span
 
         self.f_ratio.add_layout(Span(location=1.0, dimension="width", line_color=EDGE, line_dash="dashed"))
-        self._legends = {}
+        # One multi-line (every selected run's curves, one row each) and one segment renderer
+        # (error bars) per panel: a new selection only replaces their data. Adding or removing a
+        # renderer or legend item costs the page a relayout and restyle of the panel (~0.4 s of
+        # Chromium time each, measured); a data change costs next to nothing.
+        self.lines, self.bars = {}, {}
         for f in self._figs:
-            self._legends[f.name] = Legend(items=[], location="top_right", background_fill_alpha=0.6,
-                                           label_text_font_size="8pt")
-            f.add_layout(self._legends[f.name])
+            self.lines[f.name] = ColumnDataSource(dict(xs=[], ys=[], colour=[], dash=[], width=[], alpha=[], label=[],
+                                                       ref=[], curve=[]), name=f"{f.name}_lines")
+            self.bars[f.name] = ColumnDataSource(dict(x=[], lo=[], hi=[], colour=[]), name=f"{f.name}_bars")
+            f.segment("x", "lo", "x", "hi", source=self.bars[f.name], line_color="colour", line_alpha=0.5)
+            f.multi_line("xs", "ys", source=self.lines[f.name], line_color="colour", line_dash=field("dash"),
+                         line_width="width", line_alpha="alpha", legend_field="label")
+            f.legend.location = "top_right"
+            f.legend.background_fill_alpha = 0.6
+            f.legend.label_text_font_size = "8pt"
         self.other_choice = MultiChoice(title="other arrays", options=[], value=[], width=600, name="runs_other_keys")
         self.other_choice.on_change("value", lambda attr, old, new: self._draw())
         self.selected: list[str] = []
-        self._glyphs: dict[tuple, tuple] = {}  # (figure, run, curve) -> (renderer, legend item)
         self._cache: dict[str, tuple] = {}  # run -> (stamp, run, series)
         self._quiet = False
         self._writing = 0
@@ -524,6 +531,9 @@ class RunBrowser:
             if self.table.height != height:
                 self.table.height = height
             self.src_table.data = data
+            # BokehJS's table redraws on a new number of rows only (its view's indices change);
+            # a row that changed in place (a running run's progress) needs a property change.
+            self.table.tags = [len(self.entries), time.monotonic()]
             self.src_table.selected.indices = [refs.index(r) for r in keep]
         finally:
             self._quiet = False
@@ -568,18 +578,17 @@ class RunBrowser:
 
     # ---- plots
     def _draw(self):
-        """Overlay the selected runs. Renderers are kept per (run, curve) and reused: a new
-        selection adds only the new runs' renderers and drops those of deselected runs, and a
-        run whose files changed (a run being written) gets new data on its existing renderers,
-        streamed when the new rows extend the old ones. All of it reaches the page as one message."""
+        """Overlay the selected runs: each panel's curves are the rows of its multi-line source
+        (and its error bars of its segment source), replaced as a whole when the selection or a
+        drawn run (a run being written) changes. All of it reaches the page as one update."""
         with _held(self.doc):
             self._draw_now()
 
     def _draw_now(self):
-        if not self.reuse:  # the reference of benchmarks/view.py: every renderer rebuilt
-            self._drop(list(self._glyphs))
         stamps = {e.ref: e.stamp for e in self.entries}
-        want, other_keys, details = {}, set(), []
+        lines = {f.name: {k: [] for k in self.lines[f.name].data} for f in self._figs}
+        bars = {f.name: {k: [] for k in self.bars[f.name].data} for f in self._figs}
+        other_keys, details = set(), []
         for i, ref in enumerate(self.selected[:len(RUN_COLOURS)]):
             colour = RUN_COLOURS[i]
             try:
@@ -596,9 +605,10 @@ class RunBrowser:
 
             def line(fig, y, name, dash="solid", width=1.3, alpha=1.0, positive=False):
                 ok = np.isfinite(y) & (y > 0 if positive else True)
-                want[(fig.name, ref, name)] = ("line", dict(x=x[ok], y=y[ok]),
-                                               dict(line_color=colour, line_dash=dash, line_width=width,
-                                                    line_alpha=alpha), f"{label} {name}")
+                row = dict(xs=x[ok], ys=y[ok], colour=colour, dash=dash, width=width, alpha=alpha,
+                           label=f"{label} {name}", ref=ref, curve=name)
+                for k, v in row.items():
+                    lines[fig.name][k].append(v)
 
             for name, y in s["loss"]:
                 line(self.f_loss, y, name, positive=True)
@@ -608,9 +618,11 @@ class RunBrowser:
                 line(self.f_eigs, y, name, alpha=1.0 if j == 0 else 0.6)
                 if err is not None:
                     ok = np.isfinite(y) & np.isfinite(err)
-                    want[(self.f_eigs.name, ref, name + " ±")] = (
-                        "segment", dict(x=x[ok], lo=(y - err)[ok], hi=(y + err)[ok]),
-                        dict(line_color=colour, line_alpha=0.5), None)
+                    b = bars[self.f_eigs.name]
+                    b["x"].append(x[ok])
+                    b["lo"].append((y - err)[ok])
+                    b["hi"].append((y + err)[ok])
+                    b["colour"].append([colour] * int(ok.sum()))
             if s["edge"] is not None and s["eigs"]:
                 line(self.f_eigs, s["edge"], "edge", dash="dashed", width=1.0)
             for name, y in s["flow_eigs"]:
@@ -622,29 +634,29 @@ class RunBrowser:
                 if name in self.other_choice.value:
                     line(self.f_other, y, name)
             details.append(f"<details><summary>{ref}</summary><pre>{_escape(runs.details(run))}</pre></details>")
-        # Each figure's renderers and legend are assigned once (one message each): Bokeh sends
-        # every property change as its own message, and each one makes the page redraw.
-        gone = {k: self._glyphs.pop(k) for k in [k for k in self._glyphs if k not in want]}
-        added = {}
-        for key, (glyph, data, style, legend) in want.items():
-            if key in self._glyphs:
-                self._update(self._glyphs[key][0], data, style)
-            else:
-                self._glyphs[key] = added[key] = self._create(key, glyph, data, style, legend)
         for f in self._figs:
-            drop = [r for k, (r, _) in gone.items() if k[0] == f.name]
-            new = [(r, item) for k, (r, item) in added.items() if k[0] == f.name]
-            if drop or new:
-                f.renderers = [r for r in f.renderers if r not in drop] + [r for r, _ in new]
-                leg = self._legends[f.name]
-                leg.items = [it for it in leg.items if not any(r in drop for r in it.renderers)] + \
-                    [it for _, it in new if it is not None]
+            new = lines[f.name]
+            if not _same(self.lines[f.name].data, new):
+                self.lines[f.name].data = new
+            b = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in bars[f.name].items() if k != "colour"}
+            b["colour"] = [c for part in bars[f.name]["colour"] for c in part]
+            if not _same(self.bars[f.name].data, b):
+                self.bars[f.name].data = b
         options = sorted(other_keys | set(self.other_choice.value))
         if options != list(self.other_choice.options):
             self.other_choice.options = options
         text = "".join(details)
         if text != self.details.text:
             self.details.text = text
+
+    def curves(self) -> dict:
+        """What is drawn: ``{(panel name, run ref, curve name): (x, y)}`` (error bars not included)."""
+        out = {}
+        for f in self._figs:
+            d = self.lines[f.name].data
+            for ref, name, xs, ys in zip(d["ref"], d["curve"], d["xs"], d["ys"]):
+                out[(f.name, ref, name)] = (np.asarray(xs), np.asarray(ys))
+        return out
 
     @property
     def _figs(self):
@@ -658,37 +670,19 @@ class RunBrowser:
             hit = self._cache[ref] = (stamp, run, runs.series(run))
         return hit[1], hit[2]
 
-    @staticmethod
-    def _create(key, glyph, data, style, legend):
-        """A renderer (and its legend item) for ``key`` = (figure, run, curve), not yet in a figure."""
-        from bokeh.models import ColumnDataSource, GlyphRenderer, LegendItem, Line, Segment
 
-        src = ColumnDataSource(data, tags=[key[1], key[2]])
-        g = Line(x="x", y="y", **style) if glyph == "line" else Segment(x0="x", y0="lo", x1="x", y1="hi", **style)
-        r = GlyphRenderer(data_source=src, glyph=g, tags=["run"])
-        return r, (LegendItem(label=legend, renderers=[r]) if legend else None)
+def _same(old: dict, new: dict) -> bool:
+    """Whether two column dicts hold the same values (then nothing needs sending)."""
+    def eq(u, v):
+        if isinstance(u, np.ndarray) or isinstance(v, np.ndarray):
+            u, v = np.asarray(u), np.asarray(v)
+            return u.shape == v.shape and np.array_equal(u, v, equal_nan=u.dtype.kind == v.dtype.kind == "f")
+        return u == v
 
-    @staticmethod
-    def _update(r, data, style):
-        for k, v in style.items():
-            if getattr(r.glyph, k) != v:
-                setattr(r.glyph, k, v)
-        src, old = r.data_source, r.data_source.data
-        n = len(old["x"])
-        if len(data["x"]) == n and all(np.array_equal(old[c], data[c], equal_nan=True) for c in data):
-            return
-        if len(data["x"]) > n and all(np.array_equal(np.asarray(old[c]), data[c][:n], equal_nan=True) for c in data):
-            src.stream({c: v[n:] for c, v in data.items()})  # a growing run: only the new rows travel
-        else:
-            src.data = data
-
-    def _drop(self, keys):
-        gone = [self._glyphs.pop(k)[0] for k in keys]
-        for f in self._figs:
-            if any(r in gone for r in f.renderers):
-                f.renderers = [r for r in f.renderers if r not in gone]
-                leg = self._legends[f.name]
-                leg.items = [it for it in leg.items if not any(r in gone for r in it.renderers)]
+    return set(old) == set(new) and all(
+        len(old[k]) == len(new[k]) and (eq(old[k], new[k]) if isinstance(new[k], np.ndarray)
+                                        else all(eq(u, v) for u, v in zip(old[k], new[k])))
+        for k in new)
 
 
 def _escape(s: str) -> str:
