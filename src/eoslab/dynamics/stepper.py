@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax.flatten_util import ravel_pytree
 
 from eoslab.dynamics.optim import Optimizer, as_optimizer
 from eoslab.errors import EoslabError
@@ -62,7 +63,9 @@ class Context(NamedTuple):
     opt_state the optimizer state after the update (so ``optimizer.edge(opt_state)`` and
     ``optimizer.preconditioner(opt_state)`` describe this update); aux the diagnostics'
     state; t the step index; key a PRNG key for this step's diagnostics (independent of the
-    mini-batch's; ``None`` in a deterministic step).
+    mini-batch's; ``None`` in a deterministic step); hvps the Hessian-vector products ∇²L(θ_t)·v
+    of the vectors ``tangents(aux)`` asked for by :func:`make_step` ((m, P) in the
+    ``ravel_pytree`` order of the parameters, computed in the same pass as the gradient), else None.
     """
 
     params: Any
@@ -74,6 +77,7 @@ class Context(NamedTuple):
     aux: Any
     t: jax.Array
     key: jax.Array | None
+    hvps: Any = None
 
 
 def init_state(params: Params, optimizer: Optimizer | optax.GradientTransformation, *, aux: PyTree = (),
@@ -89,7 +93,8 @@ def init_state(params: Params, optimizer: Optimizer | optax.GradientTransformati
 
 
 def make_step(loss_fn: Callable, optimizer: Optimizer | optax.GradientTransformation, *, observe: Callable | None = None, project: Callable | None = None,
-              batch_loss: Callable | None = None, stochastic: bool | None = None) -> Callable:
+              batch_loss: Callable | None = None, stochastic: bool | None = None,
+              tangents: Callable | None = None) -> Callable:
     """The pure step ``step(state) -> (state', record)``.
 
     Args:
@@ -101,6 +106,12 @@ def make_step(loss_fn: Callable, optimizer: Optimizer | optax.GradientTransforma
         ``key``; when given, the update uses its gradient (SGD).
       stochastic: split ``state.key`` every step (default: when ``batch_loss`` or ``observe``
         is given; plain GD skips the split).
+      tangents: ``aux -> (m, P) array or None``: vectors (flat, in the ``ravel_pytree`` order
+        of the parameters) whose Hessian-vector products the observer needs at θ_t. The step
+        then computes the loss, the gradient and those products in one forward-over-reverse
+        pass (``jax.jvp`` of ``jax.value_and_grad``, ``vmap``-ped over the m vectors: the
+        forward and backward passes of the gradient are shared) and hands the products to
+        ``observe`` as ``Context.hvps``. Full batch only (ignored with ``batch_loss``).
     """
     optimizer = as_optimizer(optimizer)
     stochastic = (batch_loss is not None or observe is not None) if stochastic is None else bool(stochastic)
@@ -114,7 +125,11 @@ def make_step(loss_fn: Callable, optimizer: Optimizer | optax.GradientTransforma
             key, k_batch, k_obs = jax.random.split(state.key, 3)
         else:
             key = k_batch = k_obs = state.key
-        if batch_loss is None:
+        vectors = tangents(state.aux) if (tangents is not None and batch_loss is None) else None
+        hvps = None
+        if vectors is not None:
+            loss, grads, hvps = _value_grad_hvps(loss_fn, params, vectors)
+        elif batch_loss is None:
             loss, grads = jax.value_and_grad(loss_fn)(params)
         else:
             loss, grads = jax.value_and_grad(batch_loss)(params, k_batch)
@@ -129,11 +144,22 @@ def make_step(loss_fn: Callable, optimizer: Optimizer | optax.GradientTransforma
             new_params = projected
         aux = state.aux
         if observe is not None:
-            aux, extra = observe(Context(params, loss, grads, updates, new_params, opt_state, aux, state.t, k_obs))
+            aux, extra = observe(Context(params, loss, grads, updates, new_params, opt_state, aux, state.t, k_obs,
+                                         hvps))
             rec.update(extra)
         return StepState(new_params, opt_state, aux, key, state.t + 1, state.diverged), rec
 
     return step
+
+
+def _value_grad_hvps(loss_fn, params, vectors):
+    """``(L(θ), ∇L(θ), ∇²L(θ)·V)`` in one pass: the jvp of value_and_grad, vmapped over the
+    rows of V (m, P); the primal (loss, gradient) does not depend on V, so it is computed once."""
+    flat, unravel = ravel_pytree(params)
+    value_grad = jax.value_and_grad(lambda f: loss_fn(unravel(f)))
+    one = lambda v: jax.jvp(value_grad, (flat,), (v.astype(flat.dtype),))
+    (loss, gflat), (_, hv) = jax.vmap(one, out_axes=((None, None), (0, 0)))(vectors)
+    return loss, unravel(gflat), hv
 
 
 def all_finite(tree: PyTree) -> Bool[Array, ""]:

@@ -85,10 +85,11 @@ def _is_classification(problem: Problem) -> bool:
     return ce and problem.targets.ndim == 2
 
 
-def _track_step(problem, params, states, tol, max_products, shared_counts=False):
-    """The one place that computes the tracked spectra (swap the tracker here)."""
+def _track_step(problem, params, states, tol, max_products, shared_counts=False, products=None):
+    """The one place that computes the tracked spectra (swap the tracker here); ``products``:
+    the Hessian products of the tracked rows when the step computed them with its gradient."""
     return tracking.track_spectra(problem, params, states, tol=tol, max_products=max_products,
-                                  shared_count=shared_counts)
+                                  shared_count=shared_counts, products=products)
 
 
 class Trajectory(dict):
@@ -282,7 +283,8 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
         report.update(done, f"resumed at step {done}")
     try:
         while done < steps:
-            state, rec = _chunk(problem, spec, tol_a, state, jnp.asarray(steps), opt, **static)
+            state, rec = _chunk(problem, None if spectra_examples is None else spec, tol_a, state, jnp.asarray(steps), opt,
+                                **static)
             rec = jax.tree_util.tree_map(np.asarray, rec)
             if t_first is None:
                 t_first = time.perf_counter() - start
@@ -499,7 +501,16 @@ def train_step(problem: Problem, optimizer: optim.Optimizer, tol: float, *, spec
     batch_loss = None
     if batch_size is not None:
         batch_loss = lambda p, key: take(problem, sample_batch(key, problem.n, batch_size)).loss_fn(p)
-    return make_step(problem.loss_fn, optimizer, observe=observe, batch_loss=batch_loss)
+    # Tracking the full-batch Hessian at every step of full-batch training: the step's gradient
+    # and the tracker's first products come from one pass (Context.hvps).
+    fuse = every == 1 and batch_size is None and spec is problem
+    tangents = _hessian_rows if fuse else None
+    return make_step(problem.loss_fn, optimizer, observe=observe, batch_loss=batch_loss, tangents=tangents)
+
+
+def _hessian_rows(aux):
+    st = aux.get("hessian") if isinstance(aux, dict) else None
+    return None if st is None else tracking.tracked_rows(st)
 
 
 def batch_sharpness(problem: Problem, params: Params, key: PRNGKeyArray, batch_size: int, samples: int
@@ -541,7 +552,9 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
     def tracked(ctx):
         params, aux = ctx.params, ctx.aux
         ops = {op: st for op, st in aux.items() if op in OPERATORS}
-        new, res = _track_step(spec, params, ops, tol, max_products, shared_counts) if ops else ({}, {})
+        products = {"hessian": ctx.hvps} if (ctx.hvps is not None and "hessian" in ops) else None
+        new, res = (_track_step(spec, params, ops, tol, max_products, shared_counts, products) if ops
+                    else ({}, {}))
         out = {}
         for op, r in res.items():
             out[f"{op}_eigs"], out[f"{op}_residuals"] = r.values, r.residuals

@@ -5,9 +5,11 @@ eigenvectors are excellent starting vectors for this step. :func:`track` carries
 ``b = k + guard`` orthonormal vectors (the top-k Ritz vectors and guard vectors that watch the
 eigenvalues just below) and, at each call:
 
-1. orthonormalises the block and multiplies the k tracked vectors (one ``vmap``-ped call); if
-   the previous call multiplied its guards and the tracked values pass the guard-skipping check
-   (:func:`_skip_guards`), it stops: k products;
+1. multiplies the k tracked vectors of the (orthonormal) block in one ``vmap``-ped call, or
+   takes their products from the caller (``products``, e.g. computed with the training step's
+   gradient in one pass); if fewer than ``guard_every − 1`` calls in a row skipped the guards
+   and the tracked values pass the guard-skipping check (:func:`_skip_guards`), it stops: k
+   products;
 2. otherwise multiplies the guards too and starts from the block, except at the first call
    (count 0: the block is grown into a block Krylov space of ``cold_basis`` vectors, because a
    random block can converge to a lower member of a top cluster larger than the block and pass
@@ -18,7 +20,9 @@ eigenvalues just below) and, at each call:
    ``max(tol·|θ|, atol)``: add the residual of the Ritz vector that limits the estimate most
    (block Davidson without preconditioner, i.e. a block Krylov space grown where it is needed),
    thick-restarting to the top Ritz vectors when the basis is full;
-4. carries the top-b Ritz vectors, their values and each tracked value's effective gap.
+4. carries the top-b Ritz vectors, each moved by one free step of shifted subspace iteration
+   (:func:`_filtered_block`: ``(A − c)u`` is known from the products) and re-orthonormalised,
+   their values and each tracked value's effective gap.
 
 Error bars. For symmetric A and a unit vector v with Rayleigh quotient θ, ``‖Av − θv‖`` bounds
 the distance from θ to the *nearest* eigenvalue (rigorously), which need not be the i-th
@@ -60,6 +64,11 @@ ENTRY_OVERLAP = 0.5 ** 0.5
 SCALE_SAFETY = 2.0
 SCALE_DECAY = 0.5
 
+#: The filter of the carried vectors, ``v ↦ (A − c)v`` with c halfway between the last carried
+#: Ritz value and ``floor − FILTER_MARGIN·(θ₁ − floor)`` (floor: the lowest eigenvalue estimate):
+#: the margin keeps the filter from amplifying the bottom of the spectrum if the estimate is high.
+FILTER_MARGIN = 0.25
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -67,16 +76,25 @@ class TrackState:
     """What :func:`track` carries from one call to the next (a pytree).
 
     Attributes:
-      vectors: (b, n) orthonormal rows: the top-b Ritz vectors of the last call, descending
-        (rows ``:k`` are the tracked ones, the other ``b − k`` are guard vectors).
+      vectors: (b, n) orthonormal rows: the block the next call starts from, the top-b Ritz
+        vectors of the last call (descending; rows ``:k`` are the tracked ones, the other
+        ``b − k`` are guard vectors), each moved by one free step of shifted subspace
+        iteration (:func:`_filtered_block`) and re-orthonormalised.
       values: (b,) their Ritz values (NaN before the first call).
       count: int32, number of calls to :func:`track` so far (0: the next call is cold).
       k: number of tracked eigenpairs (static).
       scales: (k,) the effective gap of each tracked value's residual measured by the last
         call that expanded the subspace (``‖r‖² / (Ritz-value rise + final error)``; 0: not yet),
         shrunk each time it is reused.
-      lazy: bool, the last call stopped after the k tracked products without multiplying the
-        guard rows (their vectors and values are then one call old).
+      lazy: int32, the number of consecutive calls, up to the last one, that stopped after the
+        k tracked products without multiplying the guard rows (0: the last call multiplied
+        them; otherwise the guard vectors and values are that many calls old).
+      floor: scalar, an estimate of the lowest eigenvalue (the smallest Ritz value of the
+        first call's Krylov space, lowered by later periodic checks; NaN: unknown). It sets
+        the shift of the filter applied to the carried vectors (:func:`_filtered_block`).
+      drift: scalar, how much the top guard's Ritz value moved per call between the last two
+        calls that multiplied the guards (0: not yet measured); a call that skips its guards
+        assumes the guard rose by that much per call since (:func:`_skip_guards`).
     """
 
     vectors: jax.Array
@@ -85,6 +103,8 @@ class TrackState:
     k: int = dataclasses.field(metadata=dict(static=True))
     scales: jax.Array | None = None
     lazy: jax.Array | None = None
+    floor: jax.Array | None = None
+    drift: jax.Array | None = None
 
     @property
     def block(self) -> int:
@@ -147,7 +167,7 @@ def track_init(dim: int, k: int, key: PRNGKeyArray, dtype: DTypeLike = jnp.float
         raise EoslabError(f"block size {block} must be at least k={k}")
     X = jnp.linalg.qr(jax.random.normal(key, (dim, b), dtype))[0].T
     return TrackState(X, jnp.full((b,), jnp.nan, dtype), jnp.zeros((), jnp.int32), k,
-                      jnp.zeros((k,), dtype), jnp.asarray(False))
+                      jnp.zeros((k,), dtype), jnp.zeros((), jnp.int32), jnp.asarray(jnp.nan, dtype), jnp.zeros((), dtype))
 
 
 # ---- static sizes and the loop state ------------------------------------------------------
@@ -257,10 +277,13 @@ def _unit_or_fallback(w, V, scale, salt):
                         lambda _: (w / nw, jnp.asarray(True)), fallback, None)
 
 
-def _ritz_from_T(T, valid, count: int):
+def _ritz_from_T(T, valid, count: int, lowest: bool = False):
     """Top ``count`` eigenpairs (descending) of the symmetric T restricted to the rows/columns
-    where ``valid`` (a boolean mask, or an int m: the first m) holds."""
+    where ``valid`` (a boolean mask, or an int m: the first m) holds; with ``lowest``, also
+    the smallest eigenvalue of that block."""
     M = T.shape[0]
+    if M == 1 and not lowest:             # one vector: its Rayleigh quotient (no eigh call)
+        return T[0, :1], jnp.ones((1, 1), T.dtype)
     valid = valid if getattr(valid, "dtype", None) == jnp.bool_ else jnp.arange(M) < valid
     T = jnp.where(valid[:, None] & valid[None, :], T, 0.0)
     # Padding rows get a diagonal strictly below every valid eigenvalue (Gershgorin), so
@@ -269,6 +292,8 @@ def _ritz_from_T(T, valid, count: int):
     lo = jnp.min(jnp.where(valid, d - (jnp.sum(jnp.abs(T), 1) - jnp.abs(d)), jnp.inf))
     T = T + jnp.diag(jnp.where(valid, 0.0, lo - jnp.max(jnp.abs(T)) - 1.0))
     w, S = jnp.linalg.eigh(T)
+    if lowest:
+        return w[::-1][:count], S[:, ::-1][:, :count], w[M - jnp.sum(valid)]
     return w[::-1][:count], S[:, ::-1][:, :count]
 
 
@@ -370,22 +395,27 @@ def _deep_start(mv, X, AX, first, count, sz: _Sizes) -> _Basis:
     V, AV, valid = _grow_krylov(mv, V, AV, jnp.arange(size) < b, b, stop, jnp.where(first, b, 1), seed,
                                 ~first, count)
     nk = min(sz.keep, size)
-    _, Y = _ritz_from_T(_projected(V, AV), valid, nk)
+    _, Y, low = _ritz_from_T(_projected(V, AV), valid, nk, lowest=True)
     m = jnp.minimum(nk, jnp.sum(valid))
     Y = jnp.where((jnp.arange(nk) < m)[None, :], Y, 0.0)
-    return _pad_basis(Y.T @ V, Y.T @ AV, m, sz.M)
+    return _pad_basis(Y.T @ V, Y.T @ AV, m, sz.M), low
 
 
 def _start(mv, X, AX, first, checking, count, sz: _Sizes, deep: bool = True):
-    """``(basis, products)`` the expansion loop starts from (see the module docstring, step 2;
-    ``deep=False``: the caller knows this call does not start deep)."""
-    warm = lambda X, AX: (_pad_basis(X, AX, sz.b, sz.M), jnp.asarray(sz.b, jnp.int32))
+    """``(basis, products, lowest)`` the expansion loop starts from (see the module docstring,
+    step 2; ``deep=False``: the caller knows this call does not start deep); ``lowest`` is the
+    smallest Ritz value of a deep start's Krylov space (NaN if warm)."""
+    nan = jnp.asarray(jnp.nan, X.dtype)
+    warm = lambda X, AX: (_pad_basis(X, AX, sz.b, sz.M), jnp.asarray(sz.b, jnp.int32), nan)
     cold = first if sz.cold > sz.b else jnp.asarray(False)
     check = checking if sz.check > sz.b else jnp.asarray(False)
     if not deep or (sz.cold == sz.b and sz.check == sz.b):
         return warm(X, AX)
-    deep = lambda X, AX: (_deep_start(mv, X, AX, first, count, sz),
-                          jnp.where(first, sz.cold, sz.check).astype(jnp.int32))
+
+    def deep(X, AX):
+        basis, low = _deep_start(mv, X, AX, first, count, sz)
+        return basis, jnp.where(first, sz.cold, sz.check).astype(jnp.int32), low.astype(X.dtype)
+
     return jax.lax.cond(cold | check, deep, warm, X, AX)
 
 
@@ -448,7 +478,28 @@ def _effective_gaps(start: _Loop, end: _Loop, nprod0, scales, k: int):
 
 def _min_cosine(U, W):
     """Smallest cosine of the principal angles between the row spaces of U and W (k, n)."""
+    if U.shape[0] == 1:
+        return jnp.abs(U[0] @ W[0])
     return jnp.min(jnp.linalg.svd(U @ W.T, compute_uv=False))
+
+
+def _filtered_block(U, AU_minus_thetaU, theta, floor, top):
+    """The block carried to the next call: each row u (a Ritz vector with value θ and residual
+    r = Au − θu, so Au = r + θu) replaced by ``(A − c)u = r + (θ − c)u``, then the rows
+    orthonormalised (QR, rows in order, so the tracked rows stay first).
+
+    A free step of shifted subspace iteration on this call's operator (Chebyshev filtering of
+    degree one): components along eigenvalues in [floor, θ_last] shrink relative to those above,
+    so the next call's warm residuals are smaller. c is halfway between ``theta[-1]`` and the
+    floor lowered by :data:`FILTER_MARGIN`·(top − floor); rows with a zero residual (guards not
+    multiplied at this call) are only re-orthonormalised. No filter (only re-orthonormalisation)
+    while the floor is unknown or if anything is not finite."""
+    c = 0.5 * (theta[-1] + floor - FILTER_MARGIN * (top - floor))
+    a = theta - c
+    ok = jnp.isfinite(c) & jnp.all(a > 0) & jnp.all(jnp.isfinite(AU_minus_thetaU))
+    F = jnp.where(ok, AU_minus_thetaU + jnp.where(ok, a, 1.0)[:, None] * U, U)
+    X = jnp.linalg.qr(F.T)[0].T      # (a Cholesky QR on the b×b Gram is 30× slower here on CPU)
+    return jnp.where(jnp.all(jnp.isfinite(X)), X, U)
 
 
 def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, max_products, sz: _Sizes,
@@ -456,7 +507,9 @@ def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, ma
     """Steps 2–4 of the module docstring: multiply the guards, start, expand, carry."""
     k, b, dtype = sz.k, sz.b, X.dtype
     AX = jnp.concatenate([AXk, jax.vmap(mv)(X[k:])])
-    basis, nprod0 = _start(mv, X, AX, first, checking, state.count, sz, deep)
+    basis, nprod0, low = _start(mv, X, AX, first, checking, state.count, sz, deep)
+    floor = _carried_floor(state, dtype)
+    floor = jnp.where(first, low, jnp.fmin(floor, low))
     cap = max_products + nprod0 - b        # the deep start's Krylov products come on top
     start = _evaluate(basis, nprod0, scales, True, tol, atol, sz)
 
@@ -471,10 +524,28 @@ def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, ma
     overlap = _min_cosine(U[:k], state.vectors[:k].astype(dtype))
     result = TrackResult(theta[:k], end.ritz.rnorm[:k], end.err, U[:k], end.nprod, jnp.max(end.ratio) <= 1.0,
                          (~first) & (overlap < ENTRY_OVERLAP), jnp.where(first, jnp.nan, overlap))
-    return TrackState(U[:b], theta[:b], state.count + 1, state.k, gaps, jnp.asarray(False)), result
+    carried = _filtered_block(U[:b], end.ritz.R[:b], theta[:b], floor, theta[0])
+    drift = _carried_drift(state, dtype)
+    if b > k:
+        moved = jnp.abs(theta[k] - state.values[k].astype(dtype)) / (_lazy_count(state) + 1).astype(dtype)
+        drift = jnp.where(first | ~jnp.isfinite(moved), 0.0, moved).astype(dtype)
+    return TrackState(carried, theta[:b], state.count + 1, state.k, gaps, jnp.zeros((), jnp.int32), floor,
+                      drift), result
 
 
-def _skip_guards(state: TrackState, X, AXk, scales, tol, atol):
+def _carried_drift(state: TrackState, dtype):
+    return jnp.zeros((), dtype) if state.drift is None else state.drift.astype(dtype)
+
+
+def _carried_floor(state: TrackState, dtype):
+    return jnp.asarray(jnp.nan if state.floor is None else state.floor, dtype)
+
+
+def _lazy_count(state: TrackState):
+    return jnp.zeros((), jnp.int32) if state.lazy is None else state.lazy.astype(jnp.int32)
+
+
+def _skip_guards(state: TrackState, X, AXk, scales, tol, atol, guard_every: int):
     """Can this call stop after the k tracked products, without multiplying the guards?
 
     Rayleigh-Ritz on the tracked rows ``X[:k]`` alone (their products ``AXk`` are known).
@@ -482,9 +553,12 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol):
     the rest: the rest is judged with the carried effective gap like the block-only check,
     and the part on the guards with the gap from θ_i to the top guard's value at the last
     call, ``‖Gr_i‖² / (θ_i − θ_{k+1})`` (mixing with a guard direction costs little in value
-    when they are close, but is only ignored in proportion to that gap). Allowed only if the
-    previous call multiplied its guards, so a guard is never more than one call old and a
-    value that rises from below is seen (and ``entered`` reported) at most one call late.
+    when they are close, but is only ignored in proportion to that gap). Or the cut estimate
+    of :func:`_errors` with the carried guard value raised by ``(lazy + 1)·drift`` (its measured
+    motion per call) as the lower end of the gap, whichever is smaller. Allowed only while
+    fewer than ``guard_every − 1`` calls in a row have skipped (``state.lazy``), so a guard is
+    never more than ``guard_every − 1`` calls old and a value that rises from below is seen
+    (and ``entered`` reported) at most that many calls late.
 
     Returns ``(ok, (new_state, result))``; the result is only meaningful where ``ok``.
     """
@@ -496,22 +570,30 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol):
     old = state.values.astype(dtype)
     gap = old[:k] - old[k]
     near = jnp.where(gap > 0, on_guards / jnp.where(gap > 0, gap, 1.0), jnp.inf)
-    err = jnp.minimum(rn, _effective_gap_estimate(rest, scales) + SCALE_SAFETY * near)
-    fresh = ~(state.lazy if state.lazy is not None else jnp.asarray(False))
-    ok = (fresh & (state.count > 0) & jnp.all(jnp.isfinite(w)) & jnp.all(jnp.isfinite(err))
+    # The cut estimate of the block-only check, the gap's lower end being the carried guard
+    # value moved up by its measured drift for every call since it was multiplied.
+    lazy = _lazy_count(state)
+    guard = old[k:k + 1] + (lazy + 1).astype(dtype) * _carried_drift(state, dtype)
+    cut, _ = _errors(jnp.concatenate([w, guard]), jnp.concatenate([rn, jnp.zeros((1,), dtype)]), k + 1, k, k + 1)
+    err = jnp.minimum(rn, jnp.minimum(cut, _effective_gap_estimate(rest, scales) + SCALE_SAFETY * near))
+    ok = ((lazy < guard_every - 1) & (state.count > 0) & jnp.all(jnp.isfinite(w)) & jnp.all(jnp.isfinite(err))
           & jnp.all(err <= jnp.maximum(tol * jnp.abs(w), atol)))
     overlap = _min_cosine(U, state.vectors[:k].astype(dtype))
     result = TrackResult(w, rn, err, U, jnp.asarray(k, jnp.int32), jnp.asarray(True),
                          overlap < ENTRY_OVERLAP, overlap)
-    new = TrackState(jnp.concatenate([U, X[k:]]), jnp.concatenate([w, old[k:]]), state.count + 1,
-                     state.k, (SCALE_DECAY * scales).astype(dtype), jnp.asarray(True))
+    values = jnp.concatenate([w, old[k:]])
+    block = jnp.concatenate([U, X[k:]])
+    floor = _carried_floor(state, dtype)
+    R = jnp.concatenate([R, jnp.zeros_like(X[k:])])       # the guards are not multiplied: not filtered
+    new = TrackState(_filtered_block(block, R, values, floor, w[0]), values, state.count + 1,
+                     state.k, (SCALE_DECAY * scales).astype(dtype), lazy + 1, floor, _carried_drift(state, dtype))
     return ok, (new, result)
 
 
 def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float = 1e-3, atol: float = 0.0,
           max_products: int | None = None, max_basis: int | None = None, cold_basis: int | None = None,
-          check_every: int = 100, check_depth: int = 8,
-          shared_count: bool = False) -> tuple[TrackState, TrackResult]:
+          check_every: int = 100, check_depth: int = 8, shared_count: bool = False, guard_every: int = 4,
+          products: jax.Array | None = None) -> tuple[TrackState, TrackResult]:
     """Top-k largest algebraic eigenpairs of the symmetric operator ``matvec``, warm-started.
 
     Args:
@@ -536,12 +618,23 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
         predicate is batched, which turns it into a select running both sides, and a deep start
         nested in it would run at every call of every member. Same results; without ``vmap`` it
         only adds a second compiled copy of the expansion loop.
+      guard_every: the guard rows are multiplied at least every this many calls (static; 1:
+        at every call): in between, a call whose tracked residuals pass the guard-skipping check
+        (:func:`_skip_guards`) stops after the k tracked products.
+      products: ``(k, n)``, the products ``matvec(state.vectors[i])`` of the k tracked rows,
+        if the caller already has them (e.g. computed in one pass with the step's gradient,
+        :func:`eoslab.dynamics.stepper.make_step`'s ``products``); otherwise this call
+        computes them. The rows of ``state.vectors`` are then used as they are (they are
+        orthonormal: every call leaves them so).
 
     Returns:
       ``(new_state, TrackResult)``. Costs at least ``k`` products per call, and at least
       ``b`` at every call that follows one that skipped its guards (``state.lazy``).
     """
     k = state.k if k is None else int(k)
+    dtype = state.vectors.dtype
+    state = dataclasses.replace(state, lazy=_lazy_count(state), floor=_carried_floor(state, dtype),
+                                drift=_carried_drift(state, dtype))   # a state saved by an older version
     sz = _sizes(state, k, max_basis, cold_basis, check_every, check_depth)
     max_products = max(100, 20 * sz.b) if max_products is None else max_products
     dtype = state.vectors.dtype
@@ -549,14 +642,22 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
     scales = jnp.zeros((k,), dtype) if k != state.k else scales
     mv = lambda v: matvec(v.astype(dtype)).astype(dtype)
 
-    X = _orthonormal_block(state.vectors, state.count)
-    AXk = jax.vmap(mv)(X[:k])             # the tracked vectors' products: always needed
+    guard_every = check_positive_int("guard_every", guard_every)
+    if products is None:
+        X = _orthonormal_block(state.vectors, state.count)
+        AXk = jax.vmap(mv)(X[:k])         # the tracked vectors' products: always needed
+    else:
+        if products.shape != (k, sz.n):
+            raise EoslabError(f"products must have shape {(k, sz.n)} (the k tracked rows), got {products.shape}")
+        X, AXk = state.vectors, products.astype(dtype)
     first = state.count == 0
     checking = ((~first) & (state.count % sz.every == 0)) if sz.check > sz.b else jnp.asarray(False)
     solve = lambda: _solve(mv, state, X, AXk, scales, first, checking, tol, atol, max_products, sz)
     if k == sz.b or k != state.k:
         return solve()
-    skip, skipped = _skip_guards(state, X, AXk, scales, tol, atol)
+    if guard_every == 1:
+        return solve()
+    skip, skipped = _skip_guards(state, X, AXk, scales, tol, atol, guard_every)
     if shared_count and (sz.cold > sz.b or sz.check > sz.b):
         warm = lambda: _solve(mv, state, X, AXk, scales, first, checking, tol, atol, max_products, sz, deep=False)
         deep = (first if sz.cold > sz.b else False) | (checking if sz.check > sz.b else False)

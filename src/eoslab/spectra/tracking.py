@@ -22,7 +22,7 @@ from eoslab.spectra.operators import OPERATORS, operator
 from eoslab.typing import ArrayLike, Int, PRNGKeyArray
 
 __all__ = ["ENTRY_OVERLAP", "OPERATORS", "TrackResult", "TrackState", "data_subset", "operator",
-           "spectra_init", "track", "track_init", "track_spectra"]
+           "spectra_init", "track", "track_init", "track_spectra", "tracked_rows"]
 
 
 @follows("problem")
@@ -45,18 +45,29 @@ def spectra_init(problem: Problem, k: int = 1, *, key: PRNGKeyArray, which: tupl
 
 @follows("problem", "params")
 def track_spectra(problem: Problem, params: Params, states: dict[str, TrackState], *, tol: float = 1e-3,
-                  atol: float = 0.0, max_products: int | None = None, **options: Any
-                  ) -> tuple[dict[str, TrackState], dict[str, TrackResult]]:
+                  atol: float = 0.0, max_products: int | None = None, products: dict | None = None,
+                  **options: Any) -> tuple[dict[str, TrackState], dict[str, TrackResult]]:
     """Advance every tracker in ``states`` (from :func:`spectra_init`) to ``params``.
 
     Jittable; the operators are the keys of ``states``; ``options`` go to :func:`track`.
+    ``products``: optional dict by operator name of the products of each tracker's k tracked
+    rows at ``params`` already computed by the caller (:func:`track`'s ``products``; e.g. the
+    Hessian's, from the training step's own gradient pass).
     Returns ``(new_states, results)``, two dicts keyed like ``states`` (results:
     :class:`TrackResult`)."""
     new, results = {}, {}
+    products = products or {}
     for name, st in states.items():
         mv, _ = operator(problem, params, name)
-        new[name], results[name] = track(mv, st, tol=tol, atol=atol, max_products=max_products, **options)
+        new[name], results[name] = track(mv, st, tol=tol, atol=atol, max_products=max_products,
+                                         products=products.get(name), **options)
     return new, results
+
+
+def tracked_rows(state: TrackState) -> jax.Array:
+    """``(k, n)``: the rows of ``state`` whose products :func:`track` needs first (pass their
+    products as ``products=`` to save it computing them)."""
+    return state.vectors[:state.k]
 
 
 def data_subset(problem: Problem, indices: Int[ArrayLike, " n"]) -> Problem:
