@@ -97,7 +97,7 @@ def test_fused_step_gives_the_gradient_and_hessian_products_of_one_pass():
         return ctx.aux, {"hvps": ctx.hvps, "g": ravel(ctx.grads)}
 
     step = make_step(p.loss_fn, optim.gd(0.1), observe=observe, tangents=lambda aux: aux["V"])
-    new, rec = jax.jit(step)(init_state(params, optim.gd(0.1), aux={"V": V}))
+    new, rec = jax.jit(step)(init_state(params, optim.gd(0.1), aux={"V": V}, key=jax.random.PRNGKey(0)))
     H = jax.hessian(lambda f: p.loss_fn(unravel(f)))(flat)
     np.testing.assert_allclose(rec["hvps"], V @ H, rtol=1e-10, atol=1e-12)
     g = jax.grad(p.loss_fn)(params)
