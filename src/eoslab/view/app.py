@@ -638,6 +638,10 @@ class RunBrowser:
             new = lines[f.name]
             if not _same(self.lines[f.name].data, new):
                 self.lines[f.name].data = new
+            shown = bool(new["ref"])  # no empty legend box on an empty panel
+            for leg in f.legend:
+                if leg.visible != shown:
+                    leg.visible = shown
             b = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in bars[f.name].items() if k != "colour"}
             b["colour"] = [c for part in bars[f.name]["colour"] for c in part]
             if not _same(self.bars[f.name].data, b):
