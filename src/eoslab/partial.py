@@ -44,7 +44,8 @@ class Checkpointer(Protocol):
     def read_checkpoint(self) -> dict | None: ...
 
 
-def _utc_now() -> str:
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (every timestamp of the store and the runner)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -97,7 +98,7 @@ class PartialFolder:
         if checkpoint is not None:
             write_atomic(self.path / CHECKPOINT, npz_bytes(checkpoint))
         write_atomic(self.path / PROGRESS, json.dumps({"done": int(done), "total": int(total),
-                                                       "updated": _utc_now()}).encode())
+                                                       "updated": utc_now()}).encode())
 
     def remove(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)

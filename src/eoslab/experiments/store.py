@@ -29,7 +29,6 @@ Layout under the results root (default ``./eoslab-runs``)::
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import hashlib
 import io
 import json
@@ -47,7 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from eoslab.errors import EoslabError
-from eoslab.partial import PartialFolder
+from eoslab.partial import PartialFolder, utc_now
 
 FILES = ("config.json", "arrays.npz", "meta.json")
 MARKER = "COMPLETE"
@@ -96,11 +95,6 @@ def machine_info() -> dict:
     except Exception:  # noqa: BLE001 - metadata must never break a run
         pass
     return info
-
-
-def utc_now() -> str:
-    """The current UTC time, ISO 8601 to the second (the store's and the runner's timestamps)."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _checksum(directory: Path) -> str:
