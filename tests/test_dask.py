@@ -67,6 +67,7 @@ def _serial(tmp_path, exp):
     return {pr.rid: pr.run.arrays for pr in res}
 
 
+@pytest.mark.slow  # run by .ci/run on its own line
 def test_worker_killed_mid_sweep(client, tmp_path):
     exp = _sweep(tmp_path, "kill", range(3))  # 6 runs of 0.4 s on 2 workers
     folder = tmp_path / "runs" / "kill"

@@ -147,6 +147,7 @@ def test_synthetic_data():
         synthetic(10, classes=1)
 
 
+@pytest.mark.slow
 def test_cli_train_on_cifar10_files(cifar_dir, tmp_path):
     """`eoslab train --data cifar10 --data-dir PATH` end to end on the generated files: a small CNN
     and its Taylor model on a two-class subset with cross-entropy; the recorded loss at θ₀ is the

@@ -139,26 +139,6 @@ def test_from_model_shape_mismatch():
     assert final["a"].dtype == jnp.float32 and traj["loss"].dtype == np.float32
 
 
-def test_flax_and_equinox_examples():
-    """The docs' examples (skipped when the libraries are not installed)."""
-    flax_nn = pytest.importorskip("flax.linen")
-    x, y = jnp.ones((6, 3), jnp.float32), jnp.zeros((6, 1), jnp.float32)
-    model = flax_nn.Sequential([flax_nn.Dense(8), flax_nn.tanh, flax_nn.Dense(1)])
-    params = model.init(jax.random.PRNGKey(0), x)
-    traj, _ = train(Problem.from_model(model.apply, params, x, y), 0.1, 3, k=1)
-    assert np.all(np.isfinite(traj["hessian_eigs"]))
-
-
-def test_equinox_example():
-    eqx = pytest.importorskip("equinox")
-    x, y = jnp.ones((6, 3), jnp.float32), jnp.zeros((6, 1), jnp.float32)
-    model = eqx.nn.MLP(3, 1, 8, 2, activation=jnp.tanh, key=jax.random.PRNGKey(0))
-    params, static = eqx.partition(model, eqx.is_inexact_array)
-    apply_fn = lambda p, x: jax.vmap(eqx.combine(p, static))(x)
-    traj, _ = train(Problem.from_model(apply_fn, params, x, y), 0.1, 3, k=1)
-    assert np.all(np.isfinite(traj["hessian_eigs"]))
-
-
 def test_cli_train_track_every_subset_summary(tmp_path):
     """`eoslab train` end to end; its spectra (every 3 steps, on a fixed 4-example subset)
     against dense eigh of the subset's Hessian at θ₀; the summary's numbers."""

@@ -104,8 +104,16 @@ def test_fused_step_gives_the_gradient_and_hessian_products_of_one_pass():
     np.testing.assert_allclose(rec["g"], ravel(g), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(rec["loss"], p.loss_fn(params), rtol=1e-12)
     np.testing.assert_allclose(ravel(new.params), flat - 0.1 * ravel(g), rtol=1e-12)
-    # train uses it when the Hessian is tracked at every full-batch step: same trajectory as
-    # with the spectra on a subset that is the whole data set (products computed separately)
+
+
+@pytest.mark.slow  # two tracked trainings; the default suite checks fused train against dense eigh (test_networks)
+def test_fused_train_equals_unfused_train():
+    # train uses the fused pass when the Hessian is tracked at every full-batch step: same trajectory
+    # as with the spectra on a subset that is the whole data set (products computed separately)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    x = jax.random.normal(k1, (12, 3))
+    params = {"w": jax.random.normal(k2, (3, 4)), "v": jnp.ones(4) / 2}
+    p = Problem.from_model(lambda q, x: jnp.tanh(x @ q["w"]) @ q["v"], params, x, jnp.sin(x[:, 0]))
     tr, _ = train(p, 0.3, 12, k=1, track=("hessian",))
     ts, _ = train(p, 0.3, 12, k=1, track=("hessian",), spectra_examples=p.n)
     np.testing.assert_allclose(tr["loss"], ts["loss"], rtol=1e-12)

@@ -98,7 +98,7 @@ def test_warm_tracking_equals_cold_and_is_cheap():
     assert min(warm_cost) >= B  # the whole block is multiplied at every call
 
 
-@pytest.mark.parametrize("k, every", [(1, 2), (3, 2), (1, 4), (3, 4)])
+@pytest.mark.parametrize("k, every", [(3, 4), *[pytest.param(k, e, marks=pytest.mark.slow) for k, e in [(1, 2), (3, 2), (1, 4)]]])
 def test_guards_are_skipped_at_most_every_other_call_and_values_stay_accurate(k, every):
     # A slowly rotating operator whose warm residuals lie on a far bulk: at tol 1e-3 the
     # tracker may stop after the k tracked products, at most every − 1 calls in a row.
@@ -165,6 +165,7 @@ def _dense(problem, params):
     return {name: jnp.linalg.eigvalsh(M)[::-1][:2] for name, M in mats.items()}
 
 
+@pytest.mark.slow  # the default suite checks tracked spectra against dense eigh in test_networks and test_core_api
 def test_network_hessian_ntk_gauss_newton_vs_dense_autodiff():
     problem = _tiny_net()
     states = spectra_init(problem, k=2, key=jax.random.PRNGKey(1))
@@ -255,7 +256,7 @@ def _cluster_net():
     return Problem.from_model(lambda p, x: jnp.tanh(x @ p["w1"] + p["b1"]) @ p["w2"], params, x, y)
 
 
-@pytest.mark.parametrize("k", [1, 2])
+@pytest.mark.parametrize("k", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_cold_start_on_a_network_with_a_tight_top_cluster(k):
     problem = _cluster_net()
     flat, unravel = jax.flatten_util.ravel_pytree(problem.params)
