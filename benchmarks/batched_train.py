@@ -23,11 +23,11 @@ loop: whether vectorising members can pay at all on this machine.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import timed
 from rich.console import Console
 from rich.table import Table
 
@@ -45,15 +45,6 @@ def problem(n, d, width):
                               jnp.asarray(ds.y))
 
 
-def timed(f, repeats=1):
-    """``(wall, cpu)`` seconds of ``f()``, each the minimum over ``repeats`` calls."""
-    walls, cpus = [], []
-    for _ in range(repeats):
-        w0, c0 = time.perf_counter(), time.process_time()
-        f()
-        walls.append(time.perf_counter() - w0)
-        cpus.append(time.process_time() - c0)
-    return min(walls), min(cpus)
 
 
 def ops_table(p, sizes, console, repeats, loops=200):

@@ -23,6 +23,7 @@ import time
 
 import jax
 import numpy as np
+from _timing import timed
 from rich.console import Console
 from rich.table import Table
 
@@ -61,16 +62,6 @@ def numpy_simulate(eps, lr, theta0, steps, tail=100):
 MAP_FLOPS = 19
 
 
-def timed(fn, repeats):
-    """(best wall-clock seconds, best CPU seconds of this process) of ``fn()`` after a warm-up call."""
-    fn()
-    walls, cpus = [], []
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        walls.append(time.perf_counter() - t0)
-        cpus.append(time.process_time() - c0)
-    return min(walls), min(cpus)
 
 
 def float64_peak(repeats):
@@ -80,7 +71,7 @@ def float64_peak(repeats):
 
     A = jax.random.normal(jax.random.PRNGKey(1), (2048, 2048), jnp.float64)
     mm = jax.jit(lambda a: a @ a)
-    w_mm, c_mm = timed(lambda: jax.block_until_ready(mm(A)), repeats)
+    w_mm, c_mm = timed(lambda: jax.block_until_ready(mm(A)), repeats, warmup=True)
 
     def chains(x):
         ys = [x + i for i in range(8)]
@@ -90,7 +81,7 @@ def float64_peak(repeats):
 
     x = jax.random.normal(jax.random.PRNGKey(2), (1 << 20,), jnp.float64)
     ew = jax.jit(chains)
-    w_ew, c_ew = timed(lambda: jax.block_until_ready(ew(x)), repeats)
+    w_ew, c_ew = timed(lambda: jax.block_until_ready(ew(x)), repeats, warmup=True)
     f_mm, f_ew = 2.0 * 2048**3 / 1e9, 2.0 * 8 * 64 * x.size / 1e9
     return {"matmul 2048³": (f_mm / w_mm, f_mm / c_mm), "FMA chains": (f_ew / w_ew, f_ew / c_ew)}
 
@@ -118,15 +109,15 @@ def run_benchmark(a):
     t0 = time.perf_counter()
     ref = run_eoslab()  # includes compilation
     first = time.perf_counter() - t0
-    rows = [(f"eoslab (q2d.simulate, blocks of ≤ {q2d.BLOCK:,} runs)", *timed(run_eoslab, a.repeats))]
+    rows = [(f"eoslab (q2d.simulate, blocks of ≤ {q2d.BLOCK:,} runs)", *timed(run_eoslab, a.repeats, warmup=True))]
     default_block = q2d.BLOCK
     for b in [int(s) for s in a.blocks.split(",") if s.strip()]:
         q2d.BLOCK = b
-        rows.append((f"  same, blocks of ≤ {b:,} runs", *timed(run_eoslab, a.repeats)))
+        rows.append((f"  same, blocks of ≤ {b:,} runs", *timed(run_eoslab, a.repeats, warmup=True)))
     q2d.BLOCK = default_block
     th_np = np.asarray(theta0)
     out_np = numpy_simulate(a.eps, a.lr, th_np, a.steps)
-    w_np, c_np = timed(lambda: numpy_simulate(a.eps, a.lr, th_np, a.steps), a.repeats)
+    w_np, c_np = timed(lambda: numpy_simulate(a.eps, a.lr, th_np, a.steps), a.repeats, warmup=True)
     peaks = float64_peak(a.repeats)
     peak_w = max(w for w, _ in peaks.values())
     peak_c = max(c for _, c in peaks.values())
