@@ -20,7 +20,6 @@ warm-started tracker (on v ↦ P^{-1/2}HP^{-1/2}v), a Baumgarte term holding the
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Callable
 
@@ -32,21 +31,13 @@ from jax.flatten_util import ravel_pytree
 from eoslab import progress
 from eoslab._precision import follows
 from eoslab.dynamics import optim
-from eoslab.dynamics.central_flow import FlatUnravel
+from eoslab.dynamics.central_flow import FlatUnravel, FlowConfig  # one eigenvalue: the SDCP settings are unused
 from eoslab.errors import EoslabError, check_positive, check_positive_int
 from eoslab.problem import Problem
 from eoslab.spectra import tracking
 from eoslab.spectra.operators import hvp
 from eoslab.spectra.third_order import sharpness_gradient
 from eoslab.typing import Array, Float, Params, Scalar
-
-
-@dataclasses.dataclass(frozen=True)
-class RMSPropFlowConfig:
-    substeps: int = 4
-    stiffness: float = 0.5
-    edge_rtol: float = 1e-3
-    track_tol: float = 1e-6
 
 
 def nu_sensitivity(value: Scalar, u: Float[Array, " P"], nu: Float[Array, " P"], eps: Scalar
@@ -58,7 +49,7 @@ def nu_sensitivity(value: Scalar, u: Float[Array, " P"], nu: Float[Array, " P"],
 
 def rmsprop_velocity(problem: Problem, unravel: Callable, w: Float[Array, " P"], nu: Float[Array, " P"],
                      u: Float[Array, " P"], value: Scalar, lr: Scalar, beta2: Scalar, eps: Scalar,
-                     cfg: RMSPropFlowConfig) -> tuple[Float[Array, " P"], Float[Array, " P"], dict]:
+                     cfg: FlowConfig) -> tuple[Float[Array, " P"], Float[Array, " P"], dict]:
     """(dw/dt, dν/dt, info) of the RMSProp central flow at (w, ν), with ``u``, ``value`` the top
     eigenpair of P^{-1/2}HP^{-1/2} (P = √(ν + ε))."""
     loss = lambda v: problem.loss_fn(unravel(v))
@@ -151,8 +142,8 @@ def run(problem: Problem, lr: float, steps: int, *, beta2: float = 0.99, eps: fl
     check_positive("eps", eps)
     if not 0.0 < beta2 <= 1.0:
         raise EoslabError(f"beta2 must lie in (0, 1], got {beta2!r}")
-    cfg = RMSPropFlowConfig(check_positive_int("substeps", substeps), float(stiffness), float(edge_rtol),
-                            float(track_tol))
+    cfg = FlowConfig(check_positive_int("substeps", substeps), float(stiffness), float(edge_rtol),
+                     float(track_tol))
     chunk = check_positive_int("chunk", chunk)
     params = problem.params if params0 is None else params0
     w0, _ = ravel_pytree(params)
