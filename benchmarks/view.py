@@ -71,11 +71,9 @@ def server_times(changes: int, steps: int) -> tuple[list[float], list[float], li
     return upd, phase, cold
 
 
-def browser_times(changes: int) -> tuple[list[float], list[float], list[float]] | None:
-    chrome = shutil.which("chromium") or shutil.which("google-chrome")
-    driver = shutil.which("chromedriver")
-    if not chrome or not driver:
-        return None
+def _serve_and_open(root: str, chrome: str, driver: str, *args: str):
+    """Start ``eoslab view`` on ``root`` (free loopback port, its own IO loop in a thread) and a
+    headless Chromium: ``(browser, {"server", "url"})``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from tornado.ioloop import IOLoop
@@ -85,7 +83,7 @@ def browser_times(changes: int) -> tuple[list[float], list[float], list[float]] 
 
     def run():
         asyncio.set_event_loop(asyncio.new_event_loop())
-        box["server"], box["url"] = start_server(tempfile.mkdtemp(), port=0, io_loop=IOLoop.current())
+        box["server"], box["url"] = start_server(root, port=0, io_loop=IOLoop.current())
         ready.set()
         box["server"].io_loop.start()
 
@@ -94,10 +92,18 @@ def browser_times(changes: int) -> tuple[list[float], list[float], list[float]] 
     opts = webdriver.ChromeOptions()
     for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              f"--user-data-dir={tempfile.mkdtemp()}"):
+              *args, f"--user-data-dir={tempfile.mkdtemp()}"):
         opts.add_argument(a)
     opts.binary_location = chrome
-    b = webdriver.Chrome(service=Service(driver), options=opts)
+    return webdriver.Chrome(service=Service(driver), options=opts), box
+
+
+def browser_times(changes: int) -> tuple[list[float], list[float], list[float]] | None:
+    chrome = shutil.which("chromium") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    if not chrome or not driver:
+        return None
+    b, box = _serve_and_open(tempfile.mkdtemp(), chrome, driver)
     m = lambda name: f"Bokeh.documents[0].get_model_by_name('{name}')"
     try:
         b.get(box["url"])
@@ -156,30 +162,9 @@ def browser_select_times(steps: int, repeats: int) -> list | None:
     driver = shutil.which("chromedriver")
     if not chrome or not driver:
         return None
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from tornado.ioloop import IOLoop
-
     root = tempfile.mkdtemp()
     _store(root, steps)
-    box = {}
-    ready = threading.Event()
-
-    def run():
-        asyncio.set_event_loop(asyncio.new_event_loop())
-        box["server"], box["url"] = start_server(root, port=0, io_loop=IOLoop.current())
-        ready.set()
-        box["server"].io_loop.start()
-
-    threading.Thread(target=run, daemon=True).start()
-    ready.wait(60)
-    opts = webdriver.ChromeOptions()
-    for a in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-              "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              "--window-size=1280,1400", f"--user-data-dir={tempfile.mkdtemp()}"):
-        opts.add_argument(a)
-    opts.binary_location = chrome
-    b = webdriver.Chrome(service=Service(driver), options=opts)
+    b, box = _serve_and_open(root, chrome, driver, "--window-size=1280,1400")
     b.set_script_timeout(120)
     m = lambda name: f"Bokeh.documents[0].get_model_by_name('{name}')"
     try:
