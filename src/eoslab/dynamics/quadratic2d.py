@@ -106,8 +106,17 @@ SUMMARY_KEYS = {
 
 def _init_state(x, l):
     B = x.shape[0]
-    return {"x": x, "l": l, "max_l": l, "tail": jnp.zeros_like(x), "div": jnp.zeros(B, bool),
+    return {"z": jax.lax.complex(x, l), "max_l": l, "tail": jnp.zeros_like(x), "div": jnp.zeros(B, bool),
             "div_at": jnp.full(B, -1, jnp.int32), "first_cross": jnp.where(l > 2, 0, -1).astype(jnp.int32)}
+
+
+def _cstep(z, eps, e):
+    """:func:`scaled_step` on the packed state z = x + iℓ (complex128). One output array
+    makes one fused loop per step for XLA:CPU (two real outputs make two loops, each
+    recomputing the whole map); the barrier keeps the summaries that read ℓ from being fused
+    into, i.e. recomputing, the map as well."""
+    x2, l2 = scaled_step(jnp.real(z), jnp.imag(z), eps, e)
+    return jax.lax.optimization_barrier(jax.lax.complex(x2, l2))
 
 
 def _steps(body, state, t0, n):
@@ -121,12 +130,13 @@ def _exact(state, eps, e, t0, n, tail):
     last finite iterate (``div`` from the first non-finite one, at step ``div_at``)."""
 
     def body(s, t):
-        x2, l2 = scaled_step(s["x"], s["l"], eps, e)
-        bad = ~(jnp.isfinite(x2) & jnp.isfinite(l2)) & ~s["div"]
+        z2 = _cstep(s["z"], eps, e)
+        bad = ~jnp.isfinite(z2) & ~s["div"]
         div = s["div"] | bad
-        x2, l2 = jnp.where(div, s["x"], x2), jnp.where(div, s["l"], l2)
+        z2 = jnp.where(div, s["z"], z2)
+        l2 = jnp.imag(z2)
         t1 = (t + 1).astype(jnp.int32)  # index of the new iterate
-        return {"x": x2, "l": l2, "max_l": jnp.maximum(s["max_l"], l2), "tail": s["tail"] + l2 if tail else s["tail"],
+        return {"z": z2, "max_l": jnp.maximum(s["max_l"], l2), "tail": s["tail"] + l2 if tail else s["tail"],
                 "div": div, "div_at": jnp.where(bad, t1, s["div_at"]),
                 "first_cross": jnp.where((s["first_cross"] < 0) & (l2 > 2), t1, s["first_cross"])}
 
@@ -136,11 +146,12 @@ def _exact(state, eps, e, t0, n, tail):
 def _fast(state, eps, e, t0, n, tail):
     """The same ``n`` steps with only what changes when nothing happens: the map, the running
     maximum of ℓ and (in the tail) its sum."""
-    keys = ("x", "l", "max_l") + (("tail",) if tail else ())
+    keys = ("z", "max_l") + (("tail",) if tail else ())
 
     def body(s, t):
-        x2, l2 = scaled_step(s["x"], s["l"], eps, e)
-        out = {"x": x2, "l": l2, "max_l": jnp.maximum(s["max_l"], l2)}
+        z2 = _cstep(s["z"], eps, e)
+        l2 = jnp.imag(z2)
+        out = {"z": z2, "max_l": jnp.maximum(s["max_l"], l2)}
         if tail:
             out["tail"] = s["tail"] + l2
         return out
@@ -150,14 +161,13 @@ def _fast(state, eps, e, t0, n, tail):
 
 def _segment(state, eps, e, t0, n, tail):
     """``n`` steps of one block: the fast steps, and the exact ones again from the same start
-    when a live run of the block diverged or crossed ηλ = 2 during them. The fast path's
-    iterates, maximum and tail sum are those of the exact path whenever no such event occurs
-    (same operations in the same order), so the result is bit-identical to exact steps."""
+    when a live run of the block diverged or crossed ηλ = 2 during them. Without such an event
+    the exact path would do the fast path's arithmetic and only leave the other summaries as
+    they are, so the result is that of exact steps throughout."""
     fast = _fast(state, eps, e, t0, n, tail)
     live = ~state["div"]
-    finite = jnp.isfinite(fast["x"]) & jnp.isfinite(fast["l"])
     crossed = (state["first_cross"] < 0) & ~(fast["max_l"] <= 2)
-    event = jnp.any(live & (~finite | crossed))
+    event = jnp.any(live & (~jnp.isfinite(fast["z"]) | crossed))
 
     def quiet():
         out = dict(state)
@@ -167,24 +177,47 @@ def _segment(state, eps, e, t0, n, tail):
     return jax.lax.cond(event, lambda: _exact(state, eps, e, t0, n, tail), quiet)
 
 
-@functools.partial(jax.jit, static_argnames=("block", "tail"))
-def _advance_batch(state, eps, e, t0, n, block, tail):
-    """``n`` steps of a batch (B = k·block runs), block by block (``lax.map``; each block's
-    state is a few arrays of ``block`` runs, small enough for the L2 cache)."""
-    B = state["x"].shape[0]
-    blocks = jax.tree_util.tree_map(lambda a: a.reshape(B // block, block), state)
-    out = jax.lax.map(lambda s: _segment(s, eps, e, t0, n, tail), blocks)
-    return jax.tree_util.tree_map(lambda a: a.reshape(B), out)
-
+#: Per-compilation XLA options of the sweep (not process flags): LLVM may use 512-bit vectors
+#: where the CPU has them (AVX-512; XLA:CPU's default is 256 bits, ignored elsewhere).
+_XLA_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 
 #: Runs per block in :func:`simulate`: 7 states of 16,384 runs ≈ 0.6 MB, within the L2 cache
 #: (``benchmarks/quadratic2d.py --blocks`` times other sizes).
 BLOCK = 16384
 
-#: Segment lengths of :func:`simulate`: 32 steps, doubling up to ``SEGMENT`` (a block whose
-#: runs cross the edge or diverge in a segment redoes it with every summary; the events of a
-#: sweep are few and mostly early, so early segments are short and late ones long).
+#: Segments of :func:`simulate`: steps [0, FIRST), then [2^k, 2^(k+1)) up to ``SEGMENT``, then
+#: every ``SEGMENT`` steps (a block whose runs cross the edge or diverge in a segment redoes it
+#: with every summary; the events of a sweep are few and mostly early, so early segments are
+#: short and late ones long). Both are powers of two.
+FIRST = 8
 SEGMENT = 1024
+
+
+def _segment_end(t, stop):
+    """End of the segment that starts at global step ``t`` (traced int32), cut at ``stop``."""
+    pow2 = jnp.left_shift(jnp.int32(1), 32 - jax.lax.clz(jnp.maximum(t, 1)))  # smallest 2^k > t
+    nxt = jnp.where(t < SEGMENT, jnp.maximum(pow2, FIRST), (t // SEGMENT + 1) * SEGMENT)
+    return jnp.minimum(nxt, stop)
+
+
+@functools.partial(jax.jit, static_argnames=("block", "tail"), compiler_options=_XLA_OPTIONS)
+def _advance_batch(state, eps, e, start, stop, block, tail):
+    """Steps ``start`` … ``stop`` (traced) of a batch (B = k·block runs), block by block
+    (``lax.map``; a block's state is a few arrays of ``block`` runs, within the L2 cache), each
+    block in segments (:func:`_segment_end`)."""
+    B = state["z"].shape[0]
+
+    def run_block(s):
+        def seg(c):
+            t, s = c
+            t1 = _segment_end(t, stop)
+            return t1, _segment(s, eps, e, t, t1 - t, tail)
+
+        return jax.lax.while_loop(lambda c: c[0] < stop, seg, (start, s))[1]
+
+    blocks = jax.tree_util.tree_map(lambda a: a.reshape(B // block, block), state)
+    out = jax.lax.map(run_block, blocks)
+    return jax.tree_util.tree_map(lambda a: a.reshape(B), out)
 
 
 def _block_size(B: int) -> int:
@@ -194,16 +227,11 @@ def _block_size(B: int) -> int:
     return -(-(-(-B // nblocks)) // 8) * 8
 
 
-def _segments(steps: int, tail: int, chunk: int) -> list[tuple[int, int, bool]]:
-    """``(start, length, in_tail)`` of the segments of a run: 32, 32, 64, … steps up to
-    :data:`SEGMENT`, cut where the tail starts and at every multiple of ``chunk`` (where
-    progress is reported)."""
-    cuts, t, n = {steps - tail, steps, *range(0, steps, chunk)}, 0, 32
-    while t < steps:
-        cuts.add(t)
-        t, n = t + n, min(2 * n, SEGMENT) if t else n
-    cuts = sorted(cuts)
-    return [(a, b - a, a >= steps - tail) for a, b in zip(cuts[:-1], cuts[1:])]
+def _phases(steps: int, tail: int, chunk: int) -> list[tuple[int, int, bool]]:
+    """``(start, stop, in_tail)`` of the calls of a run: cut where the tail starts and at every
+    multiple of ``chunk`` (where progress is reported)."""
+    cuts = sorted({0, steps - tail, steps, *range(0, steps, chunk)})
+    return [(a, b, a >= steps - tail) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 @x64
@@ -213,9 +241,10 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
 
     Iterates the exact (z, λ) map (identical to parameter-space GD, see the tests) for
     ``steps`` steps, blocks of runs one after the other, each block in segments of
-    (at most :data:`SEGMENT`) steps that keep only (x, ℓ, max ℓ) up to date unless a run of the block
-    crosses the edge or diverges in the segment (then the segment is redone with every
-    summary, bit-identical); ``progress(steps_done)`` is called after every ``chunk`` steps.
+    (at most :data:`SEGMENT`) steps that keep only x + iℓ (one complex128 array, so one fused
+    loop per step) and max ℓ up to date unless a run of the block crosses the edge or diverges
+    in the segment (then the segment is redone with every summary, bit-identical);
+    ``progress(steps_done)`` is called after every ``chunk`` steps.
 
     Args:
       theta0: (B, 2) initialisations in Q's eigenbasis.
@@ -241,22 +270,22 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
     state = _init_state(lr * z0, lr * lam0)
     args = (jnp.float64(eps), jnp.float64(lr * E))
     with eoslab_progress.task(f"GD, {B:,} runs", steps, "steps") as bar:
-        for start, n, in_tail in _segments(steps, tail, chunk):
-            state = _advance_batch(state, *args, jnp.int32(start), jnp.int32(n), block, in_tail)
-            done = start + n
+        for start, done, in_tail in _phases(steps, tail, chunk):
+            state = _advance_batch(state, *args, jnp.int32(start), jnp.int32(done), block, in_tail)
             if done % chunk == 0 or done == steps:
                 bar.update(done)
                 if progress is not None:
                     progress(done)
     state = jax.tree_util.tree_map(lambda a: a[:B], state)
     div = state["div"]
+    x, l = jnp.real(state["z"]), jnp.imag(state["z"])
     nan = jnp.nan
     return {
         "ratio": jnp.where(div, nan, state["tail"] / (2 * tail)),
-        "final_ratio": jnp.where(div, nan, state["l"] / 2),
+        "final_ratio": jnp.where(div, nan, l / 2),
         "max_ratio": state["max_l"] / 2,
         "first_cross": state["first_cross"].astype(jnp.int64),
-        "final_z": jnp.where(div, nan, state["x"] / lr),
+        "final_z": jnp.where(div, nan, x / lr),
         "diverged": div,
         "diverged_at": state["div_at"].astype(jnp.int64),
     }
