@@ -189,7 +189,7 @@ BLOCK = 16384
 #: every ``SEGMENT`` steps (a block whose runs cross the edge or diverge in a segment redoes it
 #: with every summary; the events of a sweep are few and mostly early, so early segments are
 #: short and late ones long). Both are powers of two.
-FIRST = 8
+FIRST = 4
 SEGMENT = 1024
 
 
@@ -264,10 +264,8 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
         raise EoslabError(f"theta0 must have shape (B, 2) with B >= 1, got {theta0.shape}")
     B = theta0.shape[0]
     block = _block_size(B)
-    pad = -B % block  # padded runs repeat the first one and are dropped at the end
-    theta0 = jnp.concatenate([theta0, jnp.broadcast_to(theta0[:1], (pad, 2))])
-    z0, lam0 = from_theta(theta0, eps, E)
-    state = _init_state(lr * z0, lr * lam0)
+    z0, lam0 = from_theta(theta0, eps, E)  # op by op, as the references round
+    state = _start(z0, lam0, jnp.float64(lr), -B % block)
     args = (jnp.float64(eps), jnp.float64(lr * E))
     with eoslab_progress.task(f"GD, {B:,} runs", steps, "steps") as bar:
         for start, done, in_tail in _phases(steps, tail, chunk):
@@ -276,6 +274,19 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
                 bar.update(done)
                 if progress is not None:
                     progress(done)
+    return _summaries(state, jnp.float64(lr), tail, B)
+
+
+@functools.partial(jax.jit, static_argnames="pad")
+def _start(z0, lam0, lr, pad):
+    """The initial state of a batch padded by ``pad`` runs (copies of the first, dropped at the end)."""
+    z0, lam0 = (jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,))]) for a in (z0, lam0))
+    return _init_state(lr * z0, lr * lam0)
+
+
+@functools.partial(jax.jit, static_argnames=("tail", "B"))
+def _summaries(state, lr, tail, B):
+    """The :data:`SUMMARY_KEYS` of the first ``B`` runs of a final state."""
     state = jax.tree_util.tree_map(lambda a: a[:B], state)
     div = state["div"]
     x, l = jnp.real(state["z"]), jnp.imag(state["z"])
