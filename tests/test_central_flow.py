@@ -295,3 +295,79 @@ def test_rmsprop_flow_with_a_frozen_identity_preconditioner_is_the_gd_central_fl
     np.testing.assert_allclose(out["opt_loss"], ref["gd_loss"], rtol=1e-10)
     np.testing.assert_allclose(out["sf_loss"], ref["gf_loss"], rtol=1e-10)
     np.testing.assert_array_equal(out["n_active"], ref["n_active"])
+
+
+def test_rmsprop_sdcp_data_is_the_rate_of_the_preconditioned_block_and_k1_is_the_closed_form():
+    """On a tiny tanh MLP (P = 17) with a random ν: d/dt ⟨X, ŨᵀH̃Ũ⟩ along the flow's (ẇ, ν̇) for a
+    given X ⪰ 0 (k = 2), by central finite differences of the dense H̃ = P^{-1/2}HP^{-1/2} (Ũ, its
+    dense top-2 eigenvectors, fixed), equals −(⟨X, q⟩ + ⟨X, MX⟩) of ``sdcp_data`` (no Baumgarte
+    term); E X = diag(HVXVᵀH); and the (0, 0) coordinate, which is the k = 1 problem, is (−b, −a)
+    of the one-eigenvalue closed form written from ∂S̃/∂ν (``nu_sensitivity``) and ∇_w(vᵀHv)."""
+    from eoslab.dynamics import central_flow_rmsprop as rf
+    from eoslab.models.mlp import MLP
+    from eoslab.spectra.third_order import block_jacobian
+
+    net = MLP(1, 3, "tanh", 2)
+    params = net.init(jax.random.PRNGKey(0), 2, jnp.float64)
+    x = jax.random.normal(jax.random.PRNGKey(1), (6, 2))
+    problem = Problem.from_model(net, params, x, jnp.stack([jnp.sin(2 * x[:, 0]), jnp.cos(x[:, 1])], axis=1))
+    w, unravel = ravel_pytree(params)
+    loss = lambda v: problem.loss_fn(unravel(v))
+    nu = jnp.asarray(np.random.default_rng(0).uniform(0.2, 2.0, w.size))
+    R = np.random.default_rng(1).normal(size=(2, 2))
+    X = jnp.asarray(R @ R.T)
+    lr, beta2, eps, h = 0.3, 0.9, 1e-3, 1e-5
+
+    # Hessian products only (one traced product; the dense H̃ is H applied to the identity)
+    hv = lambda w, V: jax.vmap(lambda v: jax.jvp(jax.grad(loss), (w,), (v,))[1])(V)
+
+    @jax.jit
+    def check(w, nu, X):
+        s = (nu + eps) ** -0.25
+        H = hv(w, jnp.eye(w.size))
+        lam, Vd = jnp.linalg.eigh(s[:, None] * H * s[None, :])
+        Ut, values = Vd[:, ::-1][:, :2].T, lam[::-1][:2]
+        P = jnp.sqrt(nu + eps)
+        V = Ut / jnp.sqrt(P)[None, :]
+        A = block_jacobian(loss, w, V)
+        g = jax.grad(loss)(w)
+        M, q, E = rf.sdcp_data(A, V @ H, Ut, values, g, nu, lr, beta2, eps, 0.0)
+        x = svec(X)
+        dw = -lr * (g + 0.5 * A @ x) / P
+        dnu = (1 - beta2) * (g ** 2 + E @ x - nu)
+
+        def block(w, nu):                     # Ũ P(ν)^{-1/2} H(w) P(ν)^{-1/2} Ũᵀ, Ũ fixed
+            Vn = Ut * ((nu + eps) ** -0.25)[None, :]
+            return Vn @ hv(w, Vn).T
+
+        fd = (block(w + h * dw, nu + h * dnu) - block(w - h * dw, nu - h * dnu)) / (2 * h)
+        v, gS = V[0], A[:, 0]                 # ∇_w(vᵀHv): tested in test_third_order
+        dS = rf.nu_sensitivity(values[0], Ut[0], nu, eps)
+        a = -lr * gS @ (g / P) + (1 - beta2) * dS @ (g ** 2 - nu)
+        b = -0.5 * lr * gS @ (gS / P) + (1 - beta2) * dS @ ((H @ v) ** 2)
+        return {"rate": jnp.vdot(X, fd), "model": -(x @ q + x @ M @ x), "Ex": E @ x,
+                "Ex_dense": jnp.diag(H @ V.T @ X @ V @ H), "Mq": jnp.stack([M[0, 0], q[0]]),
+                "ab": -jnp.stack([b, a])}
+
+    r = check(w, nu, X)
+    np.testing.assert_allclose(r["Ex"], r["Ex_dense"], rtol=1e-12)
+    np.testing.assert_allclose(r["rate"], r["model"], rtol=1e-7)
+    np.testing.assert_allclose(r["Mq"], r["ab"], rtol=1e-10)
+
+
+@pytest.mark.slow
+def test_rmsprop_flow_with_two_eigenvalues_and_a_frozen_identity_preconditioner_is_the_gd_central_flow():
+    """k = 2 on the two 2-D blocks (both eigenvalues reach the edge): β₂ = 1, ν + ε = 1 gives the GD
+    central flow with its 2 × 2 SDCP, discrete GD and gradient flow."""
+    from eoslab.dynamics import central_flow_rmsprop as rf
+
+    eps = 1e-8
+    a = cf.run(_two_blocks(), 1.0, 60, k=2, k_max=2)
+    b = rf.run(_two_blocks(), 1.0, 60, beta2=1.0, eps=eps, nu0=jnp.full(4, 1 - eps), k=2)
+    assert b["n_active"].max() == 2
+    np.testing.assert_array_equal(b["n_active"], a["n_active"])
+    np.testing.assert_allclose(b["w_cf"], a["w_cf"], rtol=1e-10)
+    np.testing.assert_allclose(b["sigma2"], a["trace_sigma"], rtol=1e-8, atol=1e-14)
+    np.testing.assert_allclose(b["eigs"], a["eigs"], rtol=1e-10)
+    np.testing.assert_allclose(b["opt_loss"], a["gd_loss"], rtol=1e-10)
+    np.testing.assert_allclose(b["sf_loss"], a["gf_loss"], rtol=1e-10)
