@@ -131,3 +131,21 @@ def test_batch_summaries_equal_the_frozen_reference(monkeypatch):
     ok = ~ref["diverged"]  # a diverging run's last finite iterates are ~1e300: their rounding is no test
     for key in ("ratio", "final_ratio", "max_ratio", "final_z"):
         np.testing.assert_allclose(np.asarray(got[key])[ok], ref[key][ok], rtol=1e-9, atol=1e-300, err_msg=key)
+
+
+def test_segments_cover_each_phase_in_the_documented_pieces():
+    """The sweep's calls (phases) cut at the tail and at every chunk; inside a call, segments of
+    [0, FIRST), [2^k, 2^(k+1)) up to SEGMENT, then SEGMENT steps each, cut at the call's end."""
+    assert q2d._phases(1000, 100, 400) == [(0, 400, False), (400, 800, False), (800, 900, False), (900, 1000, True)]
+    assert q2d._phases(50, 50, 20_000) == [(0, 50, True)]  # simulate clamps tail to steps
+    ends = jax.jit(q2d._segment_end)
+    for start, stop in [(0, 5000), (3, 70), (900, 1000), (1500, 4100)]:
+        t, cuts = start, []
+        while t < stop:
+            t1 = int(ends(jnp.int32(t), jnp.int32(stop)))
+            assert t < t1 <= stop
+            cuts.append(t1)
+            t = t1
+        want = sorted({c for c in [q2d.FIRST, *(2**k for k in range(40) if q2d.FIRST < 2**k <= q2d.SEGMENT),
+                                   *range(q2d.SEGMENT, stop, q2d.SEGMENT), stop] if start < c <= stop})
+        assert cuts == want, (start, stop)
