@@ -195,14 +195,26 @@ def at_edge(runs) -> Measurement:
     return Measurement(value=float(max(int(r.arrays["max_at_edge"]) for r in runs)), uncertainty=0.0)
 
 
+def multi_fraction(runs) -> Measurement:
+    """min over runs of the fraction of the EoS phase (rows from the first one at the edge) with
+    two or more eigenvalues at the edge."""
+    vals = []
+    for r in runs:
+        na = r.arrays["n_active"]
+        on = np.flatnonzero(na > 0)
+        vals.append(float(np.mean(na[on[0]:] >= 2)) if on.size else 0.0)
+    return Measurement(value=float(min(vals)), uncertainty=0.0)
+
+
 def edge_error(runs) -> Measurement:
-    """max over runs and the late EoS phase of |ηλ_i/2 − 1| for the eigenvalues at the edge
-    (the first ``max_at_edge`` tracked ones)."""
+    """max over runs and the late EoS phase of |ηλ_i/2 − 1| for the eigenvalues at the edge (at
+    each row the first ``n_active`` tracked ones: the eigenvalues are sorted, those at 2/η first)."""
     vals = []
     for r in runs:
         a, late = r.arrays, _late(r)
-        m = int(a["max_at_edge"])
-        vals.append(np.max(np.abs(a["eigs"][late, :m] * float(a["lr"]) / 2 - 1)) if m else np.nan)
+        e, na = a["eigs"][late] * float(a["lr"]) / 2 - 1, a["n_active"][late]
+        at = np.arange(e.shape[1])[None, :] < na[:, None]
+        vals.append(float(np.max(np.abs(e[at]))) if at.any() else np.nan)
     return Measurement(value=float(np.max(vals)), uncertainty=0.0)
 
 
@@ -227,7 +239,8 @@ def network_figures(results):
 register(Kind(name="central_flow.network", schema=NETWORK_SCHEMA, run=lambda pts: [simulate_network(p) for p in pts],
               measures={"distance_ratio": distance_ratio, "avg_loss_error": avg_loss_error,
                         "avg_loss_max_error": avg_loss_max_error,
-                        "cf_loss_rise": cf_loss_rise, "at_edge": at_edge, "edge_error": edge_error},
+                        "cf_loss_rise": cf_loss_rise, "at_edge": at_edge, "multi_fraction": multi_fraction,
+                        "edge_error": edge_error},
               figures=network_figures, chunk=1, check_point=check_network_point,
               doc="central flow vs discrete GD and gradient flow on a tanh MLP or a random second-order model",
               version=1))
