@@ -110,13 +110,16 @@ def test_batch_equals_single_runs_and_step_size_scaling():
 def test_batch_summaries_equal_the_frozen_reference(monkeypatch):
     """Every summary of the batched sweep against the plain definition (each run frozen at its
     last finite iterate), on a batch where many runs diverge, some start above the edge, with
-    several blocks and padding (block 64, B = 203), E ≠ 0 and chunks that split the tail: bit for bit
+    several blocks and padding (block 64, B = 203) in two groups (as with two CPU devices; here
+    both on the one device), E ≠ 0 and chunks that split the tail: bit for bit
     against the definition in JAX, to 1e-9 against NumPy for the runs that do not diverge (NumPy
     rounds differently, keeps subnormals that XLA flushes to zero, and the map amplifies the
     last bits over 300 steps)."""
     from references import quadratic2d_summaries, quadratic2d_summaries_jax
 
     monkeypatch.setattr(q2d, "BLOCK", 64)
+    monkeypatch.setattr(q2d, "_devices", lambda: jax.local_devices()[:1] * 2)
+    assert q2d._layout(203, 2) == (2, 2, 56)
     eps, lr, steps, E = 0.1, 4.0, 300, 0.05
     th = quadratic2d.sample_inits(jax.random.PRNGKey(5), 203, eps, lr, theta1=(0.05, 1.8), theta2=(0.0, 4.0))
     got = q2d.simulate(eps, lr, th, steps, E=E, tail=50, chunk=120)
@@ -149,3 +152,30 @@ def test_segments_cover_each_phase_in_the_documented_pieces():
         want = sorted({c for c in [q2d.FIRST, *(2**k for k in range(40) if q2d.FIRST < 2**k <= q2d.SEGMENT),
                                    *range(q2d.SEGMENT, stop, q2d.SEGMENT), stop] if start < c <= stop})
         assert cuts == want, (start, stop)
+
+
+@pytest.mark.slow
+def test_two_cpu_devices_give_the_same_summaries(tmp_path):
+    """With two CPU devices (a process flag, so a child process) the sweep runs one group of
+    blocks per device: the summaries are bit-identical to the one-device run."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, jax, numpy as np, eoslab\n"
+            "from eoslab.dynamics import quadratic2d as q2d\n"
+            "from eoslab.models.quadratic2d import sample_inits\n"
+            "q2d.BLOCK = 512\n"
+            "with eoslab.x64():\n"
+            "    th = sample_inits(jax.random.PRNGKey(1), 3000, 0.1, 4.0, theta1=(0.05, 1.8), theta2=(0.0, 4.0))\n"
+            "    s = q2d.simulate(0.1, 4.0, th, 500, E=0.02, tail=40, chunk=200)\n"
+            "    np.savez(sys.argv[1], ndev=len(jax.devices()), **{k: np.asarray(v) for k, v in s.items()})\n")
+    out = {}
+    for n in (1, 2):
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{n}.npz")], env=env, check=True)
+        out[n] = np.load(tmp_path / f"{n}.npz")
+    assert int(out[1]["ndev"]) == 1 and int(out[2]["ndev"]) == 2
+    assert out[1]["diverged"].sum() > 100
+    for k in q2d.SUMMARY_KEYS:
+        np.testing.assert_array_equal(out[1][k], out[2][k], err_msg=k)

@@ -220,11 +220,24 @@ def _advance_batch(state, eps, e, start, stop, block, tail):
     return jax.tree_util.tree_map(lambda a: a.reshape(B), out)
 
 
-def _block_size(B: int) -> int:
-    """Runs per block for a batch of B: at most :data:`BLOCK`, as equal as possible and a
-    multiple of 8 (one AVX-512 vector), so that padding wastes under 8 runs per block."""
+def _devices() -> list:
+    """The devices :func:`simulate` spreads its blocks over: every local CPU device when JAX
+    runs on the CPU (one, unless the process set ``XLA_FLAGS=--xla_force_host_platform_device_count=N``;
+    a CPU device runs its calls one after the other, so N devices let N cores share the sweep),
+    else the default device."""
+    devs = jax.local_devices()
+    return devs if devs[0].platform == "cpu" else devs[:1]
+
+
+def _layout(B: int, ndevices: int = 1) -> tuple[int, int, int]:
+    """``(groups, blocks per group, runs per block)`` for a batch of B runs over ``ndevices``
+    devices (one group each, at most one per block). Blocks hold at most :data:`BLOCK` runs,
+    as equal as possible and a multiple of 8 (one AVX-512 vector), so that padding wastes
+    under 8 runs per block."""
     nblocks = -(-B // BLOCK)
-    return -(-(-(-B // nblocks)) // 8) * 8
+    groups = max(1, min(ndevices, nblocks))
+    nblocks = -(-nblocks // groups) * groups
+    return groups, nblocks // groups, -(-(-(-B // nblocks)) // 8) * 8
 
 
 def _phases(steps: int, tail: int, chunk: int) -> list[tuple[int, int, bool]]:
@@ -263,31 +276,39 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
     if theta0.ndim != 2 or theta0.shape[1] != 2 or theta0.shape[0] == 0:
         raise EoslabError(f"theta0 must have shape (B, 2) with B >= 1, got {theta0.shape}")
     B = theta0.shape[0]
-    block = _block_size(B)
+    devices = _devices()
+    groups, per_group, block = _layout(B, len(devices))
     z0, lam0 = from_theta(theta0, eps, E)  # op by op, as the references round
-    state = _start(z0, lam0, jnp.float64(lr), -B % block)
+    states = _start(z0, lam0, jnp.float64(lr), groups * per_group * block - B, groups)
+    if groups > 1:
+        states = [jax.device_put(s, d) for s, d in zip(states, devices)]
     args = (jnp.float64(eps), jnp.float64(lr * E))
     with eoslab_progress.task(f"GD, {B:,} runs", steps, "steps") as bar:
         for start, done, in_tail in _phases(steps, tail, chunk):
-            state = _advance_batch(state, *args, jnp.int32(start), jnp.int32(done), block, in_tail)
+            # One call per group (on its device), dispatched without waiting.
+            states = [_advance_batch(s, *args, jnp.int32(start), jnp.int32(done), block, in_tail) for s in states]
             if done % chunk == 0 or done == steps:
                 bar.update(done)
                 if progress is not None:
                     progress(done)
-    return _summaries(state, jnp.float64(lr), tail, B)
+    if groups > 1:
+        states = [jax.device_put(s, devices[0]) for s in states]
+    return _summaries(states, jnp.float64(lr), tail, B)
 
 
-@functools.partial(jax.jit, static_argnames="pad")
-def _start(z0, lam0, lr, pad):
-    """The initial state of a batch padded by ``pad`` runs (copies of the first, dropped at the end)."""
+@functools.partial(jax.jit, static_argnames=("pad", "groups"))
+def _start(z0, lam0, lr, pad, groups):
+    """The initial state of a batch padded by ``pad`` runs (copies of the first, dropped at the
+    end), split into ``groups`` equal parts."""
     z0, lam0 = (jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad,))]) for a in (z0, lam0))
-    return _init_state(lr * z0, lr * lam0)
+    state = _init_state(lr * z0, lr * lam0)
+    return [jax.tree_util.tree_map(lambda a: a.reshape(groups, -1)[g], state) for g in range(groups)]
 
 
 @functools.partial(jax.jit, static_argnames=("tail", "B"))
-def _summaries(state, lr, tail, B):
-    """The :data:`SUMMARY_KEYS` of the first ``B`` runs of a final state."""
-    state = jax.tree_util.tree_map(lambda a: a[:B], state)
+def _summaries(states, lr, tail, B):
+    """The :data:`SUMMARY_KEYS` of the first ``B`` runs of the final states of the groups."""
+    state = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a)[:B], *states)
     div = state["div"]
     x, l = jnp.real(state["z"]), jnp.imag(state["z"])
     nan = jnp.nan
