@@ -257,7 +257,9 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
     (at most :data:`SEGMENT`) steps that keep only x + iℓ (one complex128 array, so one fused
     loop per step) and max ℓ up to date unless a run of the block crosses the edge or diverges
     in the segment (then the segment is redone with every summary, bit-identical);
-    ``progress(steps_done)`` is called after every ``chunk`` steps.
+    ``progress(steps_done)`` is called after every ``chunk`` steps. A process with several
+    CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, set before JAX starts)
+    runs one group of blocks per device, concurrently; the results are the same bit for bit.
 
     Args:
       theta0: (B, 2) initialisations in Q's eigenbasis.
