@@ -65,7 +65,9 @@ class Context(NamedTuple):
     state; t the step index; key a PRNG key for this step's diagnostics (independent of the
     mini-batch's; ``None`` in a deterministic step); hvps the Hessian-vector products ∇²L(θ_t)·v
     of the vectors ``tangents(aux)`` asked for by :func:`make_step` ((m, P) in the
-    ``ravel_pytree`` order of the parameters, computed in the same pass as the gradient), else None.
+    ``ravel_pytree`` order of the parameters, computed in the same pass as the gradient), else None;
+    hvp, with hvps, the matvec ``v ↦ ∇²L(θ_t)·v`` ((P,) flat vectors) of the same linearisation
+    (each further product is only the tangent part: the gradient's passes are not re-run).
     """
 
     params: Any
@@ -78,6 +80,7 @@ class Context(NamedTuple):
     t: jax.Array
     key: jax.Array | None
     hvps: Any = None
+    hvp: Callable | None = None
 
 
 def init_state(params: Params, optimizer: Optimizer | optax.GradientTransformation, *, aux: PyTree = (),
@@ -126,9 +129,9 @@ def make_step(loss_fn: Callable, optimizer: Optimizer | optax.GradientTransforma
         else:
             key = k_batch = k_obs = state.key
         vectors = tangents(state.aux) if (tangents is not None and batch_loss is None) else None
-        hvps = None
+        hvps = hvp = None
         if vectors is not None:
-            loss, grads, hvps = _value_grad_hvps(loss_fn, params, vectors)
+            loss, grads, hvps, hvp = _value_grad_hvps(loss_fn, params, vectors)
         elif batch_loss is None:
             loss, grads = jax.value_and_grad(loss_fn)(params)
         else:
@@ -145,7 +148,7 @@ def make_step(loss_fn: Callable, optimizer: Optimizer | optax.GradientTransforma
         aux = state.aux
         if observe is not None:
             aux, extra = observe(Context(params, loss, grads, updates, new_params, opt_state, aux, state.t, k_obs,
-                                         hvps))
+                                         hvps, hvp))
             rec.update(extra)
         return StepState(new_params, opt_state, aux, key, state.t + 1, state.diverged), rec
 
@@ -153,13 +156,14 @@ def make_step(loss_fn: Callable, optimizer: Optimizer | optax.GradientTransforma
 
 
 def _value_grad_hvps(loss_fn, params, vectors):
-    """``(L(θ), ∇L(θ), ∇²L(θ)·V)`` in one pass: the jvp of value_and_grad, vmapped over the
-    rows of V (m, P); the primal (loss, gradient) does not depend on V, so it is computed once."""
+    """``(L(θ), ∇L(θ), ∇²L(θ)·V, v ↦ ∇²L(θ)·v)`` in one pass: value_and_grad linearised at θ
+    (``jax.linearize``: the primal, loss and gradient, computed once) and its tangent map
+    vmapped over the rows of V (m, P); the returned matvec reuses the same linearisation."""
     flat, unravel = ravel_pytree(params)
     value_grad = jax.value_and_grad(lambda f: loss_fn(unravel(f)))
-    one = lambda v: jax.jvp(value_grad, (flat,), (v.astype(flat.dtype),))
-    (loss, gflat), (_, hv) = jax.vmap(one, out_axes=((None, None), (0, 0)))(vectors)
-    return loss, unravel(gflat), hv
+    (loss, gflat), lin = jax.linearize(value_grad, flat)
+    mv = lambda v: lin(v.astype(flat.dtype))[1]
+    return loss, unravel(gflat), jax.vmap(mv)(vectors), mv
 
 
 def all_finite(tree: PyTree) -> Bool[Array, ""]:

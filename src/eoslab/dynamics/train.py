@@ -85,11 +85,12 @@ def _is_classification(problem: Problem) -> bool:
     return ce and problem.targets.ndim == 2
 
 
-def _track_step(problem, params, states, tol, max_products, shared_counts=False, products=None):
+def _track_step(problem, params, states, tol, max_products, shared_counts=False, products=None, matvecs=None):
     """The one place that computes the tracked spectra (swap the tracker here); ``products``:
-    the Hessian products of the tracked rows when the step computed them with its gradient."""
+    the Hessian products of the tracked rows when the step computed them with its gradient,
+    ``matvecs`` the Hessian matvec of the step's linearisation then."""
     return tracking.track_spectra(problem, params, states, tol=tol, max_products=max_products,
-                                  shared_count=shared_counts, products=products)
+                                  shared_count=shared_counts, products=products, matvecs=matvecs)
 
 
 class Trajectory(dict):
@@ -552,8 +553,10 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
     def tracked(ctx):
         params, aux = ctx.params, ctx.aux
         ops = {op: st for op, st in aux.items() if op in OPERATORS}
-        products = {"hessian": ctx.hvps} if (ctx.hvps is not None and "hessian" in ops) else None
-        new, res = (_track_step(spec, params, ops, tol, max_products, shared_counts, products) if ops
+        fused = ctx.hvps is not None and "hessian" in ops
+        products = {"hessian": ctx.hvps} if fused else None
+        matvecs = {"hessian": ctx.hvp} if (fused and ctx.hvp is not None) else None
+        new, res = (_track_step(spec, params, ops, tol, max_products, shared_counts, products, matvecs) if ops
                     else ({}, {}))
         out = {}
         for op, r in res.items():
@@ -563,7 +566,7 @@ def _spectra_observer(problem, spec, optimizer, tol, *, every, nonlinear, projec
         tops = {op: r.vectors[0] for op, r in res.items()}
         if "preconditioned" in aux:
             s = jax.lax.rsqrt(ravel_pytree(optimizer.preconditioner(ctx.opt_state))[0].astype(aux["preconditioned"].vectors.dtype))
-            hmv, _ = hvp(spec, params)
+            hmv = ctx.hvp if (ctx.hvp is not None and "hessian" in ops) else hvp(spec, params, linearized=True)[0]
             st, r = tracking.track(lambda v: s * hmv(s * v), aux["preconditioned"], tol=tol, max_products=max_products,
                                    shared_count=shared_counts)
             new["preconditioned"] = st

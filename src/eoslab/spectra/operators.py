@@ -15,10 +15,19 @@ from eoslab.problem import Params, Problem
 from eoslab.typing import Array, DTypeLike, Float, Matvec
 
 
-def hvp(problem: Problem, params: Params) -> tuple[Matvec, int]:
-    """``v ↦ ∇²L(θ) v`` by forward-over-reverse (one JVP of the gradient), on (P,) vectors."""
+def hvp(problem: Problem, params: Params, *, linearized: bool = False) -> tuple[Matvec, int]:
+    """``v ↦ ∇²L(θ) v`` by forward-over-reverse (one JVP of the gradient), on (P,) vectors.
+
+    ``linearized``: linearise the gradient at θ once, when the builder is called
+    (``jax.linearize``: the gradient's forward and backward passes run then, whether or not a
+    product is ever taken), so that each product is only the tangent part (about 2 gradients
+    instead of 3 when the product sits inside a ``lax.cond`` / ``while_loop``, where XLA does
+    not share the primal with the rest of the step). Use it where products are certain."""
     flat, unravel = ravel_pytree(params)
     grad = jax.grad(lambda v: problem.loss_fn(unravel(v)))
+    if linearized:
+        _, lin = jax.linearize(grad, flat)
+        return (lambda v: lin(v.astype(flat.dtype))), flat.size
 
     def mv(v):
         return jax.jvp(grad, (flat,), (v.astype(flat.dtype),))[1]
@@ -27,14 +36,19 @@ def hvp(problem: Problem, params: Params) -> tuple[Matvec, int]:
 
 
 def ntk_vp(problem: Problem, params: Params) -> tuple[Matvec, int]:
-    """``u ↦ J (Jᵀ u) / norm`` on (N,) output-space vectors (one VJP and one JVP)."""
+    """``u ↦ J (Jᵀ u) / norm`` on (N,) output-space vectors (one VJP and one JVP).
+
+    The model is linearised once at θ (``jax.linearize``; Jᵀ is its transpose), so a product
+    is two tangent passes and never re-runs the forward pass, also inside ``lax.cond`` /
+    ``while_loop`` (there, a ``jax.jvp`` per product re-ran it: about 1.3× the cost)."""
     flat, unravel = ravel_pytree(params)
     f = lambda v: problem.predict(unravel(v)).reshape(-1)
-    out, vjp = jax.vjp(f, flat)
+    out, jac = jax.linearize(f, flat)
+    jac_t = jax.linear_transpose(jac, flat)
 
     def mv(u):
-        (w,) = vjp(u.astype(out.dtype))
-        return jax.jvp(f, (flat,), (w,))[1] / problem.normaliser
+        (w,) = jac_t(u.astype(out.dtype))
+        return jac(w) / problem.normaliser
 
     return mv, out.size
 
@@ -43,13 +57,14 @@ def gnvp(problem: Problem, params: Params) -> tuple[Matvec, int]:
     """``v ↦ Jᵀ (∂²L/∂f²) J v`` on (P,) vectors (Gauss-Newton; MSE or cross-entropy)."""
     flat, unravel = ravel_pytree(params)
     f = lambda v: problem.predict(unravel(v))
-    out, vjp = jax.vjp(f, flat)
+    out, jac = jax.linearize(f, flat)          # one forward pass, shared by J and Jᵀ (see ntk_vp)
+    jac_t = jax.linear_transpose(jac, flat)
     lossh = lambda o: problem.loss_from_outputs(o)
 
     def mv(v):
-        Jv = jax.jvp(f, (flat,), (v.astype(flat.dtype),))[1]
+        Jv = jac(v.astype(flat.dtype))
         HJv = jax.jvp(jax.grad(lossh), (out,), (Jv,))[1]
-        return vjp(HJv)[0]
+        return jac_t(HJv)[0]
 
     return mv, flat.size
 
@@ -66,8 +81,10 @@ OPERATORS = ("hessian", "ntk", "gauss_newton")
 
 
 def operator(problem: Problem, params: Params, which: str) -> tuple[Matvec, int]:
-    """``(matvec, dim)`` of the named operator of ``problem`` at ``params`` (see :data:`OPERATORS`)."""
-    builders = {"hessian": hvp, "ntk": ntk_vp, "gauss_newton": gnvp}
+    """``(matvec, dim)`` of the named operator of ``problem`` at ``params`` (see :data:`OPERATORS`),
+    for callers that take products for certain (trackers, densities): the Hessian's is
+    ``hvp(..., linearized=True)``."""
+    builders = {"hessian": lambda pr, p: hvp(pr, p, linearized=True), "ntk": ntk_vp, "gauss_newton": gnvp}
     if which not in builders:
         raise EoslabError(f"unknown operator {which!r}; expected one of {OPERATORS}")
     return builders[which](problem, params)

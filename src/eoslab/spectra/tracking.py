@@ -46,19 +46,21 @@ def spectra_init(problem: Problem, k: int = 1, *, key: PRNGKeyArray, which: tupl
 @follows("problem", "params")
 def track_spectra(problem: Problem, params: Params, states: dict[str, TrackState], *, tol: float = 1e-3,
                   atol: float = 0.0, max_products: int | None = None, products: dict | None = None,
-                  **options: Any) -> tuple[dict[str, TrackState], dict[str, TrackResult]]:
+                  matvecs: dict | None = None, **options: Any) -> tuple[dict[str, TrackState], dict[str, TrackResult]]:
     """Advance every tracker in ``states`` (from :func:`spectra_init`) to ``params``.
 
     Jittable; the operators are the keys of ``states``; ``options`` go to :func:`track`.
     ``products``: optional dict by operator name of the products of each tracker's k tracked
     rows at ``params`` already computed by the caller (:func:`track`'s ``products``; e.g. the
-    Hessian's, from the training step's own gradient pass).
+    Hessian's, from the training step's own gradient pass). ``matvecs``: optional dict by
+    operator name of the matvec to use instead of :func:`operator`'s (the same operator at
+    ``params``; e.g. the Hessian's from the step's linearisation, ``Context.hvp``).
     Returns ``(new_states, results)``, two dicts keyed like ``states`` (results:
     :class:`TrackResult`)."""
     new, results = {}, {}
-    products = products or {}
+    products, matvecs = products or {}, matvecs or {}
     for name, st in states.items():
-        mv, _ = operator(problem, params, name)
+        mv = matvecs[name] if name in matvecs else operator(problem, params, name)[0]
         new[name], results[name] = track(mv, st, tol=tol, atol=atol, max_products=max_products,
                                          products=products.get(name), **options)
     return new, results
