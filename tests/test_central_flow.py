@@ -371,3 +371,17 @@ def test_rmsprop_flow_with_two_eigenvalues_and_a_frozen_identity_preconditioner_
     np.testing.assert_allclose(b["eigs"], a["eigs"], rtol=1e-10)
     np.testing.assert_allclose(b["opt_loss"], a["gd_loss"], rtol=1e-10)
     np.testing.assert_allclose(b["sf_loss"], a["gf_loss"], rtol=1e-10)
+
+
+def test_rmsprop_flow_start_is_discrete_rmsprop_then_the_flows_from_its_state():
+    """``start`` = N: N plain RMSProp steps, then all three dynamics from that (θ, ν); with the
+    frozen identity preconditioner this is the GD central flow's own ``start`` (plain GD first)."""
+    from eoslab.dynamics import central_flow_rmsprop as rf
+
+    eps = 1e-8
+    out = rf.run(_small_problem(), 1.0, 300, beta2=1.0, eps=eps, nu0=jnp.full(2, 1 - eps), start=5)
+    ref = cf.run(_small_problem(), 1.0, 300, k=1, k_max=1, start=5)
+    np.testing.assert_allclose(out["w_cf"], ref["w_cf"], rtol=1e-10)
+    np.testing.assert_allclose(out["opt_loss"], ref["gd_loss"], rtol=1e-10)
+    with pytest.raises(EoslabError, match="start"):
+        rf.run(_small_problem(), 1.0, 10, start=-1)

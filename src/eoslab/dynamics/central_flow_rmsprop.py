@@ -166,11 +166,26 @@ def _chunk_steps(problem, unravel, lr, beta2, eps, state, *, opt, cfg, length):
 _chunk = jax.jit(_chunk_steps, static_argnames=("unravel", "opt", "cfg", "length"))
 
 
+def _plain_steps(problem, unravel, opt, w, s, *, length):
+    """``length`` steps of discrete RMSProp from (w, state s)."""
+    grad = jax.grad(lambda v: problem.loss_fn(unravel(v)))
+
+    def one(c, _):
+        w, s = c
+        upd, s = opt.update(grad(w), s)
+        return (w + upd, s), None
+
+    return jax.lax.scan(one, (w, s), None, length=length)[0]
+
+
+_plain = jax.jit(_plain_steps, static_argnames=("unravel", "opt", "length"))
+
+
 @follows("problem", "params0")
 def run(problem: Problem, lr: float, steps: int, *, beta2: float = 0.99, eps: float = 1e-8,
         nu0: Float[Array, " P"] | None = None, k: int = 1, substeps: int = 4, stiffness: float = 0.5,
         edge_rtol: float = 1e-3, track_tol: float = 1e-6, sdcp_tol: float = 1e-10, chunk: int = 50,
-        seed: int = 0, params0: Params | None = None) -> dict:
+        seed: int = 0, params0: Params | None = None, start: int = 0) -> dict:
     """The RMSProp central flow for ``steps`` steps, next to discrete RMSProp and the stable flow
     (the same ODE with σ² = 0), all from (θ₀, ν₀).
 
@@ -182,6 +197,10 @@ def run(problem: Problem, lr: float, steps: int, *, beta2: float = 0.99, eps: fl
         after one step from ν = 0 without its (1 − β₂) damping, so the run starts warm.
       substeps, stiffness, edge_rtol, track_tol, chunk, seed: as in
         :func:`eoslab.dynamics.central_flow.run`.
+      start: run discrete RMSProp (from θ₀, ν₀) for this many steps first and start all three
+        from its (θ, ν) (0: from θ₀, ν₀). A start above the edge is outside the flow's domain
+        (RMSProp's first steps then catapult), so starting once RMSProp is at the edge isolates
+        what happens there.
 
     Returns:
       dict of (steps,) arrays: ``loss``, ``avg_loss`` (L + ½⟨H, Σ⟩ = L + ½Σλ_aX_aa), ``sharpness``
@@ -215,6 +234,11 @@ def run(problem: Problem, lr: float, steps: int, *, beta2: float = 0.99, eps: fl
     # numbers live in the state, the update reads them from there.
     opt = optim.rmsprop(lr, beta2 if beta2 < 1 else 0.0, eps)
     s_d = opt.init(w0)._replace(nu=nu0, beta2=jnp.asarray(beta2, w0.dtype))
+    if int(start) != start or start < 0:
+        raise EoslabError(f"start must be a non-negative integer, got {start!r}")
+    if start > 0:
+        w0, s_d = _plain(problem, unravel, opt, w0, s_d, length=int(start))
+        nu0 = s_d.nu
     st_d = tracking.track_init(P, k, jax.random.fold_in(key, 1), w0.dtype, block=min(P, k + 1))
     state = ((w0, nu0, st, jnp.zeros((k * (k + 1) // 2,), w0.dtype)), (w0, nu0), (w0, s_d, st_d))
     args = [jnp.asarray(x, w0.dtype) for x in (lr, beta2, eps)]

@@ -6,6 +6,8 @@ Kinds:
   second-order model, run by :func:`eoslab.dynamics.central_flow.run` (GD, gradient flow and
   the central flow from the same point). The step size is set by ``eta_s0_half`` = ηλ₁(θ₀)/2
   (the dense Hessian at θ₀), so a config says how close to the edge training starts.
+* ``central_flow.rmsprop``: the RMSProp central flow on the same MLPs
+  (:func:`eoslab.dynamics.central_flow_rmsprop.run`) against discrete RMSProp and the stable flow.
 * ``central_flow.quadratic2d``: the 2-D model of Theorem 1 over ε, where the exact GD limit
   2/η − δ is known (:func:`eoslab.theory.eos2d.eos_limit`) and the central flow holds 2/η.
 """
@@ -243,6 +245,58 @@ register(Kind(name="central_flow.network", schema=NETWORK_SCHEMA, run=lambda pts
                         "edge_error": edge_error},
               figures=network_figures, chunk=1, check_point=check_network_point,
               doc="central flow vs discrete GD and gradient flow on a tanh MLP or a random second-order model",
+              version=1))
+
+
+# ---- RMSProp -----------------------------------------------------------------------------------
+
+RMSPROP_SCHEMA = {
+    "model": {key: NETWORK_SCHEMA["model"][key] for key in ("depth", "width", "outputs")},
+    "data": NETWORK_SCHEMA["data"],
+    "dynamics": {
+        "lr": Field(float, 1e-3, doc="RMSProp's η (the edge is λ₁(P⁻¹H) = 2/η)", check=positive),
+        "beta2": Field(float, 0.99, doc="RMSProp's β₂", check=_frac),
+        "eps": Field(float, 1e-8, doc="RMSProp's ε (inside the root, as optax)", check=positive),
+        "steps": Field(int, 500, doc="RMSProp steps (flows: the same time)", static=True, check=positive_int),
+        "start": Field(int, 0, doc="plain RMSProp steps (from ν₀ = ∇L(θ₀)²) before the three dynamics start "
+                                   "from the same (θ, ν)", static=True, check=_nonneg),
+        "substeps": Field(int, 4, doc="Euler substeps of the flows per step", static=True, check=positive_int),
+        "k": Field(int, 3, doc="eigenpairs of P^{-1/2}HP^{-1/2} tracked", static=True, check=positive_int),
+        "window": Field(int, 20, doc="steps of RMSProp's centred moving average", static=True, check=positive_int),
+    },
+}
+
+
+@x64
+def simulate_rmsprop(point: dict) -> dict:
+    """The RMSProp central flow (:func:`eoslab.dynamics.central_flow_rmsprop.run`) on the point's MLP,
+    stored under the network kind's names (``gd_*``: discrete RMSProp; ``gf_loss``: the stable
+    flow; ``trace_sigma``: tr X), so the same measures and figures apply."""
+    from eoslab.dynamics import central_flow as cf
+    from eoslab.dynamics import central_flow_rmsprop as rf
+
+    problem = network_problem(dict(point, model="mlp", blocks=1, block_seeds=[]))
+    out = rf.run(problem, point["lr"], point["steps"], beta2=point["beta2"], eps=point["eps"], k=point["k"],
+                 substeps=point["substeps"], start=point["start"], seed=point["seed"])
+    names = {"loss": "loss", "avg_loss": "avg_loss", "sharpness": "sharpness", "eigs": "eigs",
+             "trace_sigma": "sigma2", "n_active": "n_active", "sdcp_residual": "sdcp_residual",
+             "gd_loss": "opt_loss", "gd_sharpness": "opt_sharpness", "gd_eigs": "opt_eigs", "gf_loss": "sf_loss",
+             "dist_gd_cf": "dist_opt_cf", "dist_gd_gf": "dist_opt_sf"}
+    arrays = {key: np.asarray(out[src]) for key, src in names.items()}
+    arrays["gd_loss_smoothed"] = cf.smooth(out["opt_loss"], point["window"])
+    arrays["lr"] = np.float64(point["lr"])
+    arrays["onset"] = np.int64(np.argmax(out["n_active"] > 0) if np.any(out["n_active"] > 0) else -1)
+    arrays["max_at_edge"] = np.int64(np.max(out["n_active"]))
+    return arrays
+
+
+register(Kind(name="central_flow.rmsprop", schema=RMSPROP_SCHEMA, run=lambda pts: [simulate_rmsprop(p) for p in pts],
+              measures={"distance_ratio": distance_ratio, "avg_loss_error": avg_loss_error,
+                        "avg_loss_max_error": avg_loss_max_error, "cf_loss_rise": cf_loss_rise, "at_edge": at_edge,
+                        "multi_fraction": multi_fraction, "edge_error": edge_error},
+              figures=network_figures, chunk=1,
+              doc="the RMSProp central flow (several eigenvalues of P⁻¹H at the edge) vs discrete RMSProp and the "
+                  "stable flow on a tanh MLP",
               version=1))
 
 
