@@ -385,3 +385,21 @@ def test_rmsprop_flow_start_is_discrete_rmsprop_then_the_flows_from_its_state():
     np.testing.assert_allclose(out["opt_loss"], ref["gd_loss"], rtol=1e-10)
     with pytest.raises(EoslabError, match="start"):
         rf.run(_small_problem(), 1.0, 10, start=-1)
+
+
+def test_network_measures_count_each_rows_own_edge_eigenvalues():
+    """``edge_error`` looks at the first ``n_active`` eigenvalues of each late row (an eigenvalue
+    that enters late is not held before it enters); ``multi_fraction`` is the share of the EoS
+    phase with two or more at the edge."""
+    from types import SimpleNamespace
+
+    from eoslab.experiments.kinds.central_flow import edge_error, multi_fraction
+
+    lr, T = 0.5, 10
+    na = np.array([0, 1, 1, 2, 2, 2, 2, 3, 3, 3])
+    eigs = np.full((T, 3), 0.9 * 2 / lr)
+    for t in range(T):
+        eigs[t, :na[t]] = 2 / lr * (1 + 1e-6 * (t + 1))
+    run = SimpleNamespace(arrays={"n_active": na, "eigs": eigs, "lr": np.float64(lr)})
+    np.testing.assert_allclose(edge_error([run]).value, 1e-5, rtol=1e-6)      # row 9, not λ₃'s 0.9 before row 7
+    np.testing.assert_allclose(multi_fraction([run]).value, 7 / 9)
