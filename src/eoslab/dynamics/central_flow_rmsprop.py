@@ -17,8 +17,8 @@ which lowers S̃ too). Frozen preconditioner (β₂ = 1) and ν + ε = 1 give P 
 central flow of GD (:mod:`eoslab.dynamics.central_flow`). Numerics as there: Euler substeps, the
 warm-started tracker (on v ↦ P^{-1/2}HP^{-1/2}v), a Baumgarte term holding the edge.
 
-Several eigenvalues (k ≥ 2): Ũ (k, P) the top eigenvectors of H̃, V = P^{-1/2}Ũ, Σ = VXVᵀ with X
-(k, k) ⪰ 0. The block ŨᵀH̃Ũ moves affinely in X, d/dt = −(q + MX) (:func:`sdcp_data`), and X solves
+Several eigenvalues (k ≥ 2): Ũ (k, P) the top eigenvectors of H̃ (rows ũ_a), V (k, P) the rows
+v_a = P^{-1/2}ũ_a, Σ = VᵀXV with X (k, k) ⪰ 0. The block ŨH̃Ũᵀ moves affinely in X, d/dt = −(q + MX) (:func:`sdcp_data`), and X solves
 the same semidefinite complementarity problem as for GD, X ⪰ 0, q + MX ⪰ 0, ⟨X, q + MX⟩ = 0; at the
 edge (equal eigenvalues) M is symmetric positive semi-definite, so it is the convex QP solved by
 :func:`eoslab.dynamics.central_flow.solve_sdcp` (docs/central-flow.md §11).
@@ -58,12 +58,13 @@ def sdcp_data(A: Float[Array, "P m"], Hv: Float[Array, "k P"], Ut: Float[Array, 
               g: Float[Array, " P"], nu: Float[Array, " P"], lr: Scalar, beta2: Scalar, eps: Scalar,
               rate: Scalar) -> tuple[Float[Array, "m m"], Float[Array, " m"], Float[Array, "P m"]]:
     """(M, q, E) of the RMSProp SDCP in svec coordinates (m = k(k+1)/2) for the block Ũ (k, P)
-    of eigenvectors of H̃ = P^{-1/2}HP^{-1/2} (eigenvalues ``values``), V = P^{-1/2}Ũ.
+    of eigenvectors of H̃ = P^{-1/2}HP^{-1/2} (eigenvalues ``values``), V (k, P) the rows
+    v_a = P^{-1/2}ũ_a.
 
-    A (P, m) is the block Jacobian of X ↦ ∇_w⟨VᵀHV, X⟩ (V fixed), Hv (k, P) the products Hv_a.
-    With Σ = VXVᵀ the block ŨᵀH̃Ũ moves at d/dt = −(q + MX) (per step) along
+    A (P, m) is the block Jacobian of X ↦ ∇_w⟨VHVᵀ, X⟩ (V fixed), Hv (k, P) the products Hv_a.
+    With Σ = VᵀXV the block ŨH̃Ũᵀ moves at d/dt = −(q + MX) (per step) along
     ẇ = −ηP⁻¹(∇L + ½A X), ν̇ = (1 − β₂)(∇L² + E X − ν), where E (P, m) maps X to
-    diag(HVXVᵀH) and C (P, m), ∂_ν⟨ŨᵀH̃Ũ, X⟩ = C X, has column (a, b)
+    diag(HVᵀXVH) and C (P, m), ∂_ν⟨ŨH̃Ũᵀ, X⟩ = C X, has column (a, b)
     −¼(λ_a + λ_b) ũ_a ũ_b / (ν + ε) (× √2 off the diagonal):
 
         M = (η/2) AᵀP⁻¹A − (1 − β₂) CᵀE,     q = η AᵀP⁻¹∇L − (1 − β₂) Cᵀ(∇L² − ν) − rate·svec(Λ − 2/η).
@@ -187,7 +188,7 @@ def run(problem: Problem, lr: float, steps: int, *, beta2: float = 0.99, eps: fl
         edge_rtol: float = 1e-3, track_tol: float = 1e-6, sdcp_tol: float = 1e-10, chunk: int = 50,
         seed: int = 0, params0: Params | None = None, start: int = 0) -> dict:
     """The RMSProp central flow for ``steps`` steps, next to discrete RMSProp and the stable flow
-    (the same ODE with σ² = 0), all from (θ₀, ν₀).
+    (the same ODE with Σ = 0), all from (θ₀, ν₀) (or from RMSProp's state after ``start`` steps).
 
     Args:
       problem: any :class:`~eoslab.Problem`; θ₀ = ``params0`` or ``problem.params``.
@@ -195,7 +196,9 @@ def run(problem: Problem, lr: float, steps: int, *, beta2: float = 0.99, eps: fl
       steps: optimizer steps (the flows run for the same time).
       nu0: ν at the start (P,) (flat, like ``ravel_pytree(θ₀)``); default ∇L(θ₀)², the state
         after one step from ν = 0 without its (1 − β₂) damping, so the run starts warm.
-      substeps, stiffness, edge_rtol, track_tol, chunk, seed: as in
+      k: eigenpairs of P^{-1/2}HP^{-1/2} tracked, on the flow and on discrete RMSProp; those at
+        the edge share Σ through the SDCP (:func:`sdcp_data`); k = 1 is the closed form.
+      substeps, stiffness, edge_rtol, track_tol, sdcp_tol, chunk, seed: as in
         :func:`eoslab.dynamics.central_flow.run`.
       start: run discrete RMSProp (from θ₀, ν₀) for this many steps first and start all three
         from its (θ, ν) (0: from θ₀, ν₀). A start above the edge is outside the flow's domain
@@ -204,10 +207,11 @@ def run(problem: Problem, lr: float, steps: int, *, beta2: float = 0.99, eps: fl
 
     Returns:
       dict of (steps,) arrays: ``loss``, ``avg_loss`` (L + ½⟨H, Σ⟩ = L + ½Σλ_aX_aa), ``sharpness``
-      (λ₁(P⁻¹H) on the flow), ``eigs`` (steps, k), ``sigma2`` (tr X = vᵀ-weighted variance, σ² for
-      k = 1), ``n_active``, ``b`` (−M₀₀), ``sdcp_residual``; discrete RMSProp ``opt_loss``,
-      ``opt_sharpness``, ``opt_eigs`` (steps, k) (of P_t⁻¹H with the P of the step made); ``sf_loss``; ``dist_opt_cf``, ``dist_opt_sf``;
-      final ``w_cf``, ``nu_cf``, ``w_opt``, ``seconds``.
+      (λ₁(P⁻¹H) on the flow), ``eigs`` (steps, k), ``sigma2`` (tr X, the oscillation's variance in
+      the coordinates Ũ; σ² for k = 1), ``n_active``, ``b`` (−M₀₀), ``sdcp_residual``; discrete
+      RMSProp ``opt_loss``, ``opt_sharpness``, ``opt_eigs`` (steps, k) (of P_t⁻¹H with the P of the
+      step made); ``sf_loss``; ``dist_opt_cf``, ``dist_opt_sf``; final ``w_cf``, ``nu_cf``,
+      ``w_opt``, ``seconds``.
     """
     check_positive("lr", lr)
     check_positive_int("steps", steps)
