@@ -8,7 +8,21 @@
   ``from references import ...``; the toy kind is registered once here.
 """
 
-import jax
+import os
+import pathlib
+
+# One on-disk XLA compilation cache for the whole run, shared by the pytest-xdist workers and by
+# every `eoslab` subprocess the CLI and doc tests start (they inherit the environment): the suite is
+# bound by compilation, and most programs are compiled again in another process. Setting a size
+# limit turns on JAX's file lock, which makes concurrent reads and writes safe. It lives in the
+# checkout (ignored by git), so it is empty on a clean clone and reused by later local runs.
+_CACHE = pathlib.Path(__file__).resolve().parent.parent / ".jax-test-cache"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 * 2**30))
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

@@ -88,7 +88,10 @@ def _run_file(rel: str, slow: bool, tmp_path_factory) -> dict:
 
 
 def _param(b):
-    marks = [pytest.mark.slow] if b["mark"] == "slow" else []
+    # All blocks of one file on one pytest-xdist worker: the file's blocks run in one interpreter, once.
+    marks = [pytest.mark.xdist_group(b["id"].rsplit(":", 1)[0])]
+    if b["mark"] == "slow":
+        marks.append(pytest.mark.slow)
     if b["mark"] == "skip":
         marks.append(pytest.mark.skip(reason=b.get("reason") or "marked skip"))
     return pytest.param(b, id=b["id"], marks=marks)
