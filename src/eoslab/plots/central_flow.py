@@ -20,33 +20,42 @@ def plot_flow(out: dict, lr: float, path, *, window: int = 20, title: str = "") 
     return save(fig, path)
 
 
-def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
+#: Names of the curves for GD (:func:`flow_axes`' default) and for RMSProp's central flow.
+GD_NAMES = {"opt": "GD", "stable": "gradient flow", "SF": "GF", "matrix": "Hessian", "avg": "L + trΣ/η"}
+RMSPROP_NAMES = {"opt": "RMSProp", "stable": "stable flow", "SF": "SF", "matrix": "P⁻¹H", "avg": "L + ½⟨H, Σ⟩"}
+
+
+def flow_axes(axes, out: dict, lr: float, *, window: int = 20, names: dict | None = None) -> None:
     """Draw :func:`plot_flow`'s four panels on ``axes`` (4,); legends under the panels (the
-    curves fill them), η named with the edge."""
+    curves fill them), η named with the edge. ``names``: :data:`GD_NAMES` (default) or
+    :data:`RMSPROP_NAMES` (``gd_*`` arrays then hold the discrete RMSProp run)."""
     from eoslab.dynamics.central_flow import smooth
+
+    nm = GD_NAMES if names is None else names
+    opt = nm["opt"]
 
     t = np.arange(out["loss"].shape[0])
     ax = axes[0]
     if "gd_loss" in out:
-        ax.semilogy(t, out["gd_loss"], color=GD_COLOR, alpha=0.3, lw=0.7, label="GD")
-        ax.semilogy(t, smooth(out["gd_loss"], window), color=GD_COLOR, lw=1.2, label=f"GD, {window}-step mean")
+        ax.semilogy(t, out["gd_loss"], color=GD_COLOR, alpha=0.3, lw=0.7, label=opt)
+        ax.semilogy(t, smooth(out["gd_loss"], window), color=GD_COLOR, lw=1.2, label=f"{opt}, {window}-step mean")
     if "gf_loss" in out:
-        ax.semilogy(t, out["gf_loss"], color=GF_COLOR, ls=":", label="gradient flow")
+        ax.semilogy(t, out["gf_loss"], color=GF_COLOR, ls=":", label=nm["stable"])
     ax.semilogy(t, out["loss"], color=CF_COLOR, ls="--", lw=1.0, label="central flow L(w)")
-    ax.semilogy(t, out["avg_loss"], color=CF_COLOR, lw=1.4, label="CF prediction L + trΣ/η")
+    ax.semilogy(t, out["avg_loss"], color=CF_COLOR, lw=1.4, label=f"CF prediction {nm['avg']}")
     ax.set_xlabel("step")
     ax.set_ylabel("training loss")
     legend_below(ax, ncol=1, fontsize=7)
     ax = axes[1]
     if "gd_sharpness" in out:
-        ax.plot(t, out["gd_sharpness"], color=GD_COLOR, lw=0.8, label="GD λ₁")
+        ax.plot(t, out["gd_sharpness"], color=GD_COLOR, lw=0.8, label=f"{opt} λ₁")
     eigs = np.asarray(out["eigs"])
     for i in range(eigs.shape[1]):
         ax.plot(t, eigs[:, i], color=CF_COLOR, lw=1.2 if i == 0 else 0.8, alpha=1.0 if i == 0 else 0.6,
                 label="central flow λ₁…λₖ" if i == 0 else None)
     ax.axhline(2.0 / lr, color=EDGE_COLOR, ls="--", lw=1.0, label=f"edge 2/η = {2.0 / lr:.4g} (η = {lr:.4g})")
     ax.set_xlabel("step")
-    ax.set_ylabel("Hessian eigenvalues")
+    ax.set_ylabel(f"{nm['matrix']} eigenvalues")
     legend_below(ax, ncol=1, fontsize=7)
     ss = None
     if "gd_x" in out and "alpha" in out and np.any(np.asarray(out["n_active"]) > 0):
@@ -87,9 +96,9 @@ def flow_axes(axes, out: dict, lr: float, *, window: int = 20) -> None:
     legend_below(ax, ncol=1, fontsize=7)
     ax = axes[3]
     if "dist_gd_cf" in out:
-        ax.plot(t, out["dist_gd_cf"], color=CF_COLOR, label="‖w_GD − w_CF‖")
+        ax.plot(t, out["dist_gd_cf"], color=CF_COLOR, label=f"‖w_{opt} − w_CF‖")
     if "dist_gd_gf" in out:
-        ax.plot(t, out["dist_gd_gf"], color=GF_COLOR, ls=":", label="‖w_GD − w_GF‖")
+        ax.plot(t, out["dist_gd_gf"], color=GF_COLOR, ls=":", label=f"‖w_{opt} − w_{nm['SF']}‖")
     ax.set_xlabel("step")
     ax.set_ylabel("distance in weight space")
     legend_below(ax, ncol=1, fontsize=7)

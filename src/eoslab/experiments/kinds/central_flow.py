@@ -220,21 +220,22 @@ def edge_error(runs) -> Measurement:
     return Measurement(value=float(np.max(vals)), uncertainty=0.0)
 
 
-def network_figures(results):
-    from eoslab.plots.central_flow import flow_axes
+def network_figures(results, rmsprop: bool = False):
+    from eoslab.plots.central_flow import GD_NAMES, RMSPROP_NAMES, flow_axes
     from eoslab.plots.style import figure
 
+    nm = RMSPROP_NAMES if rmsprop else GD_NAMES
     figs = []
     for r in results.runs[:1]:
         fig, axes = figure(ncols=4, width=3.4, height=3.4)
         lr = float(r.arrays["lr"])
-        flow_axes(axes, r.arrays, lr, window=int(r.params["window"]))
-        fig.suptitle(f"{results.experiment.name}: GD, gradient flow and central flow, η = {lr:.4g}, "
+        flow_axes(axes, r.arrays, lr, window=int(r.params["window"]), names=nm)
+        fig.suptitle(f"{results.experiment.name}: {nm['opt']}, {nm['stable']} and central flow, η = {lr:.4g}, "
                      f"edge 2/η = {2 / lr:.4g}", fontsize=9)
         figs.append((f"{results.experiment.name}-flow", fig,
-                     "GD (blue; light: raw loss, dark: moving average), gradient flow (grey, dotted) and the "
-                     "central flow (green; solid: predicted time-averaged loss L + trΣ/η) from the same point: "
-                     "loss, Hessian eigenvalues vs 2/η, tr Σ, and distances in weight space."))
+                     f"{nm['opt']} (blue; light: raw loss, dark: moving average), {nm['stable']} (grey, dotted) and "
+                     f"the central flow (green; solid: predicted time-averaged loss {nm['avg']}) from the same "
+                     f"point: loss, {nm['matrix']} eigenvalues vs 2/η, tr Σ, and distances in weight space."))
     return figs
 
 
@@ -294,7 +295,7 @@ register(Kind(name="central_flow.rmsprop", schema=RMSPROP_SCHEMA, run=lambda pts
               measures={"distance_ratio": distance_ratio, "avg_loss_error": avg_loss_error,
                         "avg_loss_max_error": avg_loss_max_error, "cf_loss_rise": cf_loss_rise, "at_edge": at_edge,
                         "multi_fraction": multi_fraction, "edge_error": edge_error},
-              figures=network_figures, chunk=1,
+              figures=lambda results: network_figures(results, rmsprop=True), chunk=1,
               doc="the RMSProp central flow (several eigenvalues of P⁻¹H at the edge) vs discrete RMSProp and the "
                   "stable flow on a tanh MLP",
               version=1))
