@@ -13,22 +13,17 @@ not counted). Times are the best of ``--repeats`` in wall-clock seconds and in C
 of this process (all its threads): on a shared machine the wall-clock ratio moves with the
 other processes' load, the CPU-time ratio much less (it compares work done per core-second).
 
-A process has one CPU device unless it sets ``XLA_FLAGS=--xla_force_host_platform_device_count=N``
-(a process flag, which eoslab never sets); with N devices :func:`q2d.simulate` runs one group of blocks
-per device and the cores share the sweep. ``--host-devices N`` (default: the number of cores) times that
-too, in a child process with the flag, and checks that its results are bit-identical.
+:func:`q2d.simulate` splits its blocks into one group per core, each advanced by its own thread;
+the row "one thread" times it with a single group (one core) and checks the results are bit-identical.
 
-    python benchmarks/quadratic2d.py [--inits 100000] [--steps 1000] [--blocks 2048,16384,65536] [--host-devices 2]
+    python benchmarks/quadratic2d.py [--inits 100000] [--steps 1000] [--blocks 2048,16384,65536]
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
-import subprocess
-import sys
 import time
 
 import jax
@@ -108,18 +103,9 @@ def main():
     ap.add_argument("--lr", type=float, default=4.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--blocks", default="", help="also time these runs-per-block sizes, e.g. 2048,16384,65536")
-    ap.add_argument("--host-devices", type=int, default=len(os.sched_getaffinity(0)),
-                    help="also time the sweep in a child process with this many CPU devices (0 or 1: not)")
-    ap.add_argument("--sweep-only", action="store_true", help=argparse.SUPPRESS)  # the child process
     a = ap.parse_args()
     with eoslab.x64():
-        if a.sweep_only:
-            theta0 = sample_inits(jax.random.PRNGKey(0), a.inits, a.eps, a.lr)
-            run = lambda: jax.block_until_ready(q2d.simulate(a.eps, a.lr, theta0, a.steps, chunk=a.steps))
-            w, c = timed(run, a.repeats, warmup=True)
-            print(json.dumps({"wall": w, "cpu": c, "digest": _digest(run()), "devices": len(jax.devices())}))
-        else:
-            run_benchmark(a)
+        run_benchmark(a)
 
 
 def _digest(summary) -> str:
@@ -128,16 +114,6 @@ def _digest(summary) -> str:
     for k in sorted(summary):
         h.update(np.asarray(summary[k]).tobytes())
     return h.hexdigest()
-
-
-def _child_row(a):
-    """The sweep timed in a child process with ``a.host_devices`` CPU devices."""
-    env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
-                                      f" --xla_force_host_platform_device_count={a.host_devices}").strip())
-    cmd = [sys.executable, __file__, "--sweep-only", "--inits", str(a.inits), "--steps", str(a.steps),
-           "--eps", str(a.eps), "--lr", str(a.lr), "--repeats", str(a.repeats)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def run_benchmark(a):
@@ -156,11 +132,11 @@ def run_benchmark(a):
         q2d.BLOCK = b
         rows.append((f"  same, blocks of ≤ {b:,} runs", *timed(run_eoslab, a.repeats, warmup=True)))
     q2d.BLOCK = default_block
-    same_child = None
-    if a.host_devices > 1:
-        child = _child_row(a)
-        rows.append((f"  same, {child['devices']} CPU devices (child process with XLA_FLAGS)", child["wall"], child["cpu"]))
-        same_child = child["digest"] == _digest(ref)
+    workers = q2d._workers
+    q2d._workers = lambda: 1
+    rows.append(("  same, one thread (one core)", *timed(run_eoslab, a.repeats, warmup=True)))
+    same_one = _digest(run_eoslab()) == _digest(ref)
+    q2d._workers = workers
     th_np = np.asarray(theta0)
     out_np = numpy_simulate(a.eps, a.lr, th_np, a.steps)
     w_np, c_np = timed(lambda: numpy_simulate(a.eps, a.lr, th_np, a.steps), a.repeats, warmup=True)
@@ -190,8 +166,7 @@ def run_benchmark(a):
     con.print("float64 peak measured now (GFLOP/s per wall second, per CPU second): "
               + ", ".join(f"{k} {w:.1f}, {c:.1f}" for k, (w, c) in peaks.items())
               + f"; the map is {MAP_FLOPS} flops per trajectory-step")
-    if same_child is not None:
-        con.print(f"{a.host_devices} CPU devices: summaries bit-identical to one device: {same_child}")
+    con.print(f"{workers()} threads (groups of blocks) by default; one thread gives bit-identical summaries: {same_one}")
     con.print(f"same results: max |Δ ratio| = {diff:.1e}, same divergence flags: {same_div}, "
               f"devices: {jax.devices()}, load average {os.getloadavg()[0]:.1f}")
 

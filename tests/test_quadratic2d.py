@@ -110,15 +110,15 @@ def test_batch_equals_single_runs_and_step_size_scaling():
 def test_batch_summaries_equal_the_frozen_reference(monkeypatch):
     """Every summary of the batched sweep against the plain definition (each run frozen at its
     last finite iterate), on a batch where many runs diverge, some start above the edge, with
-    several blocks and padding (block 64, B = 203) in two groups (as with two CPU devices; here
-    both on the one device), E ≠ 0 and chunks that split the tail: bit for bit
+    several blocks and padding (block 64, B = 203) in two groups (two threads), E ≠ 0 and chunks
+    that split the tail: bit for bit
     against the definition in JAX, to 1e-9 against NumPy for the runs that do not diverge (NumPy
     rounds differently, keeps subnormals that XLA flushes to zero, and the map amplifies the
     last bits over 300 steps)."""
     from references import quadratic2d_summaries, quadratic2d_summaries_jax
 
     monkeypatch.setattr(q2d, "BLOCK", 64)
-    monkeypatch.setattr(q2d, "_devices", lambda: jax.local_devices()[:1] * 2)
+    monkeypatch.setattr(q2d, "_workers", lambda: 2)  # two groups, two threads, whatever the machine
     assert q2d._layout(203, 2) == (2, 2, 56)
     eps, lr, steps, E = 0.1, 4.0, 300, 0.05
     th = quadratic2d.sample_inits(jax.random.PRNGKey(5), 203, eps, lr, theta1=(0.05, 1.8), theta2=(0.0, 4.0))
@@ -156,8 +156,8 @@ def test_segments_cover_each_phase_in_the_documented_pieces():
 
 @pytest.mark.slow
 def test_two_cpu_devices_give_the_same_summaries(tmp_path):
-    """With two CPU devices (a process flag, so a child process) the sweep runs one group of
-    blocks per device: the summaries are bit-identical to the one-device run."""
+    """With two CPU devices (a process flag, so a child process) the sweep places its groups on
+    both: the summaries are bit-identical to the one-device run."""
     import os
     import subprocess
     import sys

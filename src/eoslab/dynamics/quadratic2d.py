@@ -15,7 +15,10 @@ for the few runs a figure draws. The predicted limit of λ is :mod:`eoslab.theor
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import jax
@@ -221,21 +224,29 @@ def _advance_batch(state, eps, e, start, stop, block, tail):
 
 
 def _devices() -> list:
-    """The devices :func:`simulate` spreads its blocks over: every local CPU device when JAX
-    runs on the CPU (one, unless the process set ``XLA_FLAGS=--xla_force_host_platform_device_count=N``;
-    a CPU device runs its calls one after the other, so N devices let N cores share the sweep),
-    else the default device."""
+    """The devices :func:`simulate` places its groups on, in turn: every local CPU device when
+    JAX runs on the CPU (one, unless the process set
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``), else the default device."""
     devs = jax.local_devices()
     return devs if devs[0].platform == "cpu" else devs[:1]
 
 
-def _layout(B: int, ndevices: int = 1) -> tuple[int, int, int]:
-    """``(groups, blocks per group, runs per block)`` for a batch of B runs over ``ndevices``
-    devices (one group each, at most one per block). Blocks hold at most :data:`BLOCK` runs,
-    as equal as possible and a multiple of 8 (one AVX-512 vector), so that padding wastes
-    under 8 runs per block."""
+def _workers() -> int:
+    """Groups :func:`simulate` runs at the same time, one thread each: the cores this process
+    may use when JAX runs on the CPU, else 1. Calls dispatched from one Python thread run one
+    after the other on a CPU device; calls made from several threads run concurrently."""
+    if jax.default_backend() != "cpu":
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _layout(B: int, workers: int = 1) -> tuple[int, int, int]:
+    """``(groups, blocks per group, runs per block)`` for a batch of B runs and ``workers``
+    threads (one group each, at most one group per block). Blocks hold at most :data:`BLOCK`
+    runs, as equal as possible and a multiple of 8 (one AVX-512 vector), so that padding
+    wastes under 8 runs per block."""
     nblocks = -(-B // BLOCK)
-    groups = max(1, min(ndevices, nblocks))
+    groups = max(1, min(workers, nblocks))
     nblocks = -(-nblocks // groups) * groups
     return groups, nblocks // groups, -(-(-(-B // nblocks)) // 8) * 8
 
@@ -257,9 +268,10 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
     (at most :data:`SEGMENT`) steps that keep only x + iℓ (one complex128 array, so one fused
     loop per step) and max ℓ up to date unless a run of the block crosses the edge or diverges
     in the segment (then the segment is redone with every summary, bit-identical);
-    ``progress(steps_done)`` is called after every ``chunk`` steps. A process with several
-    CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, set before JAX starts)
-    runs one group of blocks per device, concurrently; the results are the same bit for bit.
+    ``progress(steps_done)`` is called after every ``chunk`` steps. On a CPU the blocks are
+    split into one group per core, each advanced by its own thread, so the cores share the
+    sweep (a process with several CPU devices places the groups on them in turn); the results
+    do not depend on the split, bit for bit.
 
     Args:
       theta0: (B, 2) initialisations in Q's eigenbasis.
@@ -279,21 +291,26 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
         raise EoslabError(f"theta0 must have shape (B, 2) with B >= 1, got {theta0.shape}")
     B = theta0.shape[0]
     devices = _devices()
-    groups, per_group, block = _layout(B, len(devices))
+    groups, per_group, block = _layout(B, _workers())
     z0, lam0 = from_theta(theta0, eps, E)  # op by op, as the references round
     states = _start(z0, lam0, jnp.float64(lr), groups * per_group * block - B, groups)
-    if groups > 1:
-        states = [jax.device_put(s, d) for s, d in zip(states, devices)]
+    if len(devices) > 1:
+        states = [jax.device_put(s, devices[g % len(devices)]) for g, s in enumerate(states)]
     args = (jnp.float64(eps), jnp.float64(lr * E))
-    with eoslab_progress.task(f"GD, {B:,} runs", steps, "steps") as bar:
+    with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(eoslab_progress.task(f"GD, {B:,} runs", steps, "steps"))
+        pool = stack.enter_context(ThreadPoolExecutor(groups)) if groups > 1 else None
         for start, done, in_tail in _phases(steps, tail, chunk):
-            # One call per group (on its device), dispatched without waiting.
-            states = [_advance_batch(s, *args, jnp.int32(start), jnp.int32(done), block, in_tail) for s in states]
+            phase = (*args, jnp.int32(start), jnp.int32(done), block, in_tail)
+            if pool is None:
+                states = [_advance_batch(states[0], *phase)]
+            else:  # one thread per group: the cores share the sweep
+                states = list(pool.map(x64()(lambda s: jax.block_until_ready(_advance_batch(s, *phase))), states))
             if done % chunk == 0 or done == steps:
                 bar.update(done)
                 if progress is not None:
                     progress(done)
-    if groups > 1:
+    if len(devices) > 1:
         states = [jax.device_put(s, devices[0]) for s in states]
     return _summaries(states, jnp.float64(lr), tail, B)
 
