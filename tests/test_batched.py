@@ -156,11 +156,13 @@ def test_networks_train_chunk_batched_equals_one_by_one():
 
 
 @pytest.mark.slow
-def test_trackers_vmapped_with_a_shared_count_equal_separate_ones():
+@pytest.mark.parametrize("solve", ["one_by_one", "vectorised"])
+def test_trackers_vmapped_with_a_shared_count_equal_separate_ones(solve):
     """`davidson.track(..., shared_count=True)` vmapped over B trackers whose call count is one
     un-batched number (the batched trainings' case) gives each tracker exactly its own
     sequence of calls: values to rounding, the same products at every call, through the cold
-    start, guard-skipping calls and the periodic checks (every 5 calls here)."""
+    start, guard-skipping calls and the periodic checks (every 5 calls here), with the solves
+    run member by member or vectorised."""
     import dataclasses
 
     from eoslab.spectra.davidson import track, track_init
@@ -186,7 +188,8 @@ def test_trackers_vmapped_with_a_shared_count_equal_separate_ones():
     def batch(states, As):
         def body(st, a):
             count = st.count[0]  # every tracker has made the same number of calls
-            call = lambda s, a: track(lambda v: a @ v, dataclasses.replace(s, count=count), shared_count=True, **opts)
+            call = lambda s, a: track(lambda v: a @ v, dataclasses.replace(s, count=count), shared_count=True,
+                                      batched_solve=solve, **opts)
             st, r = jax.vmap(call)(st, a)
             return st, (r.values, r.n_products)
         return jax.lax.scan(body, states, jnp.swapaxes(As, 0, 1))[1]

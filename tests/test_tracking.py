@@ -332,3 +332,31 @@ def test_products_from_the_caller_give_the_same_call():
         state = s2
     with pytest.raises(EoslabError, match="products"):
         track(lambda v: A2 @ v, state, products=jnp.zeros((K + 1, N)))
+
+
+def test_member_cond_runs_the_dear_branch_only_for_the_members_that_take_it():
+    """`davidson.member_cond` under vmap equals a per-member `lax.cond` (values from both
+    branches, closed-over values batched and not), and calls the dear branch once per member
+    that takes it (a host callback counts them), not for every member as a select would."""
+    from eoslab.spectra.davidson import member_cond
+
+    calls = []
+    w = jnp.arange(9.0).reshape(3, 3) / 10
+
+    def dear(x):
+        jax.debug.callback(lambda v: calls.append(float(v)), x[0])
+        return jax.lax.fori_loop(0, 3, lambda i, y: jnp.tanh(w @ y), x), jnp.sum(x)
+
+    def g(x, flag):
+        return member_cond(flag, lambda: dear(x), lambda: (2 * x, -jnp.sum(x)))
+
+    xs, flags = jnp.arange(12.0).reshape(4, 3), jnp.array([True, False, False, True])
+    got = jax.jit(jax.vmap(g))(xs, flags)
+    assert sorted(calls) == [0.0, 9.0]
+    for i in range(4):
+        ref = dear(xs[i]) if flags[i] else (2 * xs[i], -jnp.sum(xs[i]))
+        np.testing.assert_allclose(np.asarray(got[0][i]), np.asarray(ref[0]), rtol=1e-6)
+        np.testing.assert_allclose(float(got[1][i]), float(ref[1]), rtol=1e-6)
+    assert float(g(xs[1], jnp.array(False))[1]) == -12.0  # without vmap: a plain cond
+    with pytest.raises(EoslabError, match="batched_solve must be one of"):
+        track(lambda v: v, track_init(5, 1, jax.random.PRNGKey(0)), batched_solve="both")

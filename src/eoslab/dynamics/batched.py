@@ -156,8 +156,8 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
         opts = [optim.heavy_ball(jnp.asarray(a, dtype), float(m)) if hb else optim.gd(jnp.asarray(a, dtype))
                 for a, m in zip(lrs, moms)]
     member = lambda i: probs[i] if probs is not None else p0
-    states = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *[
-        initial_state(member(i), opts[i], k=k, track=track, seed=int(seeds[i])) for i in range(B)])
+    states = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *_initial_states(member, opts, seeds, probs is None,
+                                                                                 k, track))
     batch_problem, p_axis = (p0, None) if probs is None else (jax.tree_util.tree_map(
         lambda *xs: jnp.stack(xs), *probs), 0)
     static = dict(length=min(chunk, steps), every=track_every, max_products=max_products, p_axis=p_axis,
@@ -181,6 +181,20 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
                  members=np.asarray(B))
         trajs.append(t)
     return trajs, states.params
+
+
+def _initial_states(member, opts, seeds, shared: bool, k, track) -> list:
+    """Each member's :func:`~eoslab.dynamics.train.initial_state`. Members of one problem with one
+    seed (a step-size sweep) differ only by their optimizer's state, so the trackers' cold states
+    and the key are drawn once per seed (the same arrays ``initial_state`` would draw)."""
+    done, out = {}, []
+    for i, (opt, seed) in enumerate(zip(opts, seeds)):
+        key = (0 if shared else i, int(seed))
+        if key in done:
+            out.append(done[key]._replace(opt_state=opt.init(member(i).params)))
+        else:
+            out.append(done.setdefault(key, initial_state(member(i), opt, k=k, track=track, seed=int(seed))))
+    return out
 
 
 def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar):

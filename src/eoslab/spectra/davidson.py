@@ -593,7 +593,7 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol, guard_every: int)
 def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float = 1e-3, atol: float = 0.0,
           max_products: int | None = None, max_basis: int | None = None, cold_basis: int | None = None,
           check_every: int = 100, check_depth: int = 8, shared_count: bool = False, guard_every: int = 4,
-          products: jax.Array | None = None) -> tuple[TrackState, TrackResult]:
+          products: jax.Array | None = None, batched_solve: str | None = None) -> tuple[TrackState, TrackResult]:
     """Top-k largest algebraic eigenpairs of the symmetric operator ``matvec``, warm-started.
 
     Args:
@@ -617,7 +617,12 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
         a conditional of its own, outside the guard-skipping one: under ``vmap`` that one's
         predicate is batched, which turns it into a select running both sides, and a deep start
         nested in it would run at every call of every member. Same results; without ``vmap`` it
-        only adds a second compiled copy of the expansion loop.
+        only adds a second compiled copy of the expansion loop. The guard-skipping branch is then,
+        by ``batched_solve`` (static), ``"one_by_one"``: a :func:`member_cond`, the cheap exit
+        vectorised and the solve (guard products, expansion loop) run member by member for the
+        members that need it, each for its own number of products; or ``"vectorised"``: a select,
+        every member paying for the solve at every call, as many products as the slowest one.
+        ``None`` (default): one by one on a CPU backend, vectorised on accelerators.
       guard_every: the guard rows are multiplied at least every this many calls (static; 1:
         at every call): in between, a call whose tracked residuals pass the guard-skipping check
         (:func:`_skip_guards`) stops after the k tracked products.
@@ -643,6 +648,7 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
     mv = lambda v: matvec(v.astype(dtype)).astype(dtype)
 
     guard_every = check_positive_int("guard_every", guard_every)
+    one_by_one = _one_by_one(batched_solve)
     if products is None:
         X = _orthonormal_block(state.vectors, state.count)
         AXk = jax.vmap(mv)(X[:k])         # the tracked vectors' products: always needed
@@ -658,8 +664,71 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
     if guard_every == 1:
         return solve()
     skip, skipped = _skip_guards(state, X, AXk, scales, tol, atol, guard_every)
+    if shared_count and one_by_one:  # the solve member by member, for those that need it
+        return member_cond(~(skip & ~checking), solve, lambda: skipped)
     if shared_count and (sz.cold > sz.b or sz.check > sz.b):
         warm = lambda: _solve(mv, state, X, AXk, scales, first, checking, tol, atol, max_products, sz, deep=False)
         deep = (first if sz.cold > sz.b else False) | (checking if sz.check > sz.b else False)
         return jax.lax.cond(deep, solve, lambda: jax.lax.cond(skip, lambda: skipped, warm))
     return jax.lax.cond(skip & ~checking, lambda: skipped, solve)
+
+
+#: How a ``vmap``-ped tracker (``track(..., shared_count=True)``) solves: ``"one_by_one"`` (the
+#: members that need the solve, one after the other: :func:`member_cond`) or ``"vectorised"``
+#: (every member at every call, for as many products as the slowest one).
+BATCHED_SOLVES = ("one_by_one", "vectorised")
+
+
+def _one_by_one(batched_solve: str | None) -> bool:
+    """``None``: one by one on a CPU, where vectorising members does not make a product cheaper
+    (``benchmarks/batched_train.py --ops``); vectorised on accelerators, where it nearly does."""
+    if batched_solve is None:
+        return jax.default_backend() == "cpu"
+    if batched_solve not in BATCHED_SOLVES:
+        raise EoslabError(f"batched_solve must be one of {BATCHED_SOLVES} or None, got {batched_solve!r}")
+    return batched_solve == "one_by_one"
+
+
+def member_cond(pred, dear_fn: Callable, cheap_fn: Callable):
+    """``dear_fn() if pred else cheap_fn()`` (zero-argument functions returning the same pytree
+    of arrays) as ``lax.cond``, but ``vmap``-ped differently.
+
+    Under ``vmap`` a batched predicate turns ``lax.cond`` into a select: both branches are computed
+    for every member, and a ``while_loop`` inside them runs until the slowest member is done.
+    Here ``cheap_fn`` is vectorised over all the members, and ``dear_fn`` runs one member at a
+    time (a ``while_loop`` over the indices where ``pred`` holds, each member's loops for its own
+    count), its results written over the cheap ones. For a dear branch that few members take at
+    a time (a tracker's solve against its guard-skipping exit). Values the functions close over
+    (batched or not) become explicit operands of a ``custom_vmap``."""
+    dear, dear_shape = jax.make_jaxpr(dear_fn, return_shape=True)()
+    cheap, cheap_shape = jax.make_jaxpr(cheap_fn, return_shape=True)()
+    out_tree = jax.tree_util.tree_structure(dear_shape)
+    if jax.tree_util.tree_structure(cheap_shape) != out_tree:
+        raise EoslabError("member_cond: both functions must return the same structure")
+    run = lambda closed, consts: jax.core.eval_jaxpr(closed.jaxpr, consts)
+
+    def call(dear_consts, cheap_consts, p):
+        return jax.lax.cond(p, lambda: run(dear, dear_consts), lambda: run(cheap, cheap_consts))
+
+    f = jax.custom_batching.custom_vmap(call)
+
+    @f.def_vmap
+    def one_by_one(axis_size, in_batched, dear_consts, cheap_consts, p):
+        dear_b, cheap_b, p_b = in_batched
+        out = jax.vmap(lambda cs: run(cheap, cs), in_axes=([0 if b else None for b in cheap_b],),
+                       axis_size=axis_size)(cheap_consts)
+        p = p if p_b else jnp.broadcast_to(p, (axis_size,))
+        idx = jnp.nonzero(p, size=axis_size, fill_value=0)[0]
+
+        def member(carry):
+            j, out = carry
+            i = idx[j]
+            mine = [jax.lax.dynamic_index_in_dim(c, i, keepdims=False) if b else c
+                    for c, b in zip(dear_consts, dear_b)]
+            got = run(dear, mine)
+            return j + 1, [jax.lax.dynamic_update_index_in_dim(o, g.astype(o.dtype), i, 0) for o, g in zip(out, got)]
+
+        _, out = jax.lax.while_loop(lambda c: c[0] < jnp.sum(p), member, (jnp.zeros((), jnp.int32), list(out)))
+        return out, [True] * len(out)
+
+    return jax.tree_util.tree_unflatten(out_tree, f(list(dear.consts), list(cheap.consts), pred))
