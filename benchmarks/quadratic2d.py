@@ -13,8 +13,8 @@ not counted). Times are the best of ``--repeats`` in wall-clock seconds and in C
 of this process (all its threads): on a shared machine the wall-clock ratio moves with the
 other processes' load, the CPU-time ratio much less (it compares work done per core-second).
 
-:func:`q2d.simulate` splits its blocks into one group per core, each advanced by its own thread;
-the row "one thread" times it with a single group (one core) and checks the results are bit-identical.
+With ``q2d.THREADS = N`` :func:`q2d.simulate` splits its blocks into N groups, each advanced by its
+own thread; the row "N threads" (N = the cores) times that and checks the results are bit-identical.
 
     python benchmarks/quadratic2d.py [--inits 100000] [--steps 1000] [--blocks 2048,16384,65536]
 """
@@ -132,11 +132,10 @@ def run_benchmark(a):
         q2d.BLOCK = b
         rows.append((f"  same, blocks of ≤ {b:,} runs", *timed(run_eoslab, a.repeats, warmup=True)))
     q2d.BLOCK = default_block
-    workers = q2d._workers
-    q2d._workers = lambda: 1
-    rows.append(("  same, one thread (one core)", *timed(run_eoslab, a.repeats, warmup=True)))
-    same_one = _digest(run_eoslab()) == _digest(ref)
-    q2d._workers = workers
+    threads, q2d.THREADS = q2d.THREADS, len(os.sched_getaffinity(0))
+    rows.append((f"  same, THREADS = {q2d._workers()} (one thread per core)", *timed(run_eoslab, a.repeats, warmup=True)))
+    same_threads = _digest(run_eoslab()) == _digest(ref)
+    n_threads, q2d.THREADS = q2d._workers(), threads
     th_np = np.asarray(theta0)
     out_np = numpy_simulate(a.eps, a.lr, th_np, a.steps)
     w_np, c_np = timed(lambda: numpy_simulate(a.eps, a.lr, th_np, a.steps), a.repeats, warmup=True)
@@ -166,7 +165,7 @@ def run_benchmark(a):
     con.print("float64 peak measured now (GFLOP/s per wall second, per CPU second): "
               + ", ".join(f"{k} {w:.1f}, {c:.1f}" for k, (w, c) in peaks.items())
               + f"; the map is {MAP_FLOPS} flops per trajectory-step")
-    con.print(f"{workers()} threads (groups of blocks) by default; one thread gives bit-identical summaries: {same_one}")
+    con.print(f"{n_threads} threads give bit-identical summaries: {same_threads}")
     con.print(f"same results: max |Δ ratio| = {diff:.1e}, same divergence flags: {same_div}, "
               f"devices: {jax.devices()}, load average {os.getloadavg()[0]:.1f}")
 

@@ -118,7 +118,7 @@ def test_batch_summaries_equal_the_frozen_reference(monkeypatch):
     from references import quadratic2d_summaries, quadratic2d_summaries_jax
 
     monkeypatch.setattr(q2d, "BLOCK", 64)
-    monkeypatch.setattr(q2d, "_workers", lambda: 2)  # two groups, two threads, whatever the machine
+    monkeypatch.setattr(q2d, "_workers", lambda: 2)  # two groups, two threads, whatever THREADS and the machine
     assert q2d._layout(203, 2) == (2, 2, 56)
     eps, lr, steps, E = 0.1, 4.0, 300, 0.05
     th = quadratic2d.sample_inits(jax.random.PRNGKey(5), 203, eps, lr, theta1=(0.05, 1.8), theta2=(0.0, 4.0))
@@ -156,8 +156,8 @@ def test_segments_cover_each_phase_in_the_documented_pieces():
 
 @pytest.mark.slow
 def test_two_cpu_devices_give_the_same_summaries(tmp_path):
-    """With two CPU devices (a process flag, so a child process) the sweep places its groups on
-    both: the summaries are bit-identical to the one-device run."""
+    """Two threads, with one CPU device and with two (a process flag, so child processes; the
+    groups go to the devices in turn): the summaries are bit-identical."""
     import os
     import subprocess
     import sys
@@ -165,7 +165,7 @@ def test_two_cpu_devices_give_the_same_summaries(tmp_path):
     code = ("import sys, jax, numpy as np, eoslab\n"
             "from eoslab.dynamics import quadratic2d as q2d\n"
             "from eoslab.models.quadratic2d import sample_inits\n"
-            "q2d.BLOCK = 512\n"
+            "q2d.BLOCK, q2d.THREADS = 512, 2\n"
             "with eoslab.x64():\n"
             "    th = sample_inits(jax.random.PRNGKey(1), 3000, 0.1, 4.0, theta1=(0.05, 1.8), theta2=(0.0, 4.0))\n"
             "    s = q2d.simulate(0.1, 4.0, th, 500, E=0.02, tail=40, chunk=200)\n"

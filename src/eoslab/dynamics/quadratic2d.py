@@ -231,13 +231,21 @@ def _devices() -> list:
     return devs if devs[0].platform == "cpu" else devs[:1]
 
 
+#: Threads :func:`simulate` advances its groups of blocks with, at most one per core (CPU
+#: only). Calls made from one Python thread run one after the other on a CPU device; calls
+#: from several threads run concurrently, so ``THREADS = 2`` lets two cores share a sweep. On
+#: this 2-core machine under load (7–12) that cost 10–20 % more CPU time and gave no wall-time
+#: gain, so the default is one; ``benchmarks/quadratic2d.py`` times both.
+THREADS = 1
+
+
 def _workers() -> int:
-    """Groups :func:`simulate` runs at the same time, one thread each: the cores this process
-    may use when JAX runs on the CPU, else 1. Calls dispatched from one Python thread run one
-    after the other on a CPU device; calls made from several threads run concurrently."""
-    if jax.default_backend() != "cpu":
+    """Groups :func:`simulate` runs at the same time, one thread each (:data:`THREADS`, at most
+    the cores this process may use; 1 off the CPU)."""
+    if THREADS <= 1 or jax.default_backend() != "cpu":
         return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(THREADS, cores))
 
 
 def _layout(B: int, workers: int = 1) -> tuple[int, int, int]:
@@ -268,10 +276,10 @@ def simulate(eps: float, lr: float, theta0: Float[ArrayLike, "B 2"], steps: int,
     (at most :data:`SEGMENT`) steps that keep only x + iℓ (one complex128 array, so one fused
     loop per step) and max ℓ up to date unless a run of the block crosses the edge or diverges
     in the segment (then the segment is redone with every summary, bit-identical);
-    ``progress(steps_done)`` is called after every ``chunk`` steps. On a CPU the blocks are
-    split into one group per core, each advanced by its own thread, so the cores share the
-    sweep (a process with several CPU devices places the groups on them in turn); the results
-    do not depend on the split, bit for bit.
+    ``progress(steps_done)`` is called after every ``chunk`` steps. With :data:`THREADS` > 1
+    the blocks are split into groups, each advanced by its own thread (a process with several
+    CPU devices places the groups on them in turn); the results do not depend on the split,
+    bit for bit.
 
     Args:
       theta0: (B, 2) initialisations in Q's eigenbasis.
