@@ -184,7 +184,7 @@ def _segment(state, eps, e, t0, n, tail):
 #: where the CPU has them (AVX-512; XLA:CPU's default is 256 bits, ignored elsewhere).
 _XLA_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 
-#: Runs per block in :func:`simulate`: 7 states of 16,384 runs ≈ 0.6 MB, within the L2 cache
+#: Runs per block in :func:`simulate`: 6 state arrays (41 bytes a run) of 16,384 runs ≈ 0.7 MB, within the L2 cache
 #: (``benchmarks/quadratic2d.py --blocks`` times other sizes).
 BLOCK = 16384
 
@@ -234,7 +234,7 @@ def _devices() -> list:
 #: Threads :func:`simulate` advances its groups of blocks with, at most one per core (CPU
 #: only). Calls made from one Python thread run one after the other on a CPU device; calls
 #: from several threads run concurrently, so ``THREADS = 2`` lets two cores share a sweep. On
-#: this 2-core machine under load (7–12) that cost 10–20 % more CPU time and gave no wall-time
+#: a shared 2-core machine under load (6–9) that cost 10–20 % more CPU time and gave no wall-time
 #: gain, so the default is one; ``benchmarks/quadratic2d.py`` times both.
 THREADS = 1
 
