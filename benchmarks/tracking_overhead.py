@@ -13,8 +13,8 @@ trajectory (through progressive sharpening into the edge of stability) five ways
 Each is compiled once (excluded), then timed ``--repeats`` times from θ₀, in two jitted chunks of
 ``steps/2``; the table gives the median seconds per step, the ratio to `none` (of the medians over
 all steps, of the minimum times, which are steadier on a shared machine, of the median CPU times of
-this process, steadier still when other processes compete for the cores, and of the medians of
-the second chunk alone: the steady state, without the tracker's cold start at step 0, whose ~32
+this process, steadier still when other processes compete for the cores, and of the minimum times
+of the second chunk alone: the steady state, without the tracker's cold start at step 0, whose ~32
 products are a fixed cost that a 60-step run spreads over few steps), the mean operator-vector
 products per step (steps ≥ 1, and in the second chunk) and the max relative error of the tracked values against
 a float64 reference (scipy ``eigsh``, tol 1e-10, on the float64 operators at the float32 iterates of
@@ -120,7 +120,7 @@ def run_size(name, cfg, args, console):
             cpu.append(time.process_time() - c0)
             times.append(float(traj.meta["seconds"]))
             second.append(float(traj.meta["seconds"] - traj.meta["first_chunk_seconds"]))
-        rows[mode] = (np.median(times) / steps, np.min(times) / steps, traj, kw, np.median(second) / (steps - half),
+        rows[mode] = (np.median(times) / steps, np.min(times) / steps, traj, kw, np.min(second) / (steps - half),
                       np.median(cpu) / steps)
     thetas, losses = replay(problem, lr, steps)
     problem64 = as_float64(problem)
@@ -133,7 +133,7 @@ def run_size(name, cfg, args, console):
         refs[("ntk", t)] = reference(problem64, thetas[t], "ntk", 2)
     eta_l = [lr * refs[("hessian", t)][0] / 2 for t in checks]
     table = Table(title=f"{name} MLP (P = {P:,}): wall time per step, median of {args.repeats}, compilation excluded")
-    for col in ("mode", "s/step (median)", "× GD", "target", "× GD (min times)", "× GD (CPU time)", "× GD (2nd half)",
+    for col in ("mode", "s/step (median)", "× GD", "target", "× GD (min times)", "× GD (CPU time)", "× GD (2nd half, min)",
                 "products/step", "(2nd half)", "max rel. error"):
         table.add_column(col, justify="right")
     out = {}
