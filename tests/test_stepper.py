@@ -94,12 +94,13 @@ def test_fused_step_gives_the_gradient_and_hessian_products_of_one_pass():
     V = jax.random.normal(k3, (2, flat.size))
 
     def observe(ctx):
-        return ctx.aux, {"hvps": ctx.hvps, "g": ravel(ctx.grads)}
+        return ctx.aux, {"hvps": ctx.hvps, "g": ravel(ctx.grads), "hv": ctx.hvp(ctx.aux["V"][1])}
 
     step = make_step(p.loss_fn, optim.gd(0.1), observe=observe, tangents=lambda aux: aux["V"])
     new, rec = jax.jit(step)(init_state(params, optim.gd(0.1), aux={"V": V}, key=jax.random.PRNGKey(0)))
     H = jax.hessian(lambda f: p.loss_fn(unravel(f)))(flat)
     np.testing.assert_allclose(rec["hvps"], V @ H, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(rec["hv"], H @ V[1], rtol=1e-10, atol=1e-12)   # Context.hvp: same linearisation
     g = jax.grad(p.loss_fn)(params)
     np.testing.assert_allclose(rec["g"], ravel(g), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(rec["loss"], p.loss_fn(params), rtol=1e-12)
