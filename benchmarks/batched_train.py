@@ -112,7 +112,7 @@ def chunk_table(p, sizes, modes, console, repeats, length=50):
     from jax.flatten_util import ravel_pytree
 
     from eoslab.dynamics import optim
-    from eoslab.dynamics.batched import _batch_chunk
+    from eoslab.dynamics.batched import _batch_chunk, _group
     from eoslab.dynamics.stepper import make_step, init_state, masked, scan
     from eoslab.dynamics.train import _chunk, initial_state
 
@@ -133,7 +133,8 @@ def chunk_table(p, sizes, modes, console, repeats, length=50):
         row = [str(B), f"{ref:.3g}"]
         stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *starts)
         for m in modes:
-            kw = dict(length=length, every=1, max_products=None, p_axis=None, spectra=m, batch_size=None, n_mc=32)
+            kw = dict(length=length, every=1, max_products=None, p_axis=None, spectra=m, batch_size=None, n_mc=32,
+                      group=_group(B))
             warm = _batch_chunk(p, tol, stacked, total, opts[0], **kw)[0]
             c = cost(lambda: _batch_chunk(p, tol, warm, total, opts[0], **kw))
             row.append(f"{c:.3g} ({ref / c:.2f}×)")

@@ -243,3 +243,26 @@ def test_networks_train_mini_batch_chunk_batched_equals_one_by_one():
         assert set(one) == set(batch)
         for key in ("loss", "batch_loss", "batch_sharpness", "hessian_eigs", "final_loss"):
             _close(batch[key], one[key], 1e-3)
+
+
+@pytest.mark.slow
+def test_vectorised_members_in_groups_equal_separate_runs():
+    """More members than `batched.CPU_GROUP` run as groups vectorised one after the other (B = 12:
+    2 groups of 6): every member still equals its own `train` run, spectra and a divergent member
+    included."""
+    from eoslab.dynamics.batched import _group
+
+    p = _problem(0)
+    lrs = list(np.linspace(0.05, 0.4, 11)) + [40.0]
+    assert _group(len(lrs)) == 6
+    trajs, final = train_batch(p, lrs, 16, k=1, chunk=8, spectra="vmap")
+    for i, (traj, lr) in enumerate(zip(trajs, lrs)):
+        ref, fin = train(p, float(lr), 16, k=1, track=("hessian",), chunk=8)
+        ok = ~ref["diverged"]
+        assert traj["diverged"].tolist() == ref["diverged"].tolist()
+        _close(traj["loss"][ok], ref["loss"][ok], 1e-5)
+        _close(traj["hessian_eigs"][ok], ref["hessian_eigs"][ok], 1e-3)
+        if ok.all():
+            for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(fin)):
+                np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-5, atol=1e-6)
+    assert trajs[-1]["diverged"][-1] and not any(t["diverged"].any() for t in trajs[:-1])

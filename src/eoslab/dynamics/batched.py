@@ -161,7 +161,7 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
     batch_problem, p_axis = (p0, None) if probs is None else (jax.tree_util.tree_map(
         lambda *xs: jnp.stack(xs), *probs), 0)
     static = dict(length=min(chunk, steps), every=track_every, max_products=max_products, p_axis=p_axis,
-                  spectra=spectra if track else "vmap", batch_size=batch_size, n_mc=n_mc)
+                  spectra=spectra if track else "vmap", batch_size=batch_size, n_mc=n_mc, group=_group(B))
     tol_a = jnp.asarray(tol, dtype)
     records = []
     start = time.perf_counter()
@@ -216,12 +216,14 @@ def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar):
 
 
 @functools.partial(jax.jit, static_argnames=("optimizer", "length", "every", "max_products", "p_axis", "spectra",
-                                             "batch_size", "n_mc"))
+                                             "batch_size", "n_mc", "group"))
 def _batch_chunk(problem, tol, states, total, optimizer, *, length, every, max_products, p_axis, spectra,
-                 batch_size=None, n_mc=32):
+                 batch_size=None, n_mc=32, group=None):
     """``length`` steps of every member (axis 0 of ``states``; of ``problem`` too when
     ``p_axis`` is 0): the stepper's masked :func:`~eoslab.dynamics.train.train_step`,
-    vmapped or mapped over the members. Records come back (length, B, ...)."""
+    vmapped or mapped over the members (vmapped in groups of ``group`` members, one group after
+    the other; ``None``: all at once). Records come back (length, B, ...)."""
+    group = states.t.shape[0] if group is None else group
     if spectra == "map":
         def member(prob, state):
             step = train_step(prob, optimizer, tol, every=every, max_products=max_products, batch_size=batch_size,
@@ -247,9 +249,35 @@ def _batch_chunk(problem, tol, states, total, optimizer, *, length, every, max_p
         # are behind the others', hence the max.
         t = jnp.max(states.t)
         counts = {name: jnp.max(c) for name, c in _counters(states.aux).items()}
-        return jax.vmap(member, in_axes=(p_axis, 0, None, None))(problem, states, t, counts)
+        step = lambda prob, sts: jax.vmap(member, in_axes=(p_axis, 0, None, None))(prob, sts, t, counts)
+        B = states.t.shape[0]
+        if group >= B:
+            return step(problem, states)
+        # Groups of `group` members vectorised, one group after the other: a large vmapped step
+        # outgrows the CPU's caches (B = 32: the step's gradient pass costs 1.3× per member what it
+        # costs at B = 8).
+        split = lambda a: a.reshape((B // group, group) + a.shape[1:])
+        gs = jax.tree_util.tree_map(split, states)
+        if p_axis == 0:
+            out = jax.lax.map(lambda a: step(*a), (jax.tree_util.tree_map(split, problem), gs))
+        else:
+            out = jax.lax.map(lambda s: step(problem, s), gs)
+        return jax.tree_util.tree_map(lambda a: a.reshape((B,) + a.shape[2:]), out)
 
     return jax.lax.scan(body, states, None, length=length)
+
+
+#: On a CPU, the most members vectorised together (``spectra="vmap"``); larger batches run as
+#: groups of at most this many, one group after the other (``benchmarks/batched_train.py --chunks``).
+CPU_GROUP = 8
+
+
+def _group(B: int) -> int:
+    """Members vectorised together: all of them on an accelerator or when B ≤ :data:`CPU_GROUP`;
+    on a CPU the largest divisor of B in [CPU_GROUP/2, CPU_GROUP] (all of them if there is none)."""
+    if jax.default_backend() != "cpu" or B <= CPU_GROUP:
+        return B
+    return next((g for g in range(CPU_GROUP, CPU_GROUP // 2 - 1, -1) if B % g == 0), B)
 
 
 def _counters(aux) -> dict:
