@@ -312,7 +312,7 @@ def _rayleigh_ritz(basis: _Basis, nr: int, count: int) -> _Ritz:
     return _Ritz(theta, Y, U, R, jnp.linalg.norm(R, axis=1))
 
 
-def _errors(theta, rnorm, m, k: int, b: int):
+def _errors(theta, rnorm, m, k: int, b: int, numerator=False):
     """Quadratic (cluster-aware) error estimates of the top-k Ritz values, capped by the
     rigorous residual bound, and for each of them the Ritz vector whose residual to add next.
 
@@ -323,7 +323,8 @@ def _errors(theta, rnorm, m, k: int, b: int):
     the eigenvalues below, and would make the gap, hence the estimate, far too optimistic.
     The vector to expand for value i is the one with the largest residual among those its
     best cut depends on (the top c and the one below, all in the block), so an unconverged
-    guard gets refined when it limits the estimate.
+    guard gets refined when it limits the estimate; with ``numerator`` (may be traced), among
+    the top c only (the residuals in ``‖R_c‖²_F``).
 
     Returns ``(err (k,), expand (k,) int)``.
     """
@@ -340,7 +341,8 @@ def _errors(theta, rnorm, m, k: int, b: int):
     err = jnp.minimum(rnorm[:k], jnp.min(per, axis=1))
     cut = jnp.argmin(per, axis=1) + 1
     idx = jnp.arange(nr)
-    expand = jnp.argmax(jnp.where(idx[None, :] <= cut[:, None], rnorm[None, :], -1.0), axis=1)
+    among = jnp.where(numerator, idx[None, :] < cut[:, None], idx[None, :] <= cut[:, None])
+    expand = jnp.argmax(jnp.where(among, rnorm[None, :], -1.0), axis=1)
     expand = jnp.where(jnp.isfinite(jnp.min(per, axis=1)), expand, i)
     return err, expand.astype(jnp.int32)
 
@@ -421,7 +423,7 @@ def _start(mv, X, AX, first, checking, count, sz: _Sizes, deep: bool = True):
 
 # ---- the expansion loop -------------------------------------------------------------------
 
-def _evaluate(basis: _Basis, nprod, scales, at_start: bool, tol, atol, sz: _Sizes) -> _Loop:
+def _evaluate(basis: _Basis, nprod, scales, at_start: bool, tol, atol, sz: _Sizes, numerator=False) -> _Loop:
     """Rayleigh-Ritz on the basis, the top-k error estimates and the next expansion target.
 
     At the start (``at_start``), the effective-gap estimate may also stop the call; later it
@@ -429,7 +431,7 @@ def _evaluate(basis: _Basis, nprod, scales, at_start: bool, tol, atol, sz: _Size
     vector's own residual rather than in the gap to a guard."""
     k = sz.k
     ritz = _rayleigh_ritz(basis, sz.nr, max(sz.nr, sz.keep))
-    err, choice = _errors(ritz.theta[:sz.nr], ritz.rnorm, basis.m, k, sz.b)
+    err, choice = _errors(ritz.theta[:sz.nr], ritz.rnorm, basis.m, k, sz.b, numerator)
     est = _effective_gap_estimate(ritz.rnorm[:k] ** 2, scales)
     choice = jnp.where(est < err, jnp.arange(k, dtype=jnp.int32), choice)
     if at_start:
@@ -511,7 +513,11 @@ def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, ma
     floor = _carried_floor(state, dtype)
     floor = jnp.where(first, low, jnp.fmin(floor, low))
     cap = max_products + nprod0 - b        # the deep start's Krylov products come on top
-    start = _evaluate(basis, nprod0, scales, True, tol, atol, sz)
+    # After calls that skipped their guards, the guard rows are stale (neither multiplied nor
+    # filtered since), so their residuals are large, yet they enter the estimate only through
+    # the gap's lower end: the first expansion refines the numerator (the tracked residuals)
+    # instead. The stopping rule is the same; later expansions choose as usual.
+    start = _evaluate(basis, nprod0, scales, True, tol, atol, sz, numerator=_lazy_count(state) > 0)
 
     def step(loop: _Loop) -> _Loop:
         return _evaluate(_expand(mv, loop, state.count, sz), loop.nprod + 1, scales, False, tol, atol, sz)
