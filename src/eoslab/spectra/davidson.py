@@ -50,7 +50,7 @@ import numpy as np
 
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.spectra.lanczos import orthogonalize
-from eoslab.typing import DTypeLike, Matvec, PRNGKeyArray
+from eoslab.typing import ArrayLike, Bool, DTypeLike, Matvec, PRNGKeyArray, PyTree
 
 Matvec = Callable[[jax.Array], jax.Array]
 
@@ -695,7 +695,7 @@ def _one_by_one(batched_solve: str | None) -> bool:
     return batched_solve == "one_by_one"
 
 
-def member_cond(pred, dear_fn: Callable, cheap_fn: Callable):
+def member_cond(pred: Bool[ArrayLike, ""], dear_fn: Callable, cheap_fn: Callable) -> PyTree:
     """``dear_fn() if pred else cheap_fn()`` (zero-argument functions returning the same pytree
     of arrays) as ``lax.cond``, but ``vmap``-ped differently.
 
