@@ -13,6 +13,7 @@ examples of dimension 16) and the MLP of ``benchmarks/sharpness.py`` (32 → 300
 n = 1,000; ``--big``), both float32.
 
     python benchmarks/batched_train.py [--sizes 1,8,32] [--steps 100] [--track-every 1] [--repeats 3] [--big]
+        [--threads 1,2]
     python benchmarks/batched_train.py --ops [--sizes 8] [--big]
     python benchmarks/batched_train.py --chunks [--sizes 8] [--big]
 
@@ -24,11 +25,16 @@ per member-step (the trackers past their cold start, no Python around it): B seq
 chunks, one ``train_batch`` chunk per mode, and the batched step without its tracker (the
 gradient, and the gradient with its 2 fused products): a tracked step cannot cost less than the
 last column, which bounds any speed-up by vectorising on a CPU.
+
+``--threads`` (default: 1 and the cores this process may use): ``train_batch``'s ``threads``, how
+many of its parts of members (one per core) run at the same time; a sequential ``train`` of this
+MLP keeps about one core busy, so the other cores are what threads can add by wall time.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import jax
 import jax.numpy as jnp
@@ -162,9 +168,12 @@ def main():
     ap.add_argument("--chunks", action="store_true",
                     help="CPU time of one warm chunk per member-step: sequential, batched, and the no-spectra floor")
     ap.add_argument("--big", action="store_true", help="the 100k-parameter MLP of benchmarks/sharpness.py")
+    ap.add_argument("--threads", default=None, help="train_batch threads= values (default: 1,<cores>)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    modes = args.modes.split(",")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = sorted({1, cores}) if args.threads is None else [int(s) for s in args.threads.split(",")]
+    modes = [(m, th) for m in args.modes.split(",") for th in threads]
     n, d, width = (1000, 32, 300) if args.big else (256, 16, 32)
     p = problem(n, d, width)
     track = ("hessian",) if args.track_every else ()
@@ -172,6 +181,8 @@ def main():
     chunk = min(50, args.steps)
     kw = dict(k=2, track=track, track_every=every, chunk=chunk)
     console = Console(width=150)
+    if args.ops or args.chunks:
+        modes = sorted({m for m, _ in modes}, key=args.modes.split(",").index)
     console.print(f"MLP {d} → {width} → {width} → 1 (tanh, float32, {p.num_params} parameters), n = {n}; "
                   f"{args.steps} steps per member; "
                   f"spectra: {'top-2 Hessian every ' + str(every) if track else 'none'}; "
@@ -186,17 +197,19 @@ def main():
     console.print(f"compile (sequential train): {c_seq:.1f} s")
     t = Table(title="member-steps per second by wall time / by CPU time (higher is better); "
                     "speed-up = batched / sequential")
-    for col in ("B", "sequential", *(f"batched ({m})" for m in modes), *(f"speed-up ({m})" for m in modes)):
+    name = lambda m: f"{m[0]}, {m[1]} thread{'s' if m[1] > 1 else ''}"
+    for col in ("B", "sequential", *(f"batched ({name(m)})" for m in modes),
+                *(f"speed-up ({name(m)})" for m in modes)):
         t.add_column(col, justify="right")
     pair = lambda a, b, fmt: f"{a:{fmt}} / {b:{fmt}}"
     for B in sizes:
         lrs = np.linspace(0.02, 0.1, B)
         seq = timed(lambda: [train(p, float(lr), args.steps, **kw) for lr in lrs], args.repeats)
         rates, ups = [], []
-        for m in modes:
-            c = timed(lambda: train_batch(p, lrs, chunk, spectra=m, **kw))[0]
-            bt = timed(lambda: train_batch(p, lrs, args.steps, spectra=m, **kw), args.repeats)
-            console.print(f"B = {B}, {m}: compile {c:.1f} s")
+        for m, th in modes:
+            c = timed(lambda: train_batch(p, lrs, chunk, spectra=m, threads=th, **kw))[0]
+            bt = timed(lambda: train_batch(p, lrs, args.steps, spectra=m, threads=th, **kw), args.repeats)
+            console.print(f"B = {B}, {name((m, th))}: compile {c:.1f} s")
             rates.append(pair(B * args.steps / bt[0], B * args.steps / bt[1], ".3g"))
             ups.append(pair(seq[0] / bt[0], seq[1] / bt[1], ".2f"))
         t.add_row(str(B), pair(B * args.steps / seq[0], B * args.steps / seq[1], ".3g"), *rates, *ups)

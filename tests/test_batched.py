@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from eoslab import Problem
+from eoslab import Problem, progress
 from eoslab.data import synthetic
 from eoslab.dynamics import optim
 from eoslab.dynamics.batched import train_batch
@@ -266,3 +266,72 @@ def test_vectorised_members_in_groups_equal_separate_runs():
             for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(fin)):
                 np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert trajs[-1]["diverged"][-1] and not any(t["diverged"].any() for t in trajs[:-1])
+
+
+
+def _assert_same(one, other, keys=None):
+    for a, b in zip(one, other):
+        assert a.keys() == b.keys()
+        for key in keys or a:
+            if key not in ("seconds", "batch_seconds"):
+                assert a[key].dtype == b[key].dtype, key
+                np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]), err_msg=key)
+
+
+class _Updates:
+    def __init__(self):
+        self.done = []
+
+    def start(self, description, total, unit):
+        return None
+
+    def update(self, handle, completed, info=""):
+        self.done.append(completed)
+
+    def stop(self, handle, ok=True):
+        pass
+
+
+def test_parts_on_threads_equal_one_thread_bit_for_bit(monkeypatch):
+    """On a CPU the members are split into parts (here 3 of 2), advanced by `threads` threads at
+    once: every record and the final parameters equal those of one thread exactly, the part
+    whose members have all diverged (and stop running) included. The problem is float64 and x64
+    mode is off globally, so in new threads too: the workers must take the caller's precision
+    (`train_batch` follows the problem's dtype; JAX's switch is per thread)."""
+    from eoslab.dynamics import batched
+
+    monkeypatch.setattr(batched, "CPU_PARTS", 3)
+    p = _problem(0, dtype=jnp.float64)
+    lrs, moms = [0.05, 0.3, 1e8, 1e12, 0.1, 0.2], [0.0, 0.0, 0.0, 0.0, 0.5, 0.0]
+    jax.config.update("jax_enable_x64", False)  # off globally, so in new threads too
+    try:
+        one, fin1 = train_batch(p, lrs, 30, momentum=moms, track=(), chunk=15, threads=1)
+        with progress.reporting(rec := _Updates()):
+            three, fin3 = train_batch(p, lrs, 30, momentum=moms, track=(), chunk=15, threads=3)
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    assert one[0]["loss"].dtype == np.float64
+    _assert_same(one, three)
+    for a, b in zip(jax.tree_util.tree_leaves(fin1), jax.tree_util.tree_leaves(fin3)):
+        assert a.dtype == b.dtype == jnp.float64
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [t["diverged"][-1] for t in one] == [False, False, True, True, False, False]
+    assert rec.done == [15, 30]  # the bar moves after every chunk
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spectra", ["map", "vmap"])
+def test_parts_with_spectra_on_threads_equal_one_thread_bit_for_bit(monkeypatch, spectra):
+    """The same with each member's top Hessian eigenvalue tracked, both spectra modes."""
+    from eoslab.dynamics import batched
+
+    monkeypatch.setattr(batched, "CPU_PARTS", 2)
+    p = _problem(0)
+    lrs = [0.05, 0.2, 40.0, 0.4]
+    kw = dict(k=1, chunk=6, spectra=spectra)
+    one, fin1 = train_batch(p, lrs, 12, threads=1, **kw)
+    two, fin2 = train_batch(p, lrs, 12, threads=2, **kw)
+    _assert_same(one, two)
+    for a, b in zip(jax.tree_util.tree_leaves(fin1), jax.tree_util.tree_leaves(fin2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert one[2]["diverged"][-1] and not one[3]["diverged"].any()

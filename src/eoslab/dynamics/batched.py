@@ -27,9 +27,12 @@ long as the slowest member's. Without spectra the members are always vectorised.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import jax
@@ -38,7 +41,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from eoslab import progress
-from eoslab._precision import follows
+from eoslab._precision import follows, is_x64, x64
 from eoslab.dynamics import optim
 from eoslab.dynamics.stepper import masked, scan
 from eoslab.dynamics.train import Trajectory, initial_state, nan_rows, train_step
@@ -99,7 +102,7 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
                 track: tuple[str, ...] = ("hessian",), tol: float = 1e-3,
                 max_products: int | None = None, seed: int | Sequence[int] = 0, batch_size: int | None = None,
                 batch_sharpness_samples: int = 32, chunk: int = 50,
-                spectra: str = "map") -> tuple[list[Trajectory], Params]:
+                spectra: str = "map", threads: int | None = None) -> tuple[list[Trajectory], Params]:
     """Train B members at once.
 
     Args:
@@ -118,6 +121,10 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
         :func:`~eoslab.dynamics.train.train` (each member draws its own batches from its own key
         stream; keys ``batch_loss``, ``batch_sharpness``, ``batch_sharpness_se``). ``None``: full batch.
       chunk: steps per compiled call. spectra: ``"map"`` or ``"vmap"`` (module docstring).
+      threads: on a CPU the members are split into one contiguous part per core (:data:`CPU_PARTS`),
+        each advanced by its own compiled call per chunk; ``threads`` of them run at the same time
+        (JAX runs calls from different Python threads concurrently, so the cores share the batch).
+        ``None``: one per core this process may use. The results do not depend on it, bit for bit.
 
     Returns:
       ``(trajectories, final_params)``: a list of B :class:`~eoslab.dynamics.train.Trajectory`
@@ -139,6 +146,8 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
                                                                     ("chunk", chunk)))
     if spectra not in SPECTRA_MODES:
         raise EoslabError(f"spectra must be one of {SPECTRA_MODES}, got {spectra!r}")
+    if threads is not None:
+        threads = check_positive_int("threads", threads)
     n_mc = check_positive_int("batch_sharpness_samples", batch_sharpness_samples)
     if batch_size is not None:
         batch_size = check_positive_int("batch_size", batch_size)
@@ -161,12 +170,14 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
     batch_problem, p_axis = (p0, None) if probs is None else (jax.tree_util.tree_map(
         lambda *xs: jnp.stack(xs), *probs), 0)
     static = dict(length=min(chunk, steps), every=track_every, max_products=max_products, p_axis=p_axis,
-                  spectra=spectra if track else "vmap", batch_size=batch_size, n_mc=n_mc, group=_group(B))
+                  spectra=spectra if track else "vmap", batch_size=batch_size, n_mc=n_mc)
     tol_a = jnp.asarray(tol, dtype)
     records = []
     start = time.perf_counter()
     with progress.task(f"training {B} members", steps, "steps") as bar:
-        states = _run_chunks(batch_problem, tol_a, states, steps, opts[0], static, records, bar)
+        parts = _parts(B)
+        states = _run_chunks(batch_problem, tol_a, states, steps, opts[0], static, records, bar, parts,
+                             _workers(threads, len(parts)))
     wall = time.perf_counter() - start
     full = {key: np.concatenate([r[key] for r in records]) for key in records[0]}  # (steps, B, ...)
     o = opts[0]
@@ -197,24 +208,52 @@ def _initial_states(member, opts, seeds, shared: bool, k, track) -> list:
     return out
 
 
-def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar):
+def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar, parts, workers):
     """Advance chunk by chunk, appending each chunk's rows (steps, B, ...) to ``records``;
-    returns the final states."""
-    done = 0
+    returns the final states. ``parts``: the members' ``(start, stop)`` slices, each one
+    compiled call per chunk, on ``workers`` threads (the progress bar moves once every part has
+    done the chunk)."""
+    p_axis = static["p_axis"]
+    cut = lambda tree, a, b: jax.tree_util.tree_map(lambda x: x[a:b], tree)
+    probs = [problem if p_axis is None else cut(problem, a, b) for a, b in parts]
+    sts = [cut(states, a, b) if len(parts) > 1 else states for a, b in parts]
+    groups = [_group(b - a) for a, b in parts]
     total = jnp.asarray(steps)
-    while done < steps:
-        states, rec = _batch_chunk(problem, tol, states, total, optimizer, **static)
-        take = min(static["length"], steps - done)
-        records.append({key: np.asarray(a)[:take] for key, a in rec.items()})
-        done += take
-        live = ~np.asarray(states.diverged)
-        bar.update(done, f"{int(live.sum())} of {live.size} members not diverged")
-        if not live.any():  # every member diverged: the rest is NaN rows
-            records.append(nan_rows(records[-1], steps - done))
-            done = steps
-    return states
+    wide = is_x64()  # JAX's float64 switch is per thread: the workers take the caller's
 
+    def advance(i):
+        with x64() if wide else contextlib.nullcontext():
+            if sts[i] is None:  # every member of this part has diverged: nothing left to compute
+                return None, None
+            out = _batch_chunk(probs[i], tol, sts[i], total, optimizer, group=groups[i], **static)
+            return jax.block_until_ready(out)
 
+    done, last = 0, [None] * len(parts)
+    finals = list(sts)
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(workers)) if workers > 1 else None
+        if pool is not None:  # Ctrl-C: drop the queued chunks instead of waiting for them
+            stack.callback(pool.shutdown, wait=True, cancel_futures=True)
+        while done < steps:
+            outs = list((map if pool is None else pool.map)(advance, range(len(parts))))
+            take = min(static["length"], steps - done)
+            for i, (st, rec) in enumerate(outs):
+                if st is None:  # the rows the stepper would give a part left with no live member
+                    last[i] = nan_rows(last[i], take)
+                    continue
+                last[i] = {key: np.asarray(a)[:take] for key, a in rec.items()}
+                finals[i] = st
+                sts[i] = None if len(parts) > 1 and np.asarray(st.diverged).all() else st
+            records.append({key: np.concatenate([r[key] for r in last], axis=1) for key in last[0]})
+            done += take
+            live = ~np.concatenate([np.asarray(f.diverged) for f in finals])
+            bar.update(done, f"{int(live.sum())} of {live.size} members not diverged")
+            if not live.any():  # every member diverged: the rest is NaN rows
+                records.append(nan_rows(records[-1], steps - done))
+                done = steps
+    if len(parts) == 1:
+        return finals[0]
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *finals)
 @functools.partial(jax.jit, static_argnames=("optimizer", "length", "every", "max_products", "p_axis", "spectra",
                                              "batch_size", "n_mc", "group"))
 def _batch_chunk(problem, tol, states, total, optimizer, *, length, every, max_products, p_axis, spectra,
@@ -270,6 +309,34 @@ def _batch_chunk(problem, tol, states, total, optimizer, *, length, every, max_p
 #: On a CPU, the most members vectorised together (``spectra="vmap"``); larger batches run as
 #: groups of at most this many, one group after the other (``benchmarks/batched_train.py --chunks``).
 CPU_GROUP = 8
+
+
+#: On a CPU, the members are split into this many parts (``None``: one per core this process
+#: may use), each advanced by one compiled call per chunk; :func:`train_batch`'s ``threads`` only
+#: says how many threads run the parts, so it does not change any result.
+CPU_PARTS: int | None = None
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _workers(threads: int | None, parts: int) -> int:
+    """Threads :func:`train_batch` runs its ``parts`` on: ``threads`` (``None``: the cores this
+    process may use), at most one per part."""
+    return max(1, min(_cores() if threads is None else threads, parts))
+
+
+def _parts(B: int) -> list[tuple[int, int]]:
+    """The members' contiguous ``(start, stop)`` slices, as equal as possible: :data:`CPU_PARTS`
+    of them on a CPU (at most B), one on an accelerator. They depend on the machine (its cores),
+    never on the thread count; a vectorised part runs in groups of :func:`_group` of its size.
+    Members of one part are all at the same step, so the step index and call counts the part
+    shares (``_batch_chunk``) are those of the whole batch; a part whose members have all
+    diverged is not run again and gets the NaN rows of :func:`~eoslab.dynamics.train.nan_rows`."""
+    n = 1 if jax.default_backend() != "cpu" else max(1, min(_cores() if CPU_PARTS is None else CPU_PARTS, B))
+    cuts = [round(i * B / n) for i in range(n + 1)]
+    return list(zip(cuts[:-1], cuts[1:]))
 
 
 def _group(B: int) -> int:
