@@ -176,8 +176,13 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
     start = time.perf_counter()
     with progress.task(f"training {B} members", steps, "steps") as bar:
         parts = _parts(B)
-        states = _run_chunks(batch_problem, tol_a, states, steps, opts[0], static, records, bar, parts,
-                             _workers(threads, len(parts)))
+        workers = _workers(threads, len(parts))
+        if static["spectra"] == "vmap" and any(_group(b - a) < b - a for a, b in parts):
+            # Vectorised parts that run as several groups (lax.map over vmapped groups) did not
+            # finish in minutes on two threads (B = 32, 2 parts of 2 groups of 8; cause not found),
+            # so such parts run one after the other.
+            workers = 1
+        states = _run_chunks(batch_problem, tol_a, states, steps, opts[0], static, records, bar, parts, workers)
     wall = time.perf_counter() - start
     full = {key: np.concatenate([r[key] for r in records]) for key in records[0]}  # (steps, B, ...)
     o = opts[0]
