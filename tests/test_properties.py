@@ -66,6 +66,8 @@ def toml_docs(draw):
         for k in keys:
             if any(k == u.split(".")[0] for u in tables):   # a key named like a table is ambiguous
                 continue
+            if any(f"{u}.".startswith(f"{t}.{k}.") for u in tables):  # [a] a0 = 0 beside [a.a0]: invalid TOML
+                continue
             style = draw(st.sampled_from(["{k} = {v}", "{k}={v}", '"{k}" = {v}', "  {k}   =  {v}  # c"]))
             # a string value may quote another key's assignment ("see n = 3"): not a definition
             v = draw(st.one_of(scalars, st.sampled_from(keys).map(lambda o: f'"see {o} = 3"')))

@@ -102,7 +102,7 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
                 track: tuple[str, ...] = ("hessian",), tol: float = 1e-3,
                 max_products: int | None = None, seed: int | Sequence[int] = 0, batch_size: int | None = None,
                 batch_sharpness_samples: int = 32, chunk: int = 50,
-                spectra: str = "map", threads: int | None = None) -> tuple[list[Trajectory], Params]:
+                spectra: str = "map", threads: int | None = 1) -> tuple[list[Trajectory], Params]:
     """Train B members at once.
 
     Args:
@@ -124,7 +124,8 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
       threads: on a CPU the members are split into one contiguous part per core (:data:`CPU_PARTS`),
         each advanced by its own compiled call per chunk; ``threads`` of them run at the same time
         (JAX runs calls from different Python threads concurrently, so the cores share the batch).
-        ``None``: one per core this process may use. The results do not depend on it, bit for bit.
+        ``None``: one per core this process may use. The default is 1, because one unexplained
+        hang was seen with several threads (see below); the results do not depend on it, bit for bit.
 
     Returns:
       ``(trajectories, final_params)``: a list of B :class:`~eoslab.dynamics.train.Trajectory`
