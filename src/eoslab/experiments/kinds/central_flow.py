@@ -251,11 +251,13 @@ def network_figures(results, rmsprop: bool = False):
     return figs
 
 
+#: The measures of a flow run on a network (GD's and RMSProp's kinds store the same arrays).
+FLOW_MEASURES = {"distance_ratio": distance_ratio, "avg_loss_error": avg_loss_error,
+                 "avg_loss_max_error": avg_loss_max_error, "cf_loss_rise": cf_loss_rise, "at_edge": at_edge,
+                 "multi_fraction": multi_fraction, "edge_error": edge_error}
+
 register(Kind(name="central_flow.network", schema=NETWORK_SCHEMA, run=lambda pts: [simulate_network(p) for p in pts],
-              measures={"distance_ratio": distance_ratio, "avg_loss_error": avg_loss_error,
-                        "avg_loss_max_error": avg_loss_max_error,
-                        "cf_loss_rise": cf_loss_rise, "at_edge": at_edge, "multi_fraction": multi_fraction,
-                        "edge_error": edge_error},
+              measures=FLOW_MEASURES,
               figures=network_figures, chunk=1, check_point=check_network_point,
               doc="central flow vs discrete GD and gradient flow on a tanh MLP or a random second-order model",
               version=1))
@@ -304,9 +306,7 @@ def simulate_rmsprop(point: dict) -> dict:
 
 
 register(Kind(name="central_flow.rmsprop", schema=RMSPROP_SCHEMA, run=lambda pts: [simulate_rmsprop(p) for p in pts],
-              measures={"distance_ratio": distance_ratio, "avg_loss_error": avg_loss_error,
-                        "avg_loss_max_error": avg_loss_max_error, "cf_loss_rise": cf_loss_rise, "at_edge": at_edge,
-                        "multi_fraction": multi_fraction, "edge_error": edge_error},
+              measures=FLOW_MEASURES,
               figures=lambda results: network_figures(results, rmsprop=True), chunk=1,
               doc="the RMSProp central flow (several eigenvalues of P⁻¹H at the edge) vs discrete RMSProp and the "
                   "stable flow on a tanh MLP",
