@@ -39,7 +39,7 @@ from eoslab._precision import follows
 from eoslab.dynamics import optim
 from eoslab.dynamics import central_flow as cf
 from eoslab.dynamics.central_flow import FlatUnravel, FlowConfig
-from eoslab.errors import EoslabError, check_positive, check_positive_int
+from eoslab.errors import EoslabError, check_nonnegative_int, check_positive, check_positive_int
 from eoslab.problem import Problem
 from eoslab.spectra import tracking
 from eoslab.spectra.operators import hvp
@@ -222,6 +222,7 @@ def run(problem: Problem, lr: float, steps: int, *, beta2: float = 0.99, eps: fl
                      float(track_tol), float(check_positive("sdcp_tol", sdcp_tol)))
     k = check_positive_int("k", k)
     chunk = check_positive_int("chunk", chunk)
+    start = check_nonnegative_int("start", start)      # before any work (ν₀ below is a gradient)
     params = problem.params if params0 is None else params0
     w0, _ = ravel_pytree(params)
     unravel = FlatUnravel.of(params)
@@ -238,10 +239,8 @@ def run(problem: Problem, lr: float, steps: int, *, beta2: float = 0.99, eps: fl
     # numbers live in the state, the update reads them from there.
     opt = optim.rmsprop(lr, beta2 if beta2 < 1 else 0.0, eps)
     s_d = opt.init(w0)._replace(nu=nu0, beta2=jnp.asarray(beta2, w0.dtype))
-    if int(start) != start or start < 0:
-        raise EoslabError(f"start must be a non-negative integer, got {start!r}")
     if start > 0:
-        w0, s_d = _plain(problem, unravel, opt, w0, s_d, length=int(start))
+        w0, s_d = _plain(problem, unravel, opt, w0, s_d, length=start)
         nu0 = s_d.nu
     st_d = tracking.track_init(P, k, jax.random.fold_in(key, 1), w0.dtype, block=min(P, k + 1))
     state = ((w0, nu0, st, jnp.zeros((k * (k + 1) // 2,), w0.dtype)), (w0, nu0), (w0, s_d, st_d))
