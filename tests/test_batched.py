@@ -293,29 +293,37 @@ class _Updates:
 
 
 def test_parts_on_threads_equal_one_thread_bit_for_bit(monkeypatch):
-    """On a CPU the members are split into parts (here 3 of 2), advanced by `threads` threads at
-    once: every record and the final parameters equal those of one thread exactly, the part
-    whose members have all diverged (and stop running) included. The problem is float64 and x64
-    mode is off globally, so in new threads too: the workers must take the caller's precision
-    (`train_batch` follows the problem's dtype; JAX's switch is per thread)."""
+    """On a CPU the members are split into parts (here 7 members in 3 parts of 3: the last one
+    member and 2 copies of it), advanced by `threads` threads at once: every record and the final
+    parameters equal those of one thread exactly, the part whose members have all diverged (and
+    stop running) included, and (to rounding) those of one part of all 7, so the padding changes
+    nothing. The problem is float64 and x64 mode is off globally, so in new threads too: the
+    workers must take the caller's precision (`train_batch` follows the problem's dtype; JAX's
+    switch is per thread)."""
     from eoslab.dynamics import batched
 
-    monkeypatch.setattr(batched, "CPU_PARTS", 3)
     p = _problem(0, dtype=jnp.float64)
-    lrs, moms = [0.05, 0.3, 1e8, 1e12, 0.1, 0.2], [0.0, 0.0, 0.0, 0.0, 0.5, 0.0]
+    lrs, moms = [0.05, 0.3, 0.1, 1e8, 1e12, 1e9, 0.2], [0.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0]
+    monkeypatch.setattr(batched, "CPU_PARTS", 3)
+    assert batched._parts(7) == [(0, 3), (3, 6), (6, 7)]
     jax.config.update("jax_enable_x64", False)  # off globally, so in new threads too
     try:
         one, fin1 = train_batch(p, lrs, 30, momentum=moms, track=(), chunk=15, threads=1)
         with progress.reporting(rec := _Updates()):
             three, fin3 = train_batch(p, lrs, 30, momentum=moms, track=(), chunk=15, threads=3)
+        monkeypatch.setattr(batched, "CPU_PARTS", 1)
+        whole, fin_whole = train_batch(p, lrs, 30, momentum=moms, track=(), chunk=15, threads=3)
     finally:
         jax.config.update("jax_enable_x64", True)
     assert one[0]["loss"].dtype == np.float64
     _assert_same(one, three)
-    for a, b in zip(jax.tree_util.tree_leaves(fin1), jax.tree_util.tree_leaves(fin3)):
-        assert a.dtype == b.dtype == jnp.float64
+    for a, b, c in zip(*(jax.tree_util.tree_leaves(f) for f in (fin1, fin3, fin_whole))):
+        assert a.dtype == b.dtype == jnp.float64 and a.shape == c.shape
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    assert [t["diverged"][-1] for t in one] == [False, False, True, True, False, False]
+        np.testing.assert_allclose(np.asarray(a)[[0, 1, 2, 6]], np.asarray(c)[[0, 1, 2, 6]], rtol=1e-12)
+    for a, b in zip(one, whole):
+        _close(a["loss"], b["loss"], 1e-12)
+    assert [t["diverged"][-1] for t in one] == [False, False, False, True, True, True, False]
     assert rec.done == [15, 30]  # the bar moves after every chunk
 
 
@@ -335,3 +343,43 @@ def test_parts_with_spectra_on_threads_equal_one_thread_bit_for_bit(monkeypatch,
     for a, b in zip(jax.tree_util.tree_leaves(fin1), jax.tree_util.tree_leaves(fin2)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     assert one[2]["diverged"][-1] and not one[3]["diverged"].any()
+
+
+_GROUPED_PARTS_ON_THREADS = """
+import jax, jax.numpy as jnp, numpy as np
+from eoslab import Problem
+from eoslab.data import synthetic
+from eoslab.dynamics import batched
+from eoslab.models.mlp import MLP
+
+ds, net = synthetic(32, 16, seed=0), MLP(1, 128, "tanh", 1)
+p = Problem.from_model(net, net.init(jax.random.PRNGKey(0), 16, jnp.float32), jnp.asarray(ds.x), jnp.asarray(ds.y))
+lrs = np.linspace(0.02, 0.1, 16 * batched._cores())
+many, _ = batched.train_batch(p, lrs, 2, chunk=2, spectra="vmap", threads=None)
+one, _ = batched.train_batch(p, lrs, 2, chunk=2, spectra="vmap", threads=1)
+same = all(np.array_equal(a[k], b[k], equal_nan=True) for a, b in zip(many, one) for k in ("loss", "hessian_eigs"))
+print("finished", same, p.num_params)
+"""
+
+
+def test_vectorised_parts_in_groups_on_every_core_finish():
+    """A configuration that deadlocked: every core runs a vectorised part of 16 members (2 groups
+    of 8, one after the other) of a 2,305-parameter MLP at once. Each group's tracker QR
+    (2,305 × 3, batch 8) was large enough for jaxlib's CPU LAPACK kernel to split it over XLA's
+    intra-op pool and wait for the pieces; with one such wait on every pool thread nothing ran
+    them. In a subprocess, so that a regression fails here (timeout) instead of hanging the suite;
+    the threaded result equals the one-thread one bit for bit."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    try:
+        out = subprocess.run([sys.executable, "-c", _GROUPED_PARTS_ON_THREADS], capture_output=True, text=True,
+                             env=env, timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("train_batch with vectorised parts of 2 groups on every core did not finish in 120 s")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["finished", "True", "2305"], out.stdout

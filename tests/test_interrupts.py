@@ -66,3 +66,18 @@ def test_ctrl_c_during_start_up_is_not_swallowed():
     assert code == 130, text
     assert lines[-1] == "interrupted: nothing was written", text
     assert "Traceback" not in text and "Exception ignored" not in text
+
+
+@pytest.mark.slow  # ≈ 25 s: the batch's compilation
+def test_ctrl_c_during_a_batched_sweep_on_threads_exits_130(tmp_path):
+    """`eoslab sweep` trains a chunk of points as one batch, its parts on one thread per core:
+    Ctrl-C once the members are training stops the threads' queued chunks and exits 130."""
+    f = tmp_path / "lr.toml"
+    f.write_text('[experiment]\nname = "int"\nkind = "networks.train"\n[model]\nwidth = 8\n[data]\nn = 16\n'
+                 '[dynamics]\nsteps = 10000000\n[sweep]\nlr = [0.05, 0.1, 0.2]\n')
+    code, lines = _interrupt_when(["sweep", str(f), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out"),
+                                   "--no-figures"], "members not diverged")
+    text = "\n".join(lines)
+    assert code == 130, text
+    assert lines[-1] == "interrupted: nothing was written", text
+    assert "Traceback" not in text and "Exception ignored" not in text

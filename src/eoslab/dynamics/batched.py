@@ -102,7 +102,7 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
                 track: tuple[str, ...] = ("hessian",), tol: float = 1e-3,
                 max_products: int | None = None, seed: int | Sequence[int] = 0, batch_size: int | None = None,
                 batch_sharpness_samples: int = 32, chunk: int = 50,
-                spectra: str = "map", threads: int | None = 1) -> tuple[list[Trajectory], Params]:
+                spectra: str = "map", threads: int | None = None) -> tuple[list[Trajectory], Params]:
     """Train B members at once.
 
     Args:
@@ -124,8 +124,9 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
       threads: on a CPU the members are split into one contiguous part per core (:data:`CPU_PARTS`),
         each advanced by its own compiled call per chunk; ``threads`` of them run at the same time
         (JAX runs calls from different Python threads concurrently, so the cores share the batch).
-        ``None``: one per core this process may use. The default is 1, because one unexplained
-        hang was seen with several threads (see below); the results do not depend on it, bit for bit.
+        ``None`` (default): one per core this process may use; 1: the parts one after the other.
+        The results do not depend on it, bit for bit. (Programs running at once need the
+        tracker's LAPACK calls unbatched on a CPU: :mod:`eoslab.spectra.davidson`.)
 
     Returns:
       ``(trajectories, final_params)``: a list of B :class:`~eoslab.dynamics.train.Trajectory`
@@ -177,13 +178,8 @@ def train_batch(problem: Problem | Sequence[Problem], lr: Float[ArrayLike, " B"]
     start = time.perf_counter()
     with progress.task(f"training {B} members", steps, "steps") as bar:
         parts = _parts(B)
-        workers = _workers(threads, len(parts))
-        if static["spectra"] == "vmap" and any(_group(b - a) < b - a for a, b in parts):
-            # Vectorised parts that run as several groups (lax.map over vmapped groups) did not
-            # finish in minutes on two threads (B = 32, 2 parts of 2 groups of 8; cause not found),
-            # so such parts run one after the other.
-            workers = 1
-        states = _run_chunks(batch_problem, tol_a, states, steps, opts[0], static, records, bar, parts, workers)
+        states = _run_chunks(batch_problem, tol_a, states, steps, opts[0], static, records, bar, parts,
+                             _workers(threads, len(parts)))
     wall = time.perf_counter() - start
     full = {key: np.concatenate([r[key] for r in records]) for key in records[0]}  # (steps, B, ...)
     o = opts[0]
@@ -216,14 +212,20 @@ def _initial_states(member, opts, seeds, shared: bool, k, track) -> list:
 
 def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar, parts, workers):
     """Advance chunk by chunk, appending each chunk's rows (steps, B, ...) to ``records``;
-    returns the final states. ``parts``: the members' ``(start, stop)`` slices, each one
-    compiled call per chunk, on ``workers`` threads (the progress bar moves once every part has
-    done the chunk)."""
+    returns the final states. ``parts``: the members' ``(start, stop)`` slices (:func:`_parts`),
+    each one compiled call per chunk, on ``workers`` threads (the progress bar moves once every
+    part has done the chunk). A part shorter than the first is padded with copies of its last
+    member (computed, never returned), so that every part runs the same compiled program."""
     p_axis = static["p_axis"]
-    cut = lambda tree, a, b: jax.tree_util.tree_map(lambda x: x[a:b], tree)
+    size = parts[0][1] - parts[0][0]
+
+    def cut(tree, a, b):  # members a..b-1, then b-1 again up to `size`
+        idx = np.minimum(np.arange(a, a + size), b - 1)
+        return jax.tree_util.tree_map(lambda x: x[a:b] if b - a == size else x[idx], tree)
+
     probs = [problem if p_axis is None else cut(problem, a, b) for a, b in parts]
     sts = [cut(states, a, b) if len(parts) > 1 else states for a, b in parts]
-    groups = [_group(b - a) for a, b in parts]
+    own = [b - a for a, b in parts]  # each part's real members (the rest is padding)
     total = jnp.asarray(steps)
     wide = is_x64()  # JAX's float64 switch is per thread: the workers take the caller's
 
@@ -231,7 +233,7 @@ def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar, pa
         with x64() if wide else contextlib.nullcontext():
             if sts[i] is None:  # every member of this part has diverged: nothing left to compute
                 return None, None
-            out = _batch_chunk(probs[i], tol, sts[i], total, optimizer, group=groups[i], **static)
+            out = _batch_chunk(probs[i], tol, sts[i], total, optimizer, group=_group(size), **static)
             return jax.block_until_ready(out)
 
     done, last = 0, [None] * len(parts)
@@ -247,19 +249,22 @@ def _run_chunks(problem, tol, states, steps, optimizer, static, records, bar, pa
                 if st is None:  # the rows the stepper would give a part left with no live member
                     last[i] = nan_rows(last[i], take)
                     continue
-                last[i] = {key: np.asarray(a)[:take] for key, a in rec.items()}
+                last[i] = {key: np.asarray(a)[:take, :own[i]] for key, a in rec.items()}
                 finals[i] = st
                 sts[i] = None if len(parts) > 1 and np.asarray(st.diverged).all() else st
             records.append({key: np.concatenate([r[key] for r in last], axis=1) for key in last[0]})
             done += take
-            live = ~np.concatenate([np.asarray(f.diverged) for f in finals])
+            live = ~np.concatenate([np.asarray(f.diverged)[:n] for f, n in zip(finals, own)])
             bar.update(done, f"{int(live.sum())} of {live.size} members not diverged")
             if not live.any():  # every member diverged: the rest is NaN rows
                 records.append(nan_rows(records[-1], steps - done))
                 done = steps
     if len(parts) == 1:
         return finals[0]
-    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *finals)
+    return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs), *[jax.tree_util.tree_map(lambda x: x[:n], f)
+                                                                     for f, n in zip(finals, own)])
+
+
 @functools.partial(jax.jit, static_argnames=("optimizer", "length", "every", "max_products", "p_axis", "spectra",
                                              "batch_size", "n_mc", "group"))
 def _batch_chunk(problem, tol, states, total, optimizer, *, length, every, max_products, p_axis, spectra,
@@ -334,15 +339,17 @@ def _workers(threads: int | None, parts: int) -> int:
 
 
 def _parts(B: int) -> list[tuple[int, int]]:
-    """The members' contiguous ``(start, stop)`` slices, as equal as possible: :data:`CPU_PARTS`
-    of them on a CPU (at most B), one on an accelerator. They depend on the machine (its cores),
+    """The members' contiguous ``(start, stop)`` slices: on a CPU, at most :data:`CPU_PARTS` of
+    them (at most B), each of ⌈B / parts⌉ members but the last, which may have fewer (it is
+    padded to the others' size, so that one program serves them all: B = 3 on two cores is
+    parts of 2 and 1 + a copy); one on an accelerator. They depend on the machine (its cores),
     never on the thread count; a vectorised part runs in groups of :func:`_group` of its size.
     Members of one part are all at the same step, so the step index and call counts the part
     shares (``_batch_chunk``) are those of the whole batch; a part whose members have all
     diverged is not run again and gets the NaN rows of :func:`~eoslab.dynamics.train.nan_rows`."""
     n = 1 if jax.default_backend() != "cpu" else max(1, min(_cores() if CPU_PARTS is None else CPU_PARTS, B))
-    cuts = [round(i * B / n) for i in range(n + 1)]
-    return list(zip(cuts[:-1], cuts[1:]))
+    size = -(-B // n)
+    return [(a, min(a + size, B)) for a in range(0, B, size)]
 
 
 def _group(B: int) -> int:

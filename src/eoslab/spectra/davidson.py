@@ -165,7 +165,7 @@ def track_init(dim: int, k: int, key: PRNGKeyArray, dtype: DTypeLike = jnp.float
     b = min(k + 1 if block is None else check_positive_int("block", block), dim)
     if b < k:
         raise EoslabError(f"block size {block} must be at least k={k}")
-    X = jnp.linalg.qr(jax.random.normal(key, (dim, b), dtype))[0].T
+    X = _qr(jax.random.normal(key, (dim, b), dtype))[0].T
     return TrackState(X, jnp.full((b,), jnp.nan, dtype), jnp.zeros((), jnp.int32), k,
                       jnp.zeros((k,), dtype), jnp.zeros((), jnp.int32), jnp.asarray(jnp.nan, dtype), jnp.zeros((), dtype))
 
@@ -236,6 +236,31 @@ def _sizes(state: TrackState, k, max_basis, cold_basis, check_every, check_depth
 
 # ---- linear algebra helpers ---------------------------------------------------------------
 
+def _one_at_a_time_on_cpu(f: Callable) -> Callable:
+    """``f`` (one array in, a pytree of arrays out: a LAPACK factorisation), whose ``vmap`` on
+    a CPU computes the members one at a time (``lax.map``) instead of one batched LAPACK call;
+    elsewhere the batched call. Why: jaxlib's CPU LAPACK kernels (0.10) split a large enough
+    batch into tasks on XLA's intra-op thread pool and *block* the calling thread until they
+    are done; when that caller is itself a pool thread and every pool thread does the same (two
+    programs run at once from two Python threads, as ``train_batch``'s parts), no thread is left
+    to run the tasks and the process deadlocks. A batch of one is computed inline. Each member's
+    factorisation is the same LAPACK call on the same numbers either way."""
+    g = jax.custom_batching.custom_vmap(f)
+
+    @g.def_vmap
+    def rule(axis_size, in_batched, x):
+        del axis_size, in_batched  # one operand, so it is the batched one
+        out = jax.lax.platform_dependent(x, cpu=lambda x: jax.lax.map(g, x), default=jax.vmap(f))
+        return out, jax.tree_util.tree_map(lambda _: True, out)
+
+    return g
+
+
+_qr = _one_at_a_time_on_cpu(lambda a: jnp.linalg.qr(a))
+_eigh = _one_at_a_time_on_cpu(lambda a: jnp.linalg.eigh(a))
+_singular_values = _one_at_a_time_on_cpu(lambda a: jnp.linalg.svd(a, compute_uv=False))
+
+
 def _pseudo_random(shape, salt, dtype) -> jax.Array:
     """Cheap deterministic pseudo-random entries in [−½, ½) (a sine hash), used only to
     replace degenerate directions; avoids compiling a PRNG into every tracking step."""
@@ -249,13 +274,13 @@ def _orthonormal_block(X: jax.Array, salt) -> jax.Array:
     """Orthonormal rows spanning X; degenerate or non-finite rows are replaced (the
     replacement is computed only when needed)."""
     finite = jnp.all(jnp.isfinite(X))
-    Q, R = jnp.linalg.qr(jnp.where(finite, X, 0.0).T)
+    Q, R = _qr(jnp.where(finite, X, 0.0).T)
     d = jnp.abs(jnp.diagonal(R))
     bad = d <= 100 * jnp.finfo(X.dtype).eps * jnp.maximum(jnp.max(d), jnp.finfo(X.dtype).tiny)
 
     def repair(Q):
         fresh = _pseudo_random(X.shape, salt, X.dtype)
-        return jnp.linalg.qr(jnp.where(bad[None, :] | ~finite, fresh.T, Q))[0]
+        return _qr(jnp.where(bad[None, :] | ~finite, fresh.T, Q))[0]
 
     return jax.lax.cond(jnp.any(bad) | ~finite, repair, lambda Q: Q, Q).T
 
@@ -291,7 +316,7 @@ def _ritz_from_T(T, valid, count: int, lowest: bool = False):
     d = jnp.diagonal(T)
     lo = jnp.min(jnp.where(valid, d - (jnp.sum(jnp.abs(T), 1) - jnp.abs(d)), jnp.inf))
     T = T + jnp.diag(jnp.where(valid, 0.0, lo - jnp.max(jnp.abs(T)) - 1.0))
-    w, S = jnp.linalg.eigh(T)
+    w, S = _eigh(T)
     if lowest:
         return w[::-1][:count], S[:, ::-1][:, :count], w[M - jnp.sum(valid)]
     return w[::-1][:count], S[:, ::-1][:, :count]
@@ -482,7 +507,7 @@ def _min_cosine(U, W):
     """Smallest cosine of the principal angles between the row spaces of U and W (k, n)."""
     if U.shape[0] == 1:
         return jnp.abs(U[0] @ W[0])
-    return jnp.min(jnp.linalg.svd(U @ W.T, compute_uv=False))
+    return jnp.min(_singular_values(U @ W.T))
 
 
 def _filtered_block(U, AU_minus_thetaU, theta, floor, top):
@@ -500,7 +525,7 @@ def _filtered_block(U, AU_minus_thetaU, theta, floor, top):
     a = theta - c
     ok = jnp.isfinite(c) & jnp.all(a > 0) & jnp.all(jnp.isfinite(AU_minus_thetaU))
     F = jnp.where(ok, AU_minus_thetaU + jnp.where(ok, a, 1.0)[:, None] * U, U)
-    X = jnp.linalg.qr(F.T)[0].T      # (a Cholesky QR on the b×b Gram is 30× slower here on CPU)
+    X = _qr(F.T)[0].T      # (a Cholesky QR on the b×b Gram is 30× slower here on CPU)
     return jnp.where(jnp.all(jnp.isfinite(X)), X, U)
 
 

@@ -188,13 +188,15 @@ def simulate_batch(points: list[dict]) -> list[dict]:
 
 
 def batching() -> bool:
-    """Whether a chunk of points is trained as one batch: on accelerators (many members per
-    kernel launch); on CPU the members are trained one after the other, which measured faster
-    there (``benchmarks/batched_train.py``). ``EOSLAB_BATCH=1`` / ``0`` forces it."""
+    """Whether a chunk of points is trained as one batch (default: yes). On accelerators many
+    members share each kernel launch; on a CPU the batch is split into one part per core, the
+    parts advanced on threads at once, so a sweep uses every core, and a batch costs no more
+    CPU time than its members one after the other (``benchmarks/batched_train.py``).
+    ``EOSLAB_BATCH=0`` trains the points one after the other (``1`` forces batching)."""
     forced = os.environ.get("EOSLAB_BATCH")
     if forced is not None:
         return forced.strip() not in ("", "0")
-    return jax.default_backend() != "cpu"
+    return True
 
 
 def run(points: list[dict]) -> list[dict]:
