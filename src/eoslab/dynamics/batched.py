@@ -23,6 +23,10 @@ periodic check, ``t % track_every``) stay branches; those on a member's own numb
 the guard products) become selects that compute both sides, and a tracker's iteration runs as
 long as the slowest member's. Without spectra the members are always vectorised. See
 ``benchmarks/batched_train.py`` for what each costs on this machine.
+
+On a CPU the members are split into equal parts, one per core (:func:`_parts`), each advanced by
+its own call of one compiled program per chunk, the parts on one thread each (``threads``), so
+the batch uses every core; the results do not depend on the thread count, bit for bit.
 """
 
 from __future__ import annotations
