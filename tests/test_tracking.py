@@ -382,3 +382,24 @@ def test_member_cond_runs_the_dear_branch_only_for_the_members_that_take_it():
     assert float(g(xs[1], jnp.array(False))[1]) == -12.0  # without vmap: a plain cond
     with pytest.raises(EoslabError, match="batched_solve must be one of"):
         track(lambda v: v, track_init(5, 1, jax.random.PRNGKey(0)), batched_solve="both")
+
+
+def test_tracker_factorisations_vmapped_member_by_member_on_cpu():
+    """The tracker's QR, eigh and singular values, vmapped (twice: groups of members), equal the
+    batched jnp.linalg calls bit for bit and, on a CPU, compile to LAPACK calls on one matrix
+    each (a batched call of jaxlib 0.10 may wait on XLA's thread pool from inside it)."""
+    from eoslab.spectra import davidson
+
+    X = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 50, 4))
+    S = jnp.einsum("gbij,gbkj->gbik", X, X)
+    cases = [(davidson._qr, lambda a: jnp.linalg.qr(a), X), (davidson._eigh, lambda a: jnp.linalg.eigh(a), S),
+             (davidson._singular_values, lambda a: jnp.linalg.svd(a, compute_uv=False), X)]
+    for mine, ref, a in cases:
+        got, want = jax.jit(jax.vmap(jax.vmap(mine)))(a), jax.vmap(jax.vmap(ref))(a)
+        for x, y in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+        if jax.default_backend() == "cpu":
+            hlo = jax.jit(jax.vmap(jax.vmap(mine))).lower(a).compile().as_text()
+            assert "lapack" in hlo
+            batched = [ln for ln in hlo.splitlines() if "lapack" in ln and f"[2,3,{a.shape[2]}," in ln]
+            assert not batched, batched[:1]

@@ -165,7 +165,7 @@ def track_init(dim: int, k: int, key: PRNGKeyArray, dtype: DTypeLike = jnp.float
     b = min(k + 1 if block is None else check_positive_int("block", block), dim)
     if b < k:
         raise EoslabError(f"block size {block} must be at least k={k}")
-    X = _qr(jax.random.normal(key, (dim, b), dtype))[0].T
+    X = jnp.linalg.qr(jax.random.normal(key, (dim, b), dtype))[0].T
     return TrackState(X, jnp.full((b,), jnp.nan, dtype), jnp.zeros((), jnp.int32), k,
                       jnp.zeros((k,), dtype), jnp.zeros((), jnp.int32), jnp.asarray(jnp.nan, dtype), jnp.zeros((), dtype))
 
@@ -244,7 +244,8 @@ def _one_at_a_time_on_cpu(f: Callable) -> Callable:
     are done; when that caller is itself a pool thread and every pool thread does the same (two
     programs run at once from two Python threads, as ``train_batch``'s parts), no thread is left
     to run the tasks and the process deadlocks. A batch of one is computed inline. Each member's
-    factorisation is the same LAPACK call on the same numbers either way."""
+    factorisation is the same LAPACK call on the same numbers either way. Forward-mode
+    differentiable (``custom_vmap``), not reverse-mode, as the tracker's while loops anyway."""
     g = jax.custom_batching.custom_vmap(f)
 
     @g.def_vmap
