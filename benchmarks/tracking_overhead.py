@@ -15,13 +15,13 @@ Each is compiled once (excluded), then timed ``--repeats`` times from θ₀, in 
 all steps, of the minimum times, which are steadier on a shared machine, of the median CPU times of
 this process, steadier still when other processes compete for the cores, and of the minimum times
 of the second chunk alone: the steady state, without the tracker's cold start at step 0, whose ~32
-products are a fixed cost that a 60-step run spreads over few steps), the mean operator-vector
+products are a fixed cost that a 100-step run spreads over few steps), the mean operator-vector
 products per step (steps ≥ 1, and in the second chunk) and the max relative error of the tracked values against
 a float64 reference (scipy ``eigsh``, tol 1e-10, on the float64 operators at the float32 iterates of
 the same trajectory, replayed by a plain jitted GD scan whose losses must match `train`'s) at every
 ``--check-every`` steps.
 
-Usage: python benchmarks/tracking_overhead.py [--steps 60] [--repeats 3] [--sizes small,benchmark]
+Usage: python benchmarks/tracking_overhead.py [--steps 100] [--repeats 3] [--sizes small,benchmark]
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def run_size(name, cfg, args, console):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--steps", type=int, default=60, help="GD steps (even: timed in two chunks of steps/2)")
+    ap.add_argument("--steps", type=int, default=100, help="GD steps (even: timed in two chunks of steps/2)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--check-every", type=int, default=10)
     ap.add_argument("--sizes", default="small,benchmark")

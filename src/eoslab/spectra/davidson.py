@@ -28,9 +28,9 @@ Error bars. For symmetric A and a unit vector v with Rayleigh quotient θ, ``‖
 the distance from θ to the *nearest* eigenvalue (rigorously), which need not be the i-th
 largest: it is stored with every value. That the values are the top k rests on the Krylov space
 having seen the top of the spectrum (cold depth, warm start, periodic check). The stopping rule
-uses the quadratic estimate ``‖R_c‖²_F / (θ_c − θ_{c+1})`` minimised over cuts c ≥ i (R_c the
-residuals of the top c Ritz vectors, θ_{c+1} a carried tracked or guard value), capped by the
-residual: inside a tight cluster the error is governed by the gap *below* the cluster. At the
+uses the quadratic estimate ``‖R_c‖²_F / (θ_c − θ_{c+1} − ‖r_{c+1}‖)`` minimised over cuts c ≥ i
+(R_c the residuals of the top c Ritz vectors, θ_{c+1} a carried tracked or guard value: its Ritz
+vector within 45° of the rows the call started from), capped by the residual: inside a tight cluster the error is governed by the gap *below* the cluster. At the
 block-only check it may also be ``SCALE_SAFETY·‖r‖²/g``, g the residual's effective gap measured
 by an earlier call that expanded (``TrackState.scales``). Estimates, not proofs; the benchmark
 checks them against a float64 reference. Measurements and the variants tried: docs/tracking.md.
@@ -63,6 +63,11 @@ ENTRY_OVERLAP = 0.5 ** 0.5
 #: each call that reuses it without re-measuring.
 SCALE_SAFETY = 2.0
 SCALE_DECAY = 0.5
+
+#: A cut's lower Ritz value counts as carried (a usable gap end, :func:`_errors`) when its Ritz
+#: vector has at least this squared norm on the span of the rows the call started from
+#: (within 45° of it, the threshold of :data:`ENTRY_OVERLAP`).
+CARRIED_WEIGHT = 0.5
 
 #: The filter of the carried vectors, ``v ↦ (A − c)v`` with c halfway between the last carried
 #: Ritz value and ``floor − FILTER_MARGIN·(θ₁ − floor)`` (floor: the lowest eigenvalue estimate):
@@ -338,15 +343,24 @@ def _rayleigh_ritz(basis: _Basis, nr: int, count: int) -> _Ritz:
     return _Ritz(theta, Y, U, R, jnp.linalg.norm(R, axis=1))
 
 
-def _errors(theta, rnorm, m, k: int, b: int, numerator=False):
+def _errors(theta, rnorm, m, k: int, b: int, numerator=False, carried=None):
     """Quadratic (cluster-aware) error estimates of the top-k Ritz values, capped by the
     rigorous residual bound, and for each of them the Ritz vector whose residual to add next.
 
     Cut c separates the top c Ritz values from the (c+1)-th; its estimate is
-    ``‖R_c‖²_F / (θ_c − θ_{c+1})``, and err_i is the minimum over cuts c ≥ i + 1 (capped by
-    ‖r_i‖). Only cuts whose lower value is a carried (tracked or guard) Ritz value count:
+    ``‖R_c‖²_F / (θ_c − θ_{c+1} − ‖r_{c+1}‖)``, and err_i is the minimum over cuts c ≥ i + 1
+    (capped by ‖r_i‖). The lower end is raised by its own residual, as far as the eigenvalue it
+    stands for may lie above it: a guard whose residual exceeds the gap (the operator jumped and
+    the guard's value means nothing yet) gives no cut, where it would otherwise pass a value
+    converged to λ₂ with a larger λ₁ missed. Only cuts whose lower value is a carried (tracked or guard) Ritz value count:
     the Ritz values of fresh Krylov directions beyond the block are crude lower bounds of
     the eigenvalues below, and would make the gap, hence the estimate, far too optimistic.
+    The index alone does not say it: ``carried`` (nr,), if given, is each Ritz vector's
+    squared norm on the span of the rows the call started from, and a cut counts only if its
+    lower Ritz vector has at least :data:`CARRIED_WEIGHT` of it. When the operator jumps (a
+    catapult) the carried rows no longer approximate eigenvectors, the expansions rebuild the
+    top of the spectrum from fresh directions, and the (c+1)-th Ritz value of a few of them
+    sits far below the eigenvalue it stands for.
     The vector to expand for value i is the one with the largest residual among those its
     best cut depends on (the top c and the one below, all in the block), so an unconverged
     guard gets refined when it limits the estimate; with ``numerator`` (may be traced), among
@@ -360,8 +374,10 @@ def _errors(theta, rnorm, m, k: int, b: int, numerator=False):
         return rnorm[:k], i.astype(jnp.int32)
     c = jnp.arange(1, nr)                       # cut: top c values vs the (c+1)-th
     f2 = jnp.cumsum(rnorm**2)[c - 1]            # ‖R_c‖_F²
-    gap = theta[c - 1] - theta[c]
+    gap = theta[c - 1] - theta[c] - rnorm[c]      # the lower eigenvalue may lie up to ‖r_{c+1}‖ higher
     usable = (c < m) & (c < b) & (gap > 0)
+    if carried is not None:
+        usable = usable & (carried[c] >= CARRIED_WEIGHT)
     est = jnp.where(usable, f2 / jnp.where(usable, gap, 1.0), jnp.inf)
     per = jnp.where(c[None, :] >= i[:, None] + 1, est[None, :], jnp.inf)   # (k, cuts)
     err = jnp.minimum(rnorm[:k], jnp.min(per, axis=1))
@@ -449,15 +465,21 @@ def _start(mv, X, AX, first, checking, count, sz: _Sizes, deep: bool = True):
 
 # ---- the expansion loop -------------------------------------------------------------------
 
-def _evaluate(basis: _Basis, nprod, scales, at_start: bool, tol, atol, sz: _Sizes, numerator=False) -> _Loop:
+def _evaluate(basis: _Basis, nprod, scales, at_start: bool, tol, atol, sz: _Sizes, numerator=False,
+              carried=None) -> _Loop:
     """Rayleigh-Ritz on the basis, the top-k error estimates and the next expansion target.
+
+    ``carried`` (b, n): the orthonormal rows the call started from (the block, or the top of a
+    deep start); a cut's gap counts only where its lower Ritz vector lies mostly in their span
+    (:func:`_errors`).
 
     At the start (``at_start``), the effective-gap estimate may also stop the call; later it
     only chooses the direction: where it is the smaller one, the error sits in the tracked
     vector's own residual rather than in the gap to a guard."""
     k = sz.k
     ritz = _rayleigh_ritz(basis, sz.nr, max(sz.nr, sz.keep))
-    err, choice = _errors(ritz.theta[:sz.nr], ritz.rnorm, basis.m, k, sz.b, numerator)
+    weight = None if carried is None else jnp.sum((ritz.U @ carried.T) ** 2, axis=1)
+    err, choice = _errors(ritz.theta[:sz.nr], ritz.rnorm, basis.m, k, sz.b, numerator, weight)
     est = _effective_gap_estimate(ritz.rnorm[:k] ** 2, scales)
     choice = jnp.where(est < err, jnp.arange(k, dtype=jnp.int32), choice)
     if at_start:
@@ -544,9 +566,11 @@ def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, ma
     # the gap's lower end: the first expansion refines the numerator (the tracked residuals)
     # instead. The stopping rule is the same; later expansions choose as usual.
     start = _evaluate(basis, nprod0, scales, True, tol, atol, sz, numerator=_lazy_count(state) > 0)
+    carried = basis.V[:b]               # the block (or a deep start's top Ritz vectors)
 
     def step(loop: _Loop) -> _Loop:
-        return _evaluate(_expand(mv, loop, state.count, sz), loop.nprod + 1, scales, False, tol, atol, sz)
+        return _evaluate(_expand(mv, loop, state.count, sz), loop.nprod + 1, scales, False, tol, atol, sz,
+                         carried=carried)
 
     end = jax.lax.while_loop(lambda loop: _keep_going(loop, cap, k), step, start)
     gaps = _effective_gaps(start, end, nprod0, scales, k).astype(dtype)
