@@ -726,18 +726,7 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
         warm = lambda: _solve(mv, state, X, AXk, scales, first, checking, tol, atol, max_products, sz, deep=False)
         deep = (first if sz.cold > sz.b else False) | (checking if sz.check > sz.b else False)
         return jax.lax.cond(deep, solve, lambda: jax.lax.cond(skip, lambda: skipped, warm))
-    return _unless(skip & ~checking, skipped, solve)
-
-
-def _unless(done: Bool[ArrayLike, ""], result: PyTree, fn: Callable) -> PyTree:
-    """``result if done else fn()``: ``lax.cond`` with its expensive branch as the body of a
-    ``while_loop`` that runs zero times or once (same values). Why: XLA:CPU (jaxlib 0.10) runs
-    the tracker's solve, with its nested expansion loop and the linearised Hessian products,
-    about 1.4× slower as a conditional's branch than as a loop body (benchmark MLP: a tracked
-    step 23.7 → 17.2 ms at the same products, docs/tracking.md). Under ``vmap`` with a batched
-    ``done`` it is a select, as ``lax.cond`` would be."""
-    return jax.lax.while_loop(lambda c: ~c[0], lambda c: (jnp.asarray(True), fn()),
-                              (jnp.asarray(done, jnp.bool_), result))[1]
+    return jax.lax.cond(skip & ~checking, lambda: skipped, solve)
 
 
 #: How a ``vmap``-ped tracker (``track(..., shared_count=True)``) solves: ``"one_by_one"`` (the
