@@ -32,6 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from eoslab.dynamics.optim import Optimizer, as_optimizer
 from eoslab.errors import EoslabError
+from eoslab.spectra.operators import flatten
 from eoslab.typing import Array, Bool, Int, Params, PRNGKeyArray, PyTree
 
 
@@ -160,10 +161,12 @@ def _value_grad_hvps(loss_fn, params, vectors):
     (``jax.linearize``: the primal, loss and gradient, computed once) and its tangent map
     vmapped over the rows of V (m, P); the returned matvec reuses the same linearisation."""
     flat, unravel = ravel_pytree(params)
-    value_grad = jax.value_and_grad(lambda f: loss_fn(unravel(f)))
-    (loss, gflat), lin = jax.linearize(value_grad, flat)
-    mv = lambda v: lin(v.astype(flat.dtype))[1]
-    return loss, unravel(gflat), jax.vmap(mv)(vectors), mv
+    (loss, grads), lin = jax.linearize(jax.value_and_grad(loss_fn), params)
+    tangent = lambda v: lin(unravel(v.astype(flat.dtype)))[1]
+    # The products of the step itself are raveled in one concatenate (fast there); the matvec,
+    # called inside the tracker's loops, leaf by leaf (see flatten).
+    hvps = jax.vmap(lambda v: ravel_pytree(tangent(v))[0].astype(flat.dtype))(vectors)
+    return loss, grads, hvps, lambda v: flatten(tangent(v), flat.dtype)
 
 
 def all_finite(tree: PyTree) -> Bool[Array, ""]:

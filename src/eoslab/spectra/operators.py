@@ -12,7 +12,26 @@ from jax.flatten_util import ravel_pytree
 
 from eoslab.errors import EoslabError
 from eoslab.problem import Params, Problem
-from eoslab.typing import Array, DTypeLike, Float, Matvec
+from eoslab.typing import Array, DTypeLike, Float, Matvec, PyTree
+
+
+def flatten(tree: PyTree, dtype: DTypeLike) -> Float[Array, " P"]:
+    """The leaves of ``tree`` one after the other in a (P,) vector of ``dtype``: the order and
+    values of ``ravel_pytree(tree)[0]``, built by one ``dynamic_update_slice`` per leaf.
+
+    Why not ``ravel_pytree``: its single ``concatenate``, applied to a product's tangents inside
+    a ``while_loop`` (the tracker's expansions) on XLA:CPU, gets the layout transpose of a 2-D
+    leaf fused into it, and that one fusion then costs more than all the product's matmuls
+    (``benchmarks/operators.py``: about 1.5 gradients per product instead of 2.2 at P ≈ 10⁵).
+    Written leaf by leaf, each transpose stays in a small fusion of its own."""
+    leaves = jax.tree_util.tree_leaves(tree)
+    out = jnp.zeros((sum(x.size for x in leaves),), dtype)
+    at = 0
+    for x in leaves:
+        if x.size:
+            out = jax.lax.dynamic_update_slice(out, jnp.ravel(x).astype(dtype), (at,))
+        at += x.size
+    return out
 
 
 def hvp(problem: Problem, params: Params, *, linearized: bool = False) -> tuple[Matvec, int]:
@@ -24,13 +43,13 @@ def hvp(problem: Problem, params: Params, *, linearized: bool = False) -> tuple[
     instead of 3 when the product sits inside a ``lax.cond`` / ``while_loop``, where XLA does
     not share the primal with the rest of the step). Use it where products are certain."""
     flat, unravel = ravel_pytree(params)
-    grad = jax.grad(lambda v: problem.loss_fn(unravel(v)))
+    grad = jax.grad(problem.loss_fn)      # on the pytree: the flat vectors only at the ends (flatten)
     if linearized:
-        _, lin = jax.linearize(grad, flat)
-        return (lambda v: lin(v.astype(flat.dtype))), flat.size
+        _, lin = jax.linearize(grad, params)
+        return (lambda v: flatten(lin(unravel(v.astype(flat.dtype))), flat.dtype)), flat.size
 
     def mv(v):
-        return jax.jvp(grad, (flat,), (v.astype(flat.dtype),))[1]
+        return flatten(jax.jvp(grad, (params,), (unravel(v.astype(flat.dtype)),))[1], flat.dtype)
 
     return mv, flat.size
 
@@ -41,10 +60,9 @@ def ntk_vp(problem: Problem, params: Params) -> tuple[Matvec, int]:
     The model is linearised once at θ (``jax.linearize``; Jᵀ is its transpose), so a product
     is two tangent passes and never re-runs the forward pass, also inside ``lax.cond`` /
     ``while_loop`` (there, a ``jax.jvp`` per product re-ran it: about 1.3× the cost)."""
-    flat, unravel = ravel_pytree(params)
-    f = lambda v: problem.predict(unravel(v)).reshape(-1)
-    out, jac = jax.linearize(f, flat)
-    jac_t = jax.linear_transpose(jac, flat)
+    f = lambda p: problem.predict(p).reshape(-1)
+    out, jac = jax.linearize(f, params)     # on the pytree: no flat parameter vector at all
+    jac_t = jax.linear_transpose(jac, params)
 
     def mv(u):
         (w,) = jac_t(u.astype(out.dtype))
@@ -56,15 +74,14 @@ def ntk_vp(problem: Problem, params: Params) -> tuple[Matvec, int]:
 def gnvp(problem: Problem, params: Params) -> tuple[Matvec, int]:
     """``v ↦ Jᵀ (∂²L/∂f²) J v`` on (P,) vectors (Gauss-Newton; MSE or cross-entropy)."""
     flat, unravel = ravel_pytree(params)
-    f = lambda v: problem.predict(unravel(v))
-    out, jac = jax.linearize(f, flat)          # one forward pass, shared by J and Jᵀ (see ntk_vp)
-    jac_t = jax.linear_transpose(jac, flat)
+    out, jac = jax.linearize(problem.predict, params)   # one forward pass, shared by J and Jᵀ (see ntk_vp)
+    jac_t = jax.linear_transpose(jac, params)
     lossh = lambda o: problem.loss_from_outputs(o)
 
     def mv(v):
-        Jv = jac(v.astype(flat.dtype))
+        Jv = jac(unravel(v.astype(flat.dtype)))
         HJv = jax.jvp(jax.grad(lossh), (out,), (Jv,))[1]
-        return jac_t(HJv)[0]
+        return flatten(jac_t(HJv)[0], flat.dtype)
 
     return mv, flat.size
 
