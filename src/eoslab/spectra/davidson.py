@@ -507,6 +507,9 @@ def _expand(mv, loop: _Loop, salt, sz: _Sizes) -> _Basis:
     m = basis.m
     t = (basis.V @ Aw).at[m].set(w @ Aw)  # the new column of T (rows > m are zero)
     T = basis.T.at[:, m].set(t).at[m, :].set(t)
+    # Written into V only after V has been read for t: without this data dependence XLA cannot
+    # order that read before the in-place update and copies V (M, n) at every expansion.
+    w = w + 0.0 * t[0]
     return _Basis(basis.V.at[m].set(w), basis.AV.at[m].set(Aw), T, m + 1)
 
 

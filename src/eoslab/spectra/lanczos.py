@@ -18,8 +18,8 @@ from eoslab.typing import Array, DTypeLike, Float, Matvec
 def orthogonalize(w: Float[Array, " n"], V: Float[Array, "m n"]) -> Float[Array, " n"]:
     """``w`` (n,) minus its projection on the rows of ``V`` (m, n), assumed orthonormal or zero:
     two passes of classical Gram-Schmidt ("twice is enough" in floating point)."""
-    w = w - V.T @ (V @ w)
-    return w - V.T @ (V @ w)
+    w = w - (V @ w) @ V        # (c @ V, not Vᵀ @ c: no transposed copy of V)
+    return w - (V @ w) @ V
 
 
 def fixed_start(n: int, dtype: DTypeLike = jnp.float64, i: int = 0) -> Float[Array, " n"]:
