@@ -204,6 +204,25 @@ def test_linearised_operators_are_the_dense_matrices():
     assert ntk_vp(problem, problem.params)[1] == N and gnvp(problem, problem.params)[1] == P
 
 
+def test_flatten_is_ravel_pytree_in_order_and_values():
+    # The products' leaf-by-leaf flatten against ravel_pytree: a 2-D leaf (whose layout transpose
+    # motivated it), a vector, a scalar, an empty leaf, a float32 leaf cast to the flat dtype;
+    # plain, vmapped and inside a while loop.
+    from jax.flatten_util import ravel_pytree
+    from eoslab.spectra.operators import flatten
+    key = jax.random.PRNGKey(3)
+    tree = {"w": jax.random.normal(key, (5, 7)).T, "b": jnp.arange(3.0), "s": jnp.asarray(2.5),
+            "e": jnp.zeros((0, 4)), "h": jnp.ones((2, 2), jnp.float32)}
+    ref = ravel_pytree(tree)[0]
+    np.testing.assert_array_equal(flatten(tree, ref.dtype), ref)
+    batch = jax.tree_util.tree_map(lambda x: jnp.stack([x, 2 * x]), tree)
+    np.testing.assert_array_equal(jax.vmap(lambda t: flatten(t, ref.dtype))(batch),
+                                  jnp.stack([ref, 2 * ref]))
+    looped = jax.jit(lambda t: jax.lax.fori_loop(0, 3, lambda i, acc: acc + flatten(t, ref.dtype),
+                                                 jnp.zeros_like(ref)))(tree)
+    np.testing.assert_allclose(looped, 3 * ref, rtol=1e-12)
+
+
 def test_problem_subset_is_the_mean_loss_on_those_examples():
     problem = _tiny_net(n=12)
     idx = np.array([0, 3, 4, 9, 11])
