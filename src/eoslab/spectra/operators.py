@@ -21,7 +21,7 @@ def flatten(tree: PyTree, dtype: DTypeLike) -> Float[Array, " P"]:
 
     Why not ``ravel_pytree``: its single ``concatenate``, applied to a product's tangents inside
     a ``while_loop`` (the tracker's expansions) on XLA:CPU, gets the layout transpose of a 2-D
-    leaf fused into it, and that one fusion then costs more than all the product's matmuls
+    leaf fused into it, and that one fusion then costs about as much as all the product's matmuls
     (``benchmarks/operators.py``, P ≈ 10⁵ on 2 cores: 1.7–1.8 gradients per product, against
     1.8–2.7 with the concatenate, whose slow fusion does not form in every run).
     Written leaf by leaf, each transpose stays in a small fusion of its own."""
