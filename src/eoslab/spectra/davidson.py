@@ -60,9 +60,10 @@ ENTRY_OVERLAP = 0.5 ** 0.5
 
 #: Effective-gap error estimate at the block-only check: ``SCALE_SAFETY · ‖r‖² / g`` with g
 #: the residual's effective gap measured by an earlier call; g shrinks by SCALE_DECAY at
-#: each call that reuses it without re-measuring.
+#: each call that multiplies the guards without re-measuring it (halved after about four),
+#: so that it is re-measured regularly; the calls that skip their guards leave it unchanged.
 SCALE_SAFETY = 2.0
-SCALE_DECAY = 0.5
+SCALE_DECAY = 0.85
 
 #: A cut's lower Ritz value counts as carried (a usable gap end, :func:`_errors`) when its Ritz
 #: vector has at least this squared norm on the span of the rows the call started from
@@ -90,7 +91,8 @@ class TrackState:
       k: number of tracked eigenpairs (static).
       scales: (k,) the effective gap of each tracked value's residual measured by the last
         call that expanded the subspace (``‖r‖² / (Ritz-value rise + final error)``; 0: not yet),
-        shrunk each time it is reused.
+        shrunk by :data:`SCALE_DECAY` at each call that multiplies the guards without
+        re-measuring it.
       lazy: int32, the number of consecutive calls, up to the last one, that stopped after the
         k tracked products without multiplying the guard rows (0: the last call multiplied
         them; otherwise the guard vectors and values are that many calls old).
@@ -611,10 +613,12 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol, guard_every: int)
     Each residual r_i is split into its part on the (unmultiplied) guard rows G = X[k:] and
     the rest: the rest is judged with the carried effective gap like the block-only check,
     and the part on the guards with the gap from θ_i to the top guard's value at the last
-    call, ``‖Gr_i‖² / (θ_i − θ_{k+1})`` (mixing with a guard direction costs little in value
-    when they are close, but is only ignored in proportion to that gap). Or the cut estimate
-    of :func:`_errors` with the carried guard value raised by ``(lazy + 1)·drift`` (its measured
-    motion per call) as the lower end of the gap, whichever is smaller. Allowed only while
+    call raised by ``SCALE_SAFETY·(lazy + 1)·drift``, ``‖Gr_i‖² / (θ_i − θ_{k+1} − 2(lazy+1)·drift)``
+    (mixing with a guard direction costs little in value when they are close, but is only
+    ignored in proportion to that gap). Or the cut estimate of :func:`_errors` with the carried
+    guard value raised by ``(lazy + 1)·drift`` (its measured motion per call) as the lower end
+    of the gap, whichever is smaller. Never once the raised guard value reaches a tracked one (a
+    crossing: the tracked residuals cannot see it). Allowed only while
     fewer than ``guard_every − 1`` calls in a row have skipped (``state.lazy``), so a guard is
     never more than ``guard_every − 1`` calls old and a value that rises from below is seen
     (and ``entered`` reported) at most that many calls late.
@@ -627,16 +631,21 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol, guard_every: int)
     on_guards = jnp.sum((R @ X[k:].T) ** 2, axis=1)
     rest = jnp.maximum(rn ** 2 - on_guards, 0.0)
     old = state.values.astype(dtype)
-    gap = old[:k] - old[k]
+    lazy = _lazy_count(state)
+    drift = (lazy + 1).astype(dtype) * _carried_drift(state, dtype)
+    # The gap to the guard is taken to its value moved up by SCALE_SAFETY times its measured
+    # drift since it was multiplied: an eigenvalue rising from below towards a tracked one is a
+    # crossing the tracked residuals cannot see (the tracked vector stays an eigenvector, of the
+    # eigenvalue being overtaken), so no skip once it may have come that close.
+    gap = w - (old[k] + SCALE_SAFETY * drift)
     near = jnp.where(gap > 0, on_guards / jnp.where(gap > 0, gap, 1.0), jnp.inf)
     # The cut estimate of the block-only check, the gap's lower end being the carried guard
     # value moved up by its measured drift for every call since it was multiplied.
-    lazy = _lazy_count(state)
-    guard = old[k:k + 1] + (lazy + 1).astype(dtype) * _carried_drift(state, dtype)
+    guard = old[k:k + 1] + drift
     cut, _ = _errors(jnp.concatenate([w, guard]), jnp.concatenate([rn, jnp.zeros((1,), dtype)]), k + 1, k, k + 1)
     err = jnp.minimum(rn, jnp.minimum(cut, _effective_gap_estimate(rest, scales) + SCALE_SAFETY * near))
     ok = ((lazy < guard_every - 1) & (state.count > 0) & jnp.all(jnp.isfinite(w)) & jnp.all(jnp.isfinite(err))
-          & jnp.all(err <= jnp.maximum(tol * jnp.abs(w), atol)))
+          & jnp.all(gap > 0) & jnp.all(err <= jnp.maximum(tol * jnp.abs(w), atol)))
     overlap = _min_cosine(U, state.vectors[:k].astype(dtype))
     result = TrackResult(w, rn, err, U, jnp.asarray(k, jnp.int32), jnp.asarray(True),
                          overlap < ENTRY_OVERLAP, overlap)
@@ -645,7 +654,7 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol, guard_every: int)
     floor = _carried_floor(state, dtype)
     R = jnp.concatenate([R, jnp.zeros_like(X[k:])])       # the guards are not multiplied: not filtered
     new = TrackState(_filtered_block(block, R, values, floor, w[0]), values, state.count + 1,
-                     state.k, (SCALE_DECAY * scales).astype(dtype), lazy + 1, floor, _carried_drift(state, dtype))
+                     state.k, scales.astype(dtype), lazy + 1, floor, _carried_drift(state, dtype))
     return ok, (new, result)
 
 
