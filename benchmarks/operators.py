@@ -44,6 +44,8 @@ def mlp_apply(p, x):
 
 
 def build(n, d, width, seed=0):
+    """The network of ``tracking_overhead.py``, copied rather than imported: importing that script
+    switches on float64 for the whole process, which changes what XLA compiles here."""
     kx, ky, k1, k2, k3 = jax.random.split(jax.random.PRNGKey(seed), 5)
     f32 = jnp.float32
     params = {"w1": jax.random.normal(k1, (d, width), f32) / d**0.5, "b1": jnp.zeros(width, f32),
