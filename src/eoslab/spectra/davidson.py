@@ -22,7 +22,8 @@ eigenvalues just below) and, at each call:
    thick-restarting to the top Ritz vectors when the basis is full;
 4. carries the top-b Ritz vectors, each moved by one free step of shifted subspace iteration
    (:func:`_filtered_block`: ``(A − c)u`` is known from the products) and re-orthonormalised,
-   their values and each tracked value's effective gap.
+   then moved along the block's motion since the last call where that motion is steady
+   (:func:`_predicted_block`), their values and each tracked value's effective gap.
 
 Error bars. For symmetric A and a unit vector v with Rayleigh quotient θ, ``‖Av − θv‖`` bounds
 the distance from θ to the *nearest* eigenvalue (rigorously), which need not be the i-th
@@ -75,6 +76,14 @@ CARRIED_WEIGHT = 0.5
 #: the margin keeps the filter from amplifying the bottom of the spectrum if the estimate is high.
 FILTER_MARGIN = 0.25
 
+#: The carried block is moved along its own last motion (:func:`_predicted_block`) by
+#: PREDICT_DAMPING times that motion's correlation with the one before (clipped to [0, 1]: an
+#: oscillating block, e.g. at the edge of stability, is not moved), and only while every
+#: principal cosine between consecutive blocks is at least PREDICT_OVERLAP (a jump, e.g. a
+#: catapult, is not a motion to extrapolate).
+PREDICT_DAMPING = 0.5
+PREDICT_OVERLAP = 0.9
+
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +111,11 @@ class TrackState:
       drift: scalar, how much the top guard's Ritz value moved per call between the last two
         calls that multiplied the guards (0: not yet measured); a call that skips its guards
         assumes the guard rose by that much per call since (:func:`_skip_guards`).
+      history: (2b, n) the filtered blocks of the last two calls before their prediction
+        (:func:`_predicted_block`): rows ``b·(c % 2) : b·(c % 2 + 1)`` hold call c's (zeros:
+        no call yet).
+      turn: (b, b) the last call's filtered block times the transpose of the one before (the
+        cosines of the block's last motion; zeros: not yet known).
     """
 
     vectors: jax.Array
@@ -112,6 +126,8 @@ class TrackState:
     lazy: jax.Array | None = None
     floor: jax.Array | None = None
     drift: jax.Array | None = None
+    history: jax.Array | None = None
+    turn: jax.Array | None = None
 
     @property
     def block(self) -> int:
@@ -174,7 +190,8 @@ def track_init(dim: int, k: int, key: PRNGKeyArray, dtype: DTypeLike = jnp.float
         raise EoslabError(f"block size {block} must be at least k={k}")
     X = jnp.linalg.qr(jax.random.normal(key, (dim, b), dtype))[0].T
     return TrackState(X, jnp.full((b,), jnp.nan, dtype), jnp.zeros((), jnp.int32), k,
-                      jnp.zeros((k,), dtype), jnp.zeros((), jnp.int32), jnp.asarray(jnp.nan, dtype), jnp.zeros((), dtype))
+                      jnp.zeros((k,), dtype), jnp.zeros((), jnp.int32), jnp.asarray(jnp.nan, dtype), jnp.zeros((), dtype),
+                      jnp.zeros((2 * b, dim), dtype), jnp.zeros((b, b), dtype))
 
 
 # ---- static sizes and the loop state ------------------------------------------------------
@@ -267,6 +284,7 @@ def _one_at_a_time_on_cpu(f: Callable) -> Callable:
 _qr = _one_at_a_time_on_cpu(lambda a: jnp.linalg.qr(a))
 _eigh = _one_at_a_time_on_cpu(lambda a: jnp.linalg.eigh(a))
 _singular_values = _one_at_a_time_on_cpu(lambda a: jnp.linalg.svd(a, compute_uv=False))
+_svd = _one_at_a_time_on_cpu(lambda a: jnp.linalg.svd(a))
 
 
 def _pseudo_random(shape, salt, dtype) -> jax.Array:
@@ -557,6 +575,56 @@ def _filtered_block(U, AU_minus_thetaU, theta, floor, top):
     return jnp.where(jnp.all(jnp.isfinite(X)), X, U)
 
 
+def _polar(M):
+    """``(Q, s)``: the orthogonal polar factor of the square M (the rotation closest to it) and
+    M's singular values."""
+    u, s, vt = _svd(M)
+    return u @ vt, s
+
+
+def _predicted_block(F, state: TrackState):
+    """The block the next call starts from: this call's filtered block F (b, n), orthonormal
+    rows, moved along its motion since the last call by a fraction α of it, re-orthonormalised;
+    and the carried ``(history, turn)`` updated.
+
+    The motion is ``d = F − Q₁F₋₁`` with Q₁ the rotation that best aligns the last call's block
+    F₋₁ with F (rows may rotate inside a cluster or swap signs, which is no motion). The
+    eigenvectors of a Hessian along a smooth stretch of a trajectory move by nearly the same
+    step from call to call, so ``F + d`` would start the next call close to its eigenvectors;
+    at the edge of stability they oscillate instead. So α is :data:`PREDICT_DAMPING` times the
+    correlation ρ = ⟨d, Q₁d₋₁⟩ / ‖d₋₁‖² of the motion with the previous one, clipped to [0, 1],
+    and 0 while the blocks moved too far to call it a motion (:data:`PREDICT_OVERLAP`). Every
+    inner product needed comes from ``F @ historyᵀ`` and the carried ``turn`` (each block's rows
+    orthonormal), and the new rows are ``G^{-1/2}(F + α d)`` with G their Gram matrix, also
+    known without touching them (symmetric orthonormalisation: each row as close to its
+    unnormalised self as possible, so the tracked rows stay first). Two passes over (b, n)
+    arrays: the overlaps and the combination."""
+    b, dtype = F.shape[0], F.dtype
+    H, turn = state.history.astype(dtype), state.turn.astype(dtype)
+    here = (state.count % 2) * b                    # this call's slot; the last call's is the other
+    MH = F @ H.T
+    odd = here > 0
+    M1 = jnp.where(odd, MH[:, :b], MH[:, b:])       # F F₋₁ᵀ
+    M2 = jnp.where(odd, MH[:, b:], MH[:, :b])       # F F₋₂ᵀ
+    Q1, s1 = _polar(M1)
+    Q0, s0 = _polar(turn)                           # aligns F₋₂ with F₋₁
+    last = 2.0 * (b - jnp.sum(s0))                  # ‖d₋₁‖²
+    inner = jnp.sum(s1) - jnp.trace(M2 @ Q0.T @ Q1.T) - b + jnp.sum(s0)
+    rho = inner / jnp.where(last > 0, last, 1.0)
+    ok = ((state.count >= 2) & (jnp.min(s1) >= PREDICT_OVERLAP) & (jnp.min(s0) >= PREDICT_OVERLAP)
+          & (last > 0) & jnp.isfinite(rho))
+    alpha = jnp.where(ok, PREDICT_DAMPING * jnp.clip(rho, 0.0, 1.0), 0.0)
+    S = M1 @ Q1.T                                   # F (Q₁F₋₁)ᵀ, symmetric
+    G = ((1 + alpha) ** 2 + alpha ** 2) * jnp.eye(b, dtype=dtype) - alpha * (1 + alpha) * (S + S.T)
+    w, W = _eigh(G)
+    root = (W / jnp.sqrt(jnp.where(w > 0, w, 1.0))) @ W.T
+    F1 = jax.lax.dynamic_slice_in_dim(H, b - here, b)
+    X = ((1 + alpha) * root) @ F - (alpha * root @ Q1) @ F1
+    good = (alpha > 0) & jnp.all(w > 0) & jnp.all(jnp.isfinite(X))
+    H = jax.lax.dynamic_update_slice_in_dim(H, F, here, 0)
+    return jnp.where(good, X, F), H, M1
+
+
 def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, max_products, sz: _Sizes,
            deep: bool = True):
     """Steps 2–4 of the module docstring: multiply the guards, start, expand, carry."""
@@ -585,13 +653,13 @@ def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, ma
     overlap = _min_cosine(U[:k], state.vectors[:k].astype(dtype))
     result = TrackResult(theta[:k], end.ritz.rnorm[:k], end.err, U[:k], end.nprod, jnp.max(end.ratio) <= 1.0,
                          (~first) & (overlap < ENTRY_OVERLAP), jnp.where(first, jnp.nan, overlap))
-    carried = _filtered_block(U[:b], end.ritz.R[:b], theta[:b], floor, theta[0])
+    carried, history, turn = _predicted_block(_filtered_block(U[:b], end.ritz.R[:b], theta[:b], floor, theta[0]), state)
     drift = _carried_drift(state, dtype)
     if b > k:
         moved = jnp.abs(theta[k] - state.values[k].astype(dtype)) / (_lazy_count(state) + 1).astype(dtype)
         drift = jnp.where(first | ~jnp.isfinite(moved), 0.0, moved).astype(dtype)
     return TrackState(carried, theta[:b], state.count + 1, state.k, gaps, jnp.zeros((), jnp.int32), floor,
-                      drift), result
+                      drift, history, turn), result
 
 
 def _carried_drift(state: TrackState, dtype):
@@ -653,8 +721,9 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol, guard_every: int)
     block = jnp.concatenate([U, X[k:]])
     floor = _carried_floor(state, dtype)
     R = jnp.concatenate([R, jnp.zeros_like(X[k:])])       # the guards are not multiplied: not filtered
-    new = TrackState(_filtered_block(block, R, values, floor, w[0]), values, state.count + 1,
-                     state.k, scales.astype(dtype), lazy + 1, floor, _carried_drift(state, dtype))
+    carried, history, turn = _predicted_block(_filtered_block(block, R, values, floor, w[0]), state)
+    new = TrackState(carried, values, state.count + 1, state.k, scales.astype(dtype), lazy + 1, floor,
+                     _carried_drift(state, dtype), history, turn)
     return ok, (new, result)
 
 
@@ -707,7 +776,9 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
     k = state.k if k is None else int(k)
     dtype = state.vectors.dtype
     state = dataclasses.replace(state, lazy=_lazy_count(state), floor=_carried_floor(state, dtype),
-                                drift=_carried_drift(state, dtype))   # a state saved by an older version
+                                drift=_carried_drift(state, dtype),   # a state saved by an older version
+                                history=jnp.zeros((2 * state.block, state.dim), dtype) if state.history is None else state.history,
+                                turn=jnp.zeros((state.block,) * 2, dtype) if state.turn is None else state.turn)
     sz = _sizes(state, k, max_basis, cold_basis, check_every, check_depth)
     max_products = max(100, 20 * sz.b) if max_products is None else max_products
     dtype = state.vectors.dtype
