@@ -114,8 +114,10 @@ class TrackState:
       history: (2b, n) the filtered blocks of the last two calls before their prediction
         (:func:`_predicted_block`): rows ``b·(c % 2) : b·(c % 2 + 1)`` hold call c's (zeros:
         no call yet).
-      turn: (b, b) the last call's filtered block times the transpose of the one before (the
-        cosines of the block's last motion; zeros: not yet known).
+      turn: (b, b) the rotation that best aligned the block before the last call's with the
+        last call's (zeros: not yet known).
+      cosines: (b,) the cosines of the principal angles between those two blocks (zeros: not
+        yet known).
     """
 
     vectors: jax.Array
@@ -128,6 +130,7 @@ class TrackState:
     drift: jax.Array | None = None
     history: jax.Array | None = None
     turn: jax.Array | None = None
+    cosines: jax.Array | None = None
 
     @property
     def block(self) -> int:
@@ -191,7 +194,7 @@ def track_init(dim: int, k: int, key: PRNGKeyArray, dtype: DTypeLike = jnp.float
     X = jnp.linalg.qr(jax.random.normal(key, (dim, b), dtype))[0].T
     return TrackState(X, jnp.full((b,), jnp.nan, dtype), jnp.zeros((), jnp.int32), k,
                       jnp.zeros((k,), dtype), jnp.zeros((), jnp.int32), jnp.asarray(jnp.nan, dtype), jnp.zeros((), dtype),
-                      jnp.zeros((2 * b, dim), dtype), jnp.zeros((b, b), dtype))
+                      jnp.zeros((2 * b, dim), dtype), jnp.zeros((b, b), dtype), jnp.zeros((b,), dtype))
 
 
 # ---- static sizes and the loop state ------------------------------------------------------
@@ -575,17 +578,10 @@ def _filtered_block(U, AU_minus_thetaU, theta, floor, top):
     return jnp.where(jnp.all(jnp.isfinite(X)), X, U)
 
 
-def _polar(M):
-    """``(Q, s)``: the orthogonal polar factor of the square M (the rotation closest to it) and
-    M's singular values."""
-    u, s, vt = _svd(M)
-    return u @ vt, s
-
-
 def _predicted_block(F, state: TrackState):
     """The block the next call starts from: this call's filtered block F (b, n), orthonormal
     rows, moved along its motion since the last call by a fraction α of it, re-orthonormalised;
-    and the carried ``(history, turn)`` updated.
+    and the carried ``(history, turn, cosines)`` updated.
 
     The motion is ``d = F − Q₁F₋₁`` with Q₁ the rotation that best aligns the last call's block
     F₋₁ with F (rows may rotate inside a cluster or swap signs, which is no motion). The
@@ -594,35 +590,35 @@ def _predicted_block(F, state: TrackState):
     at the edge of stability they oscillate instead. So α is :data:`PREDICT_DAMPING` times the
     correlation ρ = ⟨d, Q₁d₋₁⟩ / ‖d₋₁‖² of the motion with the previous one, clipped to [0, 1],
     and 0 while the blocks moved too far to call it a motion (:data:`PREDICT_OVERLAP`). Every
-    inner product needed comes from ``F @ historyᵀ`` and the carried ``turn`` (each block's rows
-    orthonormal), and the new rows are ``G^{-1/2}(F + α d)`` with G their Gram matrix, also
-    known without touching them (symmetric orthonormalisation: each row as close to its
-    unnormalised self as possible, so the tracked rows stay first). Two passes over (b, n)
-    arrays: the overlaps and the combination."""
+    inner product needed comes from ``F @ historyᵀ`` and the carried ``turn`` and ``cosines``
+    (each block's rows orthonormal), and the new rows are ``G^{-1/2}(F + α d)`` with G their
+    Gram matrix, known without touching them from the same singular value decomposition
+    (symmetric orthonormalisation: each row as close to its unnormalised self as possible, so
+    the tracked rows stay first). Two passes over (b, n) arrays, the overlaps and the
+    combination, and one b × b SVD."""
     b, dtype = F.shape[0], F.dtype
-    H, turn = state.history.astype(dtype), state.turn.astype(dtype)
+    H, Q0, s0 = state.history.astype(dtype), state.turn.astype(dtype), state.cosines.astype(dtype)
     here = (state.count % 2) * b                    # this call's slot; the last call's is the other
     MH = F @ H.T
     odd = here > 0
     M1 = jnp.where(odd, MH[:, :b], MH[:, b:])       # F F₋₁ᵀ
     M2 = jnp.where(odd, MH[:, b:], MH[:, :b])       # F F₋₂ᵀ
-    Q1, s1 = _polar(M1)
-    Q0, s0 = _polar(turn)                           # aligns F₋₂ with F₋₁
+    u1, s1, v1 = _svd(M1)
+    Q1 = u1 @ v1                                    # aligns F₋₁ with F (Q0: F₋₂ with F₋₁)
     last = 2.0 * (b - jnp.sum(s0))                  # ‖d₋₁‖²
     inner = jnp.sum(s1) - jnp.trace(M2 @ Q0.T @ Q1.T) - b + jnp.sum(s0)
     rho = inner / jnp.where(last > 0, last, 1.0)
     ok = ((state.count >= 2) & (jnp.min(s1) >= PREDICT_OVERLAP) & (jnp.min(s0) >= PREDICT_OVERLAP)
           & (last > 0) & jnp.isfinite(rho))
     alpha = jnp.where(ok, PREDICT_DAMPING * jnp.clip(rho, 0.0, 1.0), 0.0)
-    S = M1 @ Q1.T                                   # F (Q₁F₋₁)ᵀ, symmetric
-    G = ((1 + alpha) ** 2 + alpha ** 2) * jnp.eye(b, dtype=dtype) - alpha * (1 + alpha) * (S + S.T)
-    w, W = _eigh(G)
-    root = (W / jnp.sqrt(jnp.where(w > 0, w, 1.0))) @ W.T
+    # The Gram of F + α d = (1 + α)F − αQ₁F₋₁ is ((1 + α)² + α²)I − 2α(1 + α)·u₁ diag(s₁) u₁ᵀ
+    w = (1 + alpha) ** 2 + alpha ** 2 - 2 * alpha * (1 + alpha) * s1
+    root = (u1 / jnp.sqrt(jnp.where(w > 0, w, 1.0))) @ u1.T
     F1 = jax.lax.dynamic_slice_in_dim(H, b - here, b)
     X = ((1 + alpha) * root) @ F - (alpha * root @ Q1) @ F1
     good = (alpha > 0) & jnp.all(w > 0) & jnp.all(jnp.isfinite(X))
     H = jax.lax.dynamic_update_slice_in_dim(H, F, here, 0)
-    return jnp.where(good, X, F), H, M1
+    return jnp.where(good, X, F), H, Q1, s1
 
 
 def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, max_products, sz: _Sizes,
@@ -653,13 +649,13 @@ def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, ma
     overlap = _min_cosine(U[:k], state.vectors[:k].astype(dtype))
     result = TrackResult(theta[:k], end.ritz.rnorm[:k], end.err, U[:k], end.nprod, jnp.max(end.ratio) <= 1.0,
                          (~first) & (overlap < ENTRY_OVERLAP), jnp.where(first, jnp.nan, overlap))
-    carried, history, turn = _predicted_block(_filtered_block(U[:b], end.ritz.R[:b], theta[:b], floor, theta[0]), state)
+    carried, *motion = _predicted_block(_filtered_block(U[:b], end.ritz.R[:b], theta[:b], floor, theta[0]), state)
     drift = _carried_drift(state, dtype)
     if b > k:
         moved = jnp.abs(theta[k] - state.values[k].astype(dtype)) / (_lazy_count(state) + 1).astype(dtype)
         drift = jnp.where(first | ~jnp.isfinite(moved), 0.0, moved).astype(dtype)
     return TrackState(carried, theta[:b], state.count + 1, state.k, gaps, jnp.zeros((), jnp.int32), floor,
-                      drift, history, turn), result
+                      drift, *motion), result
 
 
 def _carried_drift(state: TrackState, dtype):
@@ -691,7 +687,9 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol, guard_every: int)
     never more than ``guard_every − 1`` calls old and a value that rises from below is seen
     (and ``entered`` reported) at most that many calls late.
 
-    Returns ``(ok, (new_state, result))``; the result is only meaningful where ``ok``.
+    Returns ``(ok, skipped)``: ``skipped()`` builds ``(new_state, result)``, meaningful only where
+    ``ok`` (a function, so that the carried block is filtered and moved only in the branch that
+    uses it).
     """
     k, dtype = AXk.shape[0], AXk.dtype
     ritz = _rayleigh_ritz(_Basis(X[:k], AXk, _projected(X[:k], AXk), jnp.asarray(k)), k, k)
@@ -714,17 +712,22 @@ def _skip_guards(state: TrackState, X, AXk, scales, tol, atol, guard_every: int)
     err = jnp.minimum(rn, jnp.minimum(cut, _effective_gap_estimate(rest, scales) + SCALE_SAFETY * near))
     ok = ((lazy < guard_every - 1) & (state.count > 0) & jnp.all(jnp.isfinite(w)) & jnp.all(jnp.isfinite(err))
           & jnp.all(gap > 0) & jnp.all(err <= jnp.maximum(tol * jnp.abs(w), atol)))
-    overlap = _min_cosine(U, state.vectors[:k].astype(dtype))
-    result = TrackResult(w, rn, err, U, jnp.asarray(k, jnp.int32), jnp.asarray(True),
-                         overlap < ENTRY_OVERLAP, overlap)
-    values = jnp.concatenate([w, old[k:]])
-    block = jnp.concatenate([U, X[k:]])
-    floor = _carried_floor(state, dtype)
-    R = jnp.concatenate([R, jnp.zeros_like(X[k:])])       # the guards are not multiplied: not filtered
-    carried, history, turn = _predicted_block(_filtered_block(block, R, values, floor, w[0]), state)
-    new = TrackState(carried, values, state.count + 1, state.k, scales.astype(dtype), lazy + 1, floor,
-                     _carried_drift(state, dtype), history, turn)
-    return ok, (new, result)
+
+    def skipped():
+        overlap = _min_cosine(U, state.vectors[:k].astype(dtype))
+        result = TrackResult(w, rn, err, U, jnp.asarray(k, jnp.int32), jnp.asarray(True),
+                             overlap < ENTRY_OVERLAP, overlap)
+        values = jnp.concatenate([w, old[k:]])
+        block = jnp.concatenate([U, X[k:]])
+        floor = _carried_floor(state, dtype)
+        guards = jnp.zeros_like(X[k:])                  # the guards are not multiplied: not filtered
+        carried, *motion = _predicted_block(
+            _filtered_block(block, jnp.concatenate([R, guards]), values, floor, w[0]), state)
+        new = TrackState(carried, values, state.count + 1, state.k, scales.astype(dtype), lazy + 1, floor,
+                         _carried_drift(state, dtype), *motion)
+        return new, result
+
+    return ok, skipped
 
 
 def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float = 1e-3, atol: float = 0.0,
@@ -778,7 +781,8 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
     state = dataclasses.replace(state, lazy=_lazy_count(state), floor=_carried_floor(state, dtype),
                                 drift=_carried_drift(state, dtype),   # a state saved by an older version
                                 history=jnp.zeros((2 * state.block, state.dim), dtype) if state.history is None else state.history,
-                                turn=jnp.zeros((state.block,) * 2, dtype) if state.turn is None else state.turn)
+                                turn=jnp.zeros((state.block,) * 2, dtype) if state.turn is None else state.turn,
+                                cosines=jnp.zeros((state.block,), dtype) if state.cosines is None else state.cosines)
     sz = _sizes(state, k, max_basis, cold_basis, check_every, check_depth)
     max_products = max(100, 20 * sz.b) if max_products is None else max_products
     dtype = state.vectors.dtype
@@ -804,12 +808,12 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
         return solve()
     skip, skipped = _skip_guards(state, X, AXk, scales, tol, atol, guard_every)
     if shared_count and one_by_one:  # the solve member by member, for those that need it
-        return member_cond(~(skip & ~checking), solve, lambda: skipped)
+        return member_cond(~(skip & ~checking), solve, skipped)
     if shared_count and (sz.cold > sz.b or sz.check > sz.b):
         warm = lambda: _solve(mv, state, X, AXk, scales, first, checking, tol, atol, max_products, sz, deep=False)
         deep = (first if sz.cold > sz.b else False) | (checking if sz.check > sz.b else False)
-        return jax.lax.cond(deep, solve, lambda: jax.lax.cond(skip, lambda: skipped, warm))
-    return jax.lax.cond(skip & ~checking, lambda: skipped, solve)
+        return jax.lax.cond(deep, solve, lambda: jax.lax.cond(skip, skipped, warm))
+    return jax.lax.cond(skip & ~checking, skipped, solve)
 
 
 #: How a ``vmap``-ped tracker (``track(..., shared_count=True)``) solves: ``"one_by_one"`` (the
