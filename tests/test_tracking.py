@@ -1,5 +1,7 @@
 """Warm-started eigenvalue tracking (spectra.tracking) against dense eigh references."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,6 +135,51 @@ def test_the_carried_block_is_moved_along_a_steady_rotation(monkeypatch):
     # from the third call on there are two motions to correlate (measured: 0.051 against 0.099)
     assert np.all(np.array(sines[dv.PREDICT_DAMPING][2:]) < 0.75 * np.array(sines[0.0][2:]))
     np.testing.assert_array_equal(sines[dv.PREDICT_DAMPING][:2], sines[0.0][:2])
+
+
+def test_the_predicted_block_is_the_explicit_extrapolation():
+    # _predicted_block against the formulas written out with the vectors themselves (NumPy,
+    # float64): the rotations aligning consecutive blocks, the motions d and d₋₁, their
+    # correlation ρ, α = PREDICT_DAMPING·clip(ρ, 0, 1), and the symmetric orthonormalisation
+    # of F + αd; and the history updated in this call's slot.
+    from eoslab.spectra import davidson as dv
+
+    rng = np.random.default_rng(0)
+    n, b = 60, 3
+
+    def polar(M):
+        u, s, vt = np.linalg.svd(M)
+        return u @ vt, s
+
+    E, D, D2 = np.linalg.qr(rng.normal(size=(n, b)))[0], rng.normal(size=(n, b)), rng.normal(size=(n, b))
+    blocks = [np.linalg.qr(E + 0.02 * t * D + 0.001 * t * t * D2)[0].T for t in range(3)]
+    blocks = [np.diag(rng.choice([-1.0, 1.0], b)) @ B for B in blocks]    # signs are no motion
+    F2, F1, F = blocks
+    count = 7                                                             # odd: F₋₁ in slot 0
+    history = np.concatenate([F1, F2])
+    Q0, s0 = polar(F1 @ F2.T)
+    state = dataclasses.replace(track_init(n, b - 1, jax.random.PRNGKey(0), jnp.float64, block=b),
+                                count=jnp.asarray(count, jnp.int32), history=jnp.asarray(history),
+                                turn=jnp.asarray(Q0), cosines=jnp.asarray(s0))
+    X, H, Q1_got, s1_got = dv._predicted_block(jnp.asarray(F), state)
+
+    Q1, s1 = polar(F @ F1.T)
+    d, d_last = F - Q1 @ F1, F1 - Q0 @ F2
+    rho = np.sum(d * (Q1 @ d_last)) / np.sum(d_last * d_last)
+    alpha = dv.PREDICT_DAMPING * np.clip(rho, 0.0, 1.0)
+    assert rho > 0.5 and alpha > 0                     # a steady motion: the block is moved
+    assert min(s0.min(), s1.min()) >= dv.PREDICT_OVERLAP
+    Y = F + alpha * d
+    w, W = np.linalg.eigh(Y @ Y.T)
+    np.testing.assert_allclose(np.asarray(X), (W / np.sqrt(w)) @ W.T @ Y, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(X) @ np.asarray(X).T, np.eye(b), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(Q1_got), Q1, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(s1_got), s1, atol=1e-12)
+    np.testing.assert_array_equal(np.asarray(H), np.concatenate([F1, F]))  # F₋₂'s slot now holds F
+    # A jump (a principal cosine below PREDICT_OVERLAP): not moved.
+    far = np.linalg.qr(E + 0.6 * D)[0].T
+    assert polar(far @ F1.T)[1].min() < dv.PREDICT_OVERLAP
+    np.testing.assert_array_equal(np.asarray(dv._predicted_block(jnp.asarray(far), state)[0]), far)
 
 
 def test_an_oscillating_block_is_not_moved(monkeypatch):
