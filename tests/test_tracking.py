@@ -101,9 +101,14 @@ def test_warm_tracking_equals_cold_and_is_cheap():
     assert all(c == K or c >= B for c in warm_cost)
 
 
-def _rotating(t, S, Q0, eigs):
-    Q = jax.scipy.linalg.expm(t * S) @ Q0
-    return (Q * eigs) @ Q.T
+def _rotating(t):
+    """The operator at time t: eigenvectors turning at a constant rate, eigenvalues fixed."""
+    S = jax.random.normal(jax.random.PRNGKey(3), (N, N))
+    Q = jax.scipy.linalg.expm(t * 0.01 * (S - S.T)) @ _rotation(4)
+    return (Q * _ROTATING_EIGS) @ Q.T
+
+
+_ROTATING_EIGS = jnp.concatenate([jnp.array([10.0, 9.5, 9.0, 6.0]), _bulk(5, -20.0, 5.0, N - 4)])
 
 
 def _sines(X, A):
@@ -113,25 +118,34 @@ def _sines(X, A):
     return float(np.sqrt(max(0.0, 1.0 - c.min() ** 2)))
 
 
-def test_the_carried_block_is_moved_along_a_steady_rotation(monkeypatch):
-    # Eigenvectors turning at a constant rate, eigenvalues fixed: each call's block starts
-    # closer to the next operator's top eigenvectors when moved along its own last motion
-    # than the filtered block alone (the prediction switched off: PREDICT_DAMPING = 0).
+def _tracked_along(monkeypatch, times):
+    """``{damping: [(state, result), …]}``: the tracker along ``_rotating(t)`` for t in ``times``
+    with the prediction off (PREDICT_DAMPING = 0) and on (the default damping)."""
     from eoslab.spectra import davidson as dv
 
-    S = jax.random.normal(jax.random.PRNGKey(3), (N, N))
-    S, Q0 = 0.01 * (S - S.T), _rotation(4)
-    eigs = jnp.concatenate([jnp.array([10.0, 9.5, 9.0, 6.0]), _bulk(5, -20.0, 5.0, N - 4)])
-    sines = {}
+    out = {}
     for damping in (0.0, dv.PREDICT_DAMPING):
         monkeypatch.setattr(dv, "PREDICT_DAMPING", damping)
         step = jax.jit(lambda A, s: track(lambda v: A @ v, s, tol=1e-8, guard_every=1))
-        state, sines[damping] = _cold(), []
-        for t in range(10):
-            state, r = step(_rotating(t, S, Q0, eigs), state)
-            np.testing.assert_allclose(r.values, eigs[:K], rtol=1e-7)
+        state, out[damping] = _cold(), []
+        for t in times:
+            state, r = step(_rotating(t), state)
+            out[damping].append((state, r))
+    return out
+
+
+def test_the_carried_block_is_moved_along_a_steady_rotation(monkeypatch):
+    # Each call's block starts closer to the next operator's top eigenvectors when moved along
+    # its own last motion than the filtered block alone.
+    from eoslab.spectra import davidson as dv
+
+    runs, sines = _tracked_along(monkeypatch, range(10)), {}
+    for damping, calls in runs.items():
+        sines[damping] = []
+        for t, (state, r) in enumerate(calls):
+            np.testing.assert_allclose(r.values, _ROTATING_EIGS[:K], rtol=1e-7)
             np.testing.assert_allclose(state.vectors @ state.vectors.T, jnp.eye(B), atol=1e-12)
-            sines[damping].append(_sines(state.vectors[:K], _rotating(t + 1, S, Q0, eigs)))
+            sines[damping].append(_sines(state.vectors[:K], _rotating(t + 1)))
     # from the third call on there are two motions to correlate (measured: 0.051 against 0.099)
     assert np.all(np.array(sines[dv.PREDICT_DAMPING][2:]) < 0.75 * np.array(sines[0.0][2:]))
     np.testing.assert_array_equal(sines[dv.PREDICT_DAMPING][:2], sines[0.0][:2])
@@ -187,18 +201,9 @@ def test_an_oscillating_block_is_not_moved(monkeypatch):
     # are anti-correlated, so the carried block is exactly the filtered block.
     from eoslab.spectra import davidson as dv
 
-    S = jax.random.normal(jax.random.PRNGKey(3), (N, N))
-    S, Q0 = 0.01 * (S - S.T), _rotation(4)
-    eigs = jnp.concatenate([jnp.array([10.0, 9.5, 9.0, 6.0]), _bulk(5, -20.0, 5.0, N - 4)])
-    blocks = {}
-    for damping in (0.0, dv.PREDICT_DAMPING):
-        monkeypatch.setattr(dv, "PREDICT_DAMPING", damping)
-        step = jax.jit(lambda A, s: track(lambda v: A @ v, s, tol=1e-8, guard_every=1))
-        state, blocks[damping] = _cold(), []
-        for t in range(8):
-            state, _ = step(_rotating(t % 2, S, Q0, eigs), state)
-            blocks[damping].append(np.asarray(state.vectors))
-    np.testing.assert_array_equal(np.array(blocks[dv.PREDICT_DAMPING]), np.array(blocks[0.0]))
+    runs = _tracked_along(monkeypatch, [t % 2 for t in range(8)])
+    blocks = {d: np.array([np.asarray(state.vectors) for state, _ in calls]) for d, calls in runs.items()}
+    np.testing.assert_array_equal(blocks[dv.PREDICT_DAMPING], blocks[0.0])
 
 
 @pytest.mark.parametrize("k, every", [(3, 4), *[pytest.param(k, e, marks=pytest.mark.slow) for k, e in [(1, 2), (3, 2), (1, 4)]]])
