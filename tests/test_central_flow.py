@@ -243,7 +243,10 @@ def test_two_copies_of_a_network_have_the_central_flow_of_one_copy_twice():
     w_two = ravel_pytree(stack([unravel(jnp.asarray(a["w_cf"]))] * 2))[0]
     np.testing.assert_allclose(b["w_cf"], w_two, rtol=0, atol=2e-4 * np.abs(a["w_cf"]).max())
     np.testing.assert_allclose(b["trace_sigma"][on], 2 * a["trace_sigma"][on], rtol=1e-3)
-    np.testing.assert_allclose(b["eigs"], np.stack([a["eigs"][:, 0]] * 2, axis=1), rtol=1e-5)
+    # each flow follows its tracked eigenvectors, known to about √track_tol: at the default 1e-6
+    # the one-copy flow's eigenvalue at step 1 differs by 5.5e-6 from the same flow's at 1e-9
+    # (measured; the two-copy flow's by about as much the other way), so the two agree to ~1e-5
+    np.testing.assert_allclose(b["eigs"], np.stack([a["eigs"][:, 0]] * 2, axis=1), rtol=2e-5)
 
 
 def test_blocks_are_independent_copies_of_the_network():
