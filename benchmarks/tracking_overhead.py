@@ -15,7 +15,12 @@ jitted training scan (`stepper.make_step`) whose step computes the gradient and 
 of k carried vectors in one linearisation, as `train` fuses them (default mode: and k NTK products),
 the products only normalised and carried, no tracker logic: one product per tracked vector per step.
 Its ratio to plain GD is measured in the same bare scan (`none` timed there too), and each mode's
-column "× floor" is its ratio to GD over its floor's.
+column "× floor" is its ratio to GD over its floor's. The `bound <mode>` rows (:func:`bound`) add to
+the floor the products that the tracker's guarantees make unavoidable, at the price of one product
+measured in the same run (a jitted chain of products at θ₀, :func:`time_product`): the first call's
+Krylov space (``cold_basis`` products, of which the floor already has k) and the guard rows, which
+are multiplied at least every ``guard_every`` calls. No tracker with those guarantees can run faster
+than that row; the overhead above it is extra products and the tracker's own linear algebra.
 
 Each is compiled once (excluded), then timed ``--repeats`` times from θ₀, in two jitted chunks of
 ``steps/2``; the table gives the median seconds per step, the ratio to `none` (of the medians over
@@ -34,6 +39,7 @@ Usage: python benchmarks/tracking_overhead.py [--steps 100] [--repeats 3] [--siz
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 
 import jax
@@ -50,12 +56,13 @@ from rich.table import Table  # noqa: E402
 import eoslab  # noqa: E402
 from eoslab.dynamics.train import train  # noqa: E402
 from eoslab.dynamics import optim, stepper  # noqa: E402
-from eoslab.spectra import hvp, ntk_vp  # noqa: E402
+from eoslab.spectra import davidson, hvp, ntk_vp  # noqa: E402
 from eoslab.spectra.operators import operator  # noqa: E402
 
 MODES = {"none": dict(track=(), k=1), "top-1": dict(track=("hessian",), k=1),
          "top-3": dict(track=("hessian",), k=3), "default": dict(track=("hessian", "ntk"), k=2)}
 TARGETS = {"top-1": 3.0, "top-3": 7.0, "default": 8.0}
+GUARD_EVERY = inspect.signature(davidson.track).parameters["guard_every"].default
 SIZES = {"small": dict(n=200, d=8, width=32, lr=0.5), "benchmark": dict(n=1000, d=32, width=300, lr=0.22)}
 
 
@@ -139,6 +146,50 @@ def time_floor(problem, lr, steps, track, k, repeats):
     return np.median(times) / (2 * half), np.min(times) / (2 * half)
 
 
+def time_product(problem, op, steps, repeats):
+    """Min seconds per product of ``op`` (``"hessian"``, ``"ntk"``) at θ₀ in a jitted chain of
+    ``steps`` products v ← Av/‖Av‖ (the operator built as the tracker builds it, once per chain)."""
+    dim = operator(problem, problem.params, op)[1]
+
+    @jax.jit
+    def chain(params, v):
+        mv = operator(problem, params, op)[0]
+
+        def power(v, _):
+            w = mv(v)
+            return w / jnp.linalg.norm(w), None
+
+        return jax.lax.scan(power, v, None, length=steps)[0]
+
+    v0 = jnp.ones(dim, ravel_pytree(problem.params)[0].dtype) / dim ** 0.5
+    jax.block_until_ready(chain(problem.params, v0))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(chain(problem.params, v0))
+        times.append(time.perf_counter() - t0)
+    return min(times) / steps
+
+
+def unavoidable(dim, k, steps):
+    """Products beyond the floor's k per step that a tracker of the top k (default block k + 1)
+    spends over ``steps`` calls whatever the spectrum: the first call's Krylov space less the k
+    the floor counts, and the guard rows once every ``guard_every`` calls after it."""
+    state = davidson.track_init(dim, k, jax.random.PRNGKey(0), jnp.float32)
+    sz = davidson._sizes(state, k, None, None, 100, 8)
+    return (sz.cold - k) + (sz.b - k) * ((steps - 1) // GUARD_EVERY)
+
+
+def bound(problem, mode, steps, floor_seconds, price):
+    """Seconds per step and products per step of the ``bound <mode>`` row: the floor plus the
+    unavoidable products (:func:`unavoidable`) at ``price[op]`` seconds each."""
+    kw, n = MODES[mode], problem.n
+    dims = {"hessian": ravel_pytree(problem.params)[0].size, "ntk": n}
+    extra = {op: unavoidable(dims[op], kw["k"], steps) for op in kw["track"]}
+    seconds = floor_seconds + sum(extra[op] * price[op] for op in extra) / steps
+    return seconds, len(kw["track"]) * kw["k"] + sum(extra.values()) / steps
+
+
 _JITTED = {}
 
 
@@ -179,6 +230,7 @@ def run_size(name, cfg, args, console):
         rows[mode] = (np.median(times) / steps, np.min(times) / steps, traj, kw, np.min(second) / (steps - half),
                       np.median(cpu) / steps)
     floors = {mode: time_floor(problem, lr, steps, kw["track"], kw["k"], args.repeats) for mode, kw in MODES.items()}
+    price = {op: time_product(problem, op, steps, args.repeats) for op in ("hessian", "ntk")}
     thetas, losses = replay(problem, lr, steps)
     problem64 = as_float64(problem)
     base, base_min, base_2, base_cpu = rows["none"][0], rows["none"][1], rows["none"][4], rows["none"][5]
@@ -207,7 +259,8 @@ def run_size(name, cfg, args, console):
         floor = floors[mode][0] / floor_gd             # the floor's own ratio to GD in the same bare scan
         out[mode] = dict(ratio=ratio, ratio_min=sec_min / base_min, ratio_cpu=sec_cpu / base_cpu,
                          ratio_steady=sec_2 / base_2, products=prods, products_steady=prods_2, error=err,
-                         floor=floor, floor_min=floors[mode][1] / floor_gd_min, over_floor=ratio / floor)
+                         floor=floor, floor_min=floors[mode][1] / floor_gd_min, over_floor=ratio / floor,
+                         bound=bound(problem, mode, steps, floors[mode][0], price)[0] / floor_gd)
         table.add_row(mode, f"{sec:.2e}", f"{ratio:.2f}", f"≤ {TARGETS[mode]:g}", f"{ratio / floor:.2f}",
                       f"{sec_min / base_min:.2f}", f"{sec_cpu / base_cpu:.2f}", f"{sec_2 / base_2:.2f}", f"{prods:.2f}",
                       f"{prods_2:.2f}", f"{err:.1e}")
@@ -216,7 +269,18 @@ def run_size(name, cfg, args, console):
             f, f_min = floors[mode][0] / floor_gd, floors[mode][1] / floor_gd_min
             table.add_row(f"floor {mode}", f"{floors[mode][0]:.2e}", f"{f:.2f}", "", "1.00", f"{f_min:.2f}", "", "",
                           f"{len(kw['track']) * kw['k']}", f"{len(kw['track']) * kw['k']}", "")
+    for mode in MODES:
+        if mode != "none":
+            sec, prods = bound(problem, mode, steps, floors[mode][0], price)
+            if out[mode]["products"] < prods * (steps - 1) / steps:    # the bound counts step 0 too
+                console.print(f"[red]{mode}: {out[mode]['products']:.2f} products per step, below the bound's "
+                              f"{prods:.2f}: the bound's count of unavoidable products is wrong[/]")
+            table.add_row(f"bound {mode}", f"{sec:.2e}", f"{sec / floor_gd:.2f}", "", f"{sec / floors[mode][0]:.2f}",
+                          "", "", "", f"{prods:.2f}", "", "")
     console.print(table)
+    console.print(f"one product at θ₀, in a chain: Hessian {price['hessian'] / floor_gd:.2f}, NTK "
+                  f"{price['ntk'] / floor_gd:.2f} GD steps; bound = floor + the first call's Krylov space and a "
+                  f"guard product every {GUARD_EVERY} calls at that price")
     console.print(f"ηλ₁/2 at the checked steps: {', '.join(f'{e:.2f}' for e in eta_l)}; "
                   f"replayed GD vs train's losses: max relative difference {loss_dev:.1e}")
     return out
