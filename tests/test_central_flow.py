@@ -172,6 +172,31 @@ def test_run_refuses_bad_input_before_any_work():
         cf.run(problem, -1.0, 10)
     with pytest.raises(EoslabError, match="stiffness"):
         cf.run(problem, 0.1, 10, stiffness=2.0)
+    with pytest.raises(EoslabError, match=r"k \(3\) must be ≤ k_max \(2\)"):
+        cf.run(problem, 0.1, 10, k=3, k_max=2)
+    with pytest.raises(EoslabError, match="substeps .*memory"):  # the stacked substeps, not an XLA abort
+        cf.run(problem, 0.1, 10, substeps=2_000_000_000)
+    with pytest.raises(EoslabError, match="steps .*memory"):
+        cf.run(problem, 0.1, 2_000_000_000)
+
+
+def test_a_diverged_flow_is_reported_with_the_row_it_diverged_at():
+    """Divergence is a result: the summary says where each dynamics' loss stopped being finite
+    (a hand-made trajectory: GD's loss overflows at row 2, the flows stay finite)."""
+    out = {"n_active": np.array([0, 1, 1, 1]), "loss": np.array([1.0, 0.5, 0.4, 0.3]),
+           "avg_loss": np.ones(4), "trace_sigma": np.zeros(4), "sharpness": np.full(4, 2.0),
+           "products": np.ones(4), "gd_loss": np.array([1.0, 1e200, np.inf, np.nan]),
+           "gd_sharpness": np.ones(4), "gf_loss": np.array([1.0, 0.9, 0.8, 0.7])}
+    s = cf.summarize(out, 1.0, window=1)
+    assert (s["gd_diverged_at"], s["cf_diverged_at"], s["gf_diverged_at"]) == (2, -1, -1) and s["diverged"]
+
+
+def test_flow_cli_says_when_the_dynamics_diverged(capsys):
+    code, out, err = _call(["flow", "--model", "quadratic2d", "--theta0", "1e200,1e200", "--steps", "2",
+                            "--k-max", "1"], capsys)
+    assert code == 0, err
+    assert "DIVERGED (loss no longer finite): GD at step 0, the central flow at step 0" in out
+    assert "never reached" not in out  # not gradient flow below the edge: no numbers at all
 
 
 def _two_blocks(e1=0.05, e2=0.08):

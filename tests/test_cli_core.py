@@ -74,3 +74,8 @@ def test_console_script_error_has_no_traceback():
                        capture_output=True, text=True)
     assert p.returncode == 2
     assert p.stderr.strip().startswith("error: unknown model 'foo'") and "Traceback" not in p.stderr
+
+
+def test_python_dash_m_eoslab_is_the_command():
+    p = subprocess.run([sys.executable, "-m", "eoslab", "run", "foo"], capture_output=True, text=True)
+    assert p.returncode == 2 and p.stderr.strip() == "error: unknown model 'foo'; `eoslab run` accepts: quadratic2d"

@@ -24,7 +24,7 @@ TRIPWIRES = [
     ("eoslab.experiments.sweeps", "run_sweep"), ("eoslab.experiments.distributed", "execute_dask"),
     ("eoslab.experiments.distributed", "start_client"), ("eoslab.dynamics.batched", "train_batch"),
     ("eoslab.dynamics.central_flow", "run"), ("eoslab.experiments.store", "save_trajectory"),
-    ("eoslab.experiments.trainings", "train_stored"),
+    ("eoslab.experiments.trainings", "train_stored"), ("eoslab.cli.flow", "flow_problem"),
 ]
 
 
@@ -151,6 +151,11 @@ CASES = [
     (["train", "--runs", A_FILE], "--runs"), (["train", "--runs", f"{A_FILE}/r"], "--runs"),
     (["train", "--runs", "no-such-eoslab-root", "--resume"], "--resume"),
     (["train", "--runs", "no-such-eoslab-root", "--taylor"], "--taylor"),
+    # flow
+    (["flow", "--activation", "gelu"], "--activation"), (["flow", "--k", "3", "--k-max", "2"], "--k-max"),
+    (["flow", "--n", "1"], "--n"), (["train", "--n", "1"], "--n"),
+    (["flow", "--steps", "2000000000", "--substeps", "2000000000"], "memory"),
+    (["flow", "--model", "second-order", "--datapoints", "100000", "--params", "100000"], "memory"),
     # reproduce, report, list, show
     (["reproduce", "--only", ""], "--only"), (["reproduce", "--only", "a,,b"], "--only"),
     (["reproduce", "--configs", "no-such-folder"], "--configs"), (["reproduce", "--shard", "3/2"], "--shard"),

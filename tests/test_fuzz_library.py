@@ -1,11 +1,14 @@
 """Bad arguments to the library's entry points: an EoslabError with one line naming the
 argument, before any computation (no raw JAX/NumPy exception)."""
 
+import jax
 import jax.numpy as jnp
 import pytest
 
 from eoslab import EoslabError, Problem
+from eoslab.data import synthetic
 from eoslab.dynamics.train import train
+from eoslab.models import second_order
 
 P = {"w": jnp.ones((3, 1))}
 X, Y = jnp.ones((5, 3)), jnp.ones((5, 1))
@@ -29,6 +32,8 @@ CASES = [
     (lambda: train(Problem.from_model(f, P, X, Y), lr=0.1, steps=2, k=3), "parameters"),
     (lambda: train(Problem.from_model(f, P, X, Y), lr=0.1, steps=2, tol=float("nan")), "tol"),
     (lambda: train(Problem.from_model(f, P, X, Y), lr=0.1, steps=10**20), "steps"),
+    (lambda: synthetic(1, 4), "n must be ≥ 2"),  # one regression target has no std (0/0: NaN targets)
+    (lambda: second_order.random(jax.random.PRNGKey(0), 100_000, 100_000), "memory"),
 ]
 
 

@@ -14,7 +14,7 @@ import typer
 
 from eoslab.cli import _parse as cli
 from eoslab.cli import app
-from eoslab.errors import check, integer, positive, positive_int, seed_rule
+from eoslab.errors import check, check_memory, integer, positive, positive_int, seed_rule
 
 MODELS = ("mlp", "cnn", "second-order", "quadratic2d")
 
@@ -92,6 +92,7 @@ def flow_cmd(
     cli.choice(model, "--model", MODELS)
     cli.choice(dtype, "--dtype", ("float64", "float32"))
     cli.choice(data, "--data", ("synthetic", "cifar10"))
+    cli.choice(activation, "--activation", ("tanh", "relu", "elu"))
     for name, v in (("--depth", depth), ("--width", width), ("--n", n), ("--d", d), ("--datapoints", D),
                     ("--params", P), ("--steps", steps), ("--substeps", substeps), ("--k", k),
                     ("--k-max", k_max), ("--window", window)):
@@ -101,6 +102,8 @@ def flow_cmd(
         check(name, v, positive)
     check("--seed", seed, seed_rule)
     check("--start", start, integer(0))
+    if k > k_max:
+        cli.fail(f"--k ({k}) must be ≤ --k-max ({k_max}): the tracked set starts at --k and grows up to --k-max")
     if edge_ratio is not None:
         check("--edge-ratio", edge_ratio, positive)
     if not 0.0 < eps < 1.0:
@@ -110,6 +113,9 @@ def flow_cmd(
         th = cli.floats(theta0, "--theta0", allow_range=False)
         if len(th) != 2:
             cli.fail(f"--theta0 needs two numbers 'a,b', got {theta0!r}")
+    if model in ("mlp", "cnn") and data == "synthetic" and n < 2:
+        cli.fail(f"--n must be ≥ 2 for synthetic regression (the targets are standardised over the examples), "
+                 f"got {n}")
     if data == "cifar10" and data_dir is None:
         cli.fail("--data cifar10 needs --data-dir")
     if model == "cnn" and data == "synthetic" and int(round(d ** 0.5)) ** 2 != d:
@@ -120,6 +126,12 @@ def flow_cmd(
 
     from eoslab.dynamics import central_flow as cf
 
+    # the records' memory, before the data and model are built (the model's size is not known
+    # yet: the substeps' share is checked again by cf.run)
+    if model == "second-order":
+        check_memory(f"--datapoints {D:,} --params {P:,}", 2.0 * 8 * D * P * P, "the model's Q alone is D·P² floats")
+    check_memory(f"--steps {steps:,}", cf.memory_bytes(0, steps, substeps, k_max)[1], "use fewer --steps")
+    check_memory(f"--substeps {substeps:,}", cf.memory_bytes(0, steps, substeps, k_max)[0], "use fewer --substeps")
     problem = flow_problem(model, depth=depth, width=width, activation=activation, data=data, data_dir=data_dir,
                            n=n, d=d, target_scale=target_scale, D=D, P=P, sigma_z=sigma_z, sigma_j=sigma_j,
                            eps=eps, theta0=th, seed=seed, dtype=dtype)
@@ -171,7 +183,13 @@ def flow_cmd(
 
 
 def _print_summary(s: dict) -> None:
-    if s["onset"] < 0:
+    gone = [f"{name} at step {s[key]}" for name, key in (("GD", "gd_diverged_at"), ("the central flow", "cf_diverged_at"),
+                                                        ("gradient flow", "gf_diverged_at")) if s.get(key, -1) >= 0]
+    if gone:  # a result, not an error: say so before the NaN that follow from it
+        typer.echo("DIVERGED (loss no longer finite): " + ", ".join(gone))
+    if s["onset"] < 0 and s["cf_diverged_at"] >= 0:
+        typer.echo(f"the central flow did not reach 2/η = {s['edge']:.4g} before it diverged")
+    elif s["onset"] < 0:
         typer.echo(f"the central flow never reached 2/η = {s['edge']:.4g} (it is gradient flow throughout)")
     else:
         typer.echo(f"edge reached at step {s['onset']}; at most {s['max_at_edge']} eigenvalue(s) at 2/η"

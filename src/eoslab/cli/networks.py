@@ -169,6 +169,9 @@ def train_cmd(
     check("--n", n, positive_int)
     if data == "digits":
         check("--n", n, integer(1, 1797))  # the digits hold 1,797 images
+    if data == "synthetic" and classes is None and n < 2:
+        raise InvalidValue(f"--n must be ≥ 2 for synthetic regression (the targets are standardised over the "
+                           f"examples), got {n}")
     cli.choice(loss, "--loss", ("mse", "cross_entropy"))
     check("--lr", lr, positive)
     check("--steps", steps, positive_int)

@@ -50,6 +50,9 @@ def synthetic(n: int = 1000, d: int = 64, *, classes: int | None = None, alpha: 
     check_positive("target_scale", target_scale)
     if classes is not None and (int(classes) != classes or classes < 2):
         raise EoslabError(f"classes must be None (regression) or an integer ≥ 2, got {classes!r}")
+    if classes is None and n < 2:  # one target has no spread to standardise (0/0: NaN targets)
+        raise EoslabError(f"n must be ≥ 2 for synthetic regression targets (they are standardised to std "
+                          f"target_scale over the examples), got {n}")
     if not np.isfinite(alpha) or alpha < 0:
         raise EoslabError(f"alpha must be a finite non-negative number, got {alpha!r}")
     structure = np.random.default_rng([seed, 1])  # the covariance and the teacher

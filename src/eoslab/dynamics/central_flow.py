@@ -40,7 +40,7 @@ from jax.flatten_util import ravel_pytree
 
 from eoslab import progress
 from eoslab._precision import follows
-from eoslab.errors import EoslabError, check_positive, check_positive_int
+from eoslab.errors import EoslabError, check_memory, check_positive, check_positive_int
 from eoslab.problem import Problem
 from eoslab.spectra import tracking
 from eoslab.spectra.operators import hvp
@@ -297,6 +297,16 @@ def _grow(st: tracking.TrackState, dim, key) -> tracking.TrackState:
 
 
 @follows("problem", "params0")
+def memory_bytes(num_params: int, steps: int, substeps: int, k_max: int) -> tuple[float, float]:
+    """Bytes :func:`run` needs for ``steps`` GD steps of ``substeps`` substeps on ``num_params``
+    parameters: ``(per_chunk, records)``. A chunk's scan stacks every substep's record (its
+    scalars, k eigenvalues and the (P,) top eigenvector); the trajectory keeps about 32 + k_max
+    float64 numbers per GD step. Both doubled for the copies XLA and the final stacking make."""
+    per_chunk = 2 * 8.0 * substeps * (num_params + k_max + 16)
+    records = 2 * 8.0 * steps * (32 + k_max)
+    return per_chunk, records
+
+
 def run(problem: Problem, lr: float, steps: int, *, k: int = 1, k_max: int = 4, substeps: int = 4,
         gd: bool = True, gf: bool = True, stiffness: float = 0.5, edge_rtol: float = 1e-3,
         track_tol: float = 1e-6, sdcp_tol: float = 1e-10, chunk: int = 50, seed: int = 0,
@@ -334,7 +344,12 @@ def run(problem: Problem, lr: float, steps: int, *, k: int = 1, k_max: int = 4, 
                      track_tol=float(track_tol), sdcp_tol=float(sdcp_tol))
     _check_config(lr, steps, k, cfg)
     k_max = check_positive_int("k_max", k_max)
+    if k > k_max:  # the tracked set grows from k up to k_max: k > k_max asks for both
+        raise EoslabError(f"k ({k}) must be ≤ k_max ({k_max})")
     chunk = check_positive_int("chunk", chunk)
+    per_chunk, records = memory_bytes(problem.num_params, steps, cfg.substeps, k_max)
+    check_memory(f"substeps {cfg.substeps:,}", per_chunk, "use fewer substeps")
+    check_memory(f"steps {steps:,}", records, "use fewer steps")
     params = problem.params if params0 is None else params0
     if int(start) != start or start < 0:
         raise EoslabError(f"start must be a non-negative integer, got {start!r}")
@@ -453,6 +468,12 @@ def smooth(x: np.ndarray, window: int) -> np.ndarray:
     return np.array([x[a:b].mean() for a, b in zip(lo, hi)])
 
 
+def _first_nonfinite(x) -> int:
+    """Index of the first non-finite entry of ``x`` ((T,) array), −1 if all are finite."""
+    bad = np.flatnonzero(~np.isfinite(np.asarray(x)))
+    return int(bad[0]) if bad.size else -1
+
+
 def summarize(out: dict, lr: float, window: int = 20) -> dict:
     """Scalars of a :func:`run`: how close the central flow is to GD over the EoS phase.
 
@@ -462,7 +483,10 @@ def summarize(out: dict, lr: float, window: int = 20) -> dict:
     after ``window`` steps, of |predicted time-averaged loss / GD's ``window``-step centred
     moving average − 1| (``avg_loss_rel_err_median``: its median); ``cf_loss_max_rise`` =
     max of L(w_CF(t+1)) − L(w_CF(t)) relative to L(w_CF(0)) (≤ 0: non-increasing);
-    ``edge_max_dev`` = max |S − 2/η|/(2/η) on the flow during the phase (after 5 rows)."""
+    ``edge_max_dev`` = max |S − 2/η|/(2/η) on the flow during the phase (after 5 rows);
+    ``cf_diverged_at`` (and ``gd_diverged_at``, ``gf_diverged_at`` when GD / GF ran): the first
+    row whose loss is not finite, −1 if none (a diverged dynamics is a result, and the scalars
+    after that row are NaN)."""
     edge = 2.0 / lr
     na = np.asarray(out["n_active"])
     on = np.flatnonzero(na > 0)
@@ -473,12 +497,15 @@ def summarize(out: dict, lr: float, window: int = 20) -> dict:
          "final_sharpness": float(out["sharpness"][-1]),
          "cf_loss_max_rise": float(np.max(np.diff(out["loss"])) / abs(out["loss"][0])) if T > 1 else 0.0,
          "products_per_step": float(np.mean(out["products"])), "seconds": float(out.get("seconds", np.nan)),
-         "grown_at": list(out.get("grown_at", [])), "entered_at": list(out.get("entered_at", []))}
+         "grown_at": list(out.get("grown_at", [])), "entered_at": list(out.get("entered_at", [])),
+         "cf_diverged_at": _first_nonfinite(out["loss"])}
     if "gd_loss" in out:
         s["final_gd_loss"] = float(out["gd_loss"][-1])
         s["diverged"] = bool(not np.all(np.isfinite(out["gd_loss"])))
+        s["gd_diverged_at"] = _first_nonfinite(out["gd_loss"])
     if "gf_loss" in out:
         s["final_gf_loss"] = float(out["gf_loss"][-1])
+        s["gf_diverged_at"] = _first_nonfinite(out["gf_loss"])
     if on.size:
         a = on[0]
         s["edge_max_dev"] = float(np.max(np.abs(out["sharpness"][a + 5:] - edge)) / edge) if T > a + 5 else 0.0

@@ -22,7 +22,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from eoslab.errors import EoslabError
+from eoslab.errors import EoslabError, check_memory
 from eoslab.problem import Problem
 from eoslab._precision import x64
 from eoslab.typing import Array, DTypeLike, Float, PRNGKeyArray
@@ -106,6 +106,9 @@ def random(key: PRNGKeyArray, D: int, P: int, sigma_z: float = 1.0, sigma_j: flo
     """
     if dist not in ("gaussian", "rademacher"):
         raise EoslabError(f"unknown distribution {dist!r}; expected 'gaussian' or 'rademacher'")
+    # Q alone is D·P² numbers (and its symmetrisation a second copy): refuse what cannot fit
+    # before XLA aborts the process on the allocation
+    check_memory(f"D = {D:,}, P = {P:,}", 2.0 * jnp.dtype(dtype).itemsize * D * P * P, "Q alone is D·P² numbers")
     kz, kj, kq = jax.random.split(key, 3)
 
     def draw(k, shape):

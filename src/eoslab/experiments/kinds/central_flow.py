@@ -92,6 +92,8 @@ def check_network_point(point: dict) -> str | None:
         return f"block_seeds must be integers, got {seeds!r}"
     if B > 1 and point.get("model", "mlp") != "mlp":
         return "blocks > 1 needs model = 'mlp'"
+    if point.get("k", 1) > point.get("k_max", 3):
+        return f"k ({point['k']}) must be ≤ k_max ({point['k_max']}): the tracked set grows from k up to k_max"
     return None
 
 
