@@ -32,6 +32,8 @@ CASES = [
     (lambda: train(Problem.from_model(f, P, X, Y), lr=0.1, steps=2, k=3), "parameters"),
     (lambda: train(Problem.from_model(f, P, X, Y), lr=0.1, steps=2, tol=float("nan")), "tol"),
     (lambda: train(Problem.from_model(f, P, X, Y), lr=0.1, steps=10**20), "steps"),
+    (lambda: train(Problem.from_model(f, {"w": jnp.ones((3, 1), jnp.float32)}, X.astype(jnp.float32),
+                                      Y.astype(jnp.float32)), lr=1e300, steps=2), "overflows float32"),  # η = inf
     (lambda: synthetic(1, 4), "n must be ≥ 2"),  # one regression target has no std (0/0: NaN targets)
     (lambda: second_order.random(jax.random.PRNGKey(0), 100_000, 100_000), "memory"),
 ]

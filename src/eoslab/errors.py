@@ -208,6 +208,20 @@ def check_nonnegative_int(name: str, value: int, hi: int = MAX_INT) -> int:
     return int(check(name, value, integer(0, hi)))
 
 
+def check_representable(name: str, value, dtype) -> None:
+    """Refuse a finite number that overflows ``dtype`` (e.g. a step size of 1e300 in a float32
+    model would become inf, and every step NaN, with no error)."""
+    import numpy as np
+
+    x = _num(value)
+    if x is None or not math.isfinite(x):
+        return
+    big = float(np.finfo(np.dtype(dtype)).max)
+    if abs(x) > big:
+        raise InvalidValue(f"{name} = {x:g} overflows {np.dtype(dtype).name} (largest {big:.3g}); use a smaller "
+                           "value or float64")
+
+
 def check_seed(name: str, value: int) -> int:
     return int(check(name, value, seed_rule))
 

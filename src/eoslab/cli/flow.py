@@ -14,7 +14,7 @@ import typer
 
 from eoslab.cli import _parse as cli
 from eoslab.cli import app
-from eoslab.errors import check, check_memory, integer, positive, positive_int, seed_rule
+from eoslab.errors import check, check_memory, check_representable, integer, positive, positive_int, seed_rule
 
 MODELS = ("mlp", "cnn", "second-order", "quadratic2d")
 
@@ -101,6 +101,8 @@ def flow_cmd(
                     ("--sigma-j", sigma_j)):
         check(name, v, positive)
     check("--seed", seed, seed_rule)
+    if model != "quadratic2d":  # the 2-D model is float64 whatever --dtype says
+        check_representable("--lr", lr, dtype)
     check("--start", start, integer(0))
     if k > k_max:
         cli.fail(f"--k ({k}) must be ≤ --k-max ({k_max}): the tracked set starts at --k and grows up to --k-max")

@@ -17,7 +17,8 @@ import typer
 
 from eoslab.cli import _parse as cli
 from eoslab.cli import app
-from eoslab.errors import InvalidValue, between, check, integer, positive, positive_int, seed_rule
+from eoslab.errors import (InvalidValue, between, check, check_representable, integer, positive, positive_int,
+                           seed_rule)
 
 
 def _parse_classes(text: Optional[str]):
@@ -187,6 +188,7 @@ def train_cmd(
         check("--batch-size", batch_size, integer(1, n))
     check("--seed", seed, seed_rule)
     cli.choice(dtype, "--dtype", ("float32", "float64"))
+    check_representable("--lr", lr, dtype)
     if runs is None and (resume or checkpoint_every is not None):
         raise InvalidValue(f"{'--resume' if resume else '--checkpoint-every'} needs --runs ROOT")
     if checkpoint_every is not None:

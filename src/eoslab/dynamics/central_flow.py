@@ -40,7 +40,7 @@ from jax.flatten_util import ravel_pytree
 
 from eoslab import progress
 from eoslab._precision import follows
-from eoslab.errors import EoslabError, check_memory, check_positive, check_positive_int
+from eoslab.errors import EoslabError, check_memory, check_positive, check_positive_int, check_representable
 from eoslab.problem import Problem
 from eoslab.spectra import tracking
 from eoslab.spectra.operators import hvp
@@ -351,6 +351,7 @@ def run(problem: Problem, lr: float, steps: int, *, k: int = 1, k_max: int = 4, 
     check_memory(f"substeps {cfg.substeps:,}", per_chunk, "use fewer substeps")
     check_memory(f"steps {steps:,}", records, "use fewer steps")
     params = problem.params if params0 is None else params0
+    check_representable("lr", lr, jax.tree_util.tree_leaves(params)[0].dtype)
     if int(start) != start or start < 0:
         raise EoslabError(f"start must be a non-negative integer, got {start!r}")
     if start > 0:

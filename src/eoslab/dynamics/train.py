@@ -35,7 +35,7 @@ from eoslab.dynamics.gd import default_optimizer
 from eoslab.dynamics.stepper import StepState, init_state, make_step, scan
 from eoslab import progress as eoslab_progress
 from eoslab._precision import follows
-from eoslab.errors import EoslabError, between, check, check_positive, check_positive_int
+from eoslab.errors import EoslabError, between, check, check_positive, check_positive_int, check_representable
 from eoslab.partial import Checkpointer, PartialFolder
 from eoslab.models.taylor import TaylorData, expand, is_taylor, taylor_problem
 from eoslab.problem import Params, Problem
@@ -229,6 +229,7 @@ def train(problem: Problem, lr: float | None = None, steps: int | None = None, *
     dtype = flat0.dtype
     if not jnp.issubdtype(dtype, jnp.floating):
         raise EoslabError(f"parameters must be floating point, got {dtype}")
+    check_representable("lr", lr if optimizer is None else (getattr(optimizer, "hyper", None) or {}).get("lr"), dtype)
     opt = default_optimizer(jnp.asarray(lr, dtype), momentum) if optimizer is None else optim.as_optimizer(optimizer)
     spec = problem
     if spectra_examples is not None:
