@@ -189,6 +189,22 @@ def test_bad_option_is_refused_before_any_work(args, words, capsys, tripwires, m
     _assert_refused(args, capsys, (words,))
 
 
+@pytest.mark.parametrize("args", [["train", "--width", "1000000", "--depth", "1000", "--n", "10"],
+                                  ["train", "--n", "100000000"],
+                                  ["flow", "--width", "1000000", "--depth", "1000", "--n", "10"]])
+def test_a_network_or_data_set_too_large_is_refused_before_training(args, capsys, monkeypatch):
+    """Sized from the shapes alone (the problem builders themselves run, so no tripwire on them)."""
+    import eoslab.dynamics.central_flow as cf
+    import eoslab.dynamics.train as tr
+
+    def trip(*a, **k):
+        raise Started("computation started")
+
+    monkeypatch.setattr(tr, "train", trip)
+    monkeypatch.setattr(cf, "run", trip)
+    _assert_refused(args, capsys, ("memory",))
+
+
 def test_usage_errors_are_one_line(capsys):
     for args in (["run"], ["nosuchcommand"], ["run", "quadratic2d", "--nosuch", "1"], ["train", "--lr"]):
         _assert_refused(args, capsys)

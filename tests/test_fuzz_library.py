@@ -9,6 +9,7 @@ from eoslab import EoslabError, Problem
 from eoslab.data import synthetic
 from eoslab.dynamics.train import train
 from eoslab.models import second_order
+from eoslab.models.mlp import network_problem
 
 P = {"w": jnp.ones((3, 1))}
 X, Y = jnp.ones((5, 3)), jnp.ones((5, 1))
@@ -34,7 +35,10 @@ CASES = [
     (lambda: train(Problem.from_model(f, P, X, Y), lr=0.1, steps=10**20), "steps"),
     (lambda: train(Problem.from_model(f, {"w": jnp.ones((3, 1), jnp.float32)}, X.astype(jnp.float32),
                                       Y.astype(jnp.float32)), lr=1e300, steps=2), "overflows float32"),  # η = inf
-    (lambda: synthetic(1, 4), "n must be ≥ 2"),  # one regression target has no std (0/0: NaN targets)
+    (lambda: synthetic(1, 4), "n must be ≥ 2"),
+    (lambda: synthetic(10**8, 64), "memory"),  # was NumPy's MemoryError traceback
+    (lambda: network_problem("mlp", 1000, 10**6, "tanh", "standard", "synthetic", None, 10, None, "mse", 0,
+                             "float32"), "memory"),  # from the shapes alone, before θ₀ is drawn  # one regression target has no std (0/0: NaN targets)
     (lambda: second_order.random(jax.random.PRNGKey(0), 100_000, 100_000), "memory"),
 ]
 

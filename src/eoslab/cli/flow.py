@@ -38,7 +38,7 @@ def flow_problem(model: str, *, depth: int, width: int, activation: str, data: s
                                 dtype=jnp.dtype(dtype))
         return second_order.problem(m)
     from eoslab import Problem
-    from eoslab.models.mlp import build, network_problem
+    from eoslab.models.mlp import build, check_size, network_problem
 
     if data == "synthetic":
         from eoslab.data import load
@@ -48,6 +48,7 @@ def flow_problem(model: str, *, depth: int, width: int, activation: str, data: s
             cli.fail(f"the CNN needs image inputs: --d must be a perfect square, got {d}")
         net = build(model, depth=depth, width=width, activation=activation, out_dim=ds.out_dim,
                     image_shape=ds.image_shape or (1, 4, 4))
+        check_size(net, ds.in_dim, jnp.dtype(dtype))
         params = net.init(jax.random.PRNGKey(seed), ds.in_dim, dtype=jnp.dtype(dtype))
         return Problem.from_model(net, params, jnp.asarray(ds.x), jnp.asarray(ds.y))
     problem, _, _ = network_problem(model, depth, width, activation, "standard", data, data_dir, n, None, "mse",

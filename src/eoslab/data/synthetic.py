@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from eoslab.data.base import Dataset, one_hot
-from eoslab.errors import EoslabError, check_positive, check_positive_int
+from eoslab.errors import EoslabError, check_memory, check_positive, check_positive_int
 
 
 def synthetic(n: int = 1000, d: int = 64, *, classes: int | None = None, alpha: float = 1.0,
@@ -55,11 +55,14 @@ def synthetic(n: int = 1000, d: int = 64, *, classes: int | None = None, alpha: 
                           f"target_scale over the examples), got {n}")
     if not np.isfinite(alpha) or alpha < 0:
         raise EoslabError(f"alpha must be a finite non-negative number, got {alpha!r}")
+    c_out = 1 if classes is None else int(classes)
+    # float64 while drawn: the inputs twice (draw, rotation), the teacher's hidden layer, the copies in dtype
+    check_memory(f"n = {n:,} examples of dimension {d:,}", 8.0 * n * (3 * d + 2 * teacher_width + 2 * c_out),
+                 "use fewer examples")
     structure = np.random.default_rng([seed, 1])  # the covariance and the teacher
     spectrum = np.arange(1, d + 1, dtype=np.float64) ** (-float(alpha))
     spectrum *= d / spectrum.sum()
     rotation, _ = np.linalg.qr(structure.standard_normal((d, d)))
-    c_out = 1 if classes is None else int(classes)
     w1 = structure.standard_normal((d, teacher_width)) / np.sqrt(d)
     w2 = structure.standard_normal((teacher_width, c_out)) / np.sqrt(teacher_width)
 

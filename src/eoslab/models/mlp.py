@@ -27,7 +27,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from eoslab.errors import EoslabError, check_positive_int
+from eoslab.errors import EoslabError, check_memory, check_positive_int
 from eoslab.data.base import Dataset
 from eoslab.problem import Problem
 
@@ -166,6 +166,22 @@ def build(name: str, *, depth: int = 2, width: int = 256, activation: str = "tan
     raise EoslabError(f"unknown network {name!r}; expected 'mlp' or 'cnn'")
 
 
+#: Copies of θ a training keeps at once (θ, its gradient, the optimizer's state, the tracked
+#: eigenvectors and the tracker's basis, XLA's temporaries): what :func:`check_size` prices.
+TRAINING_COPIES = 8
+
+
+def check_size(net, in_dim: int | None, dtype, copies: int = TRAINING_COPIES) -> int:
+    """The number of parameters of ``net`` on inputs of dimension ``in_dim`` (from the shapes
+    alone: nothing is allocated); refuses (:class:`~eoslab.errors.ResourceError`) a network of
+    which ``copies`` copies of θ in ``dtype`` do not fit in the available memory."""
+    shapes = jax.eval_shape(lambda key: net.init(key, in_dim, dtype=dtype), jax.ShapeDtypeStruct((2,), jnp.uint32))
+    P = sum(math.prod(s.shape) for s in jax.tree_util.tree_leaves(shapes))
+    check_memory(f"the network ({P:,} parameters)", float(copies) * jnp.dtype(dtype).itemsize * P,
+                 "use a smaller width or depth")
+    return P
+
+
 def network_problem(model: str, depth: int, width: int, activation: str, parametrisation: str, data: str,
                     data_dir: str | None, n: int, classes: list | None, loss: str, seed: int,
                     dtype: str) -> tuple[Problem, Dataset, MLP | CNN]:
@@ -189,6 +205,7 @@ def network_problem(model: str, depth: int, width: int, activation: str, paramet
         raise EoslabError(f"the CNN needs image inputs; {ds.name} has none")
     net = build(model, depth=depth, width=width, activation=activation, out_dim=ds.out_dim,
                 parametrisation=parametrisation, image_shape=ds.image_shape or (3, 32, 32))
+    check_size(net, ds.in_dim, jnp.dtype(dtype))
     params = net.init(jax.random.PRNGKey(seed), ds.in_dim, dtype=jnp.dtype(dtype))
     problem = Problem.from_model(net, params, jnp.asarray(ds.x), jnp.asarray(ds.y), loss=loss)
     return problem, ds, net
