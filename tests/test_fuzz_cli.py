@@ -154,6 +154,7 @@ CASES = [
     # flow
     (["flow", "--activation", "gelu"], "--activation"), (["flow", "--k", "3", "--k-max", "2"], "--k-max"),
     (["flow", "--n", "1"], "--n"), (["train", "--n", "1"], "--n"),
+    (["train", "--data-dir", "."], "--data-dir"), (["flow", "--data-dir", "."], "--data-dir"),
     (["train", "--lr", "1e300"], "--lr"), (["flow", "--lr", "1e300", "--dtype", "float32"], "--lr"),
     (["flow", "--steps", "2000000000", "--substeps", "2000000000"], "memory"),
     (["flow", "--model", "second-order", "--datapoints", "100000", "--params", "100000"], "memory"),

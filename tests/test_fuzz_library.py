@@ -38,7 +38,9 @@ CASES = [
     (lambda: synthetic(1, 4), "n must be ≥ 2"),
     (lambda: synthetic(10**8, 64), "memory"),  # was NumPy's MemoryError traceback
     (lambda: network_problem("mlp", 1000, 10**6, "tanh", "standard", "synthetic", None, 10, None, "mse", 0,
-                             "float32"), "memory"),  # from the shapes alone, before θ₀ is drawn  # one regression target has no std (0/0: NaN targets)
+                             "float32"), "memory"),  # from the shapes alone, before θ₀ is drawn
+    (lambda: network_problem("mlp", 1, 4, "tanh", "standard", "synthetic", None, 10, [1], "mse", 0, "float32"),
+     "--classes is the number of classes, ≥ 2"),  # one regression target has no std (0/0: NaN targets)
     (lambda: second_order.random(jax.random.PRNGKey(0), 100_000, 100_000), "memory"),
 ]
 

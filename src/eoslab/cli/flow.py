@@ -119,6 +119,9 @@ def flow_cmd(
     if model in ("mlp", "cnn") and data == "synthetic" and n < 2:
         cli.fail(f"--n must be ≥ 2 for synthetic regression (the targets are standardised over the examples), "
                  f"got {n}")
+    if data_dir is not None and (data != "cifar10" or model not in ("mlp", "cnn")):
+        cli.fail(f"--data-dir is the CIFAR-10 folder of --data cifar10 with --model mlp or cnn; it does not apply "
+                 f"to --model {model} --data {data}")
     if data == "cifar10" and data_dir is None:
         cli.fail("--data cifar10 needs --data-dir")
     if model == "cnn" and data == "synthetic" and int(round(d ** 0.5)) ** 2 != d:

@@ -170,6 +170,8 @@ def train_cmd(
     check("--n", n, positive_int)
     if data == "digits":
         check("--n", n, integer(1, 1797))  # the digits hold 1,797 images
+    if data_dir is not None and data != "cifar10":
+        raise InvalidValue(f"--data-dir is the CIFAR-10 folder; it does not apply to --data {data}")
     if data == "synthetic" and classes is None and n < 2:
         raise InvalidValue(f"--n must be ≥ 2 for synthetic regression (the targets are standardised over the "
                            f"examples), got {n}")

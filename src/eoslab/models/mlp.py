@@ -194,8 +194,9 @@ def network_problem(model: str, depth: int, width: int, activation: str, paramet
     if dtype not in ("float32", "float64"):
         raise EoslabError(f"dtype must be float32 or float64, got {dtype!r}")
     if data == "synthetic" and classes is not None:
-        if len(classes) != 1 or not isinstance(classes[0], int):
-            raise EoslabError("for synthetic data --classes is the number of classes (e.g. --classes 10)")
+        if len(classes) != 1 or not isinstance(classes[0], int) or classes[0] < 2:
+            raise EoslabError(f"for synthetic data --classes is the number of classes, ≥ 2 (e.g. --classes 10), "
+                              f"got {','.join(map(str, classes))!r}")
         ds = load("synthetic", n=n, seed=seed, dtype=dtype, classes=classes[0])
     else:
         ds = load(data, n=n, data_dir=data_dir, classes=classes, seed=seed, dtype=dtype)
