@@ -96,3 +96,50 @@ def test_a_bad_config_stops_everything_before_any_run(tmp_path):
     (tmp_path / "b.toml").write_text(text, encoding="utf-8")
     with pytest.raises(EoslabError, match=rf"b.toml:{line}: .*steps"):
         load_experiments(tmp_path)
+
+
+def test_a_byte_order_mark_is_not_an_error(tmp_path):
+    """A UTF-8 file saved with a BOM (Windows editors) is the same config."""
+    text = (CONFIGS / "two_layer_phases.toml").read_bytes()
+    path = tmp_path / "two_layer_phases.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + text)
+    import dataclasses
+
+    assert dataclasses.replace(load_config(path), path=None) == dataclasses.replace(
+        load_config(CONFIGS / "two_layer_phases.toml"), path=None)
+
+
+SWEEP_HEAD = '[experiment]\nname = "q"\nkind = "quadratic2d.eos_limit"\n[model]\neps = 0.1\n[dynamics]\nsteps = 500\n'
+
+
+@pytest.mark.parametrize("sweep,line,words", [
+    ('[sweep]\nlr = "0.5:1:100000"\ntheta2_scaled = "1.8:2.6:100000"\n', 8, "10,000,000,000 points"),
+    ('[sweep]\nlr = "0.5:1:99999999999"\n', 9, "at most 100,000 values"),
+])
+def test_a_sweep_too_large_to_plan_is_refused_at_once(tmp_path, sweep, line, words):
+    """Planning a 10¹⁰-point grid would hang (it was killed after 120 s); the file says why."""
+    from eoslab.experiments.sweeps import load_sweep
+
+    path = tmp_path / "big.toml"
+    path.write_text(SWEEP_HEAD + sweep, encoding="utf-8")
+    with pytest.raises(EoslabError, match=rf"{re.escape(str(path))}:{line}: .*{words}"):
+        load_sweep(path)
+
+
+def test_a_parameter_missing_in_every_mode_is_not_blamed_on_quick(tmp_path):
+    from eoslab.experiments.sweeps import load_sweep
+
+    path = tmp_path / "q.toml"
+    path.write_text(SWEEP_HEAD.replace("eps = 0.1\n", "") + "[sweep]\nlr = [1.0]\n", encoding="utf-8")
+    with pytest.raises(EoslabError, match=r"parameter 'eps' has no value: set it in \[model\] or give it a \[sweep\]"):
+        load_sweep(path)
+
+
+def test_a_sweep_point_whose_network_cannot_fit_is_refused_before_any_run(tmp_path):
+    from eoslab.experiments.sweeps import run_sweep
+
+    sweep = {"experiment": {"name": "wide", "kind": "networks.train"}, "model": {"depth": 1000},
+             "data": {"n": 8}, "dynamics": {"steps": 3}, "sweep": {"width": [4, 1_000_000]}}
+    with pytest.raises(EoslabError, match=r"width = 1000000.*|network \(depth 1000, width 1000000.*memory"):
+        run_sweep(sweep, runs=tmp_path)
+    assert not list((tmp_path / "wide").glob("*/meta.json"))  # not even the small point ran

@@ -314,7 +314,9 @@ def read_text(path: Path) -> str:
     except OSError as e:
         raise EoslabError(f"cannot read config {path}: {e.strerror or e}") from None
     try:
-        return data.decode("utf-8")
+        # a byte-order mark (Notepad's "UTF-8") is not part of the text; tomllib refuses it as
+        # "Invalid statement (at line 1, column 1)"
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
         raise EoslabError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as "
@@ -489,12 +491,23 @@ def load_config(path: str | Path, kinds: dict | None = None, *, raw: dict | None
     return exp
 
 
+#: Most points a sweep's grid may have, and most values a range axis may have: beyond them the
+#: grid is a typo (``"0.1:1:1000000000"``, two such axes), and merely planning it would hang.
+MAX_GRID = 1_000_000
+MAX_RANGE = 100_000
+
+
 def _check_mode(exp: Experiment, mode: str, kind, path, text) -> None:
     params, sweep, how = exp.resolved(mode)
     for sec, vals in params.items():
         for k, v in vals.items():
             if v is REQUIRED and k not in sweep:
-                raise EoslabError(f"{_loc(path, text, sec)}: parameter '{k}' has no value in --{mode} mode")
+                other = [m for m in MODES if m != mode]
+                everywhere = all(exp.resolved(m)[0][sec].get(k) is REQUIRED and k not in exp.resolved(m)[1]
+                                 for m in other)
+                raise EoslabError(f"{_loc(path, text, sec)}: parameter '{k}' has no value"
+                                  + (f": set it in [{sec}] or give it a [sweep] axis" if everywhere
+                                     else f" in --{mode} mode"))
     if how == "zip" and len({len(v) for v in sweep.values()}) > 1:
         raise EoslabError(f"{_loc(path, text, 'sweep')}: zipped sweep axes have different lengths "
                           f"({ {k: len(v) for k, v in sweep.items()} }) in --{mode} mode")
@@ -502,6 +515,10 @@ def _check_mode(exp: Experiment, mode: str, kind, path, text) -> None:
         if len({len(sweep[a]) for a in g}) > 1:
             raise EoslabError(f"{_loc(path, text, 'sweep', 'zip')}: zipped sweep axes have different lengths "
                               f"({ {a: len(sweep[a]) for a in g} }) in --{mode} mode")
+    size = math.prod(len(sweep[g[0]]) for g in exp.groups(mode))
+    if size > MAX_GRID:
+        raise EoslabError(f"{_loc(path, text, 'sweep')}: the sweep's grid has {size:,} points in --{mode} mode "
+                          f"({' × '.join(str(len(sweep[g[0]])) for g in exp.groups(mode))}); at most {MAX_GRID:,}")
     for c in exp.claims:
         for k, v in c.where.items():
             if k in sweep:
@@ -531,6 +548,8 @@ def parse_range(text: str, where: str) -> list[float]:
                           f"got {text!r}") from None
     if n < 1 or not (math.isfinite(a) and math.isfinite(b)):
         raise EoslabError(f"{where}: a range needs finite ends and NUM ≥ 1, got {text!r}")
+    if n > MAX_RANGE:
+        raise EoslabError(f"{where}: a range has at most {MAX_RANGE:,} values (NUM), got {text!r}")
     if log and not (a > 0 and b > 0):
         raise EoslabError(f"{where}: a log range needs START, STOP > 0, got {text!r}")
     if n == 1:

@@ -23,9 +23,9 @@ from eoslab.data import load as load_data
 from eoslab.dynamics import optim
 from eoslab.dynamics.batched import train_batch
 from eoslab.dynamics.train import summarize, train
-from eoslab.errors import MeasureError, positive, positive_int
+from eoslab.errors import MeasureError, available_memory, positive, positive_int
 from eoslab.experiments import Field, Kind, Measurement, register
-from eoslab.models.mlp import ACTIVATIONS, PARAMETRISATIONS, build
+from eoslab.models.mlp import ACTIVATIONS, PARAMETRISATIONS, TRAINING_COPIES, build, check_size
 
 _nonneg = lambda v: None if v >= 0 else "must be ≥ 0"
 
@@ -94,6 +94,7 @@ def problem(point: dict) -> Problem:
     net = build(point["model"], depth=point["depth"], width=point["width"], activation=point["activation"],
                 out_dim=ds.out_dim, parametrisation=point["parametrisation"],
                 image_shape=ds.image_shape or (3, 32, 32))
+    check_size(net, ds.in_dim, jnp.dtype(point["dtype"]))
     params = net.init(jax.random.PRNGKey(point["seed"]), ds.in_dim, dtype=jnp.dtype(point["dtype"]))
     y = jnp.asarray(ds.y) if point["data"] == "synthetic" else jnp.asarray(ds.y) * point.get("label_scale", 1.0)
     return Problem.from_model(net, params, jnp.asarray(ds.x), y, loss=point["loss"])
@@ -131,6 +132,15 @@ def check_point(point: dict) -> str | None:
     """What the fields cannot check alone."""
     if point["batch_size"] > point["n"]:
         return f"batch_size {point['batch_size']} is larger than the number of examples n = {point['n']}"
+    # the network's size from its widths (an upper bound: inputs of at most 3,072 numbers, 10
+    # outputs), so that a sweep with one network too large to train is refused before any run
+    w, depth = point["width"], point["depth"]
+    in_dim = {"synthetic": point.get("d", 64), "digits": 64}.get(point["data"], 3072)
+    P = (9 * w * (3 + (depth - 1) * w) if point["model"] == "cnn" else in_dim * w + (depth - 1) * w * w) + 11 * w
+    need, avail = TRAINING_COPIES * jnp.dtype(point["dtype"]).itemsize * P, available_memory()
+    if avail is not None and need > avail:
+        return (f"the network (depth {depth}, width {w}: about {P:,} parameters) needs about {need / 2**30:.3g} GiB "
+                f"of memory, {avail / 2**30:.3g} GiB available")
     return None
 
 
