@@ -114,6 +114,11 @@ def test_find_and_show_errors(tmp_path):
     assert store.find(str(store.run_dir("toy", rid))).id == rid
     with pytest.raises(EoslabError, match="no run"):
         store.find("ffffffffffff")
+    # not an id: a glob pattern matched some run (or, "**", was a glob error with a traceback)
+    for ref in ("", "*", "**", f"{rid[0]}*", "/", "../toy"):
+        with pytest.raises(EoslabError, match="no run .*give a run id"):
+            store.find(ref)
+    assert store.find(rid[:8].upper()).id == rid
 
 
 def test_load_dataframe(tmp_path):

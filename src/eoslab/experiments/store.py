@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import secrets
+import re
 import shutil
 import socket
 import sys
@@ -439,7 +440,12 @@ class Store:
             if run is None:
                 raise EoslabError(f"{p} is not a valid run: {self.invalid_reason(p)}")
             return run
-        hits = [q for q in self.root.glob(f"*/{ref}*") if q.is_dir() and not q.name.startswith(".")]
+        # an id is hexadecimal: anything else ("", "*", "5*", "/") would be a glob pattern matching
+        # some other run, or none, or (``**``) a glob error
+        if not re.fullmatch(r"[0-9a-fA-F]+", str(ref)):
+            raise EoslabError(f"no run {str(ref)!r} under {self.root}: give a run id, a unique prefix of one, or a "
+                              "run folder")
+        hits = [q for q in self.root.glob(f"*/{str(ref).lower()}*") if q.is_dir() and not q.name.startswith(".")]
         if not hits:
             raise EoslabError(f"no run '{ref}' under {self.root}")
         if len(hits) > 1:
