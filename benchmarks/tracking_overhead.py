@@ -57,7 +57,7 @@ import eoslab  # noqa: E402
 from eoslab.dynamics.train import train  # noqa: E402
 from eoslab.dynamics import optim, stepper  # noqa: E402
 from eoslab.spectra import davidson, hvp, ntk_vp  # noqa: E402
-from eoslab.spectra.operators import operator  # noqa: E402
+from eoslab.spectra.operators import operator, rows  # noqa: E402
 
 MODES = {"none": dict(track=(), k=1), "top-1": dict(track=("hessian",), k=1),
          "top-3": dict(track=("hessian",), k=3), "default": dict(track=("hessian", "ntk"), k=2)}
@@ -121,7 +121,7 @@ def floor_chunks(problem, lr, half, track, k):
             new["hessian"] = unit(ctx.hvps)
         if "ntk" in new:
             mv = operator(problem, ctx.params, "ntk")[0]
-            new["ntk"] = unit(jax.vmap(mv)(ctx.aux["ntk"]))
+            new["ntk"] = unit(rows(mv, ctx.aux["ntk"]))
         return new, {}
 
     tangents = (lambda a: a["hessian"]) if "hessian" in track else None

@@ -51,6 +51,7 @@ import numpy as np
 
 from eoslab.errors import EoslabError, check_positive_int
 from eoslab.spectra.lanczos import orthogonalize
+from eoslab.spectra.operators import rows
 from eoslab.typing import ArrayLike, Bool, DTypeLike, Matvec, PRNGKeyArray, PyTree
 
 Matvec = Callable[[jax.Array], jax.Array]
@@ -625,7 +626,7 @@ def _solve(mv, state: TrackState, X, AXk, scales, first, checking, tol, atol, ma
            deep: bool = True):
     """Steps 2–4 of the module docstring: multiply the guards, start, expand, carry."""
     k, b, dtype = sz.k, sz.b, X.dtype
-    AX = jnp.concatenate([AXk, jax.vmap(mv)(X[k:])])
+    AX = jnp.concatenate([AXk, rows(mv, X[k:])])
     basis, nprod0, low = _start(mv, X, AX, first, checking, state.count, sz, deep)
     floor = _carried_floor(state, dtype)
     floor = jnp.where(first, low, jnp.fmin(floor, low))
@@ -738,7 +739,7 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
 
     Args:
       matvec: ``(n,) -> (n,)`` symmetric linear map (e.g. :func:`~eoslab.spectra.hvp`);
-        it is ``vmap``-ped over the block for the first ``b`` products.
+        the block's first ``b`` products are one batch (:func:`~eoslab.spectra.operators.rows`).
       state: from :func:`track_init` or the previous call.
       k: number of eigenpairs returned (≤ block size; default ``state.k``).
       tol: relative accuracy: stop when every top-k value's error estimate is
@@ -794,7 +795,7 @@ def track(matvec: Matvec, state: TrackState, *, k: int | None = None, tol: float
     one_by_one = _one_by_one(batched_solve)
     if products is None:
         X = _orthonormal_block(state.vectors, state.count)
-        AXk = jax.vmap(mv)(X[:k])         # the tracked vectors' products: always needed
+        AXk = rows(mv, X[:k])             # the tracked vectors' products: always needed
     else:
         if products.shape != (k, sz.n):
             raise EoslabError(f"products must have shape {(k, sz.n)} (the k tracked rows), got {products.shape}")
