@@ -102,6 +102,10 @@ CASES = [
     (["theorem2", "--samples", "1"], "--samples"), (["theorem2", "--sigma-z", "-1"], "--sigma-z"),
     (["theorem2", "--sigma-j", "nan"], "--sigma-j"), (["theorem2", "--sigma-q", "0"], "--sigma-q"),
     (["theorem2", "--seed", BIG], "--seed"),
+    (["theorem2", "--sigma-z", "1e300"], "--sigma-z"),  # λ̈ and σ_z² overflow: was an OverflowError traceback
+    (["theorem2", "--sigma-j", "1e-300"], "--sigma-j"),  # λ = 0: every ratio 0/0, printed as NaN
+    (["theorem2", "--datapoints", "3", "--params", "2", "--samples", "2147483647"], "--samples"),
+    (["theorem2-scaling", "--sigma-z", "1,1e300"], "--sigma-z"),
     (["theorem2-scaling", "--ratios", "0"], "--ratios"), (["theorem2-scaling", "--ratios", "nan"], "--ratios"),
     (["theorem2-scaling", "--ratios", "-1"], "--ratios"), (["theorem2-scaling", "--sizes", ""], "--sizes"),
     (["theorem2-scaling", "--sizes", "1.5"], "--sizes"), (["theorem2-scaling", "--sigma-z", "0"], "--sigma-z"),

@@ -10,6 +10,7 @@ from eoslab.data import synthetic
 from eoslab.dynamics.train import train
 from eoslab.models import second_order
 from eoslab.models.mlp import network_problem
+from eoslab.theory import theorem2
 
 P = {"w": jnp.ones((3, 1))}
 X, Y = jnp.ones((5, 3)), jnp.ones((5, 1))
@@ -36,6 +37,8 @@ CASES = [
     (lambda: train(Problem.from_model(f, {"w": jnp.ones((3, 1), jnp.float32)}, X.astype(jnp.float32),
                                       Y.astype(jnp.float32)), lr=1e300, steps=2), "overflows float32"),  # η = inf
     (lambda: synthetic(1, 4), "n must be ≥ 2"),
+    (lambda: theorem2.check(jax.random.PRNGKey(0), 3, 2, sigma_z=1e300, samples=3), "sigma_z"),
+    (lambda: theorem2.check(jax.random.PRNGKey(0), 3, 2, samples=2**31 - 1), "samples"),
     (lambda: synthetic(10**8, 64), "memory"),  # was NumPy's MemoryError traceback
     (lambda: network_problem("mlp", 1000, 10**6, "tanh", "standard", "synthetic", None, 10, None, "mse", 0,
                              "float32"), "memory"),  # from the shapes alone, before θ₀ is drawn

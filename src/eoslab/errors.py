@@ -104,6 +104,11 @@ def integer(lo: int = 0, hi: int = MAX_INT) -> Rule:
     return rule
 
 
+#: A standard deviation of a random ensemble (σ_z, σ_J, σ_q): its powers up to the 8th (the
+#: variances of the Monte Carlo moments) stay inside float64, so no mean or standard error is
+#: an overflow (inf) or an underflow (0/0: NaN) without an error.
+scale = between(1e-30, 1e30)
+
 positive_int = integer(1)
 nonnegative_int = integer(0)
 seed_rule = integer(0, MAX_SEED)

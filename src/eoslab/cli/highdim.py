@@ -13,7 +13,7 @@ import typer
 
 from eoslab.cli import _parse as cli
 from eoslab.cli import app
-from eoslab.errors import check, check_memory, integer, positive, positive_int, seed_rule
+from eoslab.errors import check, check_memory, integer, positive, positive_int, scale, seed_rule
 
 D_HELP = "D: number of datapoints (outputs), ≥ 2"
 P_HELP = "P: number of parameters, ≥ 1"
@@ -49,7 +49,7 @@ def theorem2_cmd(
     """
     _sizes(D, P)
     for name, v in (("--sigma-z", sigma_z), ("--sigma-j", sigma_j), ("--sigma-q", sigma_q)):
-        check(name, v, positive)
+        check(name, v, positive, scale)
     check("--samples", samples, integer(2))
     check("--seed", seed, seed_rule)
     cli.output_file(json_out, "--json-out")
@@ -59,6 +59,7 @@ def theorem2_cmd(
     from eoslab.theory import theorem2
 
     check_memory(f"--datapoints {D} --params {P}", theorem2.memory_bytes(D, P))
+    check_memory(f"--samples {samples:,}", theorem2.samples_bytes(samples))
     r = theorem2.check(jax.random.PRNGKey(seed), D, P, sigma_z, sigma_j, sigma_q, samples)
     keys = ("mean_lambda", "mean_lambda_dot", "mean_lambda_ddot", "ratio", "ratio_stderr", "predicted_ratio",
             "finite_size_ratio", "finite_size_ratio_stderr", "residual", "residual_stderr",
@@ -100,7 +101,7 @@ def theorem2_scaling_cmd(
     """E[λ̈]/E[λ] → σ_z² as D, P grow at fixed D/P: a table (and, with --out/--plot, a figure)."""
     Ds = cli.ints(sizes, "--sizes", integer(2))
     rs = cli.floats(ratios, "--ratios", positive)
-    szs = cli.floats(sigma_zs, "--sigma-z", positive)
+    szs = cli.floats(sigma_zs, "--sigma-z", positive, scale)
     check("--samples", samples, integer(2))
     check("--seed", seed, seed_rule)
     cli.output_dir(out, "--out")

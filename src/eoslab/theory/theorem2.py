@@ -46,7 +46,8 @@ import jax
 import jax.numpy as jnp
 
 from eoslab import progress
-from eoslab.errors import EoslabError, check_memory, check_positive, check_positive_int
+from eoslab.errors import EoslabError, check_memory, check_positive, check_positive_int, scale
+from eoslab.errors import check as check_rule
 from eoslab.models.second_order import goe
 from eoslab._precision import x64
 
@@ -179,6 +180,12 @@ def _check(D, P, samples, chunk):
     if samples < 2:
         raise EoslabError(f"samples must be at least 2 (a standard error needs two draws), got {samples}")
     check_memory(f"D = {D:,}, P = {P:,}", memory_bytes(D, P, min(chunk, samples)))
+    check_memory(f"samples = {samples:,}", samples_bytes(samples))
+
+
+def samples_bytes(samples: int) -> float:
+    """Bytes the draws' keys and their four (samples,) moments take (with the chunks' copy)."""
+    return 96.0 * samples
 
 
 @x64
@@ -195,6 +202,7 @@ def sample_moments(key, D: int, P: int, sigma_z: float = 1.0, sigma_j: float = 1
     _check(D, P, samples, chunk)
     for name, val in (("sigma_z", sigma_z), ("sigma_j", sigma_j), ("sigma_q", sigma_q)):
         check_positive(name, val)
+        check_rule(name, val, scale)
     n = theorem_norm(D, P, sigma_q) if norm is None else check_positive("norm", norm)
     chunk = min(chunk, samples)
     nchunks = -(-samples // chunk)
@@ -278,6 +286,7 @@ def scaling_table(key, sizes, ratios, sigma_zs, samples: int = 400, chunk: int =
         check_positive_int("size D", D)
     for sz in sigma_zs:
         check_positive("sigma_z", sz)
+        check_rule("sigma_z", sz, scale)
     if not (len(ratios) and len(sizes) and len(sigma_zs)):
         raise EoslabError("scaling_table needs at least one size, one ratio and one sigma_z")
     for r in ratios:
