@@ -76,6 +76,22 @@ def test_console_script_error_has_no_traceback():
     assert p.stderr.strip().startswith("error: unknown model 'foo'") and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow  # a fresh interpreter importing JAX: ~3 s
 def test_python_dash_m_eoslab_is_the_command():
     p = subprocess.run([sys.executable, "-m", "eoslab", "run", "foo"], capture_output=True, text=True)
     assert p.returncode == 2 and p.stderr.strip() == "error: unknown model 'foo'; `eoslab run` accepts: quadratic2d"
+
+
+def test_run_with_fewer_steps_than_the_default_tail(capsys):
+    """--tail defaults to 100 or --steps if fewer: `--steps 50` alone is not an error about --tail."""
+    code, out, err = _call(["run", "quadratic2d", "--inits", "4", "--steps", "50", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["n_runs"] == 4
+    code, _, err = _call(["run", "quadratic2d", "--inits", "4", "--steps", "50", "--tail", "51"], capsys)
+    assert code == 2 and "--tail" in err
+
+
+@pytest.mark.slow
+def test_eos_limit_says_when_there_is_no_limit_to_predict(capsys):
+    code, out, err = _call(["theory", "eos-limit", "--eps", "0.9"], capsys)
+    assert code == 0 and "no edge-of-stability limit to predict at ε = 0.9" in err and "nan" in out

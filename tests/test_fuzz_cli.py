@@ -93,6 +93,8 @@ CASES = [
     (["theory", "eos-limit", "--eps", "0.1", "--order", "9"], "--order"),
     (["theory", "eos-limit", "--eps", "0.1", "--target", "nan"], "--target"),
     (["theory", "eos-limit", "--eps", "0.1", "--json-out", f"{A_FILE}/x.json"], "--json-out"),
+    (["theory", "eos-limit", "--eps", "0.1", "--order", "²"], "--order"),  # str.isdigit(): was int()'s traceback
+    (["theory", "eos-table", "--inits", "2147483647"], "--inits"),
     (["theory", "eos-table", "--eps", ""], "--eps"), (["theory", "eos-table", "--eps", "0.1,,0.2"], "--eps"),
     (["theory", "eos-table", "--eps", "0.1,2"], "--eps"), (["theory", "eos-table", "--inits", "0"], "--inits"),
     (["theory", "eos-table", "--plot", f"{A_FILE}/x.png"], "--plot"),
@@ -122,6 +124,7 @@ CASES = [
     (["nonlinear", "--sigma-z", "-1"], "--sigma-z"), (["nonlinear", "--sharpening", "nan"], "--sharpening"),
     (["nonlinear", "--lr", "0"], "--lr"), (["nonlinear", "--steps", "0"], "--steps"),
     (["nonlinear", "--plot", f"{A_FILE}/x.png"], "--plot"),
+    (["nonlinear", "--steps", "2000000000"], "--steps"),  # was 120 s of silence, killed
     # two-layer, linear-net
     (["two-layer", "--lr", "0"], "--lr"), (["two-layer", "--lr", "inf"], "--lr"), (["two-layer", "--steps", "0"], "--steps"),
     (["two-layer", "--lam1", "-1"], "--lam1"), (["two-layer", "--lam2", "0"], "--lam2"),

@@ -108,7 +108,8 @@ def run(
     theta1: Optional[str] = typer.Option(None, help="range LO,HI of θ₁·√η to draw from (default: 0.1,0.3)"),
     theta2: Optional[str] = typer.Option(
         None, help="range LO,HI of θ₂·√(εη) to draw from (default: 1.8,2.6, the EoS basin at ε = 0.1)"),
-    tail: int = typer.Option(100, help="λ∞ = mean of λ over the last TAIL steps (1 … --steps)"),
+    tail: Optional[int] = typer.Option(None, help="λ∞ = mean of λ over the last TAIL steps (1 … --steps; "
+                                                   "default 100, or --steps if fewer)"),
     as_json: bool = cli.json_option(),
     json_out: Optional[Path] = cli.json_out_option(),
     plot: Optional[Path] = cli.plot_option("write a figure of a few runs to this file (PNG, an SVG next to it)"),
@@ -124,6 +125,8 @@ def run(
     check("--steps", steps, positive_int)
     check("--seed", seed, seed_rule)
     check("--target", target, finite)
+    if tail is None:  # a default the user did not type must not be the error of a short --steps
+        tail = min(100, steps)
     check("--tail", tail, integer(1, steps))
     check("--plot-runs", plot_runs, positive_int)
     box1, box2 = _box(theta1, "--theta1"), _box(theta2, "--theta2")
@@ -190,7 +193,8 @@ def eos_limit_cmd(
     if lr is not None:
         check("--lr", lr, positive)
     check("--target", target, finite)
-    o = int(order) if order.isdigit() else order
+    # ASCII digits only: "²" and "٣" are str.isdigit() too ("²" made int() raise)
+    o = int(order) if order.isascii() and order.isdigit() else order
     cli.choice(str(o), "--order", [str(x) for x in eos2d.ORDERS])
     cli.output_file(json_out, "--json-out")
     cli.runs_root(runs, "theory-eos-limit")
@@ -217,6 +221,10 @@ def eos_limit_cmd(
                     "(uncertainty unknown)")
     if lr is not None:
         out.update(lr=res.lr, predicted_lambda=res.lam)
+    if math.isnan(res.ratio):  # limit_numeric: fewer than half the slow-manifold orbits reach a minimum
+        warn = (f"no edge-of-stability limit to predict at ε = {eps:g}{'' if target == 0 else f', E = {target:g}'}: "
+                "fewer than half of the orbits from the slow manifold reach a minimum (the limit is NaN)"
+                + (f"; {warn}" if warn else ""))
     cli.emit_json(out, as_json, json_out)
     if warn:
         typer.echo(f"warning: {warn}", err=True)
@@ -242,6 +250,8 @@ def eos_table_cmd(
     """Theory vs simulation of the EoS limit ηλ∞ over ε (E = 0, η = 1)."""
     values = cli.floats(eps, "--eps", EPS_RULE)
     check("--inits", inits, positive_int)
+    # as `eoslab run`: 7 float64 states per run, doubled for XLA
+    check_memory(f"--inits {inits:,}", 2 * 8 * 16 * inits, "use fewer --inits")
     cli.output_file(json_out, "--json-out")
     cli.output_file(plot, "--plot")
     cli.runs_root(runs, "theory-eos-table")

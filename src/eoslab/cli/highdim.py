@@ -274,6 +274,8 @@ def nonlinear_cmd(
     import numpy as np
 
     from eoslab.dynamics import highdim as hd
+
+    check_memory(f"--steps {steps:,}", hd.records_bytes(1, steps), "use fewer --steps")
     from eoslab.models import second_order
 
     sj, sq = hd.natural_scales(D, P, sharpening)

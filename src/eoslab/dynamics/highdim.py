@@ -24,7 +24,7 @@ import numpy as np
 
 from eoslab import progress
 from eoslab.dynamics.gd import EOS_THRESHOLD, first_true
-from eoslab.errors import EoslabError, check_positive_int, runtime_check
+from eoslab.errors import EoslabError, check_memory, check_positive_int, runtime_check
 from eoslab.models import second_order
 from eoslab.models.second_order import SecondOrder, jacobian, predict
 from eoslab.spectra.lanczos import fixed_start, lanczos
@@ -72,6 +72,12 @@ def _finite_rows(x):
 
 
 @x64
+def records_bytes(B: int, steps: int, k: int = 2) -> float:
+    """Bytes of :func:`batched_gd_output`'s per-step records: about 16 + 2k float64 numbers per
+    step and run, twice (the chunks and their concatenation)."""
+    return 2 * 8.0 * B * steps * (16 + 2 * k)
+
+
 def batched_gd_output(model: SecondOrder, lrs: Float[ArrayLike, " B"], steps: int, *, k: int = 2, ntk: str = "lanczos",
                       lanczos_iters: int = 16, hessian_every: int = 0, hessian_iters: int = 20,
                       record_nonlinear: bool = False, theta0: Float[ArrayLike, " P"] | None = None,
@@ -111,6 +117,8 @@ def batched_gd_output(model: SecondOrder, lrs: Float[ArrayLike, " B"], steps: in
     if int(hessian_every) != hessian_every or hessian_every < 0:
         raise EoslabError(f"hessian_every must be a non-negative integer, got {hessian_every!r}")
     runtime_check(jnp.all((lrs > 0) & jnp.isfinite(lrs)), "step sizes must be finite and positive", lrs)
+    check_memory(f"steps = {steps:,} for {lrs.shape[0]} step sizes", records_bytes(lrs.shape[0], steps, k),
+                 "use fewer steps")
     theta0 = model.theta0 if theta0 is None else theta0
     if chunks is None:
         chunks = PROGRESS_CHUNKS if progress.active() and steps >= 100 else 1
