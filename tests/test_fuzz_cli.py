@@ -131,6 +131,9 @@ CASES = [
     (["two-layer", "--theta0", "1,2"], "--theta0"), (["two-layer", "--theta0", "1,nan,2"], "--theta0"),
     (["two-layer", "--samples", "-1"], "--samples"), (["two-layer", "--box-lo", "0,0,0"], "--box-hi"),
     (["two-layer", "--box-lo", "1,0,0", "--box-hi", "0,1,1"], "--box-lo"),
+    (["two-layer", "--box-lo", "-inf,-inf,-inf", "--box-hi", "-inf,-inf,-inf"], "--box-hi"),  # θ → -inf: NaN
+    (["two-layer", "--box-lo", "inf,0,0", "--box-hi", "inf,1,1"], "--box-lo"),
+    (["two-layer", "--steps", "2147483647"], "--steps"),  # was named "--samples 0"
     (["two-layer", "--plot", f"{A_FILE}/x.png"], "--plot"), (["two-layer", "--json-out", "."], "--json-out"),
     (["linear-net", "--target", "nan"], "--target"), (["linear-net", "--target", "0"], "--target"),
     (["linear-net", "--depth", "0"], "--depth"), (["linear-net", "--width", "-1"], "--width"),

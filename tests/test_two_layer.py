@@ -146,3 +146,11 @@ def test_empirical_version_close_to_population():
         simulate_two_layer(LAM1, LAM2, -1.0, 10)
     with pytest.raises(EoslabError):
         tl.population_problem(LAM1, LAM2, (1.0, 2.0))
+
+
+@pytest.mark.slow  # compiles the simulation: ~3 s
+def test_a_step_size_that_overflows_is_a_diverged_run_not_an_overflow_error():
+    """η = 1e300: η² overflows a Python float (it was an OverflowError out of the balance
+    identity); the run is reported as diverged."""
+    r = simulate_two_layer(1.0, 0.01, 1e300, 5, [0.05, 0.1, 0.05])
+    assert r["phases"]["diverged"]

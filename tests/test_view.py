@@ -361,7 +361,9 @@ def test_app_document(tmp_path):
 
 
 @pytest.mark.parametrize("args, match", [(["--port", "70000"], "--port"), (["--host", "bad host"], "--host"),
-                                         (["--runs", "FILE"], "not a folder")])
+                                         (["--runs", "FILE"], "not a folder"),
+                                         # an address that does not resolve: was socket.gaierror's traceback
+                                         (["--host", "999.1.1.1", "--port", "0"], "cannot listen on 999.1.1.1")])
 def test_cli_refuses_bad_options_before_any_work(args, match, tmp_path, capsys, monkeypatch):
     pytest.importorskip("bokeh", reason="eoslab view needs the [view] extra (bokeh)")
     from eoslab.cli import main

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -57,10 +58,13 @@ def two_layer_cmd(
         upper = cli.values(box_hi, "--box-hi", length=3, allow_range=False, finite=False)
         if any(a > b for a, b in zip(lower, upper)):
             raise InvalidValue(f"--box-lo must be ≤ --box-hi in every coordinate, got {box_lo!r} and {box_hi!r}")
+        if any(a == math.inf for a in lower) or any(b == -math.inf for b in upper):  # θ projected to ±inf: NaN
+            raise InvalidValue(f"--box-lo must be < inf and --box-hi > -inf in every coordinate (the box has no finite "
+                               f"point), got {box_lo!r} and {box_hi!r}")
     cli.output_file(json_out, "--json-out")
     cli.output_file(plot, "--plot")
     cli.runs_root(runs, "two-layer")
-    check_memory(f"--samples {samples:,}", 8.0 * 4 * samples + 8.0 * 20 * steps)
+    check_memory(f"--samples {samples:,} with --steps {steps:,}", 8.0 * 4 * samples + 8.0 * 20 * steps)
     from eoslab.theory.two_layer import simulate_two_layer
 
     r = simulate_two_layer(lam1, lam2, lr, steps, th0, samples, seed, lower, upper)

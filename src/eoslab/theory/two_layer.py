@@ -262,6 +262,7 @@ def balance_identity_error(params, sigma, lr) -> float:
     p = jnp.asarray(params)
     c = balance(p)
     g = jax.vmap(lambda th: grad(th, jnp.asarray(sigma)))(p)
-    pred = lr**2 * (g[:, 0] ** 2 - jnp.sum(g[:, 1:] ** 2, axis=1))
+    # η² in the arrays' float64: a diverging η (1e300) gives inf, not Python's OverflowError
+    pred = jnp.square(jnp.asarray(lr, p.dtype)) * (g[:, 0] ** 2 - jnp.sum(g[:, 1:] ** 2, axis=1))
     err = jnp.abs(c[1:] - c[:-1] - pred[:-1]) / (1 + jnp.abs(c[:-1]))
     return _nanmax(err)

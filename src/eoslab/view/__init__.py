@@ -106,9 +106,12 @@ def start_server(runs_root: str | os.PathLike = "eoslab-runs", port: int = DEFAU
     from bokeh.server.server import Server
 
     if port == 0:  # Bokeh needs the number up front for its websocket origin check
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-            s.bind((host, 0))
-            port = s.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+        except OSError as e:  # an unknown host name or address (socket.gaierror), or not local
+            raise EoslabError(f"cannot listen on {host}: {e.strerror or e}") from None
     origins = sorted({f"{h}:{port}" for h in (host, "127.0.0.1", "localhost")})
     kw = {"io_loop": io_loop} if io_loop is not None else {}
     try:
