@@ -40,7 +40,7 @@ LAYERS = {
     "eoslab.theory": 4,
     "eoslab.experiments": 5,
     "eoslab.plots": 6, "eoslab.report": 6, "eoslab.view": 6,
-    "eoslab.experiments.kinds": 7, "eoslab.cli": 7,
+    "eoslab.experiments.kinds": 7, "eoslab.cli": 7, "eoslab.__main__": 7,
 }
 NAMES = ["foundation", "models", "spectra", "dynamics", "theory", "experiments", "plots/report/view", "kinds/cli"]
 

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from eoslab.errors import EoslabError, check_memory, check_positive_int
 from eoslab.data.base import Dataset
 from eoslab.problem import Problem
+from eoslab.typing import DTypeLike
 
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "elu": jax.nn.elu}
 PARAMETRISATIONS = ("standard", "ntk")
@@ -171,7 +172,7 @@ def build(name: str, *, depth: int = 2, width: int = 256, activation: str = "tan
 TRAINING_COPIES = 8
 
 
-def check_size(net, in_dim: int | None, dtype, copies: int = TRAINING_COPIES) -> int:
+def check_size(net: "MLP | CNN", in_dim: int | None, dtype: DTypeLike, copies: int = TRAINING_COPIES) -> int:
     """The number of parameters of ``net`` on inputs of dimension ``in_dim`` (from the shapes
     alone: nothing is allocated); refuses (:class:`~eoslab.errors.ResourceError`) a network of
     which ``copies`` copies of θ in ``dtype`` do not fit in the available memory."""
