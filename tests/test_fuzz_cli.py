@@ -184,6 +184,13 @@ CASES = [
     *[([*cmd, "--runs", root], "--runs") for cmd in RUNS_COMMANDS for root in (A_FILE, f"{A_FILE}/runs")],
     (["two-layer", "--runs", "/proc"], "--runs"), (["theorem2", "--runs", "/proc/runs"], "--runs"),
     (["nonlinear", "--runs", "file-root"], "nonlinear"),
+    # an empty path would silently be the current folder; a list naming an operator twice; absurd shards
+    *[([*cmd, "--runs", ""], "--runs") for cmd in RUNS_COMMANDS],
+    (["sweep", A_FILE, "--out", ""], "--out"), (["reproduce", "--out", " "], "--out"),
+    (["reproduce", "--runs", ""], "--runs"), (["train", "--data-dir", ""], "--data-dir"),
+    (["train", "--json-out", ""], "--json-out"), (["train", "--plot", ""], "--plot"), (["sweep", ""], "file"),
+    (["train", "--track", "hessian,ntk,hessian"], "--track"),
+    (["reproduce", "--shard", "0/100001"], "--shard"), (["sweep", A_FILE, "--shard", ""], "--shard"),
 ]
 
 

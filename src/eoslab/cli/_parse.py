@@ -44,16 +44,27 @@ def json_option(help: str = JSON_HELP):
     return typer.Option(False, "--json", help=help)
 
 
+def path_value(text: str) -> Path:
+    """The parser of every path option: an empty path is refused (``Path("")`` would silently
+    be the current folder); whether it can be written is checked by :func:`output_file` and
+    :func:`output_dir` before any work."""
+    if isinstance(text, Path):
+        return text
+    if not str(text).strip():
+        raise typer.BadParameter("give a path (got an empty string)")
+    return Path(text)
+
+
 def json_out_option(help: str = "also write the JSON result to this file"):
-    return typer.Option(None, "--json-out", help=help, metavar="FILE", dir_okay=False)
+    return typer.Option(None, "--json-out", help=help, metavar="FILE", parser=path_value)
 
 
 def plot_option(help: str = "write the figure to this file (PNG, an SVG next to it)"):
-    return typer.Option(None, "--plot", help=help, metavar="FILE", dir_okay=False)
+    return typer.Option(None, "--plot", help=help, metavar="FILE", parser=path_value)
 
 
 def out_option(help: str = "write every output file (tables, figures) into this folder"):
-    return typer.Option(None, "--out", help=help, metavar="DIR", file_okay=False)
+    return typer.Option(None, "--out", help=help, metavar="DIR", parser=path_value)
 
 
 # ---- values -----------------------------------------------------------------------------------
@@ -137,6 +148,9 @@ def choices(text: str | None, option: str, allowed: Iterable[str], *, empty_ok: 
     bad = [p for p in items if p not in allowed]
     if bad:
         raise InvalidValue(f"{option}: unknown {', '.join(map(repr, bad))}; accepted: {', '.join(allowed)}")
+    twice = sorted({p for p in items if items.count(p) > 1})
+    if twice:
+        raise InvalidValue(f"{option}: {', '.join(map(repr, twice))} given more than once")
     return items
 
 
@@ -354,7 +368,7 @@ RUNS_HELP = ("also store the results as a run under this results root (ROOT/<com
 
 def runs_option(help: str = RUNS_HELP):
     """``--runs ROOT``: the one option that stores a command's results in the results store."""
-    return typer.Option(None, "--runs", help=help, metavar="ROOT", file_okay=False)
+    return typer.Option(None, "--runs", help=help, metavar="ROOT", parser=path_value)
 
 
 def runs_root(root: Optional[Path], experiment: str, option: str = "--runs") -> Optional[Path]:

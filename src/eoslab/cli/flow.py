@@ -64,7 +64,7 @@ def flow_cmd(
     width: int = typer.Option(16, help="hidden units (mlp) or channels (cnn)"),
     activation: str = typer.Option("tanh", help="tanh, relu or elu"),
     data: str = typer.Option("synthetic", help="synthetic or cifar10 (networks)"),
-    data_dir: Optional[Path] = typer.Option(None, help="CIFAR-10 folder (with --data cifar10)"),
+    data_dir: Optional[Path] = typer.Option(None, parser=cli.path_value, help="CIFAR-10 folder (with --data cifar10)"),
     n: int = typer.Option(100, help="number of training examples (networks)"),
     d: int = typer.Option(16, "--d", help="input dimension of the synthetic data"),
     target_scale: float = typer.Option(2.0, help="std of the synthetic regression targets"),

@@ -116,7 +116,7 @@ def train_cmd(
     activation: str = typer.Option("tanh", help="tanh, relu or elu"),
     parametrisation: str = typer.Option("standard", help="standard or ntk"),
     data: str = typer.Option("synthetic", help="synthetic, cifar10 (needs --data-dir) or digits (scikit-learn's 8×8 digits, 1,797 images; extra eoslab[digits])"),
-    data_dir: Optional[Path] = typer.Option(None, help="CIFAR-10 folder (data_batch_1..5, test_batch, batches.meta)"),
+    data_dir: Optional[Path] = typer.Option(None, parser=cli.path_value, help="CIFAR-10 folder (data_batch_1..5, test_batch, batches.meta)"),
     n: int = typer.Option(1000, help="number of training examples (the first n, ≥ 1)"),
     classes: Optional[str] = typer.Option(None, help="CIFAR-10 class subset (0,1 or cat,dog); digits: 0,1,7; "
                                                      "synthetic: number of classes (default: regression)"),

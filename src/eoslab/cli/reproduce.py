@@ -10,6 +10,7 @@ from typing import List, Optional
 import typer
 
 from eoslab.cli import app
+from eoslab.cli._parse import path_value
 from eoslab.cli.sweep import DASK_HELP, WORKERS_HELP
 
 RUNS_HELP = "results root (one folder per run)"
@@ -100,9 +101,9 @@ def reproduce(
     quick: bool = typer.Option(True, "--quick/--full", help="quick sizes (≤ 5 min for the set on 2 cores) "
                                "or the papers' sizes"),
     only: Optional[List[str]] = typer.Option(None, "--only", help="experiment name (repeat, or comma-separate)"),
-    out: Path = typer.Option(Path("eoslab-report"), "--out", help="report folder"),
-    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
-    configs: Optional[Path] = typer.Option(None, "--configs", help=CONFIGS_HELP),
+    out: Path = typer.Option(Path("eoslab-report"), "--out", parser=path_value, help="report folder"),
+    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", parser=path_value, help=RUNS_HELP),
+    configs: Optional[Path] = typer.Option(None, "--configs", parser=path_value, help=CONFIGS_HELP),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures (skip: claims only)"),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: compute only shard i of N (0-based) and "
                                         "write no report; assemble later with `eoslab report`"),
@@ -170,9 +171,9 @@ def reproduce(
 def report_cmd(
     quick: bool = typer.Option(True, "--quick/--full", help="which sizes' runs to report"),
     only: Optional[List[str]] = typer.Option(None, "--only", help="experiment name (repeat, or comma-separate)"),
-    out: Path = typer.Option(Path("eoslab-report"), "--out", help="report folder"),
-    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
-    configs: Optional[Path] = typer.Option(None, "--configs", help=CONFIGS_HELP),
+    out: Path = typer.Option(Path("eoslab-report"), "--out", parser=path_value, help="report folder"),
+    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", parser=path_value, help=RUNS_HELP),
+    configs: Optional[Path] = typer.Option(None, "--configs", parser=path_value, help=CONFIGS_HELP),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="draw the figures (skip: claims only)"),
 ) -> None:
     """Write the report from stored runs only (e.g. after sharded runs); lists missing runs.
@@ -195,8 +196,8 @@ def report_cmd(
 
 @app.command("list")
 def list_cmd(
-    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
-    configs: Optional[Path] = typer.Option(None, "--configs", help=CONFIGS_HELP),
+    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", parser=path_value, help=RUNS_HELP),
+    configs: Optional[Path] = typer.Option(None, "--configs", parser=path_value, help=CONFIGS_HELP),
 ) -> None:
     """The experiments, their kinds and claims, and how many of their runs are stored."""
     from rich.table import Table
@@ -235,7 +236,7 @@ def list_cmd(
 @app.command("show")
 def show(
     run: str = typer.Argument(..., help="run id, unique id prefix, or run folder"),
-    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help=RUNS_HELP),
+    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", parser=path_value, help=RUNS_HELP),
 ) -> None:
     """A stored run's parameters, metadata, scalar results and arrays."""
     import numpy as np

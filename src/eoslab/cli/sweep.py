@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from eoslab.cli import app
+from eoslab.cli._parse import path_value
 
 DASK_HELP = ("run each run as a Dask task: alone, on a new LocalCluster (--workers processes, default "
              "one per core); with an address (tcp://HOST:PORT), on that scheduler's cluster (docs/cluster.md)")
@@ -61,9 +62,9 @@ def _cell(v) -> str:
 
 @app.command("sweep")
 def sweep_cmd(
-    file: Path = typer.Argument(..., help="sweep file (TOML, docs/sweeps.md)"),
-    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", help="results root (one folder per run)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder for summary.json and the figures "
+    file: Path = typer.Argument(..., parser=path_value, help="sweep file (TOML, docs/sweeps.md)"),
+    runs: Path = typer.Option(Path("eoslab-runs"), "--runs", parser=path_value, help="results root (one folder per run)"),
+    out: Optional[Path] = typer.Option(None, "--out", parser=path_value, help="folder for summary.json and the figures "
                                        "(default ./eoslab-sweeps/<name>)"),
     quick: bool = typer.Option(False, "--quick/--full", help="apply the file's [quick.*] overrides (default: "
                                "the file's own values)"),

@@ -14,7 +14,7 @@ import dataclasses
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, ClassVar, Iterable
 
 from eoslab._precision import x64
 from eoslab.errors import EoslabError
@@ -93,17 +93,19 @@ class Shard:
 
     index: int = 0
     count: int = 1
+    #: More shards than machines anyone runs at once is a typo (and shard i would own no run).
+    MAX_COUNT: ClassVar[int] = 100_000
 
     @classmethod
     def parse(cls, text: str | None) -> "Shard":
-        if not text:
+        if text is None:
             return cls()
         try:
             i, n = (int(x) for x in text.split("/"))
         except ValueError:
             raise EoslabError(f"--shard must look like i/N (e.g. 0/8), got {text!r}") from None
-        if not (n >= 1 and 0 <= i < n):
-            raise EoslabError(f"--shard i/N needs N ≥ 1 and 0 ≤ i < N, got {text!r}")
+        if not (1 <= n <= cls.MAX_COUNT and 0 <= i < n):
+            raise EoslabError(f"--shard i/N needs 1 ≤ N ≤ {cls.MAX_COUNT:,} and 0 ≤ i < N, got {text!r}")
         return cls(i, n)
 
     def owns(self, rid: str) -> bool:
