@@ -334,15 +334,15 @@ def test_flatten_is_ravel_pytree_in_order_and_values():
 def test_tree_rows_are_the_flattened_products_row_by_row():
     # The fused step's block of products, written leaf by leaf into (m, n), against ravel_pytree of
     # each product stacked: the same leaves as above (2-D, transposed, scalar, empty, float32), for a
-    # block of 1 and of 3 rows, eagerly and jitted (the CPU path), and vmapped (other platforms).
+    # block of 1 and of 3 rows, eagerly and jitted (the CPU path), and the vmapped flatten that other platforms run.
     from jax.flatten_util import ravel_pytree
     from eoslab.spectra.operators import flatten, tree_rows
     key = jax.random.PRNGKey(4)
     tree = {"w": jax.random.normal(key, (5, 7)).T, "b": jnp.arange(3.0), "s": jnp.asarray(2.5),
             "e": jnp.zeros((0, 4)), "h": jnp.ones((2, 2), jnp.float32)}
     flat, unravel = ravel_pytree(tree)
-    # A linear map on the pytree whose output is not its input: each leaf scaled and the 2-D one
-    # transposed back and forth, so a wrong row, offset or leaf order changes the result.
+    # A linear map on the pytree whose output is not its input: each leaf's entries scaled by
+    # 1, 2, …, size, so a wrong row, offset or leaf order changes the result.
     tangent = lambda v: jax.tree_util.tree_map(lambda x: (1.0 + jnp.arange(x.size).reshape(x.shape)) * x,
                                                 unravel(v))
     for m in (1, 3):

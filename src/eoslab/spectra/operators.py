@@ -39,7 +39,8 @@ def tree_rows(tangent: Callable[[Array], PyTree], X: Float[Array, "m n"], dtype:
     On a CPU the m products run one after the other (see :func:`rows`) and each leaf's m
     tangents are written at once, one ``dynamic_update_slice`` of an (m, size) block per leaf:
     stacking m flattened rows instead lets XLA:CPU fuse the row writes and the stack into one
-    elementwise loop that costs more than a fused Hessian product's own matrix products."""
+    elementwise loop (nearly 3 ms per step for two rows at P = 10⁵, profiled), and one
+    ``ravel_pytree`` of a single row fuses a 2-D leaf's layout transpose into its concatenate."""
     def one_by_one(X):
         outs = [jax.tree_util.tree_leaves(tangent(X[i])) for i in range(X.shape[0])]
         out = jnp.zeros(X.shape, dtype)
